@@ -1,0 +1,1 @@
+"""Measuring flows: device-synchronised timing and counting (parameters, FLOPs, memory)."""

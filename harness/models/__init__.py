@@ -1,0 +1,67 @@
+"""The reference flows and their registry: ``build(name, dim, **config)``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from .base import OPS, Cost, Flow, Transform, unchecked
+from .bnaf import build_bnaf
+from .iaf import build_iaf
+from .invert import InversionError
+from .made import build_made
+from .maf import build_maf
+from .naf import build_naf
+
+__all__ = ["NAMES", "OPS", "Cost", "Flow", "InversionError", "Transform", "build", "keywords", "unchecked"]
+
+BUILDERS: dict[str, Callable[..., Flow]] = {
+    "made": build_made,
+    "maf": build_maf,
+    "iaf": build_iaf,
+    "naf": build_naf,
+    "bnaf": build_bnaf,
+}
+NAMES: tuple[str, ...] = tuple(BUILDERS)
+
+# Keywords that must be positive ints wherever a family accepts them.
+_POSITIVE = ("flows", "layers", "hidden_factor", "ds_hidden", "ds_layers", "ds_channels")
+
+
+def keywords(name: str) -> tuple[str, ...]:
+    """The config keywords that model ``name`` accepts."""
+    _check_name(name)
+    params = inspect.signature(BUILDERS[name]).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _check_name(name: str) -> None:
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(NAMES)}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def build(name: str, dim: int, **config: object) -> Flow:
+    """Builds reference model ``name`` over ``dim`` dimensions, float32 on the CPU.
+
+    Raises ValueError naming the bad value and the allowed ones for an unknown name,
+    an unknown keyword, ``dim < 1`` or a bad config value.
+    """
+    _check_name(name)
+    if not _positive_int(dim):
+        raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+    allowed = keywords(name)
+    for key, value in config.items():
+        if key not in allowed:
+            raise ValueError(f"unknown keyword {key!r} for model {name!r}; allowed: {', '.join(allowed)}")
+        if key in _POSITIVE and value is not None and not _positive_int(value):
+            raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+    hidden = config.get("hidden")
+    if hidden is not None:
+        config["hidden"] = tuple(hidden)  # type: ignore[arg-type]
+        if not config["hidden"] or not all(_positive_int(h) for h in config["hidden"]):
+            raise ValueError(f"hidden must be a non-empty sequence of ints >= 1, got {hidden!r}")
+    return BUILDERS[name](dim, **config)

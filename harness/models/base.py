@@ -1,0 +1,153 @@
+"""The flow contract shared by every reference model.
+
+A :class:`Flow` is a stack of :class:`Transform` layers. ``forward`` maps data to
+the base (data->base) and returns the log-absolute-determinant of that map;
+``inverse`` maps base to data. The base is a standard normal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Kind = Literal["parallel", "sequential", "iterative"]
+OPS = ("log_prob", "sample")
+
+_CHECKS = True
+
+
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Skip input validation inside the block.
+
+    The finiteness check needs a device->host copy; the timing engine turns checks
+    off so that timings measure the flow, not the check.
+    """
+    global _CHECKS
+    old, _CHECKS = _CHECKS, False
+    try:
+        yield
+    finally:
+        _CHECKS = old
+
+
+@dataclass(frozen=True)
+class Cost:
+    """How each operation scales with the dimension d, as data for plots and tables.
+
+    ``parallel``: one network pass per flow, whatever d. ``sequential``: d network
+    passes per flow, one per dimension. ``iterative``: d root-finds per flow, each of
+    several passes (numerical inversion).
+    """
+
+    log_prob: Kind
+    sample: Kind
+
+    def __getitem__(self, op: str) -> Kind:
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
+        return getattr(self, op)
+
+    def describe(self, op: str) -> str:
+        return {
+            "parallel": "parallel: 1 pass per flow",
+            "sequential": "sequential: d passes per flow",
+            "iterative": "iterative: d root-finds per flow",
+        }[self[op]]
+
+
+class Transform(nn.Module):
+    """One invertible layer. ``forward(x) -> (y, logabsdet)`` runs data->base,
+    ``inverse(y) -> x`` runs base->data. Shapes: x, y (batch, d); logabsdet (batch,)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Reverse(Transform):
+    """Reverses the order of the dimensions; volume preserving."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.flip(-1), x.new_zeros(x.shape[:-1])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y.flip(-1)
+
+
+def stack(layers: Sequence[Transform], dim: int) -> list[Transform]:
+    """Interleaves order reversals between flows, so each flow sees a new order."""
+    out: list[Transform] = []
+    for i, layer in enumerate(layers):
+        if i > 0 and dim > 1:
+            out.append(Reverse())
+        out.append(layer)
+    return out
+
+
+def normal_log_prob(z: Tensor) -> Tensor:
+    """Standard normal log-density summed over the last axis: (batch, d) -> (batch,)."""
+    return -0.5 * (z.square().sum(-1) + z.shape[-1] * math.log(2 * math.pi))
+
+
+class Flow(nn.Module):
+    """A normalizing flow with a standard normal base over ``dim`` dimensions.
+
+    Arguments:
+        dim: the data dimensionality d.
+        transforms: layers applied in order from data to base.
+        cost: which of ``log_prob`` and ``sample`` is parallel, sequential or iterative.
+    """
+
+    def __init__(self, dim: int, transforms: Sequence[Transform], cost: Cost):
+        super().__init__()
+        self.dim = dim
+        self.transforms = nn.ModuleList(transforms)
+        self.cost = cost
+
+    def _check(self, x: Tensor, what: str) -> None:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 2 or x.shape[-1] != self.dim:
+            raise ValueError(f"{what} must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        if _CHECKS and not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Data->base. (batch, d) -> z (batch, d), log|det dz/dx| (batch,)."""
+        self._check(x, "x")
+        ladj = x.new_zeros(x.shape[0])
+        for t in self.transforms:
+            x, l = t(x)
+            ladj = ladj + l
+        return x, ladj
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """Base->data. (batch, d) -> x (batch, d)."""
+        self._check(z, "z")
+        for t in reversed(self.transforms):
+            z = t.inverse(z)
+        return z
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log-density of x under the flow: (batch, d) -> (batch,)."""
+        z, ladj = self(x)
+        return normal_log_prob(z) + ladj
+
+    def sample(self, n: int) -> Tensor:
+        """n samples (n, d), on the model's device and dtype."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        ref = next(self.parameters())
+        z = torch.randn(n, self.dim, device=ref.device, dtype=ref.dtype)
+        with unchecked():
+            return self.inverse(z)

@@ -1,0 +1,228 @@
+"""Neural autoregressive flow (Huang et al., 2018): a MADE hypernetwork emits, per
+dimension, the pseudo-parameters of a deep sigmoidal flow (DSF, or DDSF when
+``ds_layers >= 2``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Cost, Flow, Transform, stack
+from .invert import invert_autoregressive
+from .maf import LOG_SCALE_BOUND, default_hidden
+from .masked import ACTIVATIONS, MADE
+
+
+class DeepSigmoid(nn.Module):
+    """Element-wise deep (dense) sigmoidal flow, computed in the log domain.
+
+    Layer l maps h (n_in units) to ``logit(sum_k w_ok sigmoid(a_k sum_j u_kj h_j + b_k))``
+    (n_out units), with u, w softmax-normalised and a > 0. Huang et al. take
+    a = softplus(.), which underflows to 0 for large conditioner outputs and leaves the
+    map numerically flat; here log a is soft-clamped to [-5, 5] like MAF's log-scale. The first layer
+    reads the scalar x, the last writes the scalar y. Each of a, b (H each), w (H) and
+    u (n_in) comes per dimension from the hypernetwork; u and w also have learned
+    components of their own, (H, n_in) and (n_out, H), as in Huang et al.'s code.
+    The logit is taken as log S - log(1 - S) from log-sum-exps, so y is exact and
+    onto R, with no clipping.
+
+    Arguments:
+        hidden: sigmoid units H per layer (``ds_hidden``).
+        layers: 1 = DSF, 2 or more = DDSF.
+    """
+
+    def __init__(self, hidden: int, layers: int):
+        super().__init__()
+        self.hidden, self.layers = hidden, layers
+        self.sizes = [(1 if l == 0 else hidden, 1 if l == layers - 1 else hidden) for l in range(layers)]
+        self.u = nn.ParameterList(nn.Parameter(torch.randn(hidden, i)) for i, _ in self.sizes)
+        self.w = nn.ParameterList(nn.Parameter(torch.randn(o, hidden)) for _, o in self.sizes)
+        self.n_params = sum(3 * hidden + i for i, _ in self.sizes)
+
+    def init_hyper_bias(self, bias: Tensor) -> None:
+        """Spreads the sigmoid units' offsets b over [-2, 2] with slopes a = 1, so the
+        flow starts as a non-trivial map in the middle with slope-1 linear tails.
+
+        Spread slopes at init compound over stacked layers into extremely heavy tails,
+        where float32 pseudo-parameters saturate and the map goes numerically flat.
+        """
+        H, start = self.hidden, 0
+        with torch.no_grad():
+            for n_in, _ in self.sizes:
+                bias[start : start + H] = 0.0
+                bias[start + H : start + 2 * H] = torch.linspace(-2, 2, H)
+                start += 3 * H + n_in
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """x (...), params (..., n_params) -> y (...), log dy/dx (...)."""
+        H, start = self.hidden, 0
+        h = x[..., None]
+        g = torch.zeros_like(h)  # log dh/dx
+        for (n_in, _), u_own, w_own in zip(self.sizes, self.u, self.w):
+            p = params[..., start : start + 3 * H + n_in]
+            start += 3 * H + n_in
+            log_a = LOG_SCALE_BOUND * torch.tanh(p[..., :H] / LOG_SCALE_BOUND)
+            b, p_w, p_u = p[..., H : 2 * H], p[..., 2 * H : 3 * H], p[..., 3 * H :]
+            if n_in == 1:  # softmax over one input: u = 1
+                uh, t = h, g
+            else:  # u_kj = softmax_j(u_own[k, j] + p_u[j]); uh = u @ h, t = log(u @ exp(g))
+                c = (p_u - p_u.amax(-1, keepdim=True)).exp()
+                e_u = u_own.exp()
+                uh = ((c * h) @ e_u.T) / (c @ e_u.T)
+                log_z = log_matmul(u_own, p_u)
+                t = log_matmul(u_own, p_u + g) - log_z
+            pre = log_a.exp() * uh + b  # (..., H)
+            ls, lms = F.logsigmoid(pre), F.logsigmoid(-pre)
+            # w_ok = softmax_k(w_own[o, k] + p_w[k]); S = w @ sigmoid(pre), 1 - S = w @ sigmoid(-pre)
+            log_z = log_matmul(w_own, p_w)
+            log_s = log_matmul(w_own, p_w + ls) - log_z
+            log_ms = log_matmul(w_own, p_w + lms) - log_z
+            g = log_matmul(w_own, p_w + ls + lms + log_a + t) - log_z - log_s - log_ms
+            h = log_s - log_ms
+        return h[..., 0], g[..., 0]
+
+
+def log_matmul(log_m: Tensor, b: Tensor) -> Tensor:
+    """log(exp(log_m) @ exp(b)) for a fixed log_m (out, H) and b (..., H) -> (..., out).
+
+    A log-matrix product (De Cao et al., appendix D) done as one matmul: b is shifted
+    by its row maximum, so the largest term is exp(0) and nothing overflows.
+    """
+    m = b.amax(-1, keepdim=True)
+    return m + torch.log((b - m).exp() @ log_m.exp().T)
+
+
+class SigmoidalAutoregressive(Transform):
+    """One NAF layer, data->base: y_i = DDSF(x_i; params(x_<i)).
+
+    The MADE emits ``channels`` values per dimension; a linear map shared across
+    dimensions (Huang et al.'s 1x1 convolution) turns them into the DDSF's
+    pseudo-parameters. ``forward`` is one MADE pass; ``inverse`` solves each dimension
+    in order by safeguarded Newton, with one MADE pass per dimension.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int],
+        ds_hidden: int,
+        ds_layers: int,
+        channels: int,
+        activation: str = "relu",
+        weight_norm: bool = False,
+    ):
+        super().__init__()
+        self.made = MADE(dim, hidden, channels, activation, weight_norm)
+        self.ds = DeepSigmoid(ds_hidden, ds_layers)
+        self.to_params = nn.Linear(channels, self.ds.n_params)
+        self.ds.init_hyper_bias(self.to_params.bias)
+        self.solves = None  # evaluations of the last inverse, per dimension
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, logder = self.ds(x, self.to_params(self.made(x)))
+        return y, logder.sum(-1)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        net = self.made.network()
+
+        def dim_solver(x: Tensor, i: int):
+            params = self.to_params(net(x, i))  # one MADE pass per dimension
+
+            def fn(xi: Tensor) -> tuple[Tensor, Tensor]:
+                yi, logder = self.ds(xi, params)
+                return yi, logder.exp()
+
+            return fn
+
+        x, self.solves = invert_autoregressive(dim_solver, y)
+        return x
+
+
+class WeightNormLinear(nn.Module):
+    """Weight-normalised linear layer: rows ``scale * v / |v|`` plus a bias."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in) / math.sqrt(n_in))
+        self.scale = nn.Parameter(torch.ones(n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight / self.weight.norm(dim=1, keepdim=True)
+        return F.linear(x, self.scale[:, None] * w, self.bias)
+
+
+class ResidualMLP(nn.Module):
+    """``W2 relu(W1 c) + W3 c`` of weight-normalised layers (torchkit's ResLinear)."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.inner, self.outer = WeightNormLinear(n_in, n_out), WeightNormLinear(n_out, n_out)
+        self.skip = WeightNormLinear(n_in, n_out)
+
+    def forward(self, c: Tensor) -> Tensor:
+        return self.outer(F.relu(self.inner(c))) + self.skip(c)
+
+
+class ContextAffine(Transform):
+    """Element-wise affine layer, data->base: ``z = loc + softplus(t) * x``, where loc and
+    t are residual MLPs of a constant zero context (the NAF paper's final linear flow)."""
+
+    def __init__(self, dim: int, context: int = 1):
+        super().__init__()
+        self.loc, self.t = ResidualMLP(context, dim), ResidualMLP(context, dim)
+        self.register_buffer("context", torch.zeros(1, context))
+
+    def _loc_std(self) -> tuple[Tensor, Tensor]:
+        return self.loc(self.context)[0], F.softplus(self.t(self.context)[0])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        loc, std = self._loc_std()
+        return loc + std * x, std.log().sum().expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        loc, std = self._loc_std()
+        return (y - loc) / std
+
+
+def build_naf(
+    dim: int,
+    *,
+    flows: int = 5,
+    hidden: Sequence[int] | None = None,
+    ds_hidden: int = 16,
+    ds_layers: int = 2,
+    ds_channels: int | None = None,
+    activation: str = "relu",
+    weight_norm: bool = False,
+    final_affine: bool = False,
+) -> Flow:
+    """Neural autoregressive flow: K sigmoidal autoregressive layers, order reversed between.
+
+    Arguments:
+        ds_hidden: sigmoid units per DDSF layer.
+        ds_layers: 1 = DSF, 2 or more = DDSF.
+        ds_channels: MADE outputs per dimension; default ``3 * ds_layers * max(1, h // d)``
+            with h the last hidden size, the rule of Huang et al.'s code.
+        activation: MADE activation, ``relu`` or ``elu``.
+        weight_norm: conditional weight normalisation in the MADE (the paper's conditioner).
+        final_affine: end with the paper's element-wise affine layer.
+
+    ``log_prob`` is one MADE pass per layer; ``sample`` inverts each layer numerically.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    hidden = default_hidden(dim) if hidden is None else hidden
+    channels = 3 * ds_layers * max(1, hidden[-1] // dim) if ds_channels is None else ds_channels
+    layers: list[Transform] = [
+        SigmoidalAutoregressive(dim, hidden, ds_hidden, ds_layers, channels, activation, weight_norm)
+        for _ in range(flows)
+    ]
+    transforms = stack(layers, dim)
+    if final_affine:
+        transforms.append(ContextAffine(dim))
+    return Flow(dim, transforms, Cost(log_prob="parallel", sample="iterative"))
