@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test report lint format clean
+.PHONY: venv test report report-gpu lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,18 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
+# The default CPU sweep (all models, d = 2..256, both ops, batch 1024, 1 thread, 20 s
+# budget per configuration) and its report. After an interruption,
+# `make report SWEEP_ARGS=--resume` keeps the rows already measured.
 report: $(STAMP)
-	$(BIN)/python -m harness models
+	$(BIN)/python -m harness sweep --device cpu --out reports/cpu $(SWEEP_ARGS)
+	$(BIN)/python -m harness report reports/cpu --out reports/cpu
+
+# The same on a GPU machine, with larger dims and batches (bring your own CUDA torch).
+report-gpu: $(STAMP)
+	$(BIN)/python -m harness sweep --device cuda --dims 2,4,8,16,32,64,128,256,512,1024 \
+		--batch 1024,16384 --out reports/gpu $(SWEEP_ARGS)
+	$(BIN)/python -m harness report reports/gpu --out reports/gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness benchmarks tests

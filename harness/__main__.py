@@ -17,13 +17,67 @@ def _models(args: argparse.Namespace) -> int:
         for dim in args.dims:
             m = build(name, dim)
             stored, effective = count_params(m)
-            rows.append(
-                [name, dim, m.cost.describe("log_prob"), m.cost.describe("sample"), stored, effective]
-            )
+            rows.append([name, dim, m.cost.describe("log_prob"), m.cost.describe("sample"), stored, effective])
     headers = ["model", "d", "log_prob", "sample", "params_stored", "params_effective"]
     print(tabulate(rows, headers, tablefmt="github", intfmt=","))
     print("\nconfig keywords: " + "; ".join(f"{n}: {', '.join(keywords(n))}" for n in NAMES))
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .models import NAMES, OPS
+    from .sweep import Config, run, summary
+
+    fields = dict(
+        models=args.models or list(NAMES),
+        ops=args.ops or list(OPS),
+        device=args.device,
+        threads=args.threads,
+        flops=not args.no_flops,
+        memory=not args.no_memory,
+    )
+    for key, value in (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget)):
+        if value is not None:
+            fields[key] = value
+    config = Config.quick(**fields) if args.quick else Config(**fields)
+    config.validate()
+    out = Path(args.out)
+    rows = run(config, out, resume=args.resume, progress=not args.no_progress)
+    print(summary(rows))
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "oom", "error")}
+    print(f"\n{len(rows)} rows measured ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / 'results.csv'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    path = build_report(args.sources, args.out, paper=not args.no_paper)
+    print(f"wrote {path}")
+    return 0
+
+
+def _paper_table(args: argparse.Namespace) -> int:
+    from .paper import table1_markdown
+
+    print(table1_markdown())
+    return 0
+
+
+def _asv_table(args: argparse.Namespace) -> int:
+    from .asv_results import read
+
+    df = read(args.results_dir)
+    cols = ["benchmark", "params", "value", "unit", "status", "commit", "machine"]
+    view = df[cols].assign(commit=df["commit"].str[:8])
+    print(view.to_markdown(index=False, disable_numparse=True) if len(view) else "(no results)")
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _dims(text: str) -> list[int]:
@@ -42,6 +96,35 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the reference models with their cost and size")
     m.add_argument("--dims", type=_dims, default=[2, 64, 256], help="comma list (default 2,64,256)")
     m.set_defaults(func=_models)
+
+    s = sub.add_parser("sweep", help="measure time, parameters, FLOPs and memory into DIR/results.csv")
+    s.add_argument("--models", type=_names, help="comma list (default: all reference models)")
+    s.add_argument("--dims", type=_dims, help="comma list (default 2,4,8,...,256)")
+    s.add_argument("--ops", type=_names, help="comma list of log_prob,sample (default both)")
+    s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
+    s.add_argument("--batch", type=_dims, help="points per call, comma list allowed (default 1024)")
+    s.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    s.add_argument("--budget", type=float, help="seconds of measuring per configuration (default 20)")
+    s.add_argument("--quick", action="store_true", help="small CI profile: dims 2,8, batch 64, budget 2 s")
+    s.add_argument("--out", required=True, help="output folder for results.csv and meta.json")
+    s.add_argument("--resume", action="store_true", help="keep DIR/results.csv and skip rows already there")
+    s.add_argument("--no-flops", action="store_true", help="skip fvcore FLOP counting")
+    s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_sweep)
+
+    r = sub.add_parser("report", help="write REPORT.md and plots from sweep folders and/or asv results")
+    r.add_argument("sources", nargs="+", help="sweep folders (results.csv, meta.json) or asv results folders")
+    r.add_argument("--out", required=True, help="output folder for REPORT.md and plots")
+    r.add_argument("--no-paper", action="store_true", help="leave out the B-NAF paper's Table 1")
+    r.set_defaults(func=_report)
+
+    t = sub.add_parser("paper-table", help="the B-NAF paper's Table 1 ratios: ours beside the paper's")
+    t.set_defaults(func=_paper_table)
+
+    a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
+    a.add_argument("results_dir", help="asv's results folder (default location: .asv/results)")
+    a.set_defaults(func=_asv_table)
     return p
 
 

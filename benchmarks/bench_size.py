@@ -1,0 +1,36 @@
+"""Size and work per model and dimension: parameters and FLOPs."""
+
+from harness.measure.counting import count_flops, count_params
+
+from . import common
+
+
+class Params:
+    params = (common.MODELS, common.DIMS)
+    param_names = ["model", "dim"]
+
+    def setup(self, name, dim):
+        self.model, _ = common.setup_model(name, dim, "cpu")
+
+    def track_params_stored(self, name, dim):
+        return count_params(self.model)[0]
+
+    track_params_stored.unit = "parameters"
+
+    def track_params_effective(self, name, dim):
+        return count_params(self.model)[1]
+
+    track_params_effective.unit = "parameters"
+
+
+class Flops:
+    params = (common.MODELS, [2, 8, 32], common.OPS)
+    param_names = ["model", "dim", "op"]
+
+    def setup(self, name, dim, op):
+        self.model, self.x = common.setup_model(name, dim, "cpu", op)
+
+    def track_flops(self, name, dim, op):
+        return count_flops(self.model, lambda m, x: common.run(m, op, x), self.x)[0]
+
+    track_flops.unit = "flops"

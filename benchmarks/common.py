@@ -1,0 +1,44 @@
+"""Shared set-up for the asv suite: parameters, seeded models, skip rules and a timer.
+
+A thin layer over ``harness``: models come from its registry, counts from
+``harness.measure``; nothing here reimplements a model or a timer.
+"""
+
+import torch
+import torch.utils.benchmark
+
+from harness.models import NAMES, build
+
+THREADS = 1
+torch.set_num_threads(THREADS)  # fixed, so results compare across commits and machines
+
+MODELS = list(NAMES)
+DIMS = [2, 8, 32, 128]
+DEVICES = ["cpu", "cuda"]
+OPS = ["log_prob", "sample"]
+BATCH = 256
+SEED = 0
+
+# Sequential and iterative directions make d passes per flow; above these dims one call
+# outlasts what asv can time within its default 60 s timeout, so they are skipped.
+MAX_DIM = {"parallel": max(DIMS), "sequential": 128, "iterative": 32}
+
+# torch's benchmark clock synchronises the accelerator before reading the time.
+timer = staticmethod(torch.utils.benchmark.timer)
+
+
+def setup_model(name: str, dim: int, device: str, op: str | None = None):
+    """A seeded model and its input on ``device``; NotImplementedError marks a skip."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA device")
+    torch.manual_seed(SEED)
+    model = build(name, dim).to(device).eval()
+    if op is not None and dim > MAX_DIM[model.cost[op]]:
+        raise NotImplementedError(f"{name} {op} is {model.cost[op]}: d={dim} exceeds asv's timeout")
+    x = torch.randn(BATCH, dim, device=device)
+    return model, x
+
+
+def run(model, op: str, x: torch.Tensor) -> torch.Tensor:
+    """One call of ``op``: sampling is base->data on pre-drawn base points."""
+    return model.log_prob(x) if op == "log_prob" else model.inverse(x)

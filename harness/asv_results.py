@@ -1,0 +1,93 @@
+"""Reading asv's results folder into the tidy table.
+
+asv keeps one JSON file per machine, commit and environment. A parameterized
+benchmark's results are flattened in ``itertools.product`` order of its parameter
+lists, whose values are stored as ``repr`` strings. Skipped combinations are NaN
+(written as a bare ``NaN``, which Python's json reads), failed ones are null.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["benchmark", "params", "value", "unit", "status", "commit", "date", "machine", "env", "type"]
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _status(value) -> str:
+    if value is None:
+        return "failed"
+    if isinstance(value, float) and math.isnan(value):
+        return "skipped"
+    return "ok"
+
+
+def read_machines(results_dir: str | Path) -> dict[str, dict]:
+    """{machine: the contents of its machine.json}."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*/machine.json"))}
+
+
+def read(results_dir: str | Path) -> pd.DataFrame:
+    """The tidy table of every result in an asv results folder.
+
+    One row per benchmark, parameter combination, commit, machine and environment,
+    with the parameters also split into columns of their own (``model``, ``dim``, ...),
+    ``value`` in ``unit``, and ``status`` ok, skipped (NaN) or failed (null). Time
+    benchmarks also carry ``op`` and ``median_s``, as the sweep's table does.
+    """
+    results_dir = Path(results_dir)
+    index = results_dir / "benchmarks.json"
+    if not index.is_file():
+        raise ValueError(f"{str(results_dir)!r} is not an asv results folder: no benchmarks.json")
+    benchmarks = json.loads(index.read_text())
+    rows = []
+    for path in sorted(results_dir.glob("*/*.json")):
+        if path.name == "machine.json":
+            continue
+        data = json.loads(path.read_text())
+        columns = data.get("result_columns", ["result", "params"])
+        machine = data.get("params", {}).get("machine", path.parent.name)
+        for name, entry in data.get("results", {}).items():
+            fields = dict(zip(columns, entry))
+            info = benchmarks.get(name, {})
+            names = info.get("param_names", [])
+            params = fields.get("params") or []
+            combos = list(itertools.product(*params)) if params else [()]
+            values = fields.get("result")
+            values = values if isinstance(values, list) else [values] * len(combos)
+            for combo, value in zip(combos, values):
+                parsed = {k: _value(v) for k, v in zip(names, combo)}
+                status = _status(value)
+                row = {
+                    "benchmark": name,
+                    "params": ", ".join(f"{k}={v}" for k, v in parsed.items()),
+                    "value": float(value) if status == "ok" else math.nan,
+                    "unit": info.get("unit", ""),
+                    "status": status,
+                    "commit": data.get("commit_hash", ""),
+                    "date": pd.to_datetime(data.get("date", 0), unit="ms"),
+                    "machine": machine,
+                    "env": data.get("env_name", ""),
+                    "type": info.get("type", ""),
+                    **parsed,
+                }
+                if name.split(".")[-1] in ("time_log_prob", "time_sample"):
+                    row["op"] = name.split(".")[-1].removeprefix("time_")
+                    row["median_s"] = row["value"]
+                rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]

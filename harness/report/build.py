@@ -1,0 +1,106 @@
+"""REPORT.md assembly: reads sources, writes tables and plots into one folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plots, tables
+from .load import load
+
+REGRESSION = 0.10  # flag changes over 10% between the two latest commits
+
+
+def regressions(asv: pd.DataFrame) -> pd.DataFrame:
+    """Latest commit against the previous one, per benchmark and parameter set."""
+    d = asv[asv["status"] == "ok"]
+    order = d.drop_duplicates("commit").sort_values("date")["commit"].tolist()
+    if len(order) < 2:
+        return pd.DataFrame()
+    old, new = order[-2], order[-1]
+    keys = ["benchmark", "params", "unit"]
+    a = d[d["commit"] == old].set_index(keys)["value"]
+    b = d[d["commit"] == new].set_index(keys)["value"]
+    both = pd.concat({"before": a, "after": b}, axis=1).dropna().reset_index()
+    both["ratio"] = both["after"] / both["before"]
+    both["flag"] = np.where(
+        both["ratio"] > 1 + REGRESSION,
+        "slower/bigger",
+        np.where(both["ratio"] < 1 - REGRESSION, "faster/smaller", ""),
+    )
+    out = both.assign(
+        before=both["before"].map(tables.fmt),
+        after=both["after"].map(tables.fmt),
+        ratio=both["ratio"].map(tables.fmt),
+    )
+    out.columns = ["benchmark", "params", "unit", f"{old[:8]}", f"{new[:8]}", "after / before", "flag"]
+    return out
+
+
+def build_report(sources: list[str | Path], out: str | Path, paper: bool = True) -> Path:
+    """Writes ``out/REPORT.md`` with its PNG (and SVG) plots; returns its path."""
+    out = Path(out)
+    if not sources:
+        raise ValueError("no source given; pass a sweep folder or an asv results folder")
+    loaded = [load(s) for s in sources]
+    out.mkdir(parents=True, exist_ok=True)
+    sweeps = [(df, meta) for df, meta in loaded if meta["kind"] == "sweep"]
+    asvs = [df for df, meta in loaded if meta["kind"] == "asv"]
+    lines = ["# flowbench report", ""]
+    lines += ["Sources: " + ", ".join(f"`{m['path']}` ({m['kind']})" for _, m in loaded), ""]
+    lines += ["Times are medians of blocked runs, seconds per call of `batch` points; FLOPs follow fvcore "
+              "(1 multiply-add = 1 flop, element-wise ops 1 per element); memory is the peak of tensor "
+              "bytes allocated during one call.", ""]  # fmt: skip
+
+    if sweeps:
+        df = pd.concat([d for d, _ in sweeps], ignore_index=True)
+        lines += ["## Scaling of log_prob against sample", ""]
+        for name in plots.overview(df, out)[:1]:
+            lines += [f"![overview]({name})", ""]
+        lines += ["Fitted exponent k of time ~ d^k over the upper half of the dims "
+                  "(parallel passes grow with the MADE widths; sequential ones make d passes):", ""]  # fmt: skip
+        lines += [tables.markdown(tables.slopes(df)), ""]
+        for name in plots.scaling(df, out)[:1]:
+            lines += [
+                "Per model, each curve labelled with the model's own cost:",
+                "",
+                f"![scaling]({name})",
+                "",
+            ]
+        for (device, batch), g in df.groupby(["device", "batch"], sort=False):
+            lines += [f"## Time on {device}, batch {int(batch)}", ""]
+            lines += [tables.markdown(tables.time_table(g)), ""]
+            skipped = g[g["status"] != "ok"]
+            if not skipped.empty:
+                lines += ["Not measured:", ""]
+                lines += [f"- {r.model} d={int(r.dim)} {r.op}: {r.status} ({r.reason})" for r in skipped.itertuples()]
+                lines += [""]
+            lines += [f"## Size and work on {device}, batch {int(batch)}", ""]
+            lines += [tables.markdown(tables.size_table(g)), ""]
+        lines += ["## Parameters", ""]
+        for name in plots.params(df, out)[:1]:
+            lines += [f"![params]({name})", ""]
+        lines += ["Parameter ratios to B-NAF (effective parameters: masked-out entries not counted):", ""]
+        lines += [tables.markdown(tables.param_ratios(df)), ""]
+        lines += ["## Environment", ""]
+        for _, meta in sweeps:
+            lines += [tables.markdown(tables.environment(meta)), ""]
+    if paper:
+        from ..paper import table1_markdown
+
+        lines += ["## B-NAF paper, Table 1 (bottom): NAF / B-NAF parameter ratios", ""]
+        lines += [table1_markdown(), ""]
+    if asvs:
+        asv = pd.concat(asvs, ignore_index=True)
+        lines += ["## asv history", ""]
+        reg = regressions(asv)
+        if not reg.empty:
+            lines += [f"Latest commit against the previous one (changes over {REGRESSION:.0%} flagged):", ""]
+            lines += [tables.markdown(reg), ""]
+        for name in plots.history(asv, out):
+            lines += [f"![{name}]({name})", ""]
+    path = out / "REPORT.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path

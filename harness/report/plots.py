@@ -1,0 +1,133 @@
+"""Plots from the tidy table (matplotlib, Agg backend, deterministic file names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .tables import fit_slope, ok  # noqa: E402
+
+STYLE = {"log_prob": dict(marker="o", linestyle="-"), "sample": dict(marker="s", linestyle="--")}
+KIND_LABEL = {
+    "parallel": "parallel",
+    "sequential": "sequential in d",
+    "iterative": "iterative (root-finding)",
+}
+
+
+def _save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
+    fig.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
+    names = [f"{stem}.png"]
+    if svg:
+        fig.savefig(out / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
+        names.append(f"{stem}.svg")
+    plt.close(fig)
+    return names
+
+
+def _curve(ax, g: pd.DataFrame, op: str, label_prefix: str = "") -> None:
+    g = g.sort_values("dim")
+    k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
+    kind = KIND_LABEL.get(g["kind"].iloc[0], g["kind"].iloc[0])
+    slope = f", slope {k:.2f}" if np.isfinite(k) else ""
+    ax.plot(g["dim"], g["median_s"], label=f"{label_prefix}{op} ({kind}{slope})", **STYLE[op])
+
+
+def _axes(ax, title: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("median seconds per call")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def scaling(df: pd.DataFrame, out: Path) -> list[str]:
+    """One panel per model (rows) and device (columns): log_prob and sample time
+    against d, each labelled with its cost kind and fitted slope."""
+    d = ok(df)
+    models, devices = list(dict.fromkeys(d["model"])), list(dict.fromkeys(d["device"]))
+    if not models:
+        return []
+    fig, axes = plt.subplots(len(models), len(devices), figsize=(6.2 * len(devices), 3.6 * len(models)),
+                             squeeze=False)  # fmt: skip
+    for i, model in enumerate(models):
+        for j, device in enumerate(devices):
+            ax = axes[i][j]
+            for op in ("log_prob", "sample"):
+                g = d[(d["model"] == model) & (d["device"] == device) & (d["op"] == op)]
+                if not g.empty:
+                    _curve(ax, g, op)
+            _axes(ax, f"{model} on {device} (batch {int(d['batch'].iloc[0])})")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "scaling")
+
+
+def overview(df: pd.DataFrame, out: Path) -> list[str]:
+    """All models' curves: sampling in one panel, density in the other, a row per device."""
+    d = ok(df)
+    devices = list(dict.fromkeys(d["device"]))
+    if not devices:
+        return []
+    fig, axes = plt.subplots(len(devices), 2, figsize=(12.5, 4.6 * len(devices)), squeeze=False)
+    for i, device in enumerate(devices):
+        for j, op in enumerate(("sample", "log_prob")):
+            ax = axes[i][j]
+            for model, g in d[(d["device"] == device) & (d["op"] == op)].groupby("model", sort=False):
+                g = g.sort_values("dim")
+                k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
+                kind = KIND_LABEL.get(g["kind"].iloc[0], g["kind"].iloc[0])
+                ax.plot(g["dim"], g["median_s"], marker="o", label=f"{model}: {kind}, slope {k:.2f}")
+            _axes(ax, f"{op} on {device}")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "overview")
+
+
+def params(df: pd.DataFrame, out: Path) -> list[str]:
+    """Parameters (effective solid, stored dashed) against d, all models."""
+    sizes = df.drop_duplicates(["model", "dim"]).sort_values("dim")
+    if sizes.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    for i, (model, g) in enumerate(sizes.groupby("model", sort=False)):
+        color = f"C{i}"
+        ax.plot(g["dim"], g["params_effective"], marker="o", color=color, label=f"{model} effective")
+        ax.plot(g["dim"], g["params_stored"], linestyle="--", color=color, alpha=0.6, label=f"{model} stored")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("parameters")
+    ax.set_title("Parameters against d (effective: without masked-out entries)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, out, "params")
+
+
+def history(df: pd.DataFrame, out: Path) -> list[str]:
+    """asv: one plot per benchmark of its value across commits, a line per parameter set."""
+    names: list[str] = []
+    d = df[df["status"] == "ok"]
+    for bench, g in d.groupby("benchmark", sort=True):
+        order = g.drop_duplicates("commit").sort_values("date")["commit"].tolist()
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for params, h in g.groupby("params", sort=True):
+            h = h.set_index("commit").reindex(order)
+            ax.plot(range(len(order)), h["value"], marker="o", label=params)
+        ax.set_xticks(range(len(order)), [c[:8] for c in order], rotation=45, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel(str(g["unit"].iloc[0]))
+        ax.set_title(bench)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        names += _save(fig, out, f"history_{bench.replace('.', '_')}", svg=False)
+    return names

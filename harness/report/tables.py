@@ -1,0 +1,143 @@
+"""Markdown tables from the tidy table, via pandas and tabulate (``DataFrame.to_markdown``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+OPS = ("log_prob", "sample")
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """Three significant figures, thousands separators for big numbers, '' for NaN."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if abs(value) >= 1e4:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def _cell(df: pd.DataFrame, model: str, dim: int, op: str, column: str) -> float:
+    hit = df[(df["model"] == model) & (df["dim"] == dim) & (df["op"] == op)]
+    if hit.empty:
+        return np.nan
+    row = hit.iloc[0]
+    return float(row[column]) if row["status"] == "ok" else np.nan
+
+
+def _status(df: pd.DataFrame, model: str, dim: int, op: str) -> str:
+    hit = df[(df["model"] == model) & (df["dim"] == dim) & (df["op"] == op)]
+    return "" if hit.empty else str(hit.iloc[0]["status"])
+
+
+def time_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x dim on one device and batch: times, their ratio and throughputs."""
+    rows = []
+    for (model, dim), _ in df.groupby(["model", "dim"], sort=False):
+        lp, smp = (_cell(df, model, dim, op, "median_s") for op in OPS)
+        batch = float(df[(df["model"] == model) & (df["dim"] == dim)]["batch"].iloc[0])
+        rows.append({
+            "model": model,
+            "d": int(dim),
+            "log_prob (ms)": fmt(lp * 1e3) or _status(df, model, dim, "log_prob"),
+            "sample (ms)": fmt(smp * 1e3) or _status(df, model, dim, "sample"),
+            "sample / log_prob": fmt(smp / lp),
+            "log_prob (points/s)": fmt(batch / lp),
+            "sample (points/s)": fmt(batch / smp),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def size_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x dim: parameters, FLOPs per point, achieved GFLOP/s and peak memory."""
+    rows = []
+    for (model, dim), g in df.groupby(["model", "dim"], sort=False):
+        batch = float(g["batch"].iloc[0])
+        row = {
+            "model": model,
+            "d": int(dim),
+            "params_stored": fmt(float(g["params_stored"].iloc[0])),
+            "params_effective": fmt(float(g["params_effective"].iloc[0])),
+        }
+        for op in OPS:
+            flops, secs = _cell(df, model, dim, op, "flops"), _cell(df, model, dim, op, "median_s")
+            row[f"{op} FLOPs/point"] = fmt(flops / batch)
+            row[f"{op} GFLOP/s"] = fmt(flops / secs / 1e9)
+        for op in OPS:
+            row[f"{op} peak MiB"] = fmt(_cell(df, model, dim, op, "peak_mem_bytes") / 2**20)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def param_ratios(df: pd.DataFrame, reference: str = "bnaf", column: str = "params_effective") -> pd.DataFrame:
+    """Each model's parameters over ``reference``'s at each d (B-NAF paper, Table 1 style)."""
+    sizes = df.drop_duplicates(["model", "dim"]).pivot(index="dim", columns="model", values=column)
+    if reference not in sizes:
+        return pd.DataFrame()
+    ratios = sizes.div(sizes[reference], axis=0).drop(columns=reference)
+    out = ratios.map(fmt).reset_index().rename(columns={"dim": "d"})
+    out.columns = ["d"] + [f"{m} / {reference}" for m in ratios.columns]
+    return out
+
+
+def upper_half(dims: np.ndarray) -> np.ndarray:
+    """Mask of the dims at or above their median (at least the two largest)."""
+    dims = np.asarray(dims, float)
+    upper = dims >= np.median(np.unique(dims)) if len(dims) else np.zeros(0, bool)
+    if upper.sum() < 2:
+        upper = dims >= np.sort(np.unique(dims))[-2:].min() if len(np.unique(dims)) >= 2 else upper
+    return upper
+
+
+def fit_slope(dims: np.ndarray, seconds: np.ndarray) -> float:
+    """Least-squares slope of log(time) against log(d) over the upper half of the dims."""
+    dims, seconds = np.asarray(dims, float), np.asarray(seconds, float)
+    keep = np.isfinite(seconds) & (seconds > 0)
+    dims, seconds = dims[keep], seconds[keep]
+    upper = upper_half(dims)
+    if len(np.unique(dims[upper])) < 2:
+        return np.nan
+    return float(np.polyfit(np.log(dims[upper]), np.log(seconds[upper]), 1)[0])
+
+
+def slopes(df: pd.DataFrame) -> pd.DataFrame:
+    """Fitted scaling exponent k in time ~ d^k per device, model and op."""
+    rows = []
+    for (device, model, op), g in ok(df).groupby(["device", "model", "op"], sort=False):
+        k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
+        rows.append({"device": device, "model": model, "op": op, "kind": g["kind"].iloc[0],
+                     "slope k": fmt(k, 2), "dims fitted": _fitted(g["dim"].to_numpy(), k)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _fitted(dims: np.ndarray, k: float) -> str:
+    if not np.isfinite(k):
+        return "too few dims"
+    used = np.unique(dims[upper_half(dims)])
+    return ", ".join(str(int(d)) for d in used)
+
+
+def environment(meta: dict) -> pd.DataFrame:
+    keys = [
+        "commit",
+        "date",
+        "torch",
+        "python",
+        "cpu",
+        "cpu_count",
+        "gpu",
+        "cuda",
+        "threads",
+        "harness_version",
+    ]
+    return pd.DataFrame([{"key": k, "value": str(meta.get(k, ""))} for k in keys if k in meta])
+
+
+def markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_(no rows)_"
+    return df.to_markdown(index=False, disable_numparse=True)

@@ -1,0 +1,116 @@
+"""The measurement engine: timing, parameter counts, FLOPs and memory."""
+
+import pytest
+import torch
+
+from harness.measure.counting import count_flops, count_params, matmul_flops, params_by_module, peak_memory
+from harness.measure.timing import time_call, time_once
+from harness.models import NAMES, build
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_timing_reports_medians_iqr_and_runs():
+    x = torch.randn(128, 128)
+    t = time_call(lambda: x @ x, min_run_time=0.05)
+    assert t.median_s > 0 and t.iqr_s >= 0 and t.runs >= 3 and t.number_per_run >= 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_timing_respects_the_thread_count(threads):
+    seen = set()
+    before = torch.get_num_threads()
+    t = time_call(lambda: seen.add(torch.get_num_threads()), threads=threads, min_run_time=0.01)
+    assert seen == {threads} and t.threads == threads
+    assert torch.get_num_threads() == before, "the caller's thread count is restored"
+
+
+def test_slow_calls_still_get_several_runs():
+    import time
+
+    t = time_call(lambda: time.sleep(0.02), min_run_time=0.01)
+    assert t.runs >= 3 and t.median_s == pytest.approx(0.02, rel=0.5)
+
+
+@cuda
+def test_cuda_timing_synchronises():
+    # _sleep queues a kernel and returns at once; only a synchronised clock sees it
+    cycles = int(5e7)
+    assert time_once(lambda: torch.cuda._sleep(cycles), "cuda") > 1e-3
+    t = time_call(lambda: torch.cuda._sleep(cycles), "cuda", min_run_time=0.05)
+    assert t.median_s > 1e-3
+
+
+def test_params_match_a_hand_count_for_made():
+    m = build("made", 3, hidden=(4,))
+    # 3->4 and 4->6 (2 outputs per dim): weights + biases
+    assert count_params(m)[0] == 3 * 4 + 4 + 4 * 6 + 6
+    # degrees: inputs 1,2,3; hidden 1,2,1,2; outputs 1,1,2,2,3,3.
+    # hidden >= input: 1 + 2 + 1 + 2; output > hidden: 0 + 0 + 2 + 2 + 4 + 4
+    assert count_params(m)[1] == (1 + 2 + 1 + 2) + 4 + (2 + 2 + 4 + 4) + 6
+
+
+def test_params_match_a_hand_count_for_bnaf():
+    m = build("bnaf", 2, flows=1, layers=1, hidden_factor=2, residual="none")
+    # 2 -> 4 (blocks 2x1) and 4 -> 2 (blocks 1x2): weight, log-scale, bias each
+    assert count_params(m)[0] == (4 * 2 + 4 + 4) + (2 * 4 + 2 + 2)
+    # lower block triangle: 2 + 4 entries in each weight
+    assert count_params(m)[1] == (6 + 4 + 4) + (6 + 2 + 2)
+    gated = build("bnaf", 2, flows=1, layers=1, hidden_factor=2, residual="gated")
+    assert count_params(gated)[1] == count_params(m)[1] + 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_effective_is_below_stored_where_masks_exist(name):
+    stored, effective = count_params(build(name, 8))
+    assert 0 < effective < stored
+
+
+def test_params_per_submodule_add_up():
+    m = build("naf", 4, flows=2)
+    per = params_by_module(m)
+    assert sum(s for s, _ in per.values()) == count_params(m)[0]
+    assert any(k.endswith("made.layers.0") for k in per)
+
+
+def test_maf_sample_flops_are_d_times_log_prob_for_the_network():
+    d, h, batch, flows = 16, 32, 8, 2
+    m = build("maf", d, flows=flows, hidden=(h, h))
+    x = torch.randn(batch, d)
+    _, lp = count_flops(m, lambda m, x: m.log_prob(x), x)
+    _, smp = count_flops(m, lambda m, z: m.inverse(z), x)
+    # one pass: d->h, h->h, h->2d; sampling makes d passes, each computing only the
+    # 2 output rows of the dimension it solves
+    assert lp["linear"] == batch * flows * (d * h + h * h + h * 2 * d)
+    assert smp["linear"] == batch * flows * d * (d * h + h * h + h * 2)
+    assert d / 2 < smp["linear"] / lp["linear"] <= d
+
+
+@pytest.mark.parametrize("name", ["maf", "bnaf"])
+def test_fvcore_matmuls_agree_with_torch_flop_counter(name):
+    m = build(name, 8)
+    x = torch.randn(16, 8)
+    fn = lambda m, x: m.log_prob(x)  # noqa: E731
+    _, by = count_flops(m, fn, x)
+    assert by["linear"] == matmul_flops(m, fn, x) > 0
+
+
+def test_elementwise_ops_are_counted():
+    total, by = count_flops(build("bnaf", 4), lambda m, x: m.log_prob(x), torch.randn(8, 4))
+    for op in ("exp", "tanh", "logsumexp", "softplus"):
+        assert by.get(op, 0) > 0, op
+    assert total > by["linear"]
+
+
+def test_cpu_peak_memory_sees_the_allocations():
+    x = torch.randn(256, 256)
+    assert peak_memory(lambda: (x @ x) @ x, "cpu") >= 2 * x.numel() * 4
+    m = build("maf", 16)
+    with torch.inference_mode():
+        assert peak_memory(lambda: m.log_prob(torch.randn(512, 16)), "cpu") > 512 * 16 * 4
+
+
+@cuda
+def test_cuda_peak_memory():
+    x = torch.randn(1024, 1024, device="cuda")
+    assert peak_memory(lambda: x @ x, "cuda") >= x.numel() * 4

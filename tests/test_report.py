@@ -1,0 +1,104 @@
+"""Reports from a synthetic sweep table and a small asv results fixture."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.report import build_report, load
+from harness.report.tables import fit_slope, param_ratios, slopes, time_table
+from harness.sweep import COLUMNS
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def synthetic(out: Path, devices=("cpu",)) -> Path:
+    """A sweep folder whose times follow known powers of d: log_prob ~ d^1, sample ~ d^2."""
+    rows = []
+    for device in devices:
+        for model, kinds in (("maf", ("parallel", "sequential")), ("bnaf", ("parallel", "iterative"))):
+            for dim in (2, 4, 8, 16, 32):
+                for op, kind, power in (("log_prob", kinds[0], 1), ("sample", kinds[1], 2)):
+                    skipped = model == "bnaf" and op == "sample" and dim == 32
+                    rows.append(dict(
+                        model=model, dim=dim, op=op, device=device, batch=100, kind=kind,
+                        median_s="" if skipped else 1e-4 * dim**power, iqr_s="" if skipped else 1e-6,
+                        runs="" if skipped else 5, status="skipped" if skipped else "ok",
+                        reason="one call took 9 s; 3 runs > budget 20 s" if skipped else "",
+                        params_stored=100 * dim**2, params_effective=50 * dim**2 if model == "maf" else 10 * dim**2,
+                        flops=1e6 * dim, peak_mem_bytes=4096 * dim, threads=1, dtype="float32",
+                        source="sweep", commit="abc",
+                    ))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "results.csv", index=False)
+    (out / "meta.json").write_text(json.dumps({"commit": "abc", "torch": "2.13.0", "threads": 1, "cpu": "test"}))
+    return out
+
+
+def test_slope_fit_recovers_a_known_exponent():
+    dims = np.array([2, 4, 8, 16, 32, 64, 128])
+    for k in (0.0, 1.0, 2.0, 2.5):
+        assert fit_slope(dims, 3e-5 * dims**k) == pytest.approx(k, abs=1e-9)
+    # only the upper half counts: a constant overhead at small d does not bend the fit
+    noisy = 1e-3 * (dims <= 8) + 1e-6 * dims**2
+    assert fit_slope(dims, noisy) == pytest.approx(2.0, abs=0.1)
+
+
+def test_tables_from_a_synthetic_sweep(tmp_path):
+    df, _ = load(synthetic(tmp_path / "sweep"))
+    t = time_table(df[df["device"] == "cpu"])
+    row = t[(t["model"] == "maf") & (t["d"] == 8)].iloc[0]
+    assert row["log_prob (ms)"] == "0.8" and row["sample (ms)"] == "6.4" and row["sample / log_prob"] == "8"
+    assert row["log_prob (points/s)"] == "125,000"
+    assert t[(t["model"] == "bnaf") & (t["d"] == 32)].iloc[0]["sample (ms)"] == "skipped"
+    s = slopes(df).set_index(["model", "op"])
+    assert s.loc[("maf", "log_prob"), "slope k"] == "1" and s.loc[("maf", "sample"), "slope k"] == "2"
+    r = param_ratios(df)
+    assert r[r["d"] == 4].iloc[0]["maf / bnaf"] == "5"
+
+
+def test_report_from_a_synthetic_sweep(tmp_path):
+    src = synthetic(tmp_path / "sweep", devices=("cpu", "cuda"))
+    path = build_report([src], tmp_path / "out", paper=False)
+    text = path.read_text()
+    for heading in ("## Scaling of log_prob against sample", "## Time on cpu, batch 100", "## Time on cuda, batch 100",
+                    "## Size and work on cpu", "## Parameters", "## Environment"):  # fmt: skip
+        assert heading in text, heading
+    assert "bnaf d=32 sample: skipped (one call took 9 s; 3 runs > budget 20 s)" in text
+    assert "sample (points/s)" in text and "GFLOP/s" in text and "maf / bnaf" in text
+    for name in ("overview.png", "scaling.png", "params.png"):
+        assert f"({name})" in text
+        assert (tmp_path / "out" / name).read_bytes().startswith(PNG)
+    assert "parallel, slope 1.00" in _legends(tmp_path / "out" / "scaling.svg")
+
+
+def _legends(svg: Path) -> str:
+    return svg.read_text()
+
+
+def test_report_from_asv_results(tmp_path):
+    path = build_report([FIXTURES / "asv_results"], tmp_path / "out", paper=False)
+    text = path.read_text()
+    assert "## asv history" in text and "slower/bigger" in text
+    pngs = sorted((tmp_path / "out").glob("history_*.png"))
+    assert pngs and all(p.read_bytes().startswith(PNG) for p in pngs)
+
+
+def test_report_includes_the_paper_table(tmp_path):
+    text = build_report([synthetic(tmp_path / "sweep")], tmp_path / "out").read_text()
+    assert "B-NAF paper, Table 1" in text and "MINIBOONE" in text
+
+
+def test_missing_or_empty_source_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist; expected a sweep folder or an asv results folder"):
+        build_report([tmp_path / "nope"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds neither results.csv"):
+        build_report([tmp_path / "empty"], tmp_path / "out")
+    (tmp_path / "hollow").mkdir()
+    (tmp_path / "hollow" / "results.csv").write_text(",".join(COLUMNS) + "\n")
+    with pytest.raises(ValueError, match="has no rows"):
+        build_report([tmp_path / "hollow"], tmp_path / "out")
