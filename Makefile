@@ -21,7 +21,7 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
-# The default CPU sweep (all models, d = 2..256, both ops, batch 1024, 1 thread, 20 s
+# The default CPU sweep (all models, d = 2..256, both ops, batch 1024, 1 thread, 30 s
 # budget per configuration) and its report. After an interruption,
 # `make report SWEEP_ARGS=--resume` keeps the rows already measured.
 report: $(STAMP)

@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
     s.add_argument("--batch", type=_dims, help="points per call, comma list allowed (default 1024)")
     s.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    s.add_argument("--budget", type=float, help="seconds of measuring per configuration (default 20)")
+    s.add_argument("--budget", type=float, help="seconds of measuring per configuration (default 30)")
     s.add_argument("--quick", action="store_true", help="small CI profile: dims 2,8, batch 64, budget 2 s")
     s.add_argument("--out", required=True, help="output folder for results.csv and meta.json")
     s.add_argument("--resume", action="store_true", help="keep DIR/results.csv and skip rows already there")

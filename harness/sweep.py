@@ -45,7 +45,7 @@ class Config:
     device: str = "auto"
     batches: Sequence[int] = (1024,)
     threads: int = 1
-    budget_s: float = 20.0
+    budget_s: float = 30.0
     min_run_time: float = 0.5
     flops: bool = True
     memory: bool = True

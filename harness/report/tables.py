@@ -9,10 +9,11 @@ OPS = ("log_prob", "sample")
 
 
 def fmt(value: float, digits: int = 3) -> str:
-    """Three significant figures, thousands separators for big numbers, '' for NaN."""
+    """Three significant figures below 1000, whole numbers with thousands separators
+    above, '' for NaN."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return ""
-    if abs(value) >= 1e4:
+    if abs(value) >= 1e3:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
 
