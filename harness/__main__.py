@@ -38,7 +38,8 @@ def _sweep(args: argparse.Namespace) -> int:
         flops=not args.no_flops,
         memory=not args.no_memory,
     )
-    for key, value in (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget)):
+    given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("flops_max_s", args.flops_max_s))
+    for key, value in given:
         if value is not None:
             fields[key] = value
     config = Config.quick(**fields) if args.quick else Config(**fields)
@@ -109,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder for results.csv and meta.json")
     s.add_argument("--resume", action="store_true", help="keep DIR/results.csv and skip rows already there")
     s.add_argument("--no-flops", action="store_true", help="skip fvcore FLOP counting")
+    s.add_argument(
+        "--flops-max-s",
+        type=float,
+        help="count FLOPs only for calls up to this many seconds (default 1; fvcore traces every op)",
+    )
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)

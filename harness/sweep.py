@@ -48,6 +48,9 @@ class Config:
     budget_s: float = 30.0
     min_run_time: float = 0.5
     flops: bool = True
+    # fvcore traces every op of a call, at ~30x the call's own time for the many small ops
+    # of root-finding: calls slower than this are timed but their FLOPs left blank.
+    flops_max_s: float = 1.0
     memory: bool = True
     seed: int = 0
     model_config: dict = field(default_factory=dict)
@@ -225,9 +228,11 @@ def measure(model, op: str, device: str, batch: int, config: Config, estimate: f
         row = dict(status="ok", reason="", median_s=t.median_s, iqr_s=t.iqr_s, runs=t.runs)
         if config.memory:
             row["peak_mem_bytes"] = peak_memory(fn, device)
-    if config.flops:
+    if config.flops and one <= config.flops_max_s:
         torch.set_num_threads(config.threads)
         row["flops"] = count_flops(model, call, x)[0]
+    elif config.flops:
+        row["reason"] = f"flops not counted: one call took {one:.3g} s > {config.flops_max_s:g} s"
     return row
 
 

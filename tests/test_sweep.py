@@ -134,3 +134,9 @@ def test_budget_estimate_follows_the_local_slope():
     # slope 0.26 is raised to 1; slope 4 is capped at 2.5
     assert estimate_seconds([(8, 1.0), (16, 1.2)], 32, "iterative") == pytest.approx(2.4)
     assert estimate_seconds([(8, 1.0), (16, 16.0)], 32, "iterative") == pytest.approx(16 * 2**2.5)
+
+
+def test_flops_are_left_blank_with_a_reason_for_slow_calls(tmp_path):
+    rows = sweep.run(small(models=("maf",), dims=(2,), flops_max_s=1e-9), tmp_path, progress=False)
+    assert all(r["status"] == "ok" and "flops" not in r for r in rows)
+    assert all(r["reason"].startswith("flops not counted: one call took") for r in rows)

@@ -79,6 +79,11 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
                 lines += [""]
             lines += [f"## Size and work on {device}, batch {int(batch)}", ""]
             lines += [tables.markdown(tables.size_table(g)), ""]
+            uncounted = g[(g["status"] == "ok") & g["reason"].fillna("").str.startswith("flops not counted")]
+            if not uncounted.empty:
+                lines += ["FLOPs left blank (fvcore traces every op; slow calls are timed, not traced):", ""]
+                lines += [f"- {r.model} d={int(r.dim)} {r.op}: {r.reason}" for r in uncounted.itertuples()]
+                lines += [""]
         lines += ["## Parameters", ""]
         for name in plots.params(df, out)[:1]:
             lines += [f"![params]({name})", ""]
