@@ -7,15 +7,16 @@ A thin layer over ``harness``: models come from its registry, counts from
 import torch
 import torch.utils.benchmark
 
-from harness.models import NAMES, build
+from harness import models
+from harness.models import build
 
 THREADS = 1
 torch.set_num_threads(THREADS)  # fixed, so results compare across commits and machines
 
-MODELS = list(NAMES)
+MODELS = list(models.NAMES)
 DIMS = [2, 8, 32, 128]
 DEVICES = ["cpu", "cuda"]
-OPS = ["log_prob", "sample"]
+OPS = list(models.OPS)
 BATCH = 256
 SEED = 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-OPS = ("log_prob", "sample")
+from ..models import OPS
 
 
 def fmt(value: float, digits: int = 3) -> str:
