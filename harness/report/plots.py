@@ -113,21 +113,27 @@ def params(df: pd.DataFrame, out: Path) -> list[str]:
 
 
 def history(df: pd.DataFrame, out: Path) -> list[str]:
-    """asv: one plot per benchmark of its value across commits, a line per parameter set."""
+    """asv: one figure per benchmark of its value across commits, a panel per model
+    (when the benchmark has one) and a line per remaining parameter set."""
     names: list[str] = []
     d = df[df["status"] == "ok"]
     for bench, g in d.groupby("benchmark", sort=True):
         order = g.drop_duplicates("commit").sort_values("date")["commit"].tolist()
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for params, h in g.groupby("params", sort=True):
-            h = h.set_index("commit").reindex(order)
-            ax.plot(range(len(order)), h["value"], marker="o", label=params)
-        ax.set_xticks(range(len(order)), [c[:8] for c in order], rotation=45, fontsize=8)
-        ax.set_yscale("log")
-        ax.set_ylabel(str(g["unit"].iloc[0]))
-        ax.set_title(bench)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        panels = list(dict.fromkeys(g["model"])) if "model" in g and g["model"].notna().all() else [None]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 3.8), squeeze=False)
+        for ax, model in zip(axes[0], panels):
+            h = g if model is None else g[g["model"] == model]
+            for params, line in h.groupby("params", sort=False):  # asv's order: dims ascending
+                line = line.set_index("commit").reindex(order)
+                label = ", ".join(p for p in params.split(", ") if not p.startswith("model="))
+                ax.plot(range(len(order)), line["value"], marker="o", label=label or params)
+            ax.set_xticks(range(len(order)), [c[:8] for c in order], rotation=45, fontsize=7)
+            ax.set_yscale("log")
+            ax.set_title(model or bench, fontsize=9)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6)
+        axes[0][0].set_ylabel(str(g["unit"].iloc[0]))
+        fig.suptitle(bench, fontsize=10)
         fig.tight_layout()
         names += _save(fig, out, f"history_{bench.replace('.', '_')}", svg=False)
     return names
