@@ -1,6 +1,7 @@
 """Size and work per model and dimension: parameters and FLOPs."""
 
 from harness.measure.counting import count_flops, count_params
+from harness.models import run_op
 
 from . import common
 
@@ -31,6 +32,6 @@ class Flops:
         self.model, self.x = common.setup_model(name, dim, "cpu", op)
 
     def track_flops(self, name, dim, op):
-        return count_flops(self.model, lambda m, x: common.run(m, op, x), self.x)[0]
+        return count_flops(self.model, lambda m, x: run_op(m, op, x), self.x)[0]
 
     track_flops.unit = "flops"

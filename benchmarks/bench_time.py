@@ -2,7 +2,7 @@
 
 import torch
 
-from harness.models import unchecked
+from harness.models import run_op, unchecked
 
 from . import common
 
@@ -18,7 +18,7 @@ class _Op:
 
     def _call(self):
         with torch.inference_mode(), unchecked():
-            common.run(self.model, self.op, self.x)
+            run_op(self.model, self.op, self.x)
 
 
 class LogProb(_Op):

@@ -38,8 +38,3 @@ def setup_model(name: str, dim: int, device: str, op: str | None = None):
         raise NotImplementedError(f"{name} {op} is {model.cost[op]}: d={dim} exceeds asv's timeout")
     x = torch.randn(BATCH, dim, device=device)
     return model, x
-
-
-def run(model, op: str, x: torch.Tensor) -> torch.Tensor:
-    """One call of ``op``: sampling is base->data on pre-drawn base points."""
-    return model.log_prob(x) if op == "log_prob" else model.inverse(x)

@@ -22,14 +22,13 @@ import torch
 from . import __version__
 from .measure.counting import count_flops, count_params, peak_memory
 from .measure.timing import MIN_RUNS, time_call, time_once
-from .models import NAMES, OPS, build, unchecked
+from .models import NAMES, OPS, build, run_op, unchecked
 
 COLUMNS = [
     "model", "dim", "op", "device", "batch", "kind", "median_s", "iqr_s", "runs", "status", "reason",
     "params_stored", "params_effective", "flops", "peak_mem_bytes", "threads", "dtype", "source", "commit",
 ]  # fmt: skip
 KEY = ("model", "dim", "op", "device", "batch")
-STATUSES = ("ok", "skipped", "oom", "error")
 DEVICES = ("auto", "cpu", "cuda")
 
 DEFAULT_DIMS = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -76,8 +75,7 @@ class Config:
             raise ValueError(f"threads must be >= 1, got {self.threads!r}")
         if self.budget_s <= 0:
             raise ValueError(f"budget must be > 0 seconds, got {self.budget_s!r}")
-        devices()  # raises for a bad or absent device
-        resolve_devices(self.device)
+        resolve_devices(self.device)  # raises for a bad or absent device
 
 
 def devices() -> list[str]:
@@ -184,12 +182,6 @@ class RowWriter:
 # ---- measuring one configuration ---------------------------------------------------
 
 
-def _call(op: str):
-    if op == "log_prob":
-        return lambda model, x: model.log_prob(x)
-    return lambda model, z: model.inverse(z)  # sampling = base->data on pre-drawn z
-
-
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
@@ -212,9 +204,8 @@ def estimate_seconds(history: list[tuple[int, float]], dim: int, kind: str) -> f
 
 def measure(model, op: str, device: str, batch: int, config: Config, estimate: float | None) -> dict:
     """Times, counts and records one configuration; returns the measured columns."""
-    call = _call(op)
     x = torch.randn(batch, model.dim, device=device)
-    fn = lambda: call(model, x)  # noqa: E731
+    fn = lambda: run_op(model, op, x)  # noqa: E731
     budget = config.budget_s
     if estimate is not None and MIN_RUNS * estimate > budget:
         return dict(status="skipped", reason=f"estimated {MIN_RUNS} runs x {estimate:.3g} s > budget {budget:g} s")
@@ -230,7 +221,7 @@ def measure(model, op: str, device: str, batch: int, config: Config, estimate: f
             row["peak_mem_bytes"] = peak_memory(fn, device)
     if config.flops and one <= config.flops_max_s:
         torch.set_num_threads(config.threads)
-        row["flops"] = count_flops(model, call, x)[0]
+        row["flops"] = count_flops(model, lambda m, x: run_op(m, op, x), x)[0]
     elif config.flops:
         row["reason"] = f"flops not counted: one call took {one:.3g} s > {config.flops_max_s:g} s"
     return row
@@ -279,7 +270,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True) 
 
     for r in sorted(done.values(), key=lambda r: int(r["dim"])):  # resumed rows inform the budget
         record(r)
-    built: dict[tuple, object] = {}
+    built: dict[tuple, tuple] = {}  # (device, model, dim) -> (flow, (stored, effective))
     bar = tqdm(todo, desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
     try:
         for device, name, dim, op, batch in bar:
@@ -287,9 +278,9 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True) 
             if (device, name, dim) not in built:
                 built.clear()  # one model in memory at a time
                 torch.manual_seed(config.seed)
-                built[(device, name, dim)] = build(name, dim, **config.model_config).to(device).eval()
-            model = built[(device, name, dim)]
-            stored, effective = count_params(model)
+                flow = build(name, dim, **config.model_config).to(device).eval()
+                built[(device, name, dim)] = (flow, count_params(flow))
+            model, (stored, effective) = built[(device, name, dim)]
             row = dict(
                 model=name, dim=dim, op=op, device=device, batch=batch, kind=model.cost[op],
                 threads=config.threads, dtype="float32", source="sweep", commit=commit,

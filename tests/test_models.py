@@ -293,3 +293,14 @@ def test_inversion_counts_evaluations(name):
         m.sample(16)
     solves = m.transforms[0].solves
     assert len(solves.evaluations) == 4 and all(1 <= e <= 100 for e in solves.evaluations)
+
+
+def test_run_op_is_log_prob_or_sampling_on_given_base_points():
+    from harness.models import run_op
+
+    m = build("maf", 3).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(run_op(m, "log_prob", x), m.log_prob(x))
+    torch.testing.assert_close(run_op(m, "sample", x), m.inverse(x))
+    with pytest.raises(ValueError, match="unknown op 'train'; allowed: log_prob, sample"):
+        run_op(m, "train", x)

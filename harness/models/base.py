@@ -62,6 +62,16 @@ class Cost:
         }[self[op]]
 
 
+def run_op(flow: Flow, op: str, x: Tensor) -> Tensor:
+    """One call of ``op`` as the harness measures it: ``log_prob`` of x, or ``sample``
+    as base->data on pre-drawn base points x (so the draw is not timed)."""
+    if op == "log_prob":
+        return flow.log_prob(x)
+    if op == "sample":
+        return flow.inverse(x)
+    raise ValueError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
+
+
 class Transform(nn.Module):
     """One invertible layer. ``forward(x) -> (y, logabsdet)`` runs data->base,
     ``inverse(y) -> x`` runs base->data. Shapes: x, y (batch, d); logabsdet (batch,)."""

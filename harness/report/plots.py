@@ -31,12 +31,16 @@ def _save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
     return names
 
 
-def _curve(ax, g: pd.DataFrame, op: str, label_prefix: str = "") -> None:
-    g = g.sort_values("dim")
+def _describe(g: pd.DataFrame) -> str:
+    """A series' cost kind and fitted slope, e.g. 'sequential in d, slope 2.27'."""
     k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
     kind = KIND_LABEL.get(g["kind"].iloc[0], g["kind"].iloc[0])
-    slope = f", slope {k:.2f}" if np.isfinite(k) else ""
-    ax.plot(g["dim"], g["median_s"], label=f"{label_prefix}{op} ({kind}{slope})", **STYLE[op])
+    return f"{kind}, slope {k:.2f}" if np.isfinite(k) else kind
+
+
+def _curve(ax, g: pd.DataFrame, op: str) -> None:
+    g = g.sort_values("dim")
+    ax.plot(g["dim"], g["median_s"], label=f"{op} ({_describe(g)})", **STYLE[op])
 
 
 def _axes(ax, title: str) -> None:
@@ -82,9 +86,7 @@ def overview(df: pd.DataFrame, out: Path) -> list[str]:
             ax = axes[i][j]
             for model, g in d[(d["device"] == device) & (d["op"] == op)].groupby("model", sort=False):
                 g = g.sort_values("dim")
-                k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
-                kind = KIND_LABEL.get(g["kind"].iloc[0], g["kind"].iloc[0])
-                ax.plot(g["dim"], g["median_s"], marker="o", label=f"{model}: {kind}, slope {k:.2f}")
+                ax.plot(g["dim"], g["median_s"], marker="o", label=f"{model}: {_describe(g)}")
             _axes(ax, f"{op} on {device}")
             ax.legend(fontsize=8)
     fig.tight_layout()

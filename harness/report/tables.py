@@ -22,17 +22,20 @@ def ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
-def _cell(df: pd.DataFrame, model: str, dim: int, op: str, column: str) -> float:
+def _row(df: pd.DataFrame, model: str, dim: int, op: str) -> pd.Series | None:
     hit = df[(df["model"] == model) & (df["dim"] == dim) & (df["op"] == op)]
-    if hit.empty:
-        return np.nan
-    row = hit.iloc[0]
-    return float(row[column]) if row["status"] == "ok" else np.nan
+    return None if hit.empty else hit.iloc[0]
+
+
+def _cell(df: pd.DataFrame, model: str, dim: int, op: str, column: str) -> float:
+    """A measured value, NaN where the row is missing or not ``ok``."""
+    row = _row(df, model, dim, op)
+    return float(row[column]) if row is not None and row["status"] == "ok" else np.nan
 
 
 def _status(df: pd.DataFrame, model: str, dim: int, op: str) -> str:
-    hit = df[(df["model"] == model) & (df["dim"] == dim) & (df["op"] == op)]
-    return "" if hit.empty else str(hit.iloc[0]["status"])
+    row = _row(df, model, dim, op)
+    return "" if row is None else str(row["status"])
 
 
 def time_table(df: pd.DataFrame) -> pd.DataFrame:
