@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,peers]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,16 +22,20 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 # The default CPU sweep (all models, d = 2..256, both ops, batch 1024, 1 thread, 30 s
-# budget per configuration) and its report. After an interruption,
+# budget per configuration), the peers at matched shapes (d = 8, 32, 128), the A/B
+# contests against them, and the report. After an interruption,
 # `make report SWEEP_ARGS=--resume` keeps the rows already measured.
 report: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --out reports/cpu $(SWEEP_ARGS)
-	$(BIN)/python -m harness report reports/cpu --out reports/cpu
+	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --out reports/cpu/peers $(SWEEP_ARGS)
+	$(BIN)/python -m harness versus --out reports/cpu/peers
+	$(BIN)/python -m harness report reports/cpu reports/cpu/peers --out reports/cpu
 
 # The same on a GPU machine, with larger dims and batches (bring your own CUDA torch).
+# FLOPs do not depend on the device: reports/cpu counts them.
+GPU_SWEEP = --device cuda --dims 2,4,8,16,32,64,128,256,512,1024 --batch 1024,16384 --no-flops
 report-gpu: $(STAMP)
-	$(BIN)/python -m harness sweep --device cuda --dims 2,4,8,16,32,64,128,256,512,1024 \
-		--batch 1024,16384 --out reports/gpu $(SWEEP_ARGS)
+	$(BIN)/python -m harness sweep $(GPU_SWEEP) --out reports/gpu $(SWEEP_ARGS)
 	$(BIN)/python -m harness report reports/gpu --out reports/gpu
 
 lint: $(STAMP)

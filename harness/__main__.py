@@ -21,17 +21,31 @@ def _models(args: argparse.Namespace) -> int:
     headers = ["model", "d", "log_prob", "sample", "params_stored", "params_effective"]
     print(tabulate(rows, headers, tablefmt="github", intfmt=","))
     print("\nconfig keywords: " + "; ".join(f"{n}: {', '.join(keywords(n))}" for n in NAMES))
+    print("\npeers (same config keywords as their family; see harness.peers):\n")
+    print(peers_table())
     return 0
+
+
+def peers_table() -> str:
+    from . import peers
+
+    rows = []
+    for name, p in peers.PEERS.items():
+        missing = peers.unavailable(name)
+        ops = [p.unsupported.get(op) and "none: no inverse" or p.cost.describe(op) for op in ("log_prob", "sample")]
+        rows.append([name, p.family, p.library, *ops, f"unavailable: {missing}" if missing else "available"])
+    return tabulate(rows, ["peer", "family", "library", "log_prob", "sample", "status"], tablefmt="github")
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .models import NAMES, OPS
-    from .sweep import Config, run, summary
+    from .sweep import GROUPS, Config, run, summary
 
+    models = [m for name in args.models or list(NAMES) for m in GROUPS.get(name, (name,))]
     fields = dict(
-        models=args.models or list(NAMES),
+        models=list(dict.fromkeys(models)),
         ops=args.ops or list(OPS),
         device=args.device,
         threads=args.threads,
@@ -77,6 +91,20 @@ def _asv_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _versus(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .versus import main as versus
+
+    results, _ = versus(
+        args.contests, args.dims, args.naf_dims, batch=args.batch, rounds=args.rounds,
+        out=Path(args.out) if args.out else None,
+    )  # fmt: skip
+    slower = [r for r in results if r["ratio"] > 1.0]
+    print(f"\n{len(results) - len(slower)} of {len(results)} contests: ours no slower than the fastest peer")
+    return 0
+
+
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -99,7 +127,11 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_models)
 
     s = sub.add_parser("sweep", help="measure time, parameters, FLOPs and memory into DIR/results.csv")
-    s.add_argument("--models", type=_names, help="comma list (default: all reference models)")
+    s.add_argument(
+        "--models",
+        type=_names,
+        help="comma list of model and peer names, or ours, peers, all (default: ours, the reference models)",
+    )
     s.add_argument("--dims", type=_dims, help="comma list (default 2,4,8,...,256)")
     s.add_argument("--ops", type=_names, help="comma list of log_prob,sample (default both)")
     s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
@@ -127,6 +159,16 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("paper-table", help="the B-NAF paper's Table 1 ratios: ours beside the paper's")
     t.set_defaults(func=_paper_table)
+
+    v = sub.add_parser("versus", help="A/B timing of the reference models against the peers (needs the peers extra)")
+    v.add_argument("--contests", type=_names, help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob")
+    v.add_argument("--dims", type=_dims, help="comma list (default 8,32,128)")
+    v.add_argument("--naf-dims", type=_dims, default=[8], help="dims of the NAF sample/log_prob ratios (default 8)")
+    v.add_argument("--no-naf", dest="naf_dims", action="store_const", const=[], help="skip the NAF ratios")
+    v.add_argument("--batch", type=int, default=1024, help="points per call (default 1024)")
+    v.add_argument("--rounds", type=int, default=11, help="alternating rounds, fewer for slow calls (default 11)")
+    v.add_argument("--out", help="folder for versus.csv and versus.md")
+    v.set_defaults(func=_versus)
 
     a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
     a.add_argument("results_dir", help="asv's results folder (default location: .asv/results)")

@@ -6,6 +6,7 @@ loses nothing; ``resume`` skips keys already there), with ``DIR/meta.json`` besi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -19,10 +20,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, peers
 from .measure.counting import count_flops, count_params, peak_memory
 from .measure.timing import MIN_RUNS, time_call, time_once
 from .models import NAMES, OPS, build, run_op, unchecked
+
+ALL_NAMES = NAMES + peers.NAMES
+# --models shorthands
+GROUPS = {"ours": NAMES, "peers": peers.NAMES, "all": ALL_NAMES}
 
 COLUMNS = [
     "model", "dim", "op", "device", "batch", "kind", "median_s", "iqr_s", "runs", "status", "reason",
@@ -61,9 +66,9 @@ class Config:
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
-        bad = [m for m in self.models if m not in NAMES]
+        bad = [m for m in self.models if m not in ALL_NAMES]
         if bad:
-            raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}")
+            raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(ALL_NAMES)} (or {', '.join(GROUPS)})")
         bad = [o for o in self.ops if o not in OPS]
         if bad:
             raise ValueError(f"unknown op {bad[0]!r}; allowed: {', '.join(OPS)}")
@@ -202,6 +207,16 @@ def estimate_seconds(history: list[tuple[int, float]], dim: int, kind: str) -> f
     return t2 * (dim / d2) ** k
 
 
+def build_any(name: str, dim: int, **config: object):
+    """A reference model or a peer (harness.peers) by registry name."""
+    return peers.build(name, dim, **config) if name in peers.NAMES else build(name, dim, **config)
+
+
+def grad_off(model) -> contextlib.AbstractContextManager:
+    """Inference mode, or no_grad for peers that take autograd derivatives inside a call."""
+    return torch.inference_mode() if getattr(model, "inference_mode", True) else torch.no_grad()
+
+
 def measure(model, op: str, device: str, batch: int, config: Config, estimate: float | None) -> dict:
     """Times, counts and records one configuration; returns the measured columns."""
     x = torch.randn(batch, model.dim, device=device)
@@ -209,7 +224,7 @@ def measure(model, op: str, device: str, batch: int, config: Config, estimate: f
     budget = config.budget_s
     if estimate is not None and MIN_RUNS * estimate > budget:
         return dict(status="skipped", reason=f"estimated {MIN_RUNS} runs x {estimate:.3g} s > budget {budget:g} s")
-    with torch.inference_mode(), unchecked():
+    with grad_off(model), unchecked():
         torch.set_num_threads(config.threads)
         one = time_once(fn, device)  # warm-up, and the estimate the budget is checked on
         if MIN_RUNS * one > budget:
@@ -221,7 +236,10 @@ def measure(model, op: str, device: str, batch: int, config: Config, estimate: f
             row["peak_mem_bytes"] = peak_memory(fn, device)
     if config.flops and one <= config.flops_max_s:
         torch.set_num_threads(config.threads)
-        row["flops"] = count_flops(model, lambda m, x: run_op(m, op, x), x)[0]
+        try:
+            row["flops"] = count_flops(model, lambda m, x: run_op(m, op, x), x)[0]
+        except Exception as e:  # fvcore's tracer cannot follow every library: keep the timing
+            row["reason"] = f"flops not counted: fvcore failed ({type(e).__name__}: {e})".replace("\n", " ")[:300]
     elif config.flops:
         row["reason"] = f"flops not counted: one call took {one:.3g} s > {config.flops_max_s:g} s"
     return row
@@ -275,10 +293,20 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True) 
     try:
         for device, name, dim, op, batch in bar:
             bar.set_postfix_str(f"{name} d={dim} {op} {device} b={batch}")
+            missing = peers.unavailable(name) if name in peers.NAMES else None
+            if missing:  # listed, not measured: the peers extra is not installed
+                row = dict(
+                    model=name, dim=dim, op=op, device=device, batch=batch, kind=peers.PEERS[name].cost[op],
+                    threads=config.threads, dtype="float32", source="sweep", commit=commit,
+                    status="skipped", reason=f"unavailable: {missing}",
+                )  # fmt: skip
+                writer.write(row)
+                rows.append(row)
+                continue
             if (device, name, dim) not in built:
                 built.clear()  # one model in memory at a time
                 torch.manual_seed(config.seed)
-                flow = build(name, dim, **config.model_config).to(device).eval()
+                flow = build_any(name, dim, **config.model_config).to(device).eval()
                 built[(device, name, dim)] = (flow, count_params(flow))
             model, (stored, effective) = built[(device, name, dim)]
             row = dict(
@@ -287,7 +315,9 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True) 
                 params_stored=stored, params_effective=effective,
             )  # fmt: skip
             series = (device, name, op, batch)
-            if series in over and over[series] < dim:
+            if op in getattr(model, "unsupported", {}):
+                row.update(status="skipped", reason=model.unsupported[op])
+            elif series in over and over[series] < dim:
                 row.update(status="skipped", reason=f"over budget already at d={over[series]}")
             else:
                 estimate = estimate_seconds(history.get(series, []), dim, model.cost[op])

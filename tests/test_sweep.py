@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small(**overrides) -> Config:
-    base = dict(models=("maf", "bnaf"), dims=(2, 4), batches=(16,), budget_s=5.0, min_run_time=0.01)
+    base = dict(models=("maf", "bnaf"), dims=(2, 4), batches=(16,), device="cpu", budget_s=5.0, min_run_time=0.01)
     return Config(**{**base, **overrides})
 
 

@@ -23,9 +23,14 @@ from torch.utils._pytree import tree_flatten
 def _mask_of(module: nn.Module, name: str) -> Tensor | None:
     """The mask that holds entries of parameter ``name`` at zero, if any: by convention
     a masked layer keeps its masked parameter as ``weight`` beside a ``mask`` buffer of
-    the same shape."""
+    the same shape (ours, zuko, nflows, pyro's MADE); pyro's block layers keep
+    ``_weight`` beside diagonal and off-diagonal masks ``mask_d`` and ``mask_o``."""
     mask = getattr(module, "mask", None)
-    if name == "weight" and isinstance(mask, Tensor) and mask.shape == getattr(module, name).shape:
+    if name == "_weight" and isinstance(getattr(module, "mask_d", None), Tensor):
+        mask = module.mask_d + module.mask_o
+    elif name != "weight":
+        return None
+    if isinstance(mask, Tensor) and mask.shape == getattr(module, name).shape:
         return mask
     return None
 
@@ -82,7 +87,8 @@ ELEMENTWISE = [
     "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div",
     "aten::neg", "aten::exp", "aten::log", "aten::sigmoid", "aten::log_sigmoid", "aten::softplus",
     "aten::tanh", "aten::relu", "aten::elu", "aten::square", "aten::sqrt", "aten::logaddexp",
-    "aten::where", "aten::abs", "aten::maximum", "aten::clamp_min", "aten::pow",
+    "aten::where", "aten::abs", "aten::maximum", "aten::clamp_min", "aten::pow", "aten::div_",
+    "aten::relu_", "aten::elu_", "aten::addcmul", "aten::sub_", "aten::neg_", "aten::exp_",
 ]  # fmt: skip
 REDUCTIONS = ["aten::logsumexp", "aten::sum", "aten::amax", "aten::norm", "aten::linalg_vector_norm"]
 SOFTMAX = ["aten::softmax", "aten::log_softmax", "aten::_log_softmax"]

@@ -75,3 +75,38 @@ def time_call(
     finally:
         torch.set_num_threads(previous)
     return Timing(float(m.median), float(m.iqr), len(m.times), int(m.number_per_run), threads)
+
+
+def time_rounds(
+    fns: dict[str, Callable[[], object]],
+    device: torch.device | str = "cpu",
+    *,
+    rounds: int = 11,
+    block_s: float = 0.2,
+    threads: int = 1,
+    max_s: float = 60.0,
+) -> dict[str, list[float]]:
+    """A/B timing: seconds per call of each ``fns[k]()`` in each round.
+
+    A round times one block of each callable, in an order rotated by one each round,
+    so that slow drift on a shared machine reaches every callable alike; compare them
+    round by round. A block is as many calls as fill ``block_s`` (at least one), sized
+    from a warm-up call. Rounds shrink (to 3 at least) to keep within ``max_s``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        one = {k: time_once(f, device) for k, f in fns.items()}  # warm-up
+        one = {k: time_once(f, device) for k, f in fns.items()}
+        number = {k: max(1, round(block_s / max(t, 1e-9))) for k, t in one.items()}
+        per_round = sum(number[k] * one[k] for k in fns)
+        rounds = max(MIN_RUNS, min(rounds, int(max_s / max(per_round, 1e-9))))
+        timers = {k: benchmark.Timer(stmt="fn()", globals={"fn": f}, num_threads=threads) for k, f in fns.items()}
+        names = list(fns)
+        out: dict[str, list[float]] = {k: [] for k in names}
+        for r in range(rounds):
+            for k in names[r % len(names) :] + names[: r % len(names)]:
+                out[k].append(float(timers[k].timeit(number[k]).median))
+    finally:
+        torch.set_num_threads(previous)
+    return out

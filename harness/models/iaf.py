@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import Cost, Flow, stack
+from .base import Cost, Flow
 from .maf import MaskedAffine, default_hidden
 
 
 def build_iaf(dim: int, *, flows: int = 5, hidden: Sequence[int] | None = None) -> Flow:
-    """Inverse autoregressive flow: the mirror of MAF, conditioners read the base side.
+    """Inverse autoregressive flow: the mirror of MAF, conditioners read the base side;
+    orders alternate from one layer to the next, as in MAF.
 
     ``sample`` is one MADE pass per layer; ``log_prob`` is exact, by d sequential
     passes per layer.
     """
     hidden = default_hidden(dim) if hidden is None else hidden
-    layers = [MaskedAffine(dim, hidden, fast="inverse") for _ in range(flows)]
-    return Flow(dim, stack(layers, dim), Cost(log_prob="sequential", sample="parallel"))
+    layers = [MaskedAffine(dim, hidden, fast="inverse", reverse=k % 2 == 1) for k in range(flows)]
+    return Flow(dim, layers, Cost(log_prob="sequential", sample="parallel"))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .base import Cost, Flow, Transform, stack
 from .invert import invert_autoregressive
-from .maf import LOG_SCALE_BOUND, default_hidden
+from .maf import LOG_SCALE_BOUND, default_hidden, soft_clamp
 from .masked import ACTIVATIONS, MADE
 
 
@@ -65,7 +65,7 @@ class DeepSigmoid(nn.Module):
         for (n_in, _), u_own, w_own in zip(self.sizes, self.u, self.w):
             p = params[..., start : start + 3 * H + n_in]
             start += 3 * H + n_in
-            log_a = LOG_SCALE_BOUND * torch.tanh(p[..., :H] / LOG_SCALE_BOUND)
+            log_a = soft_clamp(p[..., :H], LOG_SCALE_BOUND)
             b, p_w, p_u = p[..., H : 2 * H], p[..., 2 * H : 3 * H], p[..., 3 * H :]
             if n_in == 1:  # softmax over one input: u = 1
                 uh, t = h, g

@@ -39,6 +39,39 @@ def regressions(asv: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
+    """Ours against zuko, pyro and nflows: the sweep's peer rows per family, and the
+    A/B contests of ``versus.csv`` where a sweep folder holds one."""
+    peer_rows = df[tables.is_peer(df["model"])]
+    versus = [pd.read_csv(f / "versus.csv") for f in folders if (f / "versus.csv").is_file()]
+    if peer_rows.empty and not versus:
+        return []
+    lines = ["## Ours against peers", ""]
+    lines += ["Peers are built from the same config as the reference model of their family "
+              "(`harness.peers`: same K flows, hidden sizes, B-NAF hidden factors), "
+              "and timed by the same sweep.", ""]  # fmt: skip
+    for (device, batch), g in df.groupby(["device", "batch"], sort=False):
+        families = list(dict.fromkeys(m.split(".")[-1] for m in g[tables.is_peer(g["model"])]["model"]))
+        for family in families:
+            lines += [f"### {family}: time on {device}, batch {int(batch)}", ""]
+            lines += [tables.markdown(tables.peer_table(g, family)), ""]
+            lines += ["Parameters, effective (stored):", ""]
+            lines += [tables.markdown(tables.peer_params(g, family)), ""]
+    if versus:
+        vs = pd.concat(versus, ignore_index=True)
+        lines += ["### A/B: ours against the fastest peer", ""]
+        lines += ["`python -m harness versus`: float32, one thread, contenders alternating in one process; "
+                  "the ratio is the median over rounds of ours / the fastest peer of the round "
+                  "(`pass` = one data->base pass of the peer's flow, the work of an IAF sample).", ""]  # fmt: skip
+        lines += [tables.markdown(tables.versus_table(vs)), ""]
+        naf = tables.naf_ratio_table(vs)
+        if not naf.empty:
+            lines += ["NAF sampling against density evaluation: ours inverts each dimension by safeguarded "
+                      "Newton; zuko's NAF bisects every dimension in each of d passes:", ""]  # fmt: skip
+            lines += [tables.markdown(naf), ""]
+    return lines
+
+
 def build_report(sources: list[str | Path], out: str | Path, paper: bool = True) -> Path:
     """Writes ``out/REPORT.md`` with its PNG (and SVG) plots; returns its path."""
     out = Path(out)
@@ -54,8 +87,9 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
               "(1 multiply-add = 1 flop, element-wise ops 1 per element); memory is the peak of tensor "
               "bytes allocated during one call.", ""]  # fmt: skip
 
-    if sweeps:
-        df = pd.concat([d for d, _ in sweeps], ignore_index=True)
+    everything = pd.concat([d for d, _ in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
+    df = everything[~tables.is_peer(everything["model"])] if sweeps else everything
+    if not df.empty:
         lines += ["## Scaling of log_prob against sample", ""]
         for name in plots.overview(df, out)[:1]:
             lines += [f"![overview]({name})", ""]
@@ -79,7 +113,7 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
                 lines += [""]
             lines += [f"## Size and work on {device}, batch {int(batch)}", ""]
             lines += [tables.markdown(tables.size_table(g)), ""]
-            uncounted = g[(g["status"] == "ok") & g["reason"].fillna("").str.startswith("flops not counted")]
+            uncounted = g[(g["status"] == "ok") & g["reason"].astype(str).str.startswith("flops not counted")]
             if not uncounted.empty:
                 lines += ["FLOPs left blank (fvcore traces every op; slow calls are timed, not traced):", ""]
                 lines += [f"- {r.model} d={int(r.dim)} {r.op}: {r.reason}" for r in uncounted.itertuples()]
@@ -89,6 +123,8 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
             lines += [f"![params]({name})", ""]
         lines += ["Parameter ratios to B-NAF (effective parameters: masked-out entries not counted):", ""]
         lines += [tables.markdown(tables.param_ratios(df)), ""]
+    if sweeps:
+        lines += peers_section(everything, [Path(m["path"]) for _, m in sweeps])
         lines += ["## Environment", ""]
         for _, meta in sweeps:
             lines += [tables.markdown(tables.environment(meta)), ""]

@@ -145,3 +145,67 @@ def markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(no rows)_"
     return df.to_markdown(index=False, disable_numparse=True)
+
+
+def is_peer(models: pd.Series) -> pd.Series:
+    """Peers are named library.family (harness.peers); reference models have no dot."""
+    return models.astype(str).str.contains(".", regex=False)
+
+
+def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
+    """One family on one device and batch: per d and op, our time, each peer's time and
+    ours / peer; then parameters (effective) per model at each d."""
+    peers = [m for m in dict.fromkeys(df["model"]) if m.split(".")[-1] == family and "." in m]
+    rows = []
+    for (dim, op), _ in df[df["model"].isin([family, *peers])].groupby(["dim", "op"], sort=True):
+        ours = _cell(df, family, dim, op, "median_s")
+        row = {"d": int(dim), "op": op, f"{family} (ms)": fmt(ours * 1e3) or _status(df, family, dim, op)}
+        for p in peers:
+            t = _cell(df, p, dim, op, "median_s")
+            r = _row(df, p, dim, op)
+            why = "" if r is None or r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+            row[f"{p} (ms)"] = fmt(t * 1e3) or why
+            row[f"ours / {p}"] = fmt(ours / t)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def peer_params(df: pd.DataFrame, family: str) -> pd.DataFrame:
+    """Effective (stored) parameters of a family and its peers at each d."""
+    models = [family] + [m for m in dict.fromkeys(df["model"]) if m.split(".")[-1] == family and "." in m]
+    rows = []
+    for dim in sorted(df[df["model"].isin(models)]["dim"].unique()):
+        row = {"d": int(dim)}
+        for m in models:
+            hit = df[(df["model"] == m) & (df["dim"] == dim)].dropna(subset=["params_effective"])
+            row[m] = (
+                "" if hit.empty else f"{fmt(hit['params_effective'].iloc[0])} ({fmt(hit['params_stored'].iloc[0])})"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
+    """The A/B contests (harness.versus): times of each contender and the ratio."""
+    rows = []
+    for (contest, dim), g in vs[vs["contest"] != "naf.sample/log_prob"].groupby(["contest", "dim"], sort=False):
+        ours = g[g["contender"] == "ours"].iloc[0]
+        rivals = g[g["contender"] != "ours"]
+        rows.append({
+            "ours": contest, "d": int(dim), "ours (ms)": fmt(ours["median_s"] * 1e3),
+            "peers (ms)": ", ".join(f"{r.contender} {r.op} {fmt(r.median_s * 1e3)}" for r in rivals.itertuples()),
+            "fastest peer": ours["fastest"], "ours / fastest": f"{float(ours['ratio']):.3f}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def naf_ratio_table(vs: pd.DataFrame) -> pd.DataFrame:
+    g = vs[vs["contest"] == "naf.sample/log_prob"]
+    rows = []
+    for (model, dim), h in g.groupby(["contender", "dim"], sort=False):
+        t = dict(zip(h["op"], h["median_s"]))
+        rows.append({
+            "model": model, "d": int(dim), "log_prob (ms)": fmt(t["log_prob"] * 1e3),
+            "sample (ms)": fmt(t["sample"] * 1e3), "sample / log_prob": fmt(t["sample"] / t["log_prob"]),
+        })  # fmt: skip
+    return pd.DataFrame(rows)

@@ -1,0 +1,204 @@
+"""Ours against the peers, timed A/B in one process.
+
+Each contest pits a reference model's op against the same work in every peer of its
+family, built from the same config (see :mod:`harness.peers`) on the same inputs.
+The contenders are timed in alternating rounds, one block of calls each per round in
+rotating order, so that drift on a shared machine reaches all of them alike. The
+ratio is the median over rounds of ours / the fastest peer of that round: at most
+1.0 means ours is no slower than the best peer.
+
+``pass`` as a peer op is one data->base pass of the peer's flow (log-det included):
+the single-pass work an IAF sample does.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import peers
+from .measure.timing import time_rounds
+from .models import build, run_op, unchecked
+
+
+@dataclass(frozen=True)
+class Contest:
+    """Reference ``model``'s ``op`` against each (peer, peer op), at ``config``."""
+
+    model: str
+    op: str
+    rivals: tuple[tuple[str, str], ...]
+    config: dict = field(default_factory=dict)
+    dims: tuple[int, ...] = (8, 32, 128)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}.{self.op}"
+
+
+CONTESTS: dict[str, Contest] = {
+    c.name: c
+    for c in (
+        Contest("maf", "log_prob", (("zuko.maf", "log_prob"), ("nflows.maf", "log_prob"))),
+        Contest("maf", "sample", (("zuko.maf", "sample"), ("nflows.maf", "sample"))),
+        Contest("iaf", "sample", (("pyro.iaf", "sample"), ("zuko.maf", "pass"), ("nflows.maf", "pass"))),
+        Contest("bnaf", "log_prob", (("pyro.bnaf", "log_prob"),), {"hidden_factor": 8}),
+    )
+}
+# Sampling against density evaluation, ours and zuko's NAF; zuko bisects d times per
+# flow, at ~7.6 s a call at d=8 here, so only d=8 by default.
+NAF_DIMS = (8,)
+BATCH = 1024
+
+
+def call(model, op: str) -> Callable[[Tensor], object]:
+    if op == "pass":
+        return model
+    return lambda x: run_op(model, op, x)
+
+
+def _timed(fns: dict[str, Callable[[], object]], rounds: int, block_s: float, threads: int):
+    # no_grad for every contender alike: zuko's monotonic transforms take autograd
+    # derivatives inside log_prob, which inference mode would forbid
+    with unchecked(), torch.no_grad():
+        return time_rounds(fns, rounds=rounds, block_s=block_s, threads=threads)
+
+
+def run_contest(
+    contest: Contest, dim: int, *, batch: int = BATCH, rounds: int = 11, block_s: float = 0.2, threads: int = 1
+) -> dict:
+    """Times one contest at one d; returns medians (s per call) per contender and the ratio."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, dim)
+    models = {"ours": build(contest.model, dim, **contest.config).eval()}
+    ops = {"ours": contest.op}
+    for peer, op in contest.rivals:
+        torch.manual_seed(0)
+        models[peer] = peers.build(peer, dim, **contest.config).eval()
+        ops[peer] = op
+    fns = {k: functools.partial(call(m, ops[k]), x) for k, m in models.items()}
+    times = _timed(fns, rounds, block_s, threads)
+    per_round = [times["ours"][r] / min(times[p][r] for p, _ in contest.rivals) for r in range(len(times["ours"]))]
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    fastest = min((p for p, _ in contest.rivals), key=medians.__getitem__)
+    return dict(
+        contest=contest.name, dim=dim, batch=batch, threads=threads, rounds=len(per_round),
+        medians=medians, ops=ops, fastest=fastest, ratio=statistics.median(per_round),
+    )  # fmt: skip
+
+
+def naf_ratios(
+    dims: Sequence[int] = NAF_DIMS, *, batch: int = BATCH, rounds: int = 5, block_s: float = 0.2, threads: int = 1
+) -> list[dict]:
+    """sample / log_prob time of our NAF and of zuko's, A/B, at each d."""
+    out = []
+    for dim in dims:
+        x = torch.randn(batch, dim)
+        fns = {}
+        for name in ("naf", "zuko.naf"):
+            torch.manual_seed(0)
+            m = (build(name, dim) if name == "naf" else peers.build(name, dim)).eval()
+            for op in ("log_prob", "sample"):
+                fns[f"{name} {op}"] = functools.partial(call(m, op), x)
+        times = _timed(fns, rounds, block_s, threads)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for name in ("naf", "zuko.naf"):
+            lp, s = med[f"{name} log_prob"], med[f"{name} sample"]
+            out.append(dict(model=name, dim=dim, batch=batch, log_prob_s=lp, sample_s=s, ratio=s / lp))
+    return out
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one row per contest and d, times in ms, ratio ours / fastest peer."""
+    from tabulate import tabulate
+
+    rows = []
+    for r in results:
+        peers_ms = ", ".join(
+            f"{p} {r['ops'][p]} {r['medians'][p] * 1e3:.3g}" for p in r["medians"] if p != "ours"
+        )  # fmt: skip
+        rows.append([
+            r["contest"], r["dim"], f"{r['medians']['ours'] * 1e3:.3g}", peers_ms, r["fastest"],
+            f"{r['ratio']:.3f}", "yes" if r["ratio"] <= 1.0 else "NO",
+        ])  # fmt: skip
+    headers = ["ours (model.op)", "d", "ours (ms)", "peers (ms)", "fastest peer", "ours / fastest", "<= 1.0"]
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+def naf_table(results: list[dict]) -> str:
+    from tabulate import tabulate
+
+    rows = [
+        [r["model"], r["dim"], f"{r['log_prob_s'] * 1e3:.3g}", f"{r['sample_s'] * 1e3:.3g}", f"{r['ratio']:.3g}"]
+        for r in results
+    ]
+    headers = ["model", "d", "log_prob (ms)", "sample (ms)", "sample / log_prob"]
+    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
+
+
+FIELDS = ["contest", "dim", "batch", "threads", "rounds", "contender", "op", "median_s", "fastest", "ratio"]
+
+
+def write_csv(results: list[dict], naf: list[dict], path: Path) -> None:
+    """Tidy rows: one per contender, contest and d; the NAF ratios as contest ``naf.sample/log_prob``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for r in results:
+            for who, median in r["medians"].items():
+                w.writerow(dict(
+                    contest=r["contest"], dim=r["dim"], batch=r["batch"], threads=r["threads"], rounds=r["rounds"],
+                    contender=who, op=r["ops"][who], median_s=median, fastest=r["fastest"], ratio=r["ratio"],
+                ))  # fmt: skip
+        for r in naf:
+            for op in ("log_prob", "sample"):
+                w.writerow(dict(
+                    contest="naf.sample/log_prob", dim=r["dim"], batch=r["batch"], threads=1, rounds="",
+                    contender=r["model"], op=op, median_s=r[f"{op}_s"], fastest="", ratio=r["ratio"],
+                ))  # fmt: skip
+
+
+def main(
+    contests: Sequence[str] | None = None,
+    dims: Sequence[int] | None = None,
+    naf_dims: Sequence[int] = NAF_DIMS,
+    *,
+    batch: int = BATCH,
+    rounds: int = 11,
+    out: Path | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[dict]]:
+    """Runs the contests (all by default) at their dims (or ``dims``) and the NAF ratios;
+    prints both tables; writes ``out/versus.csv`` and ``out/versus.md`` if ``out``."""
+    names = list(contests or CONTESTS)
+    bad = [n for n in names if n not in CONTESTS]
+    if bad:
+        raise ValueError(f"unknown contest {bad[0]!r}; allowed: {', '.join(CONTESTS)}")
+    needed = {p for n in names for p, _ in CONTESTS[n].rivals} | ({"zuko.naf"} if naf_dims else set())
+    missing = {p: why for p in sorted(needed) if (why := peers.unavailable(p))}
+    if missing:
+        raise ValueError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
+    results = []
+    for name in names:
+        for dim in dims or CONTESTS[name].dims:
+            r = run_contest(CONTESTS[name], dim, batch=batch, rounds=rounds)
+            results.append(r)
+            if progress:
+                print(f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f}", flush=True)
+    naf = naf_ratios(naf_dims, batch=batch) if naf_dims else []
+    text = table(results)
+    if naf:
+        text += "\n\nNAF sampling against density evaluation:\n\n" + naf_table(naf)
+    print(text)
+    if out is not None:
+        write_csv(results, naf, out / "versus.csv")
+        (out / "versus.md").write_text(text + "\n")
+    return results, naf

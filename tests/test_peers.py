@@ -1,0 +1,185 @@
+"""Peers (harness.peers) behind the flow contract, their matched shapes, the sweep and
+report with peers, and the A/B contests. Each peer's tests skip when its library is
+not installed (the ``peers`` extra)."""
+
+import math
+
+import pytest
+import torch
+
+from harness import peers, sweep, versus
+from harness.__main__ import main
+from harness.measure.counting import count_params
+from harness.models import build
+from harness.models.base import normal_log_prob
+from harness.report import build_report
+
+
+def need(name: str) -> None:
+    why = peers.unavailable(name)
+    if why:
+        pytest.skip(why)
+
+
+def built(name: str, dim: int, **config) -> peers.PeerFlow:
+    need(name)
+    torch.manual_seed(0)
+    return peers.build(name, dim, **config).eval()
+
+
+@pytest.fixture
+def float64():
+    """pyro's IAF inverse makes its buffers in the default dtype."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("name", peers.NAMES)
+def test_log_prob_is_normal_of_forward_plus_log_det(name):
+    flow = built(name, 3)
+    x = torch.randn(16, 3)
+    with torch.no_grad():
+        z, ladj = flow(x)
+        lp = flow.log_prob(x)
+    assert lp.shape == ladj.shape == (16,) and z.shape == (16, 3)
+    torch.testing.assert_close(lp, normal_log_prob(z) + ladj, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", peers.NAMES)
+def test_forward_log_det_matches_autograd_in_float64(name, float64):
+    """The adapter's direction and sign: log|det dz/dx| of the data->base map."""
+    flow = built(name, 3).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], xi)
+        expected = torch.linalg.slogdet(jac).logabsdet
+        with torch.no_grad():
+            got = flow(xi[None])[1][0]
+        assert abs(float(got - expected)) < 1e-6, (name, float(got), float(expected))
+
+
+@pytest.mark.parametrize("name", [n for n in peers.NAMES if "sample" not in peers.PEERS[n].unsupported])
+def test_inverse_round_trip(name):
+    flow = built(name, 4)
+    x = torch.randn(32, 4)
+    with torch.no_grad():
+        z, _ = flow(x)
+        back = flow.inverse(z)
+    assert (back - x).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("name", [n for n in peers.NAMES if "sample" in peers.PEERS[n].unsupported])
+def test_missing_inverse_raises_with_the_reason(name):
+    flow = built(name, 3)
+    with pytest.raises(NotImplementedError, match="has no inverse"):
+        flow.sample(4)
+
+
+def test_pyro_cache_does_not_shortcut_a_repeated_input():
+    """pyro caches a transform's last (x, y): a repeated call must recompute."""
+    flow = built("pyro.iaf", 4)
+    z = torch.randn(8, 4)
+    with torch.no_grad():
+        flow.inverse(z)
+        seen = []
+        for t in flow.transforms:
+            t.arn.register_forward_hook(lambda *a: seen.append(1))
+        flow.inverse(z)
+    assert len(seen) == len(flow.transforms), "every transform ran its network again"
+
+
+@pytest.mark.parametrize(
+    "ours,peer,config,same_masks",
+    [
+        ("maf", "zuko.maf", {}, True),
+        ("maf", "nflows.maf", {}, True),
+        ("iaf", "pyro.iaf", {}, False),  # pyro spreads hidden degrees its own way
+        ("bnaf", "pyro.bnaf", {"hidden_factor": 8}, True),
+        ("maf", "zuko.maf", {"flows": 2, "hidden": (20, 20)}, True),
+    ],
+)
+def test_matched_configs_have_the_same_parameters(ours, peer, config, same_masks):
+    """Matched shapes: the same MADE or block layers hold the same parameters, stored,
+    and effective (masked-out entries not counted) where the masks follow the same degrees."""
+    for dim in (5, 12):
+        (p_stored, p_eff), (o_stored, o_eff) = (
+            count_params(built(peer, dim, **config)),
+            count_params(build(ours, dim, **config)),
+        )
+        assert p_stored == o_stored, dim
+        if same_masks:
+            assert p_eff == o_eff, dim
+        else:
+            assert 0 < p_eff < p_stored
+
+
+def test_unknown_peer_and_keyword_are_named():
+    with pytest.raises(ValueError, match="unknown peer 'zuko.iaf'; allowed: zuko.maf"):
+        peers.build("zuko.iaf", 3)
+    need("nflows.maf")
+    with pytest.raises(ValueError, match="unknown keyword 'layers' for peer 'nflows.maf'; allowed: flows, hidden"):
+        peers.build("nflows.maf", 3, layers=2)
+    with pytest.raises(ValueError, match="equal hidden widths"):
+        peers.build("nflows.maf", 3, hidden=(8, 16))
+
+
+def test_without_the_extra_peers_are_listed_unavailable(monkeypatch, tmp_path, capsys):
+    """A missing library is reported, not raised: in the registry listing and as
+    skipped sweep rows."""
+    real = peers.importlib.util.find_spec
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda n, *a: None if n == "zuko" else real(n, *a))
+    assert "zuko is not installed" in peers.unavailable("zuko.maf")
+    with pytest.raises(ValueError, match="peer 'zuko.maf' is unavailable: zuko is not installed"):
+        peers.build("zuko.maf", 3)
+    assert main(["models", "--dims", "2"]) == 0
+    assert "unavailable: zuko is not installed" in capsys.readouterr().out
+    config = sweep.Config(models=("zuko.maf",), dims=(2,), batches=(8,), device="cpu", flops=False, memory=False)
+    rows = sweep.run(config, tmp_path, progress=False)
+    assert {(r["status"], r["op"]) for r in rows} == {("skipped", "log_prob"), ("skipped", "sample")}
+    assert all("unavailable: zuko is not installed" in r["reason"] for r in rows)
+
+
+def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
+    for name in ("zuko.maf", "pyro.bnaf"):
+        need(name)
+    out = tmp_path / "s"
+    assert main(["sweep", "--models", "maf,zuko.maf,bnaf,pyro.bnaf", "--dims", "2,4", "--batch", "16",
+                 "--budget", "5", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0  # fmt: skip
+    rows = {(r["model"], r["dim"], r["op"]): r for r in sweep.read_rows(out / "results.csv")}
+    assert len(rows) == 4 * 2 * 2
+    skipped = rows[("pyro.bnaf", "2", "sample")]
+    assert (
+        skipped["status"] == "skipped"
+        and skipped["reason"] == "pyro B-NAF has no inverse: pyro implements only its forward map"
+    )
+    for key, r in rows.items():
+        if key != ("pyro.bnaf", "2", "sample") and key != ("pyro.bnaf", "4", "sample"):
+            assert r["status"] == "ok", r
+            assert float(r["median_s"]) > 0 and int(r["params_effective"]) > 0
+    assert int(rows[("zuko.maf", "4", "log_prob")]["flops"]) > 0
+    report = build_report([out], tmp_path / "r", paper=False).read_text()
+    assert "## Ours against peers" in report and "### maf: time on cpu, batch 16" in report
+    assert "ours / zuko.maf" in report and "skipped: pyro B-NAF has no inverse" in report
+
+
+def test_versus_times_every_contender_and_reports(tmp_path):
+    for name in ("zuko.maf", "nflows.maf", "zuko.naf"):
+        need(name)
+    results, naf = versus.main(
+        ["maf.log_prob"], dims=[4], naf_dims=[2], batch=32, rounds=3, out=tmp_path, progress=False
+    )
+    (r,) = results
+    assert set(r["medians"]) == {"ours", "zuko.maf", "nflows.maf"} and r["rounds"] >= 3
+    assert all(t > 0 for t in r["medians"].values()) and math.isfinite(r["ratio"]) and r["ratio"] > 0
+    assert [n["model"] for n in naf] == ["naf", "zuko.naf"] and all(n["ratio"] > 0 for n in naf)
+    out = tmp_path / "sweep"
+    sweep.run(sweep.Config.quick(models=("maf",), dims=(4,), device="cpu"), out, progress=False)
+    (out / "versus.csv").write_text((tmp_path / "versus.csv").read_text())
+    report = build_report([out], tmp_path / "r", paper=False).read_text()
+    assert "### A/B: ours against the fastest peer" in report and "sample / log_prob" in report
+
+
+def test_versus_names_a_bad_contest():
+    with pytest.raises(ValueError, match="unknown contest 'made.sample'; allowed: maf.log_prob"):
+        versus.main(["made.sample"])
