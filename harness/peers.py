@@ -162,13 +162,16 @@ def _nflows_maf(dim: int, flows: int, hidden: Sequence[int]) -> nn.Module:
 def _clear(transforms: Sequence[nn.Module]) -> None:
     """Forgets pyro's cached (x, y) pairs: a repeated input must be recomputed."""
     for t in transforms:
-        if getattr(t, "_cache_size", 0):
+        if t is not REVERSE and getattr(t, "_cache_size", 0):
             t._cached_x_y = None, None
 
 
+REVERSE = "reverse"  # stands for the order reversal between flows, done as ours (a flip)
+
+
 class PyroFlow(PeerFlow):
-    """A list of pyro transforms (``Permute`` is not a Module: the list is kept beside
-    a ModuleList of the ones with parameters)."""
+    """A list of pyro transforms, and :data:`REVERSE` markers between them (pyro's
+    ``Permute`` is no Module: its index would stay on the CPU when the flow moves)."""
 
     def __init__(self, dim: int, transforms: list, cost: Cost, unsupported: dict[str, str]):
         super().__init__(dim, nn.ModuleList(t for t in transforms if isinstance(t, nn.Module)), cost, unsupported)
@@ -203,6 +206,9 @@ class PyroDensity(PyroFlow):
         _clear(self.transforms)
         ladj = x.new_zeros(x.shape[0])
         for t in self.transforms:
+            if t is REVERSE:
+                x = x.flip(-1)
+                continue
             y = t(x)
             ladj = ladj + t.log_abs_det_jacobian(x, y)
             x = y
@@ -242,7 +248,7 @@ def _pyro_naf(dim: int, flows: int, hidden: Sequence[int], ds_hidden: int, ds_la
 
 
 def _pyro_bnaf(dim: int, flows: int, layers: int, hidden_factor: int, residual: str) -> list:
-    from pyro.distributions.transforms import BlockAutoregressive, Permute
+    from pyro.distributions.transforms import BlockAutoregressive
 
     residuals = {"gated": "gated", "none": None}
     if residual not in residuals:
@@ -250,7 +256,7 @@ def _pyro_bnaf(dim: int, flows: int, layers: int, hidden_factor: int, residual: 
     out: list = []
     for k in range(flows):
         if k > 0 and dim > 1:  # the reference flow's Reverse between flows
-            out.append(Permute(torch.arange(dim - 1, -1, -1)))
+            out.append(REVERSE)
         out.append(BlockAutoregressive(dim, hidden_factors=[hidden_factor] * layers, residual=residuals[residual]))
     return out
 

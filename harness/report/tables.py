@@ -156,8 +156,9 @@ def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     """One family on one device and batch: per d and op, our time, each peer's time and
     ours / peer; then parameters (effective) per model at each d."""
     peers = [m for m in dict.fromkeys(df["model"]) if m.split(".")[-1] == family and "." in m]
+    dims = df[df["model"].isin(peers)]["dim"].unique()  # where a peer was measured
     rows = []
-    for (dim, op), _ in df[df["model"].isin([family, *peers])].groupby(["dim", "op"], sort=True):
+    for (dim, op), _ in df[df["model"].isin([family, *peers]) & df["dim"].isin(dims)].groupby(["dim", "op"]):
         ours = _cell(df, family, dim, op, "median_s")
         row = {"d": int(dim), "op": op, f"{family} (ms)": fmt(ours * 1e3) or _status(df, family, dim, op)}
         for p in peers:
@@ -174,7 +175,7 @@ def peer_params(df: pd.DataFrame, family: str) -> pd.DataFrame:
     """Effective (stored) parameters of a family and its peers at each d."""
     models = [family] + [m for m in dict.fromkeys(df["model"]) if m.split(".")[-1] == family and "." in m]
     rows = []
-    for dim in sorted(df[df["model"].isin(models)]["dim"].unique()):
+    for dim in sorted(df[df["model"].isin(models[1:])]["dim"].unique()):
         row = {"d": int(dim)}
         for m in models:
             hit = df[(df["model"] == m) & (df["dim"] == dim)].dropna(subset=["params_effective"])
