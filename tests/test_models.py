@@ -304,3 +304,22 @@ def test_run_op_is_log_prob_or_sampling_on_given_base_points():
     torch.testing.assert_close(run_op(m, "sample", x), m.inverse(x))
     with pytest.raises(ValueError, match="unknown op 'train'; allowed: log_prob, sample"):
         run_op(m, "train", x)
+
+
+@pytest.mark.parametrize("made_under", ["inference_mode", "no_grad"])
+def test_masked_weights_follow_parameter_updates(made_under):
+    """The memoised masked weights: a model built under inference mode still runs, and
+    an in-place parameter update shows in the next call."""
+    ctx = torch.inference_mode if made_under == "inference_mode" else torch.no_grad
+    with ctx():
+        flow = build("maf", 4).eval()
+        x = torch.randn(8, 4)
+        before = flow.log_prob(x)
+        assert torch.equal(flow.log_prob(x), before)
+        for p in flow.parameters():
+            p.mul_(1.5)
+        after = flow.log_prob(x)
+    assert not torch.allclose(before, after)
+    with torch.no_grad():
+        fresh = flow.log_prob(x)
+    torch.testing.assert_close(fresh, after)

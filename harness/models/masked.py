@@ -57,9 +57,11 @@ class MaskedLinear(nn.Linear):
         the storage, in-place updates bump the version), so repeated inference calls
         skip the product.
         """
-        if torch.is_grad_enabled():
+        tensors = (*self.parameters(), *self.buffers())
+        # inference tensors (made under inference mode) keep no version to check
+        if torch.is_grad_enabled() or any(t.is_inference() for t in tensors):
             return self.effective()
-        key = tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
         if self._memo is None or self._memo[0] != key:
             self._memo = key, self.effective()
         return self._memo[1]
