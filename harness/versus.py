@@ -59,6 +59,7 @@ BATCH = 1024
 
 
 def call(model, op: str) -> Callable[[Tensor], object]:
+    """What is timed: ``run_op``'s ``log_prob`` or ``sample``, or ``pass`` = ``model(x)``."""
     if op == "pass":
         return model
     return lambda x: run_op(model, op, x)
