@@ -30,12 +30,14 @@ what is missing and :func:`build` raises a ValueError saying so.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .models import BUILDERS
 from .models.base import Cost, normal_log_prob
 from .models.maf import default_hidden
 
@@ -233,7 +235,7 @@ def _pyro_iaf(dim: int, flows: int, hidden: Sequence[int]) -> list:
     return [AffineAutoregressive(AutoRegressiveNN(dim, list(hidden), permutation=p)) for p in _orders(dim, flows)]
 
 
-def _pyro_naf(dim: int, flows: int, hidden: Sequence[int], ds_hidden: int, ds_layers: int) -> list:
+def _pyro_naf(dim: int, flows: int, hidden: Sequence[int], ds_hidden: int, ds_layers: int = 1) -> list:
     from pyro.distributions.transforms import NeuralAutoregressive
     from pyro.nn import AutoRegressiveNN
 
@@ -279,21 +281,16 @@ PEERS: dict[str, Peer] = {
 }
 NAMES: tuple[str, ...] = tuple(PEERS)
 WRAPPERS: dict[str, type[PeerFlow]] = {"zuko": ZukoFlow, "nflows": NflowsFlow}
-PACKAGES = {"zuko": "zuko", "pyro": "pyro", "nflows": "nflows"}
 
-# The reference defaults each family's peers inherit (see harness.models).
-DEFAULTS: dict[str, dict[str, object]] = {
-    "maf": dict(flows=5),
-    "iaf": dict(flows=5),
-    "naf": dict(flows=5, ds_hidden=16, ds_layers=1),
-    "bnaf": dict(flows=5, layers=2, hidden_factor=4, residual="gated"),
-}
+
+def _defaults(fn: Callable) -> dict[str, object]:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
 
 
 def unavailable(name: str) -> str | None:
     """Why peer ``name`` cannot be built here (its library is missing), or None."""
     peer = _peer(name)
-    if importlib.util.find_spec(PACKAGES[peer.library]) is None:
+    if importlib.util.find_spec(peer.library) is None:
         return f"{peer.library} is not installed ({INSTALL})"
     return None
 
@@ -311,8 +308,6 @@ def build(name: str, dim: int, **config: object) -> PeerFlow:
     Raises ValueError for an unknown name, a keyword the peer cannot match, or a
     missing library.
     """
-    import inspect
-
     peer = _peer(name)
     missing = unavailable(name)
     if missing:
@@ -322,7 +317,8 @@ def build(name: str, dim: int, **config: object) -> PeerFlow:
     for key in config:
         if key not in allowed:
             raise ValueError(f"unknown keyword {key!r} for peer {name!r}; allowed: {', '.join(allowed)}")
-    kwargs = {**DEFAULTS[peer.family], **config}
+    # the family's reference defaults, then the peer's own (pyro's NAF is a DSF), then config
+    kwargs = {**_defaults(BUILDERS[peer.family]), **_defaults(peer.builder), **config}
     if "hidden" in params:
         kwargs["hidden"] = tuple(kwargs.get("hidden") or default_hidden(dim))
     kwargs = {k: v for k, v in kwargs.items() if k in params}

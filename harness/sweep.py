@@ -293,13 +293,13 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True) 
     try:
         for device, name, dim, op, batch in bar:
             bar.set_postfix_str(f"{name} d={dim} {op} {device} b={batch}")
+            row = dict(
+                model=name, dim=dim, op=op, device=device, batch=batch,
+                threads=config.threads, dtype="float32", source="sweep", commit=commit,
+            )  # fmt: skip
             missing = peers.unavailable(name) if name in peers.NAMES else None
-            if missing:  # listed, not measured: the peers extra is not installed
-                row = dict(
-                    model=name, dim=dim, op=op, device=device, batch=batch, kind=peers.PEERS[name].cost[op],
-                    threads=config.threads, dtype="float32", source="sweep", commit=commit,
-                    status="skipped", reason=f"unavailable: {missing}",
-                )  # fmt: skip
+            if missing:  # listed, not measured, and not recorded: it says nothing of larger d
+                row.update(kind=peers.PEERS[name].cost[op], status="skipped", reason=f"unavailable: {missing}")
                 writer.write(row)
                 rows.append(row)
                 continue
@@ -309,11 +309,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True) 
                 flow = build_any(name, dim, **config.model_config).to(device).eval()
                 built[(device, name, dim)] = (flow, count_params(flow))
             model, (stored, effective) = built[(device, name, dim)]
-            row = dict(
-                model=name, dim=dim, op=op, device=device, batch=batch, kind=model.cost[op],
-                threads=config.threads, dtype="float32", source="sweep", commit=commit,
-                params_stored=stored, params_effective=effective,
-            )  # fmt: skip
+            row.update(kind=model.cost[op], params_stored=stored, params_effective=effective)
             series = (device, name, op, batch)
             if op in getattr(model, "unsupported", {}):
                 row.update(status="skipped", reason=model.unsupported[op])

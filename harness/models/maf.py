@@ -34,16 +34,6 @@ def clamp_log_scale(raw: Tensor, bound: float = LOG_SCALE_BOUND) -> Tensor:
     return raw + (raw.clamp(-bound, bound) - raw).detach()
 
 
-def soft_clamp(raw: Tensor, bound: float) -> Tensor:
-    """``raw / (1 + |raw| / bound)``: smooth, odd, increasing, within (-bound, bound).
-
-    Rational rather than ``bound * tanh(raw / bound)``: on the CPU a tanh costs ~25
-    additions, and the affine layer already pays one exp per entry.
-    """
-    den = raw.abs().div_(bound).add_(1)  # in place on abs's fresh output: autograd keeps raw only
-    return den.reciprocal_().mul_(raw) if in_place_ok(raw) else raw / den
-
-
 def default_hidden(dim: int) -> tuple[int, int]:
     """Two hidden layers of max(64, d) units: enough for every MADE degree at any d."""
     return (max(64, dim),) * 2

@@ -152,10 +152,15 @@ def is_peer(models: pd.Series) -> pd.Series:
     return models.astype(str).str.contains(".", regex=False)
 
 
+def family_peers(df: pd.DataFrame, family: str) -> list[str]:
+    """The peers of reference model ``family`` in the table, in order of appearance."""
+    return [m for m in dict.fromkeys(df["model"]) if "." in m and m.split(".")[-1] == family]
+
+
 def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
-    """One family on one device and batch: per d and op, our time, each peer's time and
-    ours / peer; then parameters (effective) per model at each d."""
-    peers = [m for m in dict.fromkeys(df["model"]) if m.split(".")[-1] == family and "." in m]
+    """One family on one device and batch: per d and op (where a peer was measured), our
+    time, each peer's time and ours / peer."""
+    peers = family_peers(df, family)
     dims = df[df["model"].isin(peers)]["dim"].unique()  # where a peer was measured
     rows = []
     for (dim, op), _ in df[df["model"].isin([family, *peers]) & df["dim"].isin(dims)].groupby(["dim", "op"]):
@@ -173,7 +178,7 @@ def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
 
 def peer_params(df: pd.DataFrame, family: str) -> pd.DataFrame:
     """Effective (stored) parameters of a family and its peers at each d."""
-    models = [family] + [m for m in dict.fromkeys(df["model"]) if m.split(".")[-1] == family and "." in m]
+    models = [family, *family_peers(df, family)]
     rows = []
     for dim in sorted(df[df["model"].isin(models[1:])]["dim"].unique()):
         row = {"d": int(dim)}
