@@ -21,19 +21,21 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
-# The default CPU sweep (all models, d = 2..256, both ops, batch 1024, 1 thread, 30 s
-# budget per configuration), the peers at matched shapes (d = 8, 32, 128), the A/B
-# contests against them, and the report. After an interruption,
-# `make report SWEEP_ARGS=--resume` keeps the rows already measured.
+# The default CPU sweep (all models, d = 2..256, both ops with the default and the
+# reference solver, batch 1024, 1 thread, 30 s budget per configuration), the solvers
+# A/B, the peers at matched shapes (d = 8, 32, 128), the A/B contests against them,
+# and the report. After an interruption, `make report SWEEP_ARGS=--resume` keeps the
+# rows already measured.
 report: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --out reports/cpu $(SWEEP_ARGS)
+	$(BIN)/python -m harness solvers --models maf,iaf,naf,bnaf --rounds 5 --out reports/cpu
 	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --out reports/cpu/peers $(SWEEP_ARGS)
 	$(BIN)/python -m harness versus --out reports/cpu/peers
 	$(BIN)/python -m harness report reports/cpu reports/cpu/peers --out reports/cpu
 
 # The same on a GPU machine, with larger dims and batches (bring your own CUDA torch).
 # FLOPs do not depend on the device: reports/cpu counts them.
-GPU_SWEEP = --device cuda --dims 2,4,8,16,32,64,128,256,512,1024 --batch 1024,16384 --no-flops
+GPU_SWEEP = --device cuda --dims 2,4,8,16,32,64,128,256,512,1024 --batch 1024,16384 --solvers all --no-flops
 report-gpu: $(STAMP)
 	$(BIN)/python -m harness sweep $(GPU_SWEEP) --out reports/gpu $(SWEEP_ARGS)
 	$(BIN)/python -m harness report reports/gpu --out reports/gpu

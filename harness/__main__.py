@@ -42,6 +42,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from .models import NAMES, OPS
     from .sweep import GROUPS, Config, run, summary
+    from .table import RESULTS, STATUSES
 
     models = [m for name in args.models or list(NAMES) for m in GROUPS.get(name, (name,))]
     fields = dict(
@@ -49,6 +50,7 @@ def _sweep(args: argparse.Namespace) -> int:
         ops=args.ops or list(OPS),
         device=args.device,
         threads=args.threads,
+        solvers=args.solvers or ["default", "reference"],
         flops=not args.no_flops,
         memory=not args.no_memory,
     )
@@ -61,8 +63,8 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     rows = run(config, out, resume=args.resume, progress=not args.no_progress)
     print(summary(rows))
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "oom", "error")}
-    print(f"\n{len(rows)} rows measured ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / 'results.csv'}")
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    print(f"\n{len(rows)} rows measured ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / RESULTS}")
     return 0
 
 
@@ -105,6 +107,19 @@ def _versus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _solvers(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .algorithms import main as algorithms
+    from .models import NAMES
+
+    algorithms(
+        args.models or list(NAMES), args.dims, batch=args.batch, rounds=args.rounds, max_call_s=args.max_call_s,
+        out=Path(args.out) if args.out else None,
+    )  # fmt: skip
+    return 0
+
+
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -141,11 +156,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="small CI profile: dims 2,8, batch 64, budget 2 s")
     s.add_argument("--out", required=True, help="output folder for results.csv and meta.json")
     s.add_argument("--resume", action="store_true", help="keep DIR/results.csv and skip rows already there")
-    s.add_argument("--no-flops", action="store_true", help="skip fvcore FLOP counting")
+    s.add_argument(
+        "--solvers",
+        type=_names,
+        help="slow-direction solvers: default, reference, or names such as incremental,fixed-point,newton "
+        "(default: default,reference; each model takes those of its family)",
+    )
+    s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     s.add_argument(
         "--flops-max-s",
         type=float,
-        help="count FLOPs only for calls up to this many seconds (default 1; fvcore traces every op)",
+        help="count FLOPs only for calls up to this many seconds (default 10; counting sees every op)",
     )
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -169,6 +190,17 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--rounds", type=int, default=11, help="alternating rounds, fewer for slow calls (default 11)")
     v.add_argument("--out", help="folder for versus.csv and versus.md")
     v.set_defaults(func=_versus)
+
+    g = sub.add_parser("solvers", help="A/B timing of every slow-direction solver against its family's reference")
+    g.add_argument("--models", type=_names, help="comma list of reference models (default all)")
+    g.add_argument(
+        "--dims", type=_dims, help="comma list (default per model: 8,64,256 for MAF/IAF, 8,32,64 for NAF/B-NAF)"
+    )
+    g.add_argument("--batch", type=int, default=1024, help="points per call (default 1024)")
+    g.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    g.add_argument("--max-call-s", type=float, default=10.0, help="solvers slower than this per call are timed once")
+    g.add_argument("--out", help="folder for solvers.csv and solvers.md")
+    g.set_defaults(func=_solvers)
 
     a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
     a.add_argument("results_dir", help="asv's results folder (default location: .asv/results)")

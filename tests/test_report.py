@@ -21,10 +21,16 @@ def synthetic(out: Path, devices=("cpu",)) -> Path:
     for device in devices:
         for model, kinds in (("maf", ("parallel", "sequential")), ("bnaf", ("parallel", "iterative"))):
             for dim in (2, 4, 8, 16, 32):
-                for op, kind, power in (("log_prob", kinds[0], 1), ("sample", kinds[1], 2)):
+                solvers = {"maf": ("incremental", "sequential"), "bnaf": ("newton",)}[model]
+                for op, kind, power, solver in (
+                    ("log_prob", kinds[0], 1, "direct"),
+                    *(("sample", kinds[1], 2 + (s == "sequential"), s) for s in solvers),
+                ):
                     skipped = model == "bnaf" and op == "sample" and dim == 32
                     rows.append(dict(
-                        model=model, dim=dim, op=op, device=device, batch=100, kind=kind,
+                        model=model, dim=dim, op=op, device=device, batch=100, kind=kind, solver=solver,
+                        evaluations=5 * dim if op == "sample" else "", iterations=5 * dim if op == "sample" else "",
+                        evaluations_per_dim=1 if op == "sample" else "",
                         median_s="" if skipped else 1e-4 * dim**power, iqr_s="" if skipped else 1e-6,
                         runs="" if skipped else 5, status="skipped" if skipped else "ok",
                         reason="one call took 9 s; 3 runs > budget 20 s" if skipped else "",
@@ -52,6 +58,7 @@ def test_tables_from_a_synthetic_sweep(tmp_path):
     t = time_table(df[df["device"] == "cpu"])
     row = t[(t["model"] == "maf") & (t["d"] == 8)].iloc[0]
     assert row["log_prob (ms)"] == "0.8" and row["sample (ms)"] == "6.4" and row["sample / log_prob"] == "8"
+    assert row["solver"] == "incremental" and row["sample / log_prob, reference solver"] == "64"
     assert row["log_prob (points/s)"] == "125,000"
     assert t[(t["model"] == "bnaf") & (t["d"] == 32)].iloc[0]["sample (ms)"] == "skipped"
     s = slopes(df).set_index(["model", "op"])
@@ -67,7 +74,10 @@ def test_report_from_a_synthetic_sweep(tmp_path):
     for heading in ("## Scaling of log_prob against sample", "## Time on cpu, batch 100", "## Time on cuda, batch 100",
                     "## Size and work on cpu", "## Parameters", "## Environment"):  # fmt: skip
         assert heading in text, heading
-    assert "bnaf d=32 sample: skipped (one call took 9 s; 3 runs > budget 20 s)" in text
+    assert "bnaf d=32 sample (newton): skipped (one call took 9 s; 3 runs > budget 20 s)" in text
+    assert "## Algorithms for the slow direction" in text and "### maf sample on cpu, batch 100" in text
+    assert "| 8   | sequential (reference) | 51.2" in text and "| 8   | incremental (default)  | 6.4" in text
+    assert (tmp_path / "out" / "solvers.png").read_bytes().startswith(PNG)
     assert "sample (points/s)" in text and "GFLOP/s" in text and "maf / bnaf" in text
     for name in ("overview.png", "scaling.png", "params.png"):
         assert f"({name})" in text

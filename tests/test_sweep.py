@@ -27,19 +27,51 @@ def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
     rows = sweep.run(small(), tmp_path, progress=False)
     table = read_rows(tmp_path / "results.csv")
     assert list(table[0]) == COLUMNS
-    assert len(table) == len(rows) == 2 * 2 * 2  # models x dims x ops
-    assert {(r["model"], r["dim"], r["op"]) for r in table} == {
-        (m, str(d), o) for m in ("maf", "bnaf") for d in (2, 4) for o in ("log_prob", "sample")
+    # models x dims x (log_prob, sample with the default and with the reference solver)
+    assert len(table) == len(rows) == 2 * 2 * 3
+    assert {(r["model"], r["dim"], r["op"], r["solver"]) for r in table} == {
+        (m, str(d), o, s)
+        for m, slow in (("maf", ("sequential", "incremental")), ("bnaf", ("bisection", "newton")))
+        for d in (2, 4)
+        for o, solvers in (("log_prob", ("direct",)), ("sample", slow))
+        for s in solvers
     }
     for r in table:
         assert r["status"] == "ok", r
         assert float(r["median_s"]) > 0 and float(r["iqr_s"]) >= 0 and int(r["runs"]) >= 3
         assert int(r["params_effective"]) < int(r["params_stored"])
-        assert int(r["flops"]) > 0 and int(r["peak_mem_bytes"]) > 0
+        assert int(r["flops"]) > 0 and int(r["peak_mem_bytes"]) > 0 and r["flops_method"] == "torch-dispatch"
         assert r["kind"] in ("parallel", "sequential", "iterative") and r["device"] == "cpu"
+        if r["op"] == "sample":  # the solver's counters, and the deviation from the reference
+            assert int(r["evaluations"]) >= int(r["dim"]) and int(r["iterations"]) >= 1
+            assert float(r["evaluations_per_dim"]) >= 1
+            if r["solver"] in ("incremental", "newton"):
+                assert 0 <= float(r["max_rel_dev"]) < 1e-3
+        else:
+            assert r["evaluations"] == r["max_rel_dev"] == ""
     meta = json.loads((tmp_path / "meta.json").read_text())
     for key in ("torch", "cpu", "gpu", "threads", "harness_version", "commit", "date"):
         assert key in meta
+    assert meta["roofline"]["cpu"]["gemm_gflops"] > 0
+
+
+@pytest.mark.parametrize("solvers, expected", [
+    (["fixed-point"], {"maf": {"fixed-point"}, "bnaf": {"fixed-point"}}),
+    (["all"], {"maf": {"sequential", "incremental", "fixed-point"}, "bnaf": {"bisection", "newton", "fixed-point"}}),
+    (["incremental"], {"maf": {"incremental"}, "bnaf": set()}),
+])  # fmt: skip
+def test_solvers_pick_each_family_s_own(tmp_path, solvers, expected):
+    config = small(dims=(3,), solvers=solvers, ops=("sample",), flops=False, memory=False)
+    rows = sweep.run(config, tmp_path, progress=False)
+    assert {m: {r["solver"] for r in rows if r["model"] == m} for m in ("maf", "bnaf")} == expected
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_unknown_solver_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown solver 'gauss'; allowed: default, reference, all, sequential"):
+        sweep.run(small(solvers=["gauss"]), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="solver 'newton' belongs to no model of this sweep"):
+        sweep.run(small(models=("maf",), solvers=["newton"]), tmp_path, progress=False)
 
 
 def test_tiny_budget_skips_with_a_reason(tmp_path):
@@ -56,10 +88,10 @@ def test_oom_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         if model.dim == 4 and op == "log_prob":
             raise RuntimeError("something else broke")
-        return dict(status="ok", reason="", median_s=1e-3, iqr_s=0.0, runs=3)
+        return dict(status="ok", reason="", median_s=1e-3, iqr_s=0.0, runs=3), None
 
     monkeypatch.setattr(sweep, "measure", boom)
-    rows = sweep.run(small(models=("maf",)), tmp_path, progress=False)
+    rows = sweep.run(small(models=("maf",), solvers=["default"]), tmp_path, progress=False)
     status = {(r["dim"], r["op"]): (r["status"], r["reason"]) for r in rows}
     assert status[(2, "sample")][0] == "oom"
     assert status[(4, "sample")] == ("skipped", "over budget already at d=2")
@@ -85,12 +117,12 @@ def test_interrupted_sweep_resumes_without_duplicates(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = read_rows(results)
-    assert 2 <= len(partial) < 12, "killed mid-way, finished rows kept"
+    assert 2 <= len(partial) < 18, "killed mid-way, finished rows kept"
     done = _cli(*args, "--resume")
     assert done.returncode == 0, done.stderr
     rows = read_rows(results)
     keys = [sweep.key_of(r) for r in rows]
-    assert len(keys) == len(set(keys)) == 2 * 3 * 2
+    assert len(keys) == len(set(keys)) == 2 * 3 * 3  # models x dims x (log_prob, 2 solvers)
     assert rows[: len(partial)] == partial, "resumed rows are kept as they were"
 
 
@@ -130,7 +162,7 @@ def test_budget_estimate_follows_the_local_slope():
 
     assert estimate_seconds([], 16, "parallel") is None
     assert estimate_seconds([(8, 1.0)], 16, "parallel") == pytest.approx(2.0)
-    assert estimate_seconds([(8, 1.0)], 16, "sequential") == pytest.approx(4.0)
+    assert estimate_seconds([(8, 1.0)], 16, "sequential") == pytest.approx(2.0)
     # slope 0.26 is raised to 1; slope 4 is capped at 2.5
     assert estimate_seconds([(8, 1.0), (16, 1.2)], 32, "iterative") == pytest.approx(2.4)
     assert estimate_seconds([(8, 1.0), (16, 16.0)], 32, "iterative") == pytest.approx(16 * 2**2.5)

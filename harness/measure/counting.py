@@ -1,13 +1,12 @@
 """Counting what a flow costs: parameters (stored and effective), FLOPs and peak memory.
 
-Units: parameters are scalars; FLOPs follow fvcore, where one multiply-add of a matrix
-product counts as one flop, and each element-wise op registered below counts one flop
-per output element (per input element for reductions); memory is bytes.
+Units: parameters are scalars; FLOPs are floating-point operations, two per
+multiply-add of a matrix product and one per element of each element-wise op (per
+input element for reductions); memory is bytes.
 """
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -63,86 +62,124 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 # ---- FLOPs -------------------------------------------------------------------------
 
-
-def _numel(value: Any) -> int:
-    from fvcore.nn.jit_handles import get_shape
-
-    shape = get_shape(value)
-    n = 1
-    for s in shape or ():
-        n *= s
-    return n if shape is not None else 0
+FLOPS_METHOD = "torch-dispatch"  # the flops_method column: counted op by op as dispatched
 
 
-def _per_output(inputs: list[Any], outputs: list[Any]) -> int:
-    return _numel(outputs[0])
+def _first_tensor(value: Any) -> Tensor | None:
+    return next((t for t in tree_flatten(value)[0] if isinstance(t, Tensor)), None)
 
 
-def _per_input(inputs: list[Any], outputs: list[Any]) -> int:
-    return _numel(inputs[0])
+def _per_output(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    out = _first_tensor(out_val)
+    return 0 if out is None else out.numel()
 
 
-# Element-wise ops the flows rely on; without a handle fvcore counts them as 0.
+def _per_input(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    first = _first_tensor(args)
+    return 0 if first is None else first.numel()
+
+
+def _softmax(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    return 3 * _per_output(out_val=out_val)  # exp, sum, divide
+
+
+for _f in (_per_output, _per_input, _softmax):
+    _f._get_raw = True  # type: ignore[attr-defined]  # FlopCounterMode passes tensors, not shapes
+
+# Element-wise ops: one flop per output element (a transcendental counts one too), in-place
+# variants alike. Matrix products come from torch's own formulas: 2 flops per multiply-add.
 ELEMENTWISE = [
-    "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div",
-    "aten::neg", "aten::exp", "aten::log", "aten::sigmoid", "aten::log_sigmoid", "aten::softplus",
-    "aten::tanh", "aten::relu", "aten::elu", "aten::square", "aten::sqrt", "aten::logaddexp",
-    "aten::where", "aten::abs", "aten::maximum", "aten::clamp_min", "aten::pow", "aten::div_",
-    "aten::relu_", "aten::elu_", "aten::addcmul", "aten::sub_", "aten::neg_", "aten::exp_",
-]  # fmt: skip
-REDUCTIONS = ["aten::logsumexp", "aten::sum", "aten::amax", "aten::norm", "aten::linalg_vector_norm"]
-SOFTMAX = ["aten::softmax", "aten::log_softmax", "aten::_log_softmax"]
+    "add",
+    "sub",
+    "rsub",
+    "mul",
+    "div",
+    "neg",
+    "exp",
+    "log",
+    "log1p",
+    "expm1",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "elu",
+    "softplus",
+    "log_sigmoid_forward",
+    "square",
+    "sqrt",
+    "rsqrt",
+    "pow",
+    "abs",
+    "maximum",
+    "minimum",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "where",
+    "logaddexp",
+    "addcmul",
+    "addcdiv",
+    "reciprocal",
+    "sign",
+    "lerp",
+    "erf",
+    "sin",
+    "cos",
+    "atan",
+    "leaky_relu",
+    "gelu",
+    "silu",
+    "hardtanh",
+    "threshold",
+]
+REDUCTIONS = ["sum", "mean", "amax", "amin", "max", "min", "logsumexp", "norm", "linalg_vector_norm", "cumsum", "prod"]
+SOFTMAX = ["_softmax", "_log_softmax"]
 
 
-def flop_handles() -> dict[str, Callable[[list[Any], list[Any]], int]]:
-    handles: dict[str, Callable[[list[Any], list[Any]], int]] = {op: _per_output for op in ELEMENTWISE}
-    handles.update({op: _per_input for op in REDUCTIONS})
-    handles.update({op: lambda i, o: 3 * _numel(o[0]) for op in SOFTMAX})  # exp, sum, divide
-    return handles
+def _packets(names: list[str]) -> list[Any]:
+    out = []
+    for name in names:
+        for variant in (name, name + "_"):
+            packet = getattr(torch.ops.aten, variant, None)
+            if packet is not None:
+                out.append(packet)
+    return out
 
 
-class _Call(nn.Module):
-    """Wraps ``fn(model, x)`` as a module so fvcore can trace it."""
-
-    def __init__(self, model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor]):
-        super().__init__()
-        self.model, self.fn = model, fn
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fn(self.model, x)
+def flop_formulas() -> dict[Any, Callable[..., int]]:
+    """Formulas added to torch's ``FlopCounterMode`` registry, by aten op."""
+    formulas: dict[Any, Callable[..., int]] = {op: _per_output for op in _packets(ELEMENTWISE)}
+    formulas.update({op: _per_input for op in _packets(REDUCTIONS)})
+    formulas.update({op: _softmax for op in _packets(SOFTMAX)})
+    return formulas
 
 
 def count_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> tuple[int, dict[str, int]]:
-    """FLOPs of one call ``fn(model, x)``, from fvcore's ``FlopCountAnalysis`` with the
-    element-wise handles above; returns the total and the count per operator.
+    """FLOPs of one call ``fn(model, x)``: 2 per multiply-add of every matrix product
+    (torch's ``FlopCounterMode`` formulas, broadcasting included) and 1 per element of
+    each element-wise op, 1 per input element of each reduction. Returns the total and
+    the count per aten op.
 
-    The call is traced as executed: loops are unrolled and data-dependent iteration
-    counts (numerical inversion) are those of this input.
+    Counted op by op as the call dispatches them, so loops are as executed and
+    data-dependent iteration counts (numerical inversion) are those of this input;
+    autograd work a library does inside the call is counted too.
     """
-    from fvcore.nn import FlopCountAnalysis
+    from torch.utils.flop_counter import FlopCounterMode
 
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings on data-dependent branches
-        analysis = (
-            FlopCountAnalysis(_Call(model, fn), (x,))
-            .set_op_handle(**flop_handles())
-            .unsupported_ops_warnings(False)
-            .uncalled_modules_warnings(False)
-            .tracer_warnings("none")
-        )
-        total = int(analysis.total())
-        return total, {k: int(v) for k, v in analysis.by_operator().items()}
+    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter, torch.no_grad():
+        fn(model, x)
+    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items() if n}
+    return sum(by_op.values()), by_op
 
 
 def matmul_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> int:
-    """Multiply-adds of the matrix products of one call, from torch's own
-    ``FlopCounterMode`` (which counts 2 flops per multiply-add): a cross-check for the
-    matmul part of :func:`count_flops`."""
+    """FLOPs of the matrix products of one call alone, from torch's ``FlopCounterMode``
+    with its own registry (2 per multiply-add): a cross-check for :func:`count_flops`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         fn(model, x)
-    return counter.get_total_flops() // 2
+    return counter.get_total_flops()
 
 
 # ---- memory ------------------------------------------------------------------------

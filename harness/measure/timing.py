@@ -110,3 +110,25 @@ def time_rounds(
     finally:
         torch.set_num_threads(previous)
     return out
+
+
+def gemm_rate(
+    device: torch.device | str = "cpu",
+    *,
+    threads: int = 1,
+    dtype: torch.dtype = torch.float32,
+    sizes: tuple[int, ...] = (1024, 1536, 2048),
+) -> dict:
+    """This machine's dense matrix-product rate, the roofline for the flows' passes:
+    GFLOP/s of ``torch.mm`` on n x n matrices (2 n^3 flops), the best over ``sizes``."""
+    rates = {}
+    for n in sizes:
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        t = time_call(lambda a=a, b=b: torch.mm(a, b), device, threads=threads, min_run_time=0.2)
+        rates[n] = 2 * n**3 / t.median_s / 1e9
+    return {
+        "gemm_gflops": max(rates.values()),
+        "gemm_gflops_by_n": rates,
+        "gemm_threads": threads,
+        "gemm_dtype": str(dtype),
+    }

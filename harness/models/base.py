@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .solvers import DEFAULT, DIRECT, REFERENCE, SOLVERS, Family, SolveStats
+
 Kind = Literal["parallel", "sequential", "iterative"]
 OPS = ("log_prob", "sample")
 
@@ -43,11 +45,13 @@ class Cost:
 
     ``parallel``: one network pass per flow, whatever d. ``sequential``: d network
     passes per flow, one per dimension. ``iterative``: d root-finds per flow, each of
-    several passes (numerical inversion).
+    several passes (numerical inversion). ``family`` names the solvers the slow
+    direction takes (:mod:`.solvers`): ``affine`` or ``monotone``.
     """
 
     log_prob: Kind
     sample: Kind
+    family: Family | None = None
 
     def __getitem__(self, op: str) -> Kind:
         if op not in OPS:
@@ -74,7 +78,12 @@ def run_op(flow: Flow, op: str, x: Tensor) -> Tensor:
 
 class Transform(nn.Module):
     """One invertible layer. ``forward(x) -> (y, logabsdet)`` runs data->base,
-    ``inverse(y) -> x`` runs base->data. Shapes: x, y (batch, d); logabsdet (batch,)."""
+    ``inverse(y) -> x`` runs base->data. Shapes: x, y (batch, d); logabsdet (batch,).
+    A layer whose slow direction runs a solver keeps what its last call spent in
+    ``stats``."""
+
+    solver: str | None = None
+    stats: SolveStats | None = None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -122,6 +131,41 @@ class Flow(nn.Module):
         self.dim = dim
         self.transforms = nn.ModuleList(transforms)
         self.cost = cost
+
+    @property
+    def solvers(self) -> tuple[str, ...]:
+        """Solvers the slow direction takes; () when both directions are one pass."""
+        return SOLVERS[self.cost.family] if self.cost.family else ()
+
+    @property
+    def reference_solver(self) -> str | None:
+        return REFERENCE[self.cost.family] if self.cost.family else None
+
+    @property
+    def solver(self) -> str:
+        """The slow direction's solver (``direct`` when there is none)."""
+        used = {t.solver for t in self.transforms if t.solver}
+        return used.pop() if len(used) == 1 else DEFAULT.get(self.cost.family or "", DIRECT)
+
+    def solver_of(self, op: str) -> str:
+        """The solver column of ``op``: this flow's solver for its slow op, else ``direct``."""
+        return DIRECT if self.cost[op] == "parallel" else self.solver
+
+    def solve_stats(self) -> SolveStats | None:
+        """What the last call of the slow direction spent, summed over layers (None
+        when no layer has run one yet)."""
+        stats = [t.stats for t in self.transforms if t.stats is not None]
+        if not stats:
+            return None
+        total = SolveStats(stats[0].solver)
+        for s in stats:
+            total = total + s
+        return total
+
+    def reset_stats(self) -> None:
+        for t in self.transforms:
+            if t.stats is not None:
+                t.stats = None
 
     def _check(self, x: Tensor, what: str) -> None:
         if not isinstance(x, Tensor):

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Cost, Flow, Transform, stack
-from .invert import invert_autoregressive
+from .invert import invert_autoregressive, invert_coupled
+from .solvers import DEFAULT, check_solver
 
 RESIDUALS = ("gated", "gated-but-last", "none")
 
@@ -51,6 +52,18 @@ def tanh_log_derivative(h: Tensor) -> Tensor:
     return 2 * (math.log(2) - h - F.softplus(-2 * h))
 
 
+def log_matvec(log_m: Tensor, log_v: Tensor) -> Tensor:
+    """log(exp(log_m) @ exp(log_v)) per block: log_m (d, a, b), log_v (n, d, b) -> (n, d, a).
+
+    Batched matrix-vector products shifted by each vector's maximum, so the largest
+    term is exp(0): the log-matrix product of De Cao et al. (appendix D) without
+    materialising the (n, d, a, b) tensor a logsumexp would need.
+    """
+    shift = log_v.amax(-1, keepdim=True)
+    prod = torch.bmm((log_v - shift).exp().transpose(0, 1), log_m.exp().transpose(1, 2))  # (d, n, a)
+    return prod.transpose(0, 1).log() + shift
+
+
 class BlockAutoregressive(Transform):
     """One B-NAF transformation, data->base: block layers 1 -> a -> ... -> a -> 1 per
     dimension with tanh between them, optionally with a gated residual
@@ -58,32 +71,33 @@ class BlockAutoregressive(Transform):
 
     tanh is bounded, so without the residual f maps onto a bounded set; the gated
     residual adds a linear term that makes the map onto R, so the density normalises.
-    The log-det is a log-matrix product (logsumexp) of the diagonal blocks (eq. 10).
-    ``inverse`` solves each dimension in order by safeguarded Newton, one pass of this
-    layer per evaluation.
+    The log-det is a log-matrix product of the diagonal blocks (eq. 10).
+
+    ``inverse`` solves by ``solver``. ``bisection`` and ``newton`` go dimension by
+    dimension with the weights built once per call: the solved dimensions' part of
+    each block row is computed once per dimension, and each evaluation runs only
+    dimension i's diagonal blocks. ``fixed-point`` runs bracketed Newton steps on
+    every dimension at once, one pass of this layer per iteration.
     """
 
-    def __init__(self, dim: int, layers: int, hidden_factor: int, gated: bool):
+    def __init__(self, dim: int, layers: int, hidden_factor: int, gated: bool, solver: str = DEFAULT["monotone"]):
         super().__init__()
-        self.dim = dim
+        self.dim, self.solver = dim, check_solver("monotone", solver)
         blocks = [1] + [hidden_factor] * layers + [1]
         self.linears = nn.ModuleList(BlockMaskedLinear(dim, i, o) for i, o in zip(blocks, blocks[1:]))
         self.gate = nn.Parameter(torch.randn(1)) if gated else None
-        self.solves = None
 
     def _map(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (n, d) -> y (n, d) and log dy_i/dx_i (n, d)."""
-        n, h, log_j = x.shape[0], x, None  # log_j: log diagonal blocks of dh/dx, (n, d, a, 1)
+        n, h, log_j = x.shape[0], x, None  # log_j: log of the diagonal blocks of dh/dx, (n, d, a)
         last = len(self.linears) - 1
         for k, linear in enumerate(self.linears):
             w, log_diag = linear.weights()
             h = F.linear(h, w, linear.bias)
-            if log_j is None:
-                log_j = log_diag.expand(n, -1, -1, -1)
-            else:  # log-matrix product of the diagonal blocks
-                log_j = torch.logsumexp(log_diag + log_j.transpose(-1, -2), -1)[..., None]
+            # the first block layer has one input per dimension: its diagonal blocks are columns
+            log_j = log_diag[..., 0].expand(n, -1, -1) if log_j is None else log_matvec(log_diag, log_j)
             if k < last:
-                log_j = log_j + tanh_log_derivative(h).view(n, self.dim, -1, 1)
+                log_j = log_j + tanh_log_derivative(h).view(n, self.dim, -1)
                 h = torch.tanh(h)
         log_j = log_j.view(n, self.dim)
         if self.gate is not None:
@@ -96,16 +110,52 @@ class BlockAutoregressive(Transform):
         y, log_j = self._map(x)
         return y, log_j.sum(-1)
 
+    def _slope_map(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, log_j = self._map(x)
+        return y, log_j.exp()
+
     def inverse(self, y: Tensor) -> Tensor:
+        if self.solver == "fixed-point":
+            x, self.stats = invert_coupled(self._slope_map, y)
+            return x
+        with torch.no_grad():
+            weights = [(*linear.weights(), linear.bias) for linear in self.linears]
+            # activations of the solved dimensions' blocks, layer by layer (layer 0 is x)
+            acts = [y.new_zeros(y.shape[0], self.dim * linear.block_in) for linear in self.linears]
+            alpha = torch.sigmoid(self.gate) if self.gate is not None else None
+        last = len(self.linears) - 1
+        kept: list[Tensor] = []
+
         def dim_solver(x: Tensor, i: int):
+            # the solved dimensions' contribution to block row i of each layer, once
+            consts, diags = [], []
+            for (w, log_diag, bias), linear, a in zip(weights, self.linears, acts):
+                rows = slice(i * linear.block_out, (i + 1) * linear.block_out)
+                known = i * linear.block_in
+                consts.append(F.linear(a[:, :known], w[rows, :known], bias[rows]))
+                diags.append(log_diag[i].exp())  # (block_out, block_in)
+
             def fn(xi: Tensor) -> tuple[Tensor, Tensor]:
-                x[:, i] = xi  # columns > i do not reach output i
-                out, log_j = self._map(x)
-                return out[:, i], log_j[:, i].exp()
+                h, slope = xi[:, None], torch.ones_like(xi)[:, None]  # (n, 1) and dh/dx_i
+                kept.clear()
+                for k, (c, diag) in enumerate(zip(consts, diags)):
+                    kept.append(h)
+                    h, slope = torch.addmm(c, h, diag.T), slope @ diag.T
+                    if k < last:
+                        h = torch.tanh(h)
+                        slope = slope * (1 - h.square())
+                yi, dyi = h[:, 0], slope[:, 0]
+                if alpha is not None:
+                    yi, dyi = alpha * yi + (1 - alpha) * xi, alpha * dyi + (1 - alpha)
+                return yi, dyi
 
             return fn
 
-        x, self.solves = invert_autoregressive(dim_solver, y)
+        def solved(i: int) -> None:  # the last evaluation was at the solution: keep its blocks
+            for a, h, linear in zip(acts, kept, self.linears):
+                a[:, i * linear.block_in : (i + 1) * linear.block_in] = h
+
+        x, self.stats = invert_autoregressive(dim_solver, y, method=self.solver, solved=solved)
         return x
 
 
@@ -116,6 +166,7 @@ def build_bnaf(
     layers: int = 2,
     hidden_factor: int = 4,
     residual: Literal["gated", "gated-but-last", "none"] = "gated",
+    solver: str = DEFAULT["monotone"],
 ) -> Flow:
     """Block neural autoregressive flow: K B-NAF layers, order reversed between them.
 
@@ -125,11 +176,12 @@ def build_bnaf(
         residual: ``gated`` on every flow (default; onto R), ``gated-but-last`` as in
             the authors' code, or ``none``. Without a residual on the last flow the map
             is bounded and its density does not normalise.
+        solver: ``sample``'s root-finder: ``bisection``, ``newton`` or ``fixed-point``.
 
     ``log_prob`` is one pass; ``sample`` inverts each layer numerically.
     """
     if residual not in RESIDUALS:
         raise ValueError(f"unknown residual {residual!r}; allowed: {', '.join(RESIDUALS)}")
     gated = [residual == "gated" or (residual == "gated-but-last" and k < flows - 1) for k in range(flows)]
-    layers_ = [BlockAutoregressive(dim, layers, hidden_factor, g) for g in gated]
-    return Flow(dim, stack(layers_, dim), Cost(log_prob="parallel", sample="iterative"))
+    layers_ = [BlockAutoregressive(dim, layers, hidden_factor, g, solver) for g in gated]
+    return Flow(dim, stack(layers_, dim), Cost(log_prob="parallel", sample="iterative", family="monotone"))

@@ -6,9 +6,12 @@ from collections.abc import Sequence
 
 from .base import Cost, Flow
 from .maf import MaskedAffine, default_hidden
+from .solvers import DEFAULT
 
 
-def build_iaf(dim: int, *, flows: int = 5, hidden: Sequence[int] | None = None) -> Flow:
+def build_iaf(
+    dim: int, *, flows: int = 5, hidden: Sequence[int] | None = None, solver: str = DEFAULT["affine"]
+) -> Flow:
     """Inverse autoregressive flow: the mirror of MAF, conditioners read the base side;
     orders alternate from one layer to the next, as in MAF.
 
@@ -16,5 +19,5 @@ def build_iaf(dim: int, *, flows: int = 5, hidden: Sequence[int] | None = None) 
     passes per layer.
     """
     hidden = default_hidden(dim) if hidden is None else hidden
-    layers = [MaskedAffine(dim, hidden, fast="inverse", reverse=k % 2 == 1) for k in range(flows)]
-    return Flow(dim, layers, Cost(log_prob="sequential", sample="parallel"))
+    layers = [MaskedAffine(dim, hidden, fast="inverse", reverse=k % 2 == 1, solver=solver) for k in range(flows)]
+    return Flow(dim, layers, Cost(log_prob="sequential", sample="parallel", family="affine"))

@@ -125,6 +125,11 @@ class MADE(nn.Module):
         masks = made_masks(dim, hidden, per_dim, reverse)
         layer = ContextWeightNormLinear if weight_norm else MaskedLinear
         self.layers = nn.ModuleList(layer(m) for m in masks)
+        # per hidden layer: units sorted by degree, and how many have degree <= m, m = 0..d-1
+        # (plain ints, as made_degrees numbers them: models also get built on the meta device)
+        degrees = [[j % max(dim - 1, 1) + 1 for j in range(h)] for h in hidden]
+        self._by_degree = [sorted(range(len(deg)), key=deg.__getitem__) for deg in degrees]
+        self._ends = [[sum(g <= m for g in deg) for m in range(dim)] for deg in degrees]
 
     def network(self) -> Callable[..., Tensor]:
         """The MADE as a function ``run(x, i=None)`` with its masked weights computed once.
@@ -154,5 +159,75 @@ class MADE(nn.Module):
 
         return run
 
+    def incremental(self, like: Tensor, in_place: bool) -> Callable[[int, Tensor], Tensor]:
+        """The MADE as a function ``output(p, u)`` for solving the dimensions one by one.
+
+        ``u`` (batch, p) holds the first p solved dimensions, in solve order; the
+        result (batch, per_dim) is the output of the p-th dimension in that order.
+        Hidden units of degree p depend only on those p inputs: each call computes
+        just them and keeps them, so d calls do one network pass of arithmetic in all,
+        where ``network()(x, i)`` recomputes every hidden unit at each step.
+
+        Arguments:
+            like: a (batch, d) tensor giving batch, dtype and device.
+            in_place: keep hidden units in preallocated buffers (no autograd graph
+                needs them); otherwise in a list of blocks, concatenated as needed.
+        """
+        params = [layer.masked() for layer in self.layers]
+        order = torch.tensor(self.order, device=like.device)
+        cols, hidden = order, []
+        for (w, b), rows in zip(params[:-1], self._by_degree):
+            rows = torch.tensor(rows, device=like.device)
+            hidden.append((w[rows][:, cols], None if b is None else b[rows]))
+            cols = rows
+        w_out, b_out = params[-1]
+        k, d = self.per_dim, self.dim
+        w_out = w_out.view(k, d, -1)[:, order][:, :, cols].transpose(0, 1)  # (d, k, h) in solve order
+        b_out = like.new_zeros(d, k) if b_out is None else b_out.view(k, d)[:, order].t()
+        act, ends = self.activation, self._ends
+        units = [Columns(like.shape[0], w.shape[0], like, in_place) for w, _ in hidden]
+
+        def output(p: int, u: Tensor) -> Tensor:
+            if p >= 1:  # units of degree p: inputs (or units) of degree <= p are known now
+                prev = u
+                for (w, b), kept, end in zip(hidden, units, ends):
+                    start, stop = end[p - 1], end[p]
+                    if stop > start:
+                        kept.append(act(F.linear(prev, w[start:stop, : prev.shape[1]], b[start:stop])))
+                    prev = kept.get()
+            n = ends[-1][p]
+            if n == 0:
+                return b_out[p].repeat(like.shape[0], 1)  # a fresh buffer: the caller works in place
+            return F.linear(units[-1].get(), w_out[p, :, :n], b_out[p])
+
+        return output
+
     def forward(self, x: Tensor) -> Tensor:
         return self.network()(x)
+
+
+class Columns:
+    """A (batch, n) matrix filled block by block from the left; ``get()`` gives the
+    filled columns. A preallocated buffer when ``in_place``, else a list of blocks
+    concatenated on demand (autograd cannot see through writes into a buffer)."""
+
+    def __init__(self, batch: int, n: int, like: Tensor, in_place: bool):
+        self.buffer = like.new_empty(batch, n) if in_place else None
+        self.blocks: list[Tensor] = []
+        self.filled = 0
+        self._cat: Tensor | None = like.new_empty(batch, 0)
+
+    def append(self, block: Tensor) -> None:
+        if self.buffer is not None:
+            self.buffer[:, self.filled : self.filled + block.shape[1]] = block
+        else:
+            self.blocks.append(block)
+            self._cat = None
+        self.filled += block.shape[1]
+
+    def get(self) -> Tensor:
+        if self.buffer is not None:
+            return self.buffer[:, : self.filled]
+        if self._cat is None:
+            self._cat = torch.cat(self.blocks, 1)
+        return self._cat

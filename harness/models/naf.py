@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Cost, Flow, Transform, stack
-from .invert import invert_autoregressive
+from .invert import invert_autoregressive, invert_coupled
 from .maf import LOG_SCALE_BOUND, default_hidden, in_place_ok
 from .masked import ACTIVATIONS, MADE
+from .solvers import DEFAULT, check_solver
 
 
 def soft_clamp(raw: Tensor, bound: float) -> Tensor:
@@ -111,8 +112,11 @@ class SigmoidalAutoregressive(Transform):
 
     The MADE emits ``channels`` values per dimension; a linear map shared across
     dimensions (Huang et al.'s 1x1 convolution) turns them into the DDSF's
-    pseudo-parameters. ``forward`` is one MADE pass; ``inverse`` solves each dimension
-    in order by safeguarded Newton, with one MADE pass per dimension.
+    pseudo-parameters. ``forward`` is one MADE pass; ``inverse`` solves by ``solver``:
+    ``bisection`` or ``newton`` solve each dimension in order, the MADE evaluated
+    incrementally (each hidden unit once per call), the root-find on that dimension's
+    DDSF alone; ``fixed-point`` runs bracketed Newton steps on every dimension at
+    once, one full pass per iteration.
     """
 
     def __init__(
@@ -124,23 +128,35 @@ class SigmoidalAutoregressive(Transform):
         channels: int,
         activation: str = "relu",
         weight_norm: bool = False,
+        solver: str = DEFAULT["monotone"],
     ):
         super().__init__()
+        self.dim, self.solver = dim, check_solver("monotone", solver)
         self.made = MADE(dim, hidden, channels, activation, weight_norm)
         self.ds = DeepSigmoid(ds_hidden, ds_layers)
         self.to_params = nn.Linear(channels, self.ds.n_params)
         self.ds.init_hyper_bias(self.to_params.bias)
-        self.solves = None  # evaluations of the last inverse, per dimension
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         y, logder = self.ds(x, self.to_params(self.made(x)))
         return y, logder.sum(-1)
 
+    def _map(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (n, d) -> y (n, d) and dy_i/dx_i (n, d): the fixed-point solver's pass."""
+        y, logder = self.ds(x, self.to_params(self.made(x)))
+        return y, logder.exp()
+
     def inverse(self, y: Tensor) -> Tensor:
-        net = self.made.network()
+        if self.solver == "fixed-point":
+            x, self.stats = invert_coupled(self._map, y)
+            return x
+        output = None
 
         def dim_solver(x: Tensor, i: int):
-            params = self.to_params(net(x, i))  # one MADE pass per dimension
+            nonlocal output
+            if output is None:  # inside the solver's no_grad: hidden units kept in buffers
+                output = self.made.incremental(x, in_place=True)
+            params = self.to_params(output(i, x[:, :i]))
 
             def fn(xi: Tensor) -> tuple[Tensor, Tensor]:
                 yi, logder = self.ds(xi, params)
@@ -148,7 +164,7 @@ class SigmoidalAutoregressive(Transform):
 
             return fn
 
-        x, self.solves = invert_autoregressive(dim_solver, y)
+        x, self.stats = invert_autoregressive(dim_solver, y, method=self.solver)
         return x
 
 
@@ -210,6 +226,7 @@ def build_naf(
     activation: str = "relu",
     weight_norm: bool = False,
     final_affine: bool = False,
+    solver: str = DEFAULT["monotone"],
 ) -> Flow:
     """Neural autoregressive flow: K sigmoidal autoregressive layers, order reversed between.
 
@@ -221,6 +238,7 @@ def build_naf(
         activation: MADE activation, ``relu`` or ``elu``.
         weight_norm: conditional weight normalisation in the MADE (the paper's conditioner).
         final_affine: end with the paper's element-wise affine layer.
+        solver: ``sample``'s root-finder: ``bisection``, ``newton`` or ``fixed-point``.
 
     ``log_prob`` is one MADE pass per layer; ``sample`` inverts each layer numerically.
     """
@@ -229,10 +247,10 @@ def build_naf(
     hidden = default_hidden(dim) if hidden is None else hidden
     channels = 3 * ds_layers * max(1, hidden[-1] // dim) if ds_channels is None else ds_channels
     layers: list[Transform] = [
-        SigmoidalAutoregressive(dim, hidden, ds_hidden, ds_layers, channels, activation, weight_norm)
+        SigmoidalAutoregressive(dim, hidden, ds_hidden, ds_layers, channels, activation, weight_norm, solver)
         for _ in range(flows)
     ]
     transforms = stack(layers, dim)
     if final_affine:
         transforms.append(ContextAffine(dim))
-    return Flow(dim, transforms, Cost(log_prob="parallel", sample="iterative"))
+    return Flow(dim, transforms, Cost(log_prob="parallel", sample="iterative", family="monotone"))

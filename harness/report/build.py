@@ -72,6 +72,53 @@ def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
     return lines
 
 
+def _roofline(sweeps: list[tuple[pd.DataFrame, dict]], device: str) -> float | None:
+    rates = [m.get("roofline", {}).get(device, {}).get("gemm_gflops") for _, m in sweeps]
+    rates = [r for r in rates if r]
+    return max(rates) if rates else None
+
+
+def algorithms_section(df: pd.DataFrame, folders: list[Path], out: Path) -> list[str]:
+    """Per model, each solver of the slow direction against d: the sweep's rows, the
+    figure, and the interleaved A/B of ``solvers.csv`` where a folder holds one."""
+    slow = df[(df["kind"] != "parallel")] if "solver" in df else df.iloc[0:0]
+    ab = [pd.read_csv(f / "solvers.csv") for f in folders if (f / "solvers.csv").is_file()]
+    if slow.empty and not ab:
+        return []
+    lines = ["## Algorithms for the slow direction", ""]
+    lines += ["MADE/MAF `sample` and IAF `log_prob` solve an affine autoregressive system: `sequential` (the "
+              "reference: d network passes per layer), `incremental` (d steps that each compute only the hidden "
+              "units of the degree just made known: one pass of arithmetic) or `fixed-point` (Jacobi iterations, "
+              "one full pass each, until every residual is within tolerance; exact after d). NAF and B-NAF "
+              "`sample` root-find each dimension: `bisection` (the reference), `newton` (safeguarded, only "
+              "dimension i's blocks per evaluation) or `fixed-point` (bracketed Newton steps on every "
+              "dimension at once). `evaluations / dim`: evaluations of one dimension's output per dimension "
+              "and layer.", ""]  # fmt: skip
+    for name in plots.solvers(slow, out)[:1]:
+        lines += [f"![solvers]({name})", ""]
+    for (device, batch), g in slow.groupby(["device", "batch"], sort=False):
+        for model in dict.fromkeys(g["model"]):
+            table = tables.solver_table(g, model)
+            if table.empty or table["solver"].nunique() < 2:
+                continue
+            lines += [f"### {model} {g[g['model'] == model]['op'].iloc[0]} on {device}, batch {int(batch)}", ""]
+            lines += ["Speed-ups here compare configurations timed one after another in the sweep; the A/B "
+                      "table below times them interleaved.", ""]  # fmt: skip
+            lines += [tables.markdown(table), ""]
+    if ab:
+        from ..algorithms import table as ab_table
+
+        rows = pd.concat(ab, ignore_index=True).to_dict("records")
+        rows = [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))} for r in rows]
+        lines += ["### A/B: every solver against the reference, interleaved", ""]
+        lines += ["`python -m harness solvers`: one process, float32, one thread, the same weights and inputs for "
+                  "every solver; the speed-up is the median over rounds of reference / solver with a bootstrap "
+                  "95% interval; `slow op / fast op` divides by the model's parallel op in the same rounds.",
+                  ""]  # fmt: skip
+        lines += [ab_table(rows), ""]
+    return lines
+
+
 def build_report(sources: list[str | Path], out: str | Path, paper: bool = True) -> Path:
     """Writes ``out/REPORT.md`` with its PNG (and SVG) plots; returns its path."""
     out = Path(out)
@@ -83,9 +130,10 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
     asvs = [df for df, meta in loaded if meta["kind"] == "asv"]
     lines = ["# flowbench report", ""]
     lines += ["Sources: " + ", ".join(f"`{m['path']}` ({m['kind']})" for _, m in loaded), ""]
-    lines += ["Times are medians of blocked runs, seconds per call of `batch` points; FLOPs follow fvcore "
-              "(1 multiply-add = 1 flop, element-wise ops 1 per element); memory is the peak of tensor "
-              "bytes allocated during one call.", ""]  # fmt: skip
+    lines += ["Times are medians of blocked runs, seconds per call of `batch` points; FLOPs are counted op by op "
+              "as dispatched (2 per multiply-add, element-wise ops 1 per element); memory is the peak of tensor "
+              "bytes allocated during one call. Unless a section says otherwise, each model's slow direction "
+              "uses its default solver (see \"Algorithms for the slow direction\").", ""]  # fmt: skip
 
     everything = pd.concat([d for d, _ in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     df = everything[~tables.is_peer(everything["model"])] if sweeps else everything
@@ -106,18 +154,26 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
         for (device, batch), g in df.groupby(["device", "batch"], sort=False):
             lines += [f"## Time on {device}, batch {int(batch)}", ""]
             lines += [tables.markdown(tables.time_table(g)), ""]
-            skipped = g[g["status"] != "ok"]
+            skipped = tables.main_rows(g)
+            skipped = skipped[skipped["status"] != "ok"]
             if not skipped.empty:
                 lines += ["Not measured:", ""]
-                lines += [f"- {r.model} d={int(r.dim)} {r.op}: {r.status} ({r.reason})" for r in skipped.itertuples()]
+                lines += [f"- {r.model} d={int(r.dim)} {r.op} ({r.solver}): {r.status} ({r.reason})"
+                          for r in skipped.itertuples()]  # fmt: skip
                 lines += [""]
             lines += [f"## Size and work on {device}, batch {int(batch)}", ""]
-            lines += [tables.markdown(tables.size_table(g)), ""]
-            uncounted = g[(g["status"] == "ok") & g["reason"].astype(str).str.startswith("flops not counted")]
+            roofline = _roofline(sweeps, device)
+            if roofline:
+                lines += [f"`% of GEMM`: achieved GFLOP/s over this machine's `torch.mm` rate, {roofline:.1f} GFLOP/s "
+                          "at the sweep's threads and dtype (meta.json, `roofline`).", ""]  # fmt: skip
+            lines += [tables.markdown(tables.size_table(g, roofline)), ""]
+            uncounted = tables.main_rows(g)
+            uncounted = uncounted[(uncounted["status"] == "ok") & uncounted["flops"].isna()]
             if not uncounted.empty:
-                lines += ["FLOPs left blank (fvcore traces every op; slow calls are timed, not traced):", ""]
+                lines += ["FLOPs left blank:", ""]
                 lines += [f"- {r.model} d={int(r.dim)} {r.op}: {r.reason}" for r in uncounted.itertuples()]
                 lines += [""]
+        lines += algorithms_section(df, [Path(m["path"]) for _, m in sweeps], out)
         lines += ["## Parameters", ""]
         for name in plots.params(df, out)[:1]:
             lines += [f"![params]({name})", ""]

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-NUMERIC = ["dim", "batch", "median_s", "iqr_s", "runs", "params_stored", "params_effective", "flops",
-           "peak_mem_bytes", "threads"]  # fmt: skip
+from ..table import META, NUMERIC, RESULTS
 
 
 def kind_of(path: Path) -> str:
@@ -16,7 +15,7 @@ def kind_of(path: Path) -> str:
     benchmarks.json beside them); ValueError otherwise."""
     if not path.exists():
         raise ValueError(f"source {str(path)!r} does not exist; expected a sweep folder or an asv results folder")
-    if (path / "results.csv").is_file():
+    if (path / RESULTS).is_file():
         return "sweep"
     if (path / "benchmarks.json").is_file():
         return "asv"
@@ -30,8 +29,8 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
     path = Path(path)
     kind = kind_of(path)
     if kind == "sweep":
-        df = pd.read_csv(path / "results.csv", keep_default_na=True)
-        meta_path = path / "meta.json"
+        df = pd.read_csv(path / RESULTS, keep_default_na=True)
+        meta_path = path / META
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     else:
         from ..asv_results import read, read_machines

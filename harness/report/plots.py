@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .tables import fit_slope, ok  # noqa: E402
+from .tables import ROLE, fit_slope, main_rows, ok  # noqa: E402
 
 STYLE = {"log_prob": dict(marker="o", linestyle="-"), "sample": dict(marker="s", linestyle="--")}
 KIND_LABEL = {
@@ -54,8 +54,8 @@ def _axes(ax, title: str) -> None:
 
 def scaling(df: pd.DataFrame, out: Path) -> list[str]:
     """One panel per model (rows) and device (columns): log_prob and sample time
-    against d, each labelled with its cost kind and fitted slope."""
-    d = ok(df)
+    against d with the default solver, each labelled with its cost kind and fitted slope."""
+    d = ok(main_rows(df))
     models, devices = list(dict.fromkeys(d["model"])), list(dict.fromkeys(d["device"]))
     if not models:
         return []
@@ -75,8 +75,9 @@ def scaling(df: pd.DataFrame, out: Path) -> list[str]:
 
 
 def overview(df: pd.DataFrame, out: Path) -> list[str]:
-    """All models' curves: sampling in one panel, density in the other, a row per device."""
-    d = ok(df)
+    """All models' curves (default solvers): sampling in one panel, density in the
+    other, a row per device."""
+    d = ok(main_rows(df))
     devices = list(dict.fromkeys(d["device"]))
     if not devices:
         return []
@@ -93,9 +94,42 @@ def overview(df: pd.DataFrame, out: Path) -> list[str]:
     return _save(fig, out, "overview")
 
 
+def solvers(df: pd.DataFrame, out: Path) -> list[str]:
+    """The slow direction per model (rows): time against d for each solver, and the
+    evaluations per dimension each spends."""
+    d = ok(df[(df["kind"] != "parallel") & df["solver"].isin(list(ROLE) + ["fixed-point"])])
+    models = list(dict.fromkeys(d["model"]))
+    if not models:
+        return []
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.4 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        g = d[d["model"] == model]
+        for solver, h in g.groupby("solver", sort=False):
+            h = h.sort_values("dim")
+            label = f"{solver} ({ROLE[solver]})" if solver in ROLE else solver
+            style = dict(marker="o", linestyle="--" if ROLE.get(solver) == "reference" else "-")
+            axes[i][0].plot(h["dim"], h["median_s"], label=f"{label}, slope {_slope(h):.2f}", **style)
+            axes[i][1].plot(h["dim"], h["evaluations_per_dim"], label=label, **style)
+        _axes(axes[i][0], f"{model} {g['op'].iloc[0]}: time per call (batch {int(g['batch'].iloc[0])})")
+        axes[i][1].set_xscale("log", base=2)
+        axes[i][1].set_yscale("log")
+        axes[i][1].set_xlabel("dimension d")
+        axes[i][1].set_ylabel("evaluations per dimension")
+        axes[i][1].set_title(f"{model} {g['op'].iloc[0]}: evaluations per dimension and layer")
+        axes[i][1].grid(True, which="both", alpha=0.3)
+        for ax in axes[i]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out, "solvers")
+
+
+def _slope(g: pd.DataFrame) -> float:
+    return fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
+
+
 def params(df: pd.DataFrame, out: Path) -> list[str]:
     """Parameters (effective solid, stored dashed) against d, all models."""
-    sizes = df.drop_duplicates(["model", "dim"]).sort_values("dim")
+    sizes = main_rows(df).drop_duplicates(["model", "dim"]).sort_values("dim")
     if sizes.empty:
         return []
     fig, ax = plt.subplots(figsize=(7, 4.6))

@@ -6,6 +6,10 @@ import numpy as np
 import pandas as pd
 
 from ..models import OPS
+from ..models.solvers import DEFAULT, DIRECT, NATIVE, REFERENCE
+
+# What a row's solver is to its model: the reference, the default, or neither.
+ROLE = {**{s: "reference" for s in REFERENCE.values()}, **{s: "default" for s in DEFAULT.values()}}
 
 
 def fmt(value: float, digits: int = 3) -> str:
@@ -20,6 +24,21 @@ def fmt(value: float, digits: int = 3) -> str:
 
 def ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
+
+
+def solvers_of(df: pd.DataFrame) -> pd.Series:
+    return df["solver"] if "solver" in df else pd.Series(DIRECT, index=df.index)
+
+
+def main_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each model's default algorithm: parallel passes, default solvers and peers'
+    own algorithms (tables written before solvers existed have no solver column)."""
+    solver = solvers_of(df)
+    return df[solver.isin([DIRECT, NATIVE, *DEFAULT.values()])]
+
+
+def reference_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[solvers_of(df).isin(list(REFERENCE.values()))]
 
 
 def _row(df: pd.DataFrame, model: str, dim: int, op: str) -> pd.Series | None:
@@ -39,25 +58,61 @@ def _status(df: pd.DataFrame, model: str, dim: int, op: str) -> str:
 
 
 def time_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model x dim on one device and batch: times, their ratio and throughputs."""
+    """Per model x dim on one device and batch: times with each model's default solver,
+    their ratio and throughputs, and sample / log_prob with the reference solver."""
+    main, ref = main_rows(df), reference_rows(df)
     rows = []
-    for (model, dim), _ in df.groupby(["model", "dim"], sort=False):
-        lp, smp = (_cell(df, model, dim, op, "median_s") for op in OPS)
-        batch = float(df[(df["model"] == model) & (df["dim"] == dim)]["batch"].iloc[0])
+    for (model, dim), g in main.groupby(["model", "dim"], sort=False):
+        lp, smp = (_cell(main, model, dim, op, "median_s") for op in OPS)
+        slow = g[g["kind"] != "parallel"]
+        solver = str(slow["solver"].iloc[0]) if len(slow) and "solver" in slow else ""
+        times = {op: _cell(ref, model, dim, op, "median_s") for op in OPS}
+        ref_ratio = (times["sample"] if np.isfinite(times["sample"]) else smp) / (
+            times["log_prob"] if np.isfinite(times["log_prob"]) else lp
+        )
+        batch = float(g["batch"].iloc[0])
         rows.append({
             "model": model,
             "d": int(dim),
-            "log_prob (ms)": fmt(lp * 1e3) or _status(df, model, dim, "log_prob"),
-            "sample (ms)": fmt(smp * 1e3) or _status(df, model, dim, "sample"),
+            "solver": solver,
+            "log_prob (ms)": fmt(lp * 1e3) or _status(main, model, dim, "log_prob"),
+            "sample (ms)": fmt(smp * 1e3) or _status(main, model, dim, "sample"),
             "sample / log_prob": fmt(smp / lp),
+            "sample / log_prob, reference solver": fmt(ref_ratio) if not ref.empty else "",
             "log_prob (points/s)": fmt(batch / lp),
             "sample (points/s)": fmt(batch / smp),
+        })  # fmt: skip
+    out = pd.DataFrame(rows)
+    if ref.empty and not out.empty:
+        out = out.drop(columns="sample / log_prob, reference solver")
+    return out
+
+
+def solver_table(df: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One model's slow direction on one device and batch: per d and solver, time,
+    evaluations per dimension, iterations, speed-up over the reference solver (same
+    sweep, configurations timed one after another) and deviation from it."""
+    g = df[(df["model"] == model) & (df["kind"] != "parallel") & (solvers_of(df) != NATIVE)]
+    rows = []
+    for (dim, solver), h in g.groupby(["dim", "solver"], sort=True):
+        r = h.iloc[0]
+        ref = g[(g["dim"] == dim) & (g["solver"].map(ROLE) == "reference")]
+        ref_t = float(ref["median_s"].iloc[0]) if len(ref) and ref["status"].iloc[0] == "ok" else np.nan
+        t = float(r["median_s"]) if r["status"] == "ok" else np.nan
+        rows.append({
+            "d": int(dim), "solver": f"{solver} ({ROLE[solver]})" if solver in ROLE else solver,
+            "time (ms)": fmt(t * 1e3) or f"{r['status']}",
+            "evaluations / dim": fmt(r["evaluations_per_dim"]), "iterations": fmt(r["iterations"]),
+            "speed-up over reference": fmt(ref_t / t),
+            "max rel. deviation from reference": fmt(r.get("max_rel_dev", np.nan)),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def size_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model x dim: parameters, FLOPs per point, achieved GFLOP/s and peak memory."""
+def size_table(df: pd.DataFrame, roofline: float | None = None) -> pd.DataFrame:
+    """Per model x dim (default solvers): parameters, FLOPs per point, achieved GFLOP/s,
+    its share of the GEMM ``roofline`` (GFLOP/s) where given, and peak memory."""
+    df = main_rows(df)
     rows = []
     for (model, dim), g in df.groupby(["model", "dim"], sort=False):
         batch = float(g["batch"].iloc[0])
@@ -71,6 +126,8 @@ def size_table(df: pd.DataFrame) -> pd.DataFrame:
             flops, secs = _cell(df, model, dim, op, "flops"), _cell(df, model, dim, op, "median_s")
             row[f"{op} FLOPs/point"] = fmt(flops / batch)
             row[f"{op} GFLOP/s"] = fmt(flops / secs / 1e9)
+            if roofline:
+                row[f"{op} % of GEMM"] = fmt(100 * flops / secs / 1e9 / roofline)
         for op in OPS:
             row[f"{op} peak MiB"] = fmt(_cell(df, model, dim, op, "peak_mem_bytes") / 2**20)
         rows.append(row)
@@ -79,7 +136,9 @@ def size_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def param_ratios(df: pd.DataFrame, reference: str = "bnaf", column: str = "params_effective") -> pd.DataFrame:
     """Each model's parameters over ``reference``'s at each d (B-NAF paper, Table 1 style)."""
-    sizes = df.drop_duplicates(["model", "dim"]).pivot(index="dim", columns="model", values=column)
+    sizes = df.drop_duplicates(["model", "dim"])[["model", "dim", column]].pivot(
+        index="dim", columns="model", values=column
+    )
     if reference not in sizes:
         return pd.DataFrame()
     ratios = sizes.div(sizes[reference], axis=0).drop(columns=reference)
@@ -111,7 +170,7 @@ def fit_slope(dims: np.ndarray, seconds: np.ndarray) -> float:
 def slopes(df: pd.DataFrame) -> pd.DataFrame:
     """Fitted scaling exponent k in time ~ d^k per device, model and op."""
     rows = []
-    for (device, model, op), g in ok(df).groupby(["device", "model", "op"], sort=False):
+    for (device, model, op), g in ok(main_rows(df)).groupby(["device", "model", "op"], sort=False):
         k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
         rows.append({"device": device, "model": model, "op": op, "kind": g["kind"].iloc[0],
                      "slope k": fmt(k, 2), "dims fitted": _fitted(g["dim"].to_numpy(), k)})  # fmt: skip

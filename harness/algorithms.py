@@ -1,0 +1,212 @@
+"""Algorithms for the slow direction, timed A/B: every solver of a family against its
+reference solver, in one process, on the same weights and inputs.
+
+Each solver's model is built from the same seed (the solver changes no parameter), so
+all of them solve the same system; one checked call per solver gives its output (and
+so its largest deviation from the reference's), its counters and a first time. Solvers
+whose call fits ``max_call_s`` are then timed in alternating rounds together with the
+model's parallel op (for slow / fast), and each speed-up over the reference is the
+median over rounds of reference / solver with a bootstrap 95% interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .measure.stats import ratio_interval, relative_deviation
+from .measure.timing import time_once, time_rounds
+from .models import NAMES, build, run_op, unchecked
+
+FIELDS = [
+    "model",
+    "dim",
+    "batch",
+    "op",
+    "solver",
+    "reference",
+    "median_s",
+    "rounds",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "evaluations",
+    "iterations",
+    "evaluations_per_dim",
+    "max_rel_dev",
+    "fast_op",
+    "fast_median_s",
+    "slow_over_fast",
+    "status",
+    "reason",
+]
+
+
+def slow_op(flow) -> str:
+    return "log_prob" if flow.cost.log_prob != "parallel" else "sample"
+
+
+def compare(
+    name: str,
+    dim: int,
+    *,
+    batch: int = 1024,
+    solvers: Sequence[str] | None = None,
+    rounds: int = 7,
+    block_s: float = 0.2,
+    threads: int = 1,
+    max_call_s: float = 10.0,
+    seed: int = 0,
+) -> list[dict]:
+    """One row per solver of model ``name`` at ``dim`` (see the module docstring)."""
+    probe = build(name, dim)
+    op, fast_op = slow_op(probe), "sample" if slow_op(probe) == "log_prob" else "log_prob"
+    reference = probe.reference_solver
+    chosen = [reference] + [s for s in (solvers or probe.solvers) if s != reference]
+    torch.manual_seed(seed)
+    x = torch.randn(batch, dim)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows, fns, ref_out = {}, {}, None
+    try:
+        with torch.inference_mode(), unchecked():
+            for solver in chosen:
+                torch.manual_seed(seed)
+                flow = build(name, dim, solver=solver).eval()
+                flow.reset_stats()
+                seconds = time_once(lambda: None, "cpu")
+                out = None
+
+                def checked(flow=flow):
+                    nonlocal out
+                    out = run_op(flow, op, x)
+
+                seconds = time_once(checked, "cpu")
+                stats = flow.solve_stats()
+                layers = sum(1 for t in flow.transforms if t.solver)
+                if ref_out is None:
+                    ref_out = out
+                dev = relative_deviation(out, ref_out)
+                rows[solver] = dict(
+                    model=name,
+                    dim=dim,
+                    batch=batch,
+                    op=op,
+                    solver=solver,
+                    reference=solver == reference,
+                    median_s=seconds,
+                    rounds=1,
+                    evaluations=stats.evaluations,
+                    iterations=stats.iterations,
+                    evaluations_per_dim=stats.evaluations / (dim * layers),
+                    max_rel_dev=dev,
+                    fast_op=fast_op,
+                    status="ok",
+                    reason="",
+                )
+                if seconds <= max_call_s:
+                    fns[solver] = functools.partial(run_op, flow, op, x)
+                else:
+                    rows[solver]["reason"] = f"one call took {seconds:.3g} s > {max_call_s:g} s: timed once"
+                if solver == chosen[-1] or solver == probe.solver:
+                    fns["fast"] = functools.partial(run_op, flow, fast_op, x)
+            times = time_rounds(fns, rounds=rounds, block_s=block_s, threads=threads)
+    finally:
+        torch.set_num_threads(previous)
+    fast = statistics.median(times["fast"])
+    for solver, row in rows.items():
+        if solver in times:
+            row.update(median_s=statistics.median(times[solver]), rounds=len(times[solver]))
+        if solver in times and reference in times:
+            row["speedup"], row["speedup_low"], row["speedup_high"] = ratio_interval(times[reference], times[solver])
+        else:  # the reference (or this solver) was timed once: a ratio of single calls
+            row["speedup"] = rows[reference]["median_s"] / row["median_s"]
+        row.update(fast_median_s=fast, slow_over_fast=row["median_s"] / fast)
+    return list(rows.values())
+
+
+def table(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    def interval(r: dict) -> str:
+        if r["reference"]:
+            return "1 (reference)"
+        if "speedup_low" not in r:
+            return f"{r['speedup']:.3g} (single calls)"
+        return f"{r['speedup']:.3g} [{r['speedup_low']:.3g}, {r['speedup_high']:.3g}]"
+
+    body = [
+        [
+            r["model"],
+            r["op"],
+            r["dim"],
+            r["solver"],
+            f"{r['median_s'] * 1e3:.4g}",
+            interval(r),
+            f"{r['evaluations_per_dim']:.3g}",
+            r["iterations"],
+            f"{r['max_rel_dev']:.2g}",
+            f"{r['slow_over_fast']:.3g}",
+        ]
+        for r in rows
+    ]
+    headers = [
+        "model",
+        "op",
+        "d",
+        "solver",
+        "time (ms)",
+        "speed-up over reference [95% CI]",
+        "evaluations / dim",
+        "iterations",
+        "max rel. deviation from reference",
+        "slow op / fast op",
+    ]
+    return tabulate(body, headers, tablefmt="github", disable_numparse=True)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+DEFAULT_DIMS = {"made": (64, 256), "maf": (8, 64, 256), "iaf": (8, 64, 256), "naf": (8, 32, 64), "bnaf": (8, 32, 64)}
+
+
+def main(
+    models: Sequence[str] = NAMES,
+    dims: Sequence[int] | None = None,
+    *,
+    batch: int = 1024,
+    rounds: int = 7,
+    max_call_s: float = 10.0,
+    out: Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Every solver of each model at its dims (or ``dims``); prints the table, writes
+    ``out/solvers.csv`` and ``out/solvers.md`` if ``out``."""
+    bad = [m for m in models if m not in NAMES]
+    if bad:
+        raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}")
+    rows: list[dict] = []
+    for name in models:
+        for dim in dims or DEFAULT_DIMS[name]:
+            new = compare(name, dim, batch=batch, rounds=rounds, max_call_s=max_call_s)
+            rows += new
+            if progress:
+                best = max(new, key=lambda r: r["speedup"])
+                print(f"{name} d={dim}: fastest {best['solver']} ({best['speedup']:.3g}x the reference)", flush=True)
+    text = table(rows)
+    print(text)
+    if out is not None:
+        write_csv(rows, out / "solvers.csv")
+        (out / "solvers.md").write_text(text + "\n")
+    return rows
