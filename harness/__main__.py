@@ -55,7 +55,7 @@ def _sweep(args: argparse.Namespace) -> int:
         memory=not args.no_memory,
         isolate=not args.no_isolate,
     )
-    given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("flops_max_s", args.flops_max_s))
+    given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget))
     for key, value in given:
         if value is not None:
             fields[key] = value
@@ -110,8 +110,9 @@ def _versus(args: argparse.Namespace) -> int:
         args.contests, args.dims, args.naf_dims, batch=args.batch, rounds=args.rounds,
         out=Path(args.out) if args.out else None,
     )  # fmt: skip
-    slower = [r for r in results if r["ratio"] > 1.0]
-    print(f"\n{len(results) - len(slower)} of {len(results)} contests: ours no slower than the fastest peer")
+    verdicts = [r["verdict"] for r in results]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("faster", "no clear difference", "slower"))
+    print(f"\nours against the fastest peer, 95% intervals over rounds: {counts} (of {len(results)} contests)")
     return 0
 
 
@@ -202,11 +203,6 @@ def parser() -> argparse.ArgumentParser:
         "(default: default,reference; each model takes those of its family)",
     )
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
-    s.add_argument(
-        "--flops-max-s",
-        type=_seconds,
-        help="count FLOPs only for calls up to this many seconds (default 10; counting sees every op)",
-    )
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument(
@@ -232,7 +228,12 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--naf-dims", type=_dims, default=[8], help="dims of the NAF sample/log_prob ratios (default 8)")
     v.add_argument("--no-naf", dest="naf_dims", action="store_const", const=[], help="skip the NAF ratios")
     v.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")
-    v.add_argument("--rounds", type=_positive, default=11, help="alternating rounds, fewer for slow calls (default 11)")
+    v.add_argument(
+        "--rounds",
+        type=_positive,
+        default=15,
+        help="alternating rounds at most (default 15); a contest stops after 5 once its interval is clearly off 1",
+    )
     v.add_argument("--out", help="folder for versus.csv and versus.md")
     v.set_defaults(func=_versus)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from .measure import allocator
 from .measure.stats import ratio_interval, relative_deviation
 from .measure.timing import time_once, time_rounds
 from .models import NAMES, build, run_op, unchecked
@@ -196,6 +197,7 @@ def main(
     bad = [m for m in models if m not in NAMES]
     if bad:
         raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}")
+    allocator.tune()
     rows: list[dict] = []
     for name in models:
         for dim in dims or DEFAULT_DIMS[name]:

@@ -24,13 +24,14 @@ import torch
 
 from . import __version__, peers
 from .files import ensure_folder
+from .measure import allocator
 from .measure.counting import FLOPS_METHOD, count_params, count_work
 from .measure.stats import relative_deviation
 from .measure.timing import MIN_RUNS, gemm_rate, time_call, time_once
 from .models import NAMES, OPS, build, run_op, unchecked
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
-from .table import COLUMNS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, key_of
+from .table import COLUMNS, COUNTS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, key_of
 
 ALL_NAMES = NAMES + peers.NAMES
 # --models shorthands
@@ -60,9 +61,6 @@ class Config:
     # slow directions: solver names, or ``default`` and ``reference`` (each family's own)
     solvers: Sequence[str] = ("default", "reference")
     flops: bool = True
-    # FLOPs are counted op by op as dispatched, at a few times a call's own time for the
-    # many small ops of a sequential solve: calls slower than this are not counted.
-    flops_max_s: float = 10.0
     memory: bool = True
     seed: int = 0
     model_config: dict = field(default_factory=dict)
@@ -100,9 +98,8 @@ class Config:
         most = 4 * (os.cpu_count() or 1)
         if not isinstance(self.threads, int) or not 1 <= self.threads <= most:
             raise ValueError(f"threads must be an int in 1..{most} (4x this machine's cores), got {self.threads!r}")
-        for name, value in (("budget", self.budget_s), ("flops-max-s", self.flops_max_s)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise ValueError(f"budget must be a finite number of seconds > 0, got {self.budget_s!r}")
         resolve_devices(self.device)  # raises for a bad or absent device
 
 
@@ -138,6 +135,45 @@ def git_commit(path: Path | None = None) -> str:
         return "unknown"
 
 
+def dirty_tree(path: Path | None = None) -> bool | None:
+    """Whether the working tree has uncommitted changes (None outside git)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             cwd=path or Path(__file__).parent, capture_output=True, text=True, check=True)  # fmt: skip
+        return bool(out.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags (/proc/cpuinfo), e.g. for the vector units a GEMM uses."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def gpu_driver() -> str | None:
+    if not torch.cuda.is_available():
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -154,13 +190,18 @@ def metadata(config: Config, roofline: bool = True) -> dict:
     return {
         "harness_version": __version__,
         "commit": git_commit(),
+        "dirty": dirty_tree(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
+        "load_start": load_average(),
+        "allocator": allocator.tune(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu_driver": gpu_driver(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "threads": config.threads,
         "roofline": rates,
@@ -186,20 +227,35 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def estimate_seconds(history: list[tuple[int, float]], dim: int, kind: str) -> float | None:
-    """Seconds of one call at ``dim``, extrapolated from earlier dims of the same series.
+def estimate_seconds(history: list[tuple], dim: int, kind: str) -> float | None:
+    """Seconds of one call at ``dim``, predicted from earlier dims of the same series,
+    entries (dim, seconds, flops or None).
 
-    The exponent is the local slope of the last two measured dims, kept within [1, 2.5];
-    with one point it is 1 (a fast solver's cost grows about linearly in d; for a slow
-    one the timed check call, whose time the budget also bounds, decides).
+    The work grows as the counted FLOPs do: with two counted dims, FLOPs at ``dim`` are
+    extrapolated along their local power law (deterministic, whatever the load), and
+    the last measured time is scaled by that growth. Otherwise the exponent is the
+    local slope of the last two times, kept within [1, 2.5]; with one point it is 1 (a
+    fast solver's cost grows about linearly in d; for a slow one the timed check call,
+    whose time the budget also bounds, decides).
     """
     if not history:
         return None
-    (d1, t1), (d2, t2) = ([(0, 0.0)] + history)[-2:]
+    (d1, t1, *f1), (d2, t2, *f2) = ([(0, 0.0, None)] + list(history))[-2:]
+    flops1, flops2 = (f1 or [None])[0], (f2 or [None])[0]
+    if d1 > 0 and d2 > d1 and flops1 and flops2:
+        k = max(math.log(flops2 / flops1) / math.log(d2 / d1), 0.0)
+        return t2 * (dim / d2) ** k
     k = 1.0
     if d1 > 0 and t1 > 0 and d2 > d1:
         k = min(max(math.log(t2 / t1) / math.log(d2 / d1), 1.0), 2.5)
     return t2 * (dim / d2) ** k
+
+
+def counts_key(row: dict, config: Config) -> str:
+    """The cache key of a configuration's FLOPs and memory: the same code, model config
+    and configuration count the same."""
+    parts = [row["model"], row["dim"], row["op"], row["device"], row["batch"], row["solver"], row["commit"]]
+    return "|".join(map(str, parts)) + "|" + json.dumps(config.model_config, sort_keys=True)
 
 
 def build_any(name: str, dim: int, **config: object):
@@ -218,19 +274,32 @@ COUNT_CALLS = 2
 CALLS = 1 + MIN_RUNS + COUNT_CALLS
 
 
-def measure(model, op: str, device: str, batch: int, config: Config, estimate: float | None) -> tuple[dict, object]:
+def measure(
+    model,
+    op: str,
+    device: str,
+    batch: int,
+    config: Config,
+    estimate: float | None,
+    *,
+    essential: bool = False,
+    counts: dict | None = None,
+) -> tuple[dict, object]:
     """Times, counts and records one configuration; returns the measured columns and
     the output of its checked call (for the deviation of other solvers from the reference).
 
     One call outside timing checks the output (non-finite is an error, never ``ok``),
     reads the solver's counters and serves as the warm-up. The budget bounds all
-    :data:`CALLS` calls: a configuration whose calls would not fit is skipped.
+    :data:`CALLS` calls: a configuration whose calls would not fit is skipped, unless it
+    is ``essential`` (a cell of the default grid: only the deadline cuts those). FLOPs
+    and peak memory are counted in one pass whatever a call's time, or taken from
+    ``counts`` (the cache of an earlier count of the same configuration and commit).
     """
     torch.manual_seed(config.seed)
     x = torch.randn(batch, model.dim, device=device)
     fn = lambda: run_op(model, op, x)  # noqa: E731
     budget = config.budget_s
-    if estimate is not None and CALLS * estimate > budget:
+    if not essential and estimate is not None and CALLS * estimate > budget:
         return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
     with grad_off(model), unchecked():
         torch.set_num_threads(config.threads)
@@ -255,21 +324,21 @@ def measure(model, op: str, device: str, batch: int, config: Config, estimate: f
         if not bool(torch.isfinite(out).all()):
             bad = int((~torch.isfinite(out)).sum())
             return dict(row, status=ERROR, reason=f"non-finite output: {bad} of {out.numel()} entries"), None
-        if CALLS * one > budget:
+        if not essential and CALLS * one > budget:
             reason = f"one call took {one:.3g} s; {CALLS} calls > budget {budget:g} s"
             return dict(row, status=SKIPPED, reason=reason), out
-        run_time = min(max(config.min_run_time, MIN_RUNS * one), budget - (1 + COUNT_CALLS) * one)
+        run_time = min(max(config.min_run_time, MIN_RUNS * one), max(budget - (1 + COUNT_CALLS) * one, 0.0))
         t = time_call(fn, device, threads=config.threads, min_run_time=run_time, estimate_s=one)
         row.update(status=OK, reason="", median_s=t.median_s, iqr_s=t.iqr_s, runs=t.runs)
-        flops = config.flops and one <= config.flops_max_s
-        if flops or config.memory:
-            counted, peak = count_work(fn, device, flops=flops, memory=config.memory)
+        wanted = {k for k, on in (("flops", config.flops), ("peak_mem_bytes", config.memory)) if on}
+        if counts and wanted <= set(counts):
+            row.update({k: counts[k] for k in wanted}, flops_method=FLOPS_METHOD if config.flops else "")
+        elif wanted:
+            counted, peak = count_work(fn, device, flops=config.flops, memory=config.memory)
             if config.memory:
                 row["peak_mem_bytes"] = peak
-            if flops:
+            if config.flops:
                 row.update(flops=counted, flops_method=FLOPS_METHOD)
-        if config.flops and not flops:
-            row["reason"] = f"flops not counted: one call took {one:.3g} s > {config.flops_max_s:g} s"
     return row, out
 
 
@@ -321,6 +390,8 @@ class Task:
     solver: str
     estimate: float | None = None
     skip: str = ""  # a reason to record without measuring
+    essential: bool = False  # a cell of the default grid: measured whatever the budget
+    counts: dict | None = None  # cached FLOPs and peak memory of this configuration
 
 
 class Measurer:
@@ -330,6 +401,7 @@ class Measurer:
 
     def __init__(self, config: Config):
         self.config = config
+        allocator.tune()  # in the measuring process, before any buffer
         self.built: dict[tuple, tuple] = {}  # (device, model, dim, solver) -> (flow, (stored, effective))
         self.reference_out: dict[tuple, object] = {}
 
@@ -356,7 +428,9 @@ class Measurer:
             return dict(row, status=SKIPPED, reason=model.unsupported[task.op])
         if task.skip:
             return dict(row, status=SKIPPED, reason=task.skip)
-        measured, out = measure(model, task.op, device, task.batch, config, task.estimate)
+        measured, out = measure(
+            model, task.op, device, task.batch, config, task.estimate, essential=task.essential, counts=task.counts
+        )
         row.update(measured)
         problem = (device, name, task.dim, task.op, task.batch)
         if out is not None and task.solver == getattr(model, "reference_solver", None):
@@ -370,10 +444,11 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
 
 
-def deadline_s(config: Config) -> float:
+def deadline_s(config: Config, essential: bool = False) -> float:
     """Seconds a configuration may take before its worker is killed: the budget, plus
-    half of it and a margin (10 s) for building the model and the timer's own calls."""
-    return 1.5 * config.budget_s + config.deadline_margin_s
+    half of it and a margin (10 s) for building the model and the timer's own calls;
+    four budgets for a cell of the default grid, which the budget does not cut."""
+    return (4.0 if essential else 1.5) * config.budget_s + config.deadline_margin_s
 
 
 class Interrupted(Exception):
@@ -408,22 +483,36 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         # per (device, model, op, batch, solver): measured (dim, seconds), and the dim first over budget
         history: dict[tuple, list[tuple[int, float]]] = {}
         over: dict[tuple, int] = {}
+        failed: dict[tuple, tuple[int, str]] = {}  # the dim of the first oom or timeout, and which
 
         def record(r: dict) -> None:
             series = (r["device"], r["model"], r["op"], int(r["batch"]), r["solver"])
             if r["status"] == OK:
-                history.setdefault(series, []).append((int(r["dim"]), float(r["median_s"])))
-            elif r["status"] in (SKIPPED, OOM, TIMEOUT):  # larger d only costs more
+                flops = float(r["flops"]) if r.get("flops") not in (None, "") else None
+                history.setdefault(series, []).append((int(r["dim"]), float(r["median_s"]), flops))
+            elif r["status"] in (OOM, TIMEOUT):  # larger d only costs more, whatever the cell
+                failed.setdefault(series, (int(r["dim"]), r["status"]))
+            elif r["status"] == SKIPPED:
                 over.setdefault(series, int(r["dim"]))
 
         for r in sorted(done.values(), key=lambda r: int(r["dim"])):  # resumed rows inform the budget
             record(r)
+        counts = folder.load_counts()
+
+        def eta(remaining: list[tuple]) -> float:
+            """Seconds the remaining configurations are predicted to take: CALLS calls
+            each at the extrapolated time, a second where nothing is known yet."""
+            total = 0.0
+            for device, name, dim, op, batch, solver in remaining:
+                est = estimate_seconds(history.get((device, name, op, batch, solver), []), dim, "")
+                total += CALLS * est if est is not None else 1.0
+            return total
+
         worker = Worker(partial(Measurer, config)) if config.isolate else None
         local = None if config.isolate else Measurer(config)
         bar = tqdm(todo, desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
         try:
             for device, name, dim, op, batch, solver in bar:
-                bar.set_postfix_str(f"{name} d={dim} {op} {solver} {device} b={batch}")
                 row = dict(
                     model=name, dim=dim, op=op, device=device, batch=batch, solver=solver,
                     threads=config.threads, dtype="float32", source="sweep", commit=commit,
@@ -436,10 +525,18 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                     continue
                 series = (device, name, op, batch, solver)
                 kind = peers.PEERS[name].cost[op] if name in peers.NAMES else build(name, 1).cost[op]
-                skip = f"over budget already at d={over[series]}" if series in over and over[series] < dim else ""
+                essential = name in NAMES and solver in (DIRECT, build(name, 1).solver)
+                over_at, (failed_at, failure) = over.get(series), failed.get(series, (None, ""))
+                skip = f"over budget already at d={over_at}" if over_at and over_at < dim and not essential else ""
+                skip = f"{failure} already at d={failed_at}" if failed_at and failed_at < dim else skip
                 estimate = estimate_seconds(history.get(series, []), dim, kind)
-                task = Task(device, name, dim, op, batch, solver, estimate, skip)
+                key = counts_key(row, config)
+                task = Task(device, name, dim, op, batch, solver, estimate, skip, essential, counts.get(key))
+                bar.set_postfix_str(f"{name} d={dim} {op} {solver}, ~{eta(todo[len(rows) :]) / 60:.0f} min left")
                 row.update(local(task) if worker is None else _isolated(worker, task, config, kind))
+                if row["status"] == OK and row.get("flops") not in (None, ""):
+                    counts[key] = {k: row[k] for k in ("flops", "peak_mem_bytes") if row.get(k) not in (None, "")}
+                    folder.save_counts(counts)
                 record(row)
                 folder.write(row)
                 rows.append(row)
@@ -450,6 +547,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                 worker.close()
             bar.close()
             folder.close()
+            folder.update_meta(load_end=load_average())
     return rows
 
 
@@ -457,7 +555,7 @@ def _isolated(worker, task: Task, config: Config, kind: str) -> dict:
     """The worker's answer, or a ``timeout`` or ``error`` row when it gave none."""
     from .worker import WorkerDied
 
-    limit = deadline_s(config)
+    limit = deadline_s(config, task.essential)
     try:
         answer = worker.run(task, limit)
     except WorkerDied as e:
@@ -595,12 +693,38 @@ class ResultsFolder:
         path = self.out / META
         if resume:
             first = json.loads(path.read_text())
-            first.setdefault("resumed", []).append({k: meta[k] for k in ("date", "commit", "torch", "cpu")})
+            first.setdefault("resumed", []).append(
+                {k: meta[k] for k in ("date", "commit", "dirty", "torch", "cpu", "load_start")}
+            )
             meta = first
         tmp = path.with_suffix(".json.tmp")  # whole or not at all: a kill mid-write keeps the old one
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
         tmp.replace(path)
         return meta
+
+    def load_counts(self) -> dict:
+        """The FLOP and memory counts of earlier runs in this folder (``counts.json``)."""
+        path = self.out / COUNTS
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except json.JSONDecodeError:
+            print(f"warning: {path} is not valid JSON; counting anew", file=sys.stderr)
+            return {}
+
+    def save_counts(self, counts: dict) -> None:
+        path = self.out / COUNTS
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+
+    def update_meta(self, **fields) -> None:
+        """Adds fields to meta.json (whole or not at all); to a resumed run's entry if any."""
+        path = self.out / META
+        meta = json.loads(path.read_text())
+        (meta["resumed"][-1] if meta.get("resumed") else meta).update(fields)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.replace(path)
 
     def close(self) -> None:
         if self._file is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 RESULTS = "results.csv"
 META = "meta.json"
+COUNTS = "counts.json"  # cached FLOPs and peak memory per configuration and commit
 
 COLUMNS = [
     "model",

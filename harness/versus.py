@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 
 from . import peers
+from .measure import allocator
+from .measure.stats import ratio_interval, verdict
 from .measure.timing import time_rounds
 from .models import build, run_op, unchecked
 
@@ -65,11 +67,24 @@ def call(model, op: str) -> Callable[[Tensor], object]:
     return lambda x: run_op(model, op, x)
 
 
-def _timed(fns: dict[str, Callable[[], object]], rounds: int, block_s: float, threads: int):
+# Rounds stop early once the interval of ours / fastest lies this far from 1 (in either
+# direction); otherwise they go on to ``rounds``.
+CLEAR = 0.05
+MIN_ROUNDS = 5
+
+
+def per_round(times: dict[str, list[float]], ours: str, rivals: Sequence[str]) -> tuple[list[float], list[float]]:
+    """(ours, the fastest rival) of each round."""
+    n = len(times[ours])
+    return times[ours][:n], [min(times[p][r] for p in rivals) for r in range(n)]
+
+
+def _timed(fns: dict[str, Callable[[], object]], rounds: int, block_s: float, threads: int, enough=None):
     # no_grad for every contender alike: zuko's monotonic transforms take autograd
     # derivatives inside log_prob, which inference mode would forbid
     with unchecked(), torch.no_grad():
-        return time_rounds(fns, rounds=rounds, block_s=block_s, threads=threads)
+        return time_rounds(fns, rounds=rounds, min_rounds=MIN_ROUNDS, block_s=block_s, threads=threads,
+                           enough=enough)  # fmt: skip
 
 
 def run_contest(
@@ -85,13 +100,20 @@ def run_contest(
         models[peer] = peers.build(peer, dim, **contest.config).eval()
         ops[peer] = op
     fns = {k: functools.partial(call(m, ops[k]), x) for k, m in models.items()}
-    times = _timed(fns, rounds, block_s, threads)
-    per_round = [times["ours"][r] / min(times[p][r] for p, _ in contest.rivals) for r in range(len(times["ours"]))]
+    rivals = [p for p, _ in contest.rivals]
+
+    def enough(times: dict[str, list[float]]) -> bool:
+        _, low, high = ratio_interval(*per_round(times, "ours", rivals), resamples=500)
+        return high < 1 - CLEAR or low > 1 + CLEAR
+
+    times = _timed(fns, rounds, block_s, threads, enough)
+    ratio, low, high = ratio_interval(*per_round(times, "ours", rivals))
     medians = {k: statistics.median(v) for k, v in times.items()}
-    fastest = min((p for p, _ in contest.rivals), key=medians.__getitem__)
+    fastest = min(rivals, key=medians.__getitem__)
     return dict(
-        contest=contest.name, dim=dim, batch=batch, threads=threads, rounds=len(per_round),
-        medians=medians, ops=ops, fastest=fastest, ratio=statistics.median(per_round),
+        contest=contest.name, dim=dim, batch=batch, threads=threads, rounds=len(times["ours"]),
+        medians=medians, ops=ops, fastest=fastest, ratio=ratio, ratio_low=low, ratio_high=high,
+        verdict=verdict(low, high),
     )  # fmt: skip
 
 
@@ -127,9 +149,10 @@ def table(results: list[dict]) -> str:
         )  # fmt: skip
         rows.append([
             r["contest"], r["dim"], f"{r['medians']['ours'] * 1e3:.3g}", peers_ms, r["fastest"],
-            f"{r['ratio']:.3f}", "yes" if r["ratio"] <= 1.0 else "NO",
+            f"{r['ratio']:.3f} [{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]", r["rounds"], r["verdict"],
         ])  # fmt: skip
-    headers = ["ours (model.op)", "d", "ours (ms)", "peers (ms)", "fastest peer", "ours / fastest", "<= 1.0"]
+    headers = ["ours (model.op)", "d", "ours (ms)", "peers (ms)", "fastest peer", "ours / fastest [95% CI]",
+               "rounds", "ours is"]  # fmt: skip
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
@@ -144,7 +167,8 @@ def naf_table(results: list[dict]) -> str:
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
-FIELDS = ["contest", "dim", "batch", "threads", "rounds", "contender", "op", "median_s", "fastest", "ratio"]
+FIELDS = ["contest", "dim", "batch", "threads", "rounds", "contender", "op", "median_s", "fastest", "ratio",
+          "ratio_low", "ratio_high", "verdict"]  # fmt: skip
 
 
 def write_csv(results: list[dict], naf: list[dict], path: Path) -> None:
@@ -158,6 +182,7 @@ def write_csv(results: list[dict], naf: list[dict], path: Path) -> None:
                 w.writerow(dict(
                     contest=r["contest"], dim=r["dim"], batch=r["batch"], threads=r["threads"], rounds=r["rounds"],
                     contender=who, op=r["ops"][who], median_s=median, fastest=r["fastest"], ratio=r["ratio"],
+                    ratio_low=r["ratio_low"], ratio_high=r["ratio_high"], verdict=r["verdict"],
                 ))  # fmt: skip
         for r in naf:
             for op in ("log_prob", "sample"):
@@ -187,13 +212,19 @@ def main(
     missing = {p: why for p in sorted(needed) if (why := peers.unavailable(p))}
     if missing:
         raise ValueError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
+    from tqdm.auto import tqdm
+
+    allocator.tune()
     results = []
-    for name in names:
-        for dim in dims or CONTESTS[name].dims:
-            r = run_contest(CONTESTS[name], dim, batch=batch, rounds=rounds)
-            results.append(r)
-            if progress:
-                print(f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f}", flush=True)
+    todo = [(name, dim) for name in names for dim in dims or CONTESTS[name].dims]
+    bar = tqdm(todo, desc="versus", unit="contest", disable=not progress, dynamic_ncols=True)
+    for name, dim in bar:
+        bar.set_postfix_str(f"{name} d={dim}")
+        r = run_contest(CONTESTS[name], dim, batch=batch, rounds=rounds)
+        results.append(r)
+        bar.write(f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
+                  f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)")  # fmt: skip
+    bar.close()
     naf = naf_ratios(naf_dims, batch=batch) if naf_dims else []
     text = table(results)
     if naf:

@@ -159,7 +159,7 @@ def test_a_configuration_past_its_deadline_is_killed_as_timeout(tmp_path):
     rows = sweep.run(config, tmp_path, progress=False)
     assert time.time() - start < 60
     assert rows[0]["status"] == "timeout" and "killed after" in rows[0]["reason"]
-    assert rows[1]["status"] == "skipped" and rows[1]["reason"] == "over budget already at d=16"
+    assert rows[1]["status"] == "skipped" and rows[1]["reason"] == "timeout already at d=16"
 
 
 def test_non_finite_output_is_an_error_not_ok(tmp_path, monkeypatch):

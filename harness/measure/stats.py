@@ -34,8 +34,8 @@ def ratio_interval(
 
 
 def verdict(low: float, high: float, *, faster: str = "faster", slower: str = "slower") -> str:
-    """For a ratio new / old: ``faster`` when the interval lies below 1, ``slower`` above
-    it, else ``no clear difference``."""
+    """For a ratio of times a / b: ``faster`` (a is) when the interval lies below 1,
+    ``slower`` above it, else ``no clear difference``."""
     if high < 1:
         return faster
     if low > 1:

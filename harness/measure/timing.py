@@ -7,6 +7,7 @@ import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.utils.benchmark as benchmark
 
@@ -55,26 +56,44 @@ def time_call(
     Arguments:
         threads: intra-op threads, set for the whole measurement and recorded.
         min_run_time: seconds to spend measuring at least.
-        min_runs: measured blocks at least, so the median and IQR mean something for
-            calls slower than ``min_run_time``.
+        min_runs: measured blocks at least, so the median and IQR mean something.
         warmup: calls before measuring (allocator, caches, CUDA kernels).
-        estimate_s: seconds of one call if already known (skips one warm-up call).
+        estimate_s: seconds of one call if already known: then that call was the
+            warm-up, and no other is made.
 
-    ``torch.utils.benchmark.Timer``'s clock synchronises the accelerator on every reading.
+    Every call is a measured one, or the one warm-up: a call slow enough that
+    ``min_runs`` of them fill ``min_run_time`` is timed exactly ``min_runs`` times, one
+    per block; faster calls go to ``Timer.blocked_autorange``, whose clock
+    synchronises the accelerator, and any missing blocks are timed directly (not by
+    ``Timer.timeit``, which adds hidden warm-up calls to every block).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for _ in range(warmup if estimate_s is None else max(warmup - 1, 0)):
+        for _ in range(warmup if estimate_s is None else 0):
             estimate_s = time_once(fn, device)
-        run_time = max(min_run_time, min_runs * (estimate_s or 0.0) * 1.05)
-        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-        m = timer.blocked_autorange(min_run_time=run_time)
-        while len(m.times) < min_runs:  # autorange may fit one big block into run_time
-            m = benchmark.Measurement.merge([m, timer.timeit(m.number_per_run)])[0]
+        if (estimate_s or 0.0) * min_runs >= min_run_time:
+            times, number = [time_once(fn, device) for _ in range(min_runs)], 1
+        else:
+            timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+            m = timer.blocked_autorange(min_run_time=min_run_time)
+            times, number = list(m.times), int(m.number_per_run)
+            while len(times) < min_runs:
+                times.append(time_block(fn, device, number))
     finally:
         torch.set_num_threads(previous)
-    return Timing(float(m.median), float(m.iqr), len(m.times), int(m.number_per_run), threads)
+    q25, median, q75 = np.quantile(times, [0.25, 0.5, 0.75])
+    return Timing(float(median), float(q75 - q25), len(times), number, threads)
+
+
+def time_block(fn: Callable[[], object], device: torch.device | str, number: int) -> float:
+    """Seconds per call of ``number`` calls in a row, synchronised at both ends."""
+    sync(device)
+    start = timeit.default_timer()
+    for _ in range(number):
+        fn()
+    sync(device)
+    return (timeit.default_timer() - start) / number
 
 
 def time_rounds(
@@ -82,31 +101,36 @@ def time_rounds(
     device: torch.device | str = "cpu",
     *,
     rounds: int = 11,
+    min_rounds: int = MIN_RUNS,
     block_s: float = 0.2,
     threads: int = 1,
     max_s: float = 60.0,
+    enough: Callable[[dict[str, list[float]]], bool] | None = None,
 ) -> dict[str, list[float]]:
     """A/B timing: seconds per call of each ``fns[k]()`` in each round.
 
     A round times one block of each callable, in an order rotated by one each round,
     so that slow drift on a shared machine reaches every callable alike; compare them
     round by round. A block is as many calls as fill ``block_s`` (at least one), sized
-    from a warm-up call. Rounds shrink (to 3 at least) to keep within ``max_s``.
+    from one warm-up call each. Rounds run until ``enough(times)`` says so (after
+    ``min_rounds``), ``rounds`` are done, or ``max_s`` is spent.
     """
+    import time
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        one = {k: time_once(f, device) for k, f in fns.items()}  # warm-up
-        one = {k: time_once(f, device) for k, f in fns.items()}
+        one = {k: time_once(f, device) for k, f in fns.items()}  # the warm-up, and the block sizes
         number = {k: max(1, round(block_s / max(t, 1e-9))) for k, t in one.items()}
-        per_round = sum(number[k] * one[k] for k in fns)
-        rounds = max(MIN_RUNS, min(rounds, int(max_s / max(per_round, 1e-9))))
-        timers = {k: benchmark.Timer(stmt="fn()", globals={"fn": f}, num_threads=threads) for k, f in fns.items()}
         names = list(fns)
         out: dict[str, list[float]] = {k: [] for k in names}
+        start = time.monotonic()
         for r in range(rounds):
             for k in names[r % len(names) :] + names[: r % len(names)]:
-                out[k].append(float(timers[k].timeit(number[k]).median))
+                out[k].append(time_block(fns[k], device, number[k]))
+            done = r + 1 >= min_rounds
+            if done and (time.monotonic() - start > max_s or (enough is not None and enough(out))):
+                break
     finally:
         torch.set_num_threads(previous)
     return out

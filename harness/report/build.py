@@ -48,8 +48,9 @@ def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
         return []
     lines = ["## Ours against peers", ""]
     lines += ["Peers are built from the same config as the reference model of their family "
-              "(`harness.peers`: same K flows, hidden sizes, B-NAF hidden factors), "
-              "and timed by the same sweep.", ""]  # fmt: skip
+              "(`harness.peers`: same K flows, hidden sizes, B-NAF hidden factors). The tables below are the "
+              "sweep's absolute times, measured minutes apart and **not interleaved**: compare ours with a peer "
+              "only through the A/B contests further down.", ""]  # fmt: skip
     for (device, batch), g in df.groupby(["device", "batch"], sort=False):
         families = list(dict.fromkeys(m.split(".")[-1] for m in g[tables.is_peer(g["model"])]["model"]))
         for family in families:
@@ -61,7 +62,8 @@ def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
         vs = pd.concat(versus, ignore_index=True)
         lines += ["### A/B: ours against the fastest peer", ""]
         lines += ["`python -m harness versus`: float32, one thread, contenders alternating in one process; "
-                  "the ratio is the median over rounds of ours / the fastest peer of the round "
+                  "the ratio is the median over rounds of ours / the fastest peer of the round, with a bootstrap "
+                  "95% interval over rounds; `ours is` faster or slower only where the interval excludes 1 "
                   "(`pass` = one data->base pass of the peer's flow, the work of an IAF sample).", ""]  # fmt: skip
         lines += [tables.markdown(tables.versus_table(vs)), ""]
         naf = tables.naf_ratio_table(vs)

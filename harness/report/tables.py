@@ -218,7 +218,8 @@ def family_peers(df: pd.DataFrame, family: str) -> list[str]:
 
 def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     """One family on one device and batch: per d and op (where a peer was measured), our
-    time, each peer's time and ours / peer."""
+    time and each peer's. Absolute times only: the sweep times them minutes apart, not
+    interleaved, so ratios come from the A/B contests alone."""
     peers = family_peers(df, family)
     dims = df[df["model"].isin(peers)]["dim"].unique()  # where a peer was measured
     rows = []
@@ -230,7 +231,6 @@ def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
             r = _row(df, p, dim, op)
             why = "" if r is None or r["status"] == "ok" else f"{r['status']}: {r['reason']}"
             row[f"{p} (ms)"] = fmt(t * 1e3) or why
-            row[f"ours / {p}"] = fmt(ours / t)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -259,9 +259,16 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "ours": contest, "d": int(dim), "ours (ms)": fmt(ours["median_s"] * 1e3),
             "peers (ms)": ", ".join(f"{r.contender} {r.op} {fmt(r.median_s * 1e3)}" for r in rivals.itertuples()),
-            "fastest peer": ours["fastest"], "ours / fastest": f"{float(ours['ratio']):.3f}",
+            "fastest peer": ours["fastest"], "ours / fastest [95% CI]": _interval(ours),
+            "rounds": fmt(ours["rounds"]), "ours is": ours.get("verdict", ""),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _interval(r: pd.Series) -> str:
+    if "ratio_low" not in r or pd.isna(r["ratio_low"]):  # contests run before intervals were kept
+        return f"{float(r['ratio']):.3f}"
+    return f"{float(r['ratio']):.3f} [{float(r['ratio_low']):.3f}, {float(r['ratio_high']):.3f}]"
 
 
 def naf_ratio_table(vs: pd.DataFrame) -> pd.DataFrame:
