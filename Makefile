@@ -24,8 +24,10 @@ test: $(STAMP)
 # The default CPU sweep (all models, d = 2..256, both ops with the default and the
 # reference solver, batch 1024, 1 thread, 30 s budget per configuration), the solvers
 # A/B, the peers at matched shapes (d = 8, 32, 128), the A/B contests against them,
-# and the report. After an interruption, `make report SWEEP_ARGS=--resume` keeps the
-# rows already measured.
+# and the report. A new run moves the tables it replaces aside into reports/cpu/previous/
+# (--fresh); after an interruption, `make report SWEEP_ARGS=--resume` keeps the rows
+# already measured.
+SWEEP_ARGS ?= --fresh
 report: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --out reports/cpu $(SWEEP_ARGS)
 	$(BIN)/python -m harness solvers --models maf,iaf,naf,bnaf --rounds 5 --out reports/cpu

@@ -53,6 +53,7 @@ def _sweep(args: argparse.Namespace) -> int:
         solvers=args.solvers or ["default", "reference"],
         flops=not args.no_flops,
         memory=not args.no_memory,
+        isolate=not args.no_isolate,
     )
     given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("flops_max_s", args.flops_max_s))
     for key, value in given:
@@ -61,7 +62,9 @@ def _sweep(args: argparse.Namespace) -> int:
     config = Config.quick(**fields) if args.quick else Config(**fields)
     config.validate()
     out = Path(args.out)
-    rows = run(config, out, resume=args.resume, progress=not args.no_progress)
+    if args.resume and args.fresh:
+        raise ValueError("--resume and --fresh exclude each other: complete the table, or move it aside")
+    rows = run(config, out, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     print(summary(rows))
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(f"\n{len(rows)} rows measured ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / RESULTS}")
@@ -69,8 +72,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .files import ensure_folder
     from .report import build_report
 
+    ensure_folder(args.out)
     path = build_report(args.sources, args.out, paper=not args.no_paper)
     print(f"wrote {path}")
     return 0
@@ -96,8 +101,11 @@ def _asv_table(args: argparse.Namespace) -> int:
 def _versus(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .files import ensure_folder
     from .versus import main as versus
 
+    if args.out:
+        ensure_folder(args.out)
     results, _ = versus(
         args.contests, args.dims, args.naf_dims, batch=args.batch, rounds=args.rounds,
         out=Path(args.out) if args.out else None,
@@ -111,8 +119,11 @@ def _solvers(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .algorithms import main as algorithms
+    from .files import ensure_folder
     from .models import NAMES
 
+    if args.out:
+        ensure_folder(args.out)
     algorithms(
         args.models or list(NAMES), args.dims, batch=args.batch, rounds=args.rounds, max_call_s=args.max_call_s,
         out=Path(args.out) if args.out else None,
@@ -120,8 +131,33 @@ def _solvers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
 def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma list of names, got {text!r}")
+    return names
 
 
 def _dims(text: str) -> list[int]:
@@ -152,10 +188,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
     s.add_argument("--batch", type=_dims, help="points per call, comma list allowed (default 1024)")
     s.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    s.add_argument("--budget", type=float, help="seconds of measuring per configuration (default 30)")
+    s.add_argument("--budget", type=_seconds, help="seconds of measuring per configuration (default 30)")
     s.add_argument("--quick", action="store_true", help="small CI profile: dims 2,8, batch 64, budget 2 s")
     s.add_argument("--out", required=True, help="output folder for results.csv and meta.json")
     s.add_argument("--resume", action="store_true", help="keep DIR/results.csv and skip rows already there")
+    s.add_argument(
+        "--fresh", action="store_true", help="move an existing DIR/results.csv aside into DIR/previous/ and start anew"
+    )
     s.add_argument(
         "--solvers",
         type=_names,
@@ -165,11 +204,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     s.add_argument(
         "--flops-max-s",
-        type=float,
+        type=_seconds,
         help="count FLOPs only for calls up to this many seconds (default 10; counting sees every op)",
     )
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="measure in this process, with no deadline (for profiling; by default a worker process is "
+        "killed at 1.5 x the budget + 10 s)",
+    )
     s.set_defaults(func=_sweep)
 
     r = sub.add_parser("report", help="write REPORT.md and plots from sweep folders and/or asv results")
@@ -186,8 +231,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--dims", type=_dims, help="comma list (default 8,32,128)")
     v.add_argument("--naf-dims", type=_dims, default=[8], help="dims of the NAF sample/log_prob ratios (default 8)")
     v.add_argument("--no-naf", dest="naf_dims", action="store_const", const=[], help="skip the NAF ratios")
-    v.add_argument("--batch", type=int, default=1024, help="points per call (default 1024)")
-    v.add_argument("--rounds", type=int, default=11, help="alternating rounds, fewer for slow calls (default 11)")
+    v.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")
+    v.add_argument("--rounds", type=_positive, default=11, help="alternating rounds, fewer for slow calls (default 11)")
     v.add_argument("--out", help="folder for versus.csv and versus.md")
     v.set_defaults(func=_versus)
 
@@ -196,9 +241,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--dims", type=_dims, help="comma list (default per model: 8,64,256 for MAF/IAF, 8,32,64 for NAF/B-NAF)"
     )
-    g.add_argument("--batch", type=int, default=1024, help="points per call (default 1024)")
-    g.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
-    g.add_argument("--max-call-s", type=float, default=10.0, help="solvers slower than this per call are timed once")
+    g.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")
+    g.add_argument("--rounds", type=_positive, default=7, help="alternating rounds (default 7)")
+    g.add_argument("--max-call-s", type=_seconds, default=10.0, help="solvers slower than this per call are timed once")
     g.add_argument("--out", help="folder for solvers.csv and solvers.md")
     g.set_defaults(func=_solvers)
 
@@ -209,12 +254,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    from .sweep import Interrupted
+
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:  # bad values the parser could not see: exit 2 like argparse
+    except (ValueError, OSError) as e:  # bad values or files the parser could not see: exit 2 like argparse
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,9 +34,20 @@ def _status(value) -> str:
     return "ok"
 
 
+def _json(path: Path, kind: type = dict):
+    """A JSON file's contents, of the expected top-level type; ValueError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from None
+    if not isinstance(data, kind):
+        raise ValueError(f"{str(path)!r} holds a {type(data).__name__}, not the {kind.__name__} asv writes")
+    return data
+
+
 def read_machines(results_dir: str | Path) -> dict[str, dict]:
     """{machine: the contents of its machine.json}."""
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*/machine.json"))}
+    return {p.parent.name: _json(p) for p in sorted(Path(results_dir).glob("*/machine.json"))}
 
 
 def read(results_dir: str | Path) -> pd.DataFrame:
@@ -51,43 +62,54 @@ def read(results_dir: str | Path) -> pd.DataFrame:
     index = results_dir / "benchmarks.json"
     if not index.is_file():
         raise ValueError(f"{str(results_dir)!r} is not an asv results folder: no benchmarks.json")
-    benchmarks = json.loads(index.read_text())
+    benchmarks = _json(index)
     rows = []
     for path in sorted(results_dir.glob("*/*.json")):
         if path.name == "machine.json":
             continue
-        data = json.loads(path.read_text())
-        columns = data.get("result_columns", ["result", "params"])
-        machine = data.get("params", {}).get("machine", path.parent.name)
-        for name, entry in data.get("results", {}).items():
-            fields = dict(zip(columns, entry))
-            info = benchmarks.get(name, {})
-            names = info.get("param_names", [])
-            params = fields.get("params") or []
-            combos = list(itertools.product(*params)) if params else [()]
-            values = fields.get("result")
-            values = values if isinstance(values, list) else [values] * len(combos)
-            for combo, value in zip(combos, values):
-                parsed = {k: _value(v) for k, v in zip(names, combo)}
-                status = _status(value)
-                row = {
-                    "benchmark": name,
-                    "params": ", ".join(f"{k}={v}" for k, v in parsed.items()),
-                    "value": float(value) if status == "ok" else math.nan,
-                    "unit": info.get("unit", ""),
-                    "status": status,
-                    "commit": data.get("commit_hash", ""),
-                    "date": pd.to_datetime(data.get("date", 0), unit="ms"),
-                    "machine": machine,
-                    "env": data.get("env_name", ""),
-                    "type": info.get("type", ""),
-                    **parsed,
-                }
-                if name.split(".")[-1] in ("time_log_prob", "time_sample"):
-                    row["op"] = name.split(".")[-1].removeprefix("time_")
-                    row["median_s"] = row["value"]
-                rows.append(row)
+        try:
+            rows += _rows(_json(path), benchmarks, path)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            if str(path) in str(e):
+                raise
+            raise ValueError(f"{str(path)!r} does not have asv's results structure ({type(e).__name__}: {e})") from None
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+
+
+def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
+    """The tidy rows of one asv results file."""
+    rows = []
+    columns = data.get("result_columns", ["result", "params"])
+    machine = data.get("params", {}).get("machine", path.parent.name)
+    for name, entry in data.get("results", {}).items():
+        fields = dict(zip(columns, entry))
+        info = benchmarks.get(name, {})
+        names = info.get("param_names", [])
+        params = fields.get("params") or []
+        combos = list(itertools.product(*params)) if params else [()]
+        values = fields.get("result")
+        values = values if isinstance(values, list) else [values] * len(combos)
+        for combo, value in zip(combos, values):
+            parsed = {k: _value(v) for k, v in zip(names, combo)}
+            status = _status(value)
+            row = {
+                "benchmark": name,
+                "params": ", ".join(f"{k}={v}" for k, v in parsed.items()),
+                "value": float(value) if status == "ok" else math.nan,
+                "unit": info.get("unit", ""),
+                "status": status,
+                "commit": data.get("commit_hash", ""),
+                "date": pd.to_datetime(data.get("date", 0), unit="ms"),
+                "machine": machine,
+                "env": data.get("env_name", ""),
+                "type": info.get("type", ""),
+                **parsed,
+            }
+            if name.split(".")[-1] in ("time_log_prob", "time_sample"):
+                row["op"] = name.split(".")[-1].removeprefix("time_")
+                row["median_s"] = row["value"]
+            rows.append(row)
+    return rows

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import io
 import json
 import math
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,13 +23,14 @@ from pathlib import Path
 import torch
 
 from . import __version__, peers
-from .measure.counting import FLOPS_METHOD, count_flops, count_params, peak_memory
+from .files import ensure_folder
+from .measure.counting import FLOPS_METHOD, count_params, count_work
 from .measure.stats import relative_deviation
 from .measure.timing import MIN_RUNS, gemm_rate, time_call, time_once
 from .models import NAMES, OPS, build, run_op, unchecked
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
-from .table import COLUMNS, ERROR, META, OK, OOM, RESULTS, SKIPPED, UNITS, key_of
+from .table import COLUMNS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, key_of
 
 ALL_NAMES = NAMES + peers.NAMES
 # --models shorthands
@@ -38,6 +41,8 @@ DEVICES = ("auto", "cpu", "cuda")
 SOLVER_ALIASES = ("default", "reference", "all")
 
 DEFAULT_DIMS = (2, 4, 8, 16, 32, 64, 128, 256)
+# Above these a model or its input does not fit a machine's memory: refused up front.
+MAX_DIM, MAX_BATCH = 65536, 1 << 24
 
 
 @dataclass
@@ -61,6 +66,11 @@ class Config:
     memory: bool = True
     seed: int = 0
     model_config: dict = field(default_factory=dict)
+    # measure in a worker process killed at the deadline (harness.worker); False measures
+    # in this process, with no deadline
+    isolate: bool = True
+    # the deadline is 1.5 x the budget plus this, for building the model and the timer's own calls
+    deadline_margin_s: float = 10.0
 
     @classmethod
     def quick(cls, **overrides) -> Config:
@@ -69,6 +79,10 @@ class Config:
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
+        for name, values in (("models", self.models), ("ops", self.ops), ("dims", self.dims),
+                             ("batches", self.batches), ("solvers", self.solvers)):  # fmt: skip
+            if not values:
+                raise ValueError(f"{name} is empty; name at least one")
         bad = [m for m in self.models if m not in ALL_NAMES]
         if bad:
             raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(ALL_NAMES)} (or {', '.join(GROUPS)})")
@@ -79,14 +93,16 @@ class Config:
         bad = [s for s in self.solvers if s not in allowed]
         if bad or not self.solvers:
             raise ValueError(f"unknown solver {(bad or [''])[0]!r}; allowed: {', '.join(allowed)}")
-        for name, values in (("dim", self.dims), ("batch", self.batches)):
+        for name, values, top in (("dim", self.dims, MAX_DIM), ("batch", self.batches, MAX_BATCH)):
             for v in values:
-                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads!r}")
-        if self.budget_s <= 0:
-            raise ValueError(f"budget must be > 0 seconds, got {self.budget_s!r}")
+                if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+                    raise ValueError(f"{name} must be an int in 1..{top}, got {v!r}")
+        most = 4 * (os.cpu_count() or 1)
+        if not isinstance(self.threads, int) or not 1 <= self.threads <= most:
+            raise ValueError(f"threads must be an int in 1..{most} (4x this machine's cores), got {self.threads!r}")
+        for name, value in (("budget", self.budget_s), ("flops-max-s", self.flops_max_s)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
         resolve_devices(self.device)  # raises for a bad or absent device
 
 
@@ -132,8 +148,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def metadata(config: Config) -> dict:
-    rates = {d: gemm_rate(d, threads=config.threads) for d in resolve_devices(config.device)}
+def metadata(config: Config, roofline: bool = True) -> dict:
+    """The environment of a sweep; ``roofline`` times each device's GEMM rate."""
+    rates = {d: gemm_rate(d, threads=config.threads) for d in resolve_devices(config.device)} if roofline else {}
     return {
         "harness_version": __version__,
         "commit": git_commit(),
@@ -160,26 +177,6 @@ def read_rows(path: Path) -> list[dict]:
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-class RowWriter:
-    """Appends rows to a CSV, flushed and synced per row."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        new = not path.exists() or path.stat().st_size == 0
-        self.file = path.open("a", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
-            self.writer.writeheader()
-
-    def write(self, row: dict) -> None:
-        self.writer.writerow(row)
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()
 
 
 # ---- measuring one configuration ---------------------------------------------------
@@ -215,19 +212,26 @@ def grad_off(model) -> contextlib.AbstractContextManager:
     return torch.inference_mode() if getattr(model, "inference_mode", True) else torch.no_grad()
 
 
+# The budget covers a configuration's every call: the checked call, MIN_RUNS timed runs
+# and the counting pass (FLOPs and memory together), which costs about two calls.
+COUNT_CALLS = 2
+CALLS = 1 + MIN_RUNS + COUNT_CALLS
+
+
 def measure(model, op: str, device: str, batch: int, config: Config, estimate: float | None) -> tuple[dict, object]:
     """Times, counts and records one configuration; returns the measured columns and
     the output of its checked call (for the deviation of other solvers from the reference).
 
     One call outside timing checks the output (non-finite is an error, never ``ok``),
-    reads the solver's counters and serves as the warm-up.
+    reads the solver's counters and serves as the warm-up. The budget bounds all
+    :data:`CALLS` calls: a configuration whose calls would not fit is skipped.
     """
     torch.manual_seed(config.seed)
     x = torch.randn(batch, model.dim, device=device)
     fn = lambda: run_op(model, op, x)  # noqa: E731
     budget = config.budget_s
-    if estimate is not None and MIN_RUNS * estimate > budget:
-        return dict(status=SKIPPED, reason=f"estimated {MIN_RUNS} runs x {estimate:.3g} s > budget {budget:g} s"), None
+    if estimate is not None and CALLS * estimate > budget:
+        return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
     with grad_off(model), unchecked():
         torch.set_num_threads(config.threads)
         out = None
@@ -251,21 +255,21 @@ def measure(model, op: str, device: str, batch: int, config: Config, estimate: f
         if not bool(torch.isfinite(out).all()):
             bad = int((~torch.isfinite(out)).sum())
             return dict(row, status=ERROR, reason=f"non-finite output: {bad} of {out.numel()} entries"), None
-        if MIN_RUNS * one > budget:
-            return dict(
-                row, status=SKIPPED, reason=f"one call took {one:.3g} s; {MIN_RUNS} runs > budget {budget:g} s"
-            ), out
-        run_time = min(max(config.min_run_time, MIN_RUNS * one), budget)
+        if CALLS * one > budget:
+            reason = f"one call took {one:.3g} s; {CALLS} calls > budget {budget:g} s"
+            return dict(row, status=SKIPPED, reason=reason), out
+        run_time = min(max(config.min_run_time, MIN_RUNS * one), budget - (1 + COUNT_CALLS) * one)
         t = time_call(fn, device, threads=config.threads, min_run_time=run_time, estimate_s=one)
         row.update(status=OK, reason="", median_s=t.median_s, iqr_s=t.iqr_s, runs=t.runs)
-        if config.memory:
-            row["peak_mem_bytes"] = peak_memory(fn, device)
-    if config.flops and one <= config.flops_max_s:
-        torch.set_num_threads(config.threads)
-        with grad_off(model), unchecked():
-            row.update(flops=count_flops(model, lambda m, x: run_op(m, op, x), x)[0], flops_method=FLOPS_METHOD)
-    elif config.flops:
-        row["reason"] = f"flops not counted: one call took {one:.3g} s > {config.flops_max_s:g} s"
+        flops = config.flops and one <= config.flops_max_s
+        if flops or config.memory:
+            counted, peak = count_work(fn, device, flops=flops, memory=config.memory)
+            if config.memory:
+                row["peak_mem_bytes"] = peak
+            if flops:
+                row.update(flops=counted, flops_method=FLOPS_METHOD)
+        if config.flops and not flops:
+            row["reason"] = f"flops not counted: one call took {one:.3g} s > {config.flops_max_s:g} s"
     return row, out
 
 
@@ -305,87 +309,303 @@ def grid(config: Config) -> list[tuple[str, str, int, str, int, str]]:
     ]
 
 
-def run(config: Config, out: Path, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Runs the sweep into ``out``; returns the rows measured now (not the resumed ones)."""
+@dataclass(frozen=True)
+class Task:
+    """One grid entry for the measurer, with what the parent knows of it."""
+
+    device: str
+    model: str
+    dim: int
+    op: str
+    batch: int
+    solver: str
+    estimate: float | None = None
+    skip: str = ""  # a reason to record without measuring
+
+
+class Measurer:
+    """Measures tasks one after another, keeping the last model built and the reference
+    solver's output of the current problem (for the other solvers' deviation). Runs in
+    the worker process (``harness.worker``), or in-process with ``isolate=False``."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.built: dict[tuple, tuple] = {}  # (device, model, dim, solver) -> (flow, (stored, effective))
+        self.reference_out: dict[tuple, object] = {}
+
+    def __call__(self, task: Task) -> dict:
+        try:
+            return self.measure(task)
+        except Exception as e:  # record, and go on with the sweep
+            if task.device == "cuda":
+                torch.cuda.empty_cache()
+            return dict(status=OOM if _is_oom(e) else ERROR, reason=_one_line(e))
+
+    def measure(self, task: Task) -> dict:
+        config, name, device = self.config, task.model, task.device
+        solver_config = {} if task.solver in (DIRECT, NATIVE) else {"solver": task.solver}
+        key = (device, name, task.dim, task.solver)
+        if key not in self.built:
+            self.built.clear()  # one model in memory at a time
+            torch.manual_seed(config.seed)  # the same weights whatever the solver
+            flow = build_any(name, task.dim, **config.model_config, **solver_config).to(device).eval()
+            self.built[key] = (flow, count_params(flow))
+        model, (stored, effective) = self.built[key]
+        row = dict(kind=model.cost[task.op], params_stored=stored, params_effective=effective)
+        if task.op in getattr(model, "unsupported", {}):
+            return dict(row, status=SKIPPED, reason=model.unsupported[task.op])
+        if task.skip:
+            return dict(row, status=SKIPPED, reason=task.skip)
+        measured, out = measure(model, task.op, device, task.batch, config, task.estimate)
+        row.update(measured)
+        problem = (device, name, task.dim, task.op, task.batch)
+        if out is not None and task.solver == getattr(model, "reference_solver", None):
+            self.reference_out = {problem: out}  # only the current problem's is kept
+        elif out is not None and problem in self.reference_out:
+            row["max_rel_dev"] = relative_deviation(out, self.reference_out[problem])
+        return row
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+
+
+def deadline_s(config: Config) -> float:
+    """Seconds a configuration may take before its worker is killed: the budget, plus
+    half of it and a margin (10 s) for building the model and the timer's own calls."""
+    return 1.5 * config.budget_s + config.deadline_margin_s
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a sweep; the rows measured so far are kept."""
+
+    def __init__(self, kept: int, out: Path):
+        super().__init__(f"interrupted: {kept} rows kept in {out / RESULTS}; continue with --resume")
+        self.kept = kept
+
+
+def run(config: Config, out: Path, resume: bool = False, progress: bool = True, fresh: bool = False) -> list[dict]:
+    """Runs the sweep into ``out``; returns the rows measured now (not the resumed ones).
+
+    ``out`` is locked while written. Without ``resume`` an existing table is refused,
+    or with ``fresh`` moved aside into ``out/previous/``; with ``resume`` a torn last
+    line is dropped (and measured again), and a table of other columns or settings is
+    refused. Ctrl-C raises :class:`Interrupted` once the rows so far are safe.
+    """
+    from functools import partial
+
     from tqdm.auto import tqdm
 
+    from .worker import Worker
+
     config.validate()
-    out.mkdir(parents=True, exist_ok=True)
-    results = out / RESULTS
-    if not resume and results.exists():
-        results.unlink()
-    done = {key_of(r): r for r in read_rows(results)}
-    meta = metadata(config)
-    (out / META).write_text(json.dumps(meta, indent=2) + "\n")
-    commit = meta["commit"]
+    folder = ResultsFolder(out)
+    with folder.lock():
+        done = {key_of(r): r for r in folder.prepare(config, resume=resume, fresh=fresh)}
+        commit = git_commit()
+        todo = [g for g in grid(config) if key_of(dict(zip(GRID, g))) not in done]
+        rows: list[dict] = []
+        # per (device, model, op, batch, solver): measured (dim, seconds), and the dim first over budget
+        history: dict[tuple, list[tuple[int, float]]] = {}
+        over: dict[tuple, int] = {}
 
-    todo = [g for g in grid(config) if key_of(dict(zip(GRID, g))) not in done]
-    writer = RowWriter(results)
-    rows: list[dict] = []
-    # per (device, model, op, batch, solver): measured (dim, seconds), and the dim first over budget
-    history: dict[tuple, list[tuple[int, float]]] = {}
-    over: dict[tuple, int] = {}
+        def record(r: dict) -> None:
+            series = (r["device"], r["model"], r["op"], int(r["batch"]), r["solver"])
+            if r["status"] == OK:
+                history.setdefault(series, []).append((int(r["dim"]), float(r["median_s"])))
+            elif r["status"] in (SKIPPED, OOM, TIMEOUT):  # larger d only costs more
+                over.setdefault(series, int(r["dim"]))
 
-    def record(r: dict) -> None:
-        series = (r["device"], r["model"], r["op"], int(r["batch"]), r["solver"])
-        if r["status"] == OK:
-            history.setdefault(series, []).append((int(r["dim"]), float(r["median_s"])))
-        elif r["status"] in (SKIPPED, OOM):  # larger d only costs more
-            over.setdefault(series, int(r["dim"]))
-
-    for r in sorted(done.values(), key=lambda r: int(r["dim"])):  # resumed rows inform the budget
-        record(r)
-    built: dict[tuple, tuple] = {}  # (device, model, dim, solver) -> (flow, (stored, effective))
-    reference_out: dict[tuple, object] = {}  # (device, model, dim, op, batch) -> the reference solver's output
-    bar = tqdm(todo, desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
-    try:
-        for device, name, dim, op, batch, solver in bar:
-            bar.set_postfix_str(f"{name} d={dim} {op} {solver} {device} b={batch}")
-            row = dict(
-                model=name, dim=dim, op=op, device=device, batch=batch, solver=solver,
-                threads=config.threads, dtype="float32", source="sweep", commit=commit,
-            )  # fmt: skip
-            missing = peers.unavailable(name) if name in peers.NAMES else None
-            if missing:  # listed, not measured, and not recorded: it says nothing of larger d
-                row.update(kind=peers.PEERS[name].cost[op], status=SKIPPED, reason=f"unavailable: {missing}")
-                writer.write(row)
+        for r in sorted(done.values(), key=lambda r: int(r["dim"])):  # resumed rows inform the budget
+            record(r)
+        worker = Worker(partial(Measurer, config)) if config.isolate else None
+        local = None if config.isolate else Measurer(config)
+        bar = tqdm(todo, desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
+        try:
+            for device, name, dim, op, batch, solver in bar:
+                bar.set_postfix_str(f"{name} d={dim} {op} {solver} {device} b={batch}")
+                row = dict(
+                    model=name, dim=dim, op=op, device=device, batch=batch, solver=solver,
+                    threads=config.threads, dtype="float32", source="sweep", commit=commit,
+                )  # fmt: skip
+                missing = peers.unavailable(name) if name in peers.NAMES else None
+                if missing:  # listed, not measured, and not recorded: it says nothing of larger d
+                    row.update(kind=peers.PEERS[name].cost[op], status=SKIPPED, reason=f"unavailable: {missing}")
+                    folder.write(row)
+                    rows.append(row)
+                    continue
+                series = (device, name, op, batch, solver)
+                kind = peers.PEERS[name].cost[op] if name in peers.NAMES else build(name, 1).cost[op]
+                skip = f"over budget already at d={over[series]}" if series in over and over[series] < dim else ""
+                estimate = estimate_seconds(history.get(series, []), dim, kind)
+                task = Task(device, name, dim, op, batch, solver, estimate, skip)
+                row.update(local(task) if worker is None else _isolated(worker, task, config, kind))
+                record(row)
+                folder.write(row)
                 rows.append(row)
-                continue
-            solver_config = {} if solver in (DIRECT, NATIVE) else {"solver": solver}
-            if (device, name, dim, solver) not in built:
-                built.clear()  # one model in memory at a time
-                torch.manual_seed(config.seed)  # the same weights whatever the solver
-                flow = build_any(name, dim, **config.model_config, **solver_config).to(device).eval()
-                built[(device, name, dim, solver)] = (flow, count_params(flow))
-            model, (stored, effective) = built[(device, name, dim, solver)]
-            row.update(kind=model.cost[op], params_stored=stored, params_effective=effective)
-            series = (device, name, op, batch, solver)
-            problem = (device, name, dim, op, batch)
-            if op in getattr(model, "unsupported", {}):
-                row.update(status=SKIPPED, reason=model.unsupported[op])
-            elif series in over and over[series] < dim:
-                row.update(status=SKIPPED, reason=f"over budget already at d={over[series]}")
-            else:
-                estimate = estimate_seconds(history.get(series, []), dim, model.cost[op])
-                try:
-                    measured, out = measure(model, op, device, batch, config, estimate)
-                    row.update(measured)
-                    if out is not None and solver == getattr(model, "reference_solver", None):
-                        reference_out = {problem: out}  # only the current problem's is kept
-                    elif out is not None and problem in reference_out:
-                        row["max_rel_dev"] = relative_deviation(out, reference_out[problem])
-                except Exception as e:  # record, and go on with the sweep
-                    kind = OOM if _is_oom(e) else ERROR
-                    row.update(status=kind, reason=f"{type(e).__name__}: {e}".replace("\n", " ")[:300])
-                    if device == "cuda":
-                        torch.cuda.empty_cache()
-            record(row)
-            writer.write(row)
-            rows.append(row)
-    finally:
-        writer.close()
-        bar.close()
+        except KeyboardInterrupt:
+            raise Interrupted(len(done) + len(rows), out) from None
+        finally:
+            if worker is not None:
+                worker.close()
+            bar.close()
+            folder.close()
     return rows
+
+
+def _isolated(worker, task: Task, config: Config, kind: str) -> dict:
+    """The worker's answer, or a ``timeout`` or ``error`` row when it gave none."""
+    from .worker import WorkerDied
+
+    limit = deadline_s(config)
+    try:
+        answer = worker.run(task, limit)
+    except WorkerDied as e:
+        return dict(kind=kind, status=ERROR, reason=str(e))
+    if answer is None:
+        return dict(kind=kind, status=TIMEOUT, reason=f"killed after {limit:g} s (budget {config.budget_s:g} s)")
+    return answer
+
+
+# Settings that change what a row means: resuming with others would mix rows.
+SETTINGS = ("threads", "budget_s", "min_run_time", "seed", "model_config", "flops", "memory")
+
+
+class ResultsFolder:
+    """The sweep's output folder: locked while written, its table checked before reuse."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.results = self.out / RESULTS
+        self._file = None
+
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Holds ``out/.lock`` (fcntl) while the block runs; a second writer is refused."""
+        import fcntl
+
+        ensure_folder(self.out)
+
+        @contextlib.contextmanager
+        def held():
+            fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise ValueError(
+                    f"{str(self.out)!r} is being written by another sweep ({holder}); "
+                    "wait for it to end, or give another --out"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, since {dt.datetime.now():%Y-%m-%d %H:%M:%S}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+        return held()
+
+    def prepare(self, config: Config, *, resume: bool, fresh: bool) -> list[dict]:
+        """The rows to keep: none for a new table; the checked rows of a resumed one."""
+        exists = self.results.exists() and self.results.stat().st_size > 0
+        if exists and not resume:
+            if not fresh:
+                n = max(len(self.results.read_text().splitlines()) - 1, 0)
+                raise ValueError(
+                    f"{str(self.results)!r} already holds {n} rows: pass --resume to complete it, "
+                    f"or --fresh to move it aside into {str(self.out / 'previous')!r} and start anew"
+                )
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            (self.out / "previous").mkdir(exist_ok=True)
+            for name in (RESULTS, META):
+                if (self.out / name).exists():
+                    (self.out / name).rename(self.out / "previous" / f"{Path(name).stem}-{stamp}{Path(name).suffix}")
+            exists = False
+        if not exists:  # the settings first: a table never exists without its meta.json
+            self.write_meta(config, resume=False)
+            self._open(new=True)
+            return []
+        self._check_settings(config)
+        rows = self._read_checked()
+        self.write_meta(config, resume=True)
+        self._open(new=False)
+        return rows
+
+    def _check_settings(self, config: Config) -> None:
+        meta_path = self.out / META
+        if not meta_path.exists():
+            raise ValueError(f"{str(meta_path)!r} is missing: the settings of the rows to resume are unknown")
+        try:
+            old = json.loads(meta_path.read_text()).get("config", {})
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(meta_path)!r} is not valid JSON ({e})") from None
+        new = json.loads(json.dumps(asdict(config)))
+        diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in SETTINGS if old.get(k) != new[k]]
+        if diff:
+            raise ValueError(f"cannot resume {str(self.out)!r} with other settings ({'; '.join(diff)})")
+
+    def _read_checked(self) -> list[dict]:
+        text = self.results.read_text()
+        lines = text.splitlines(keepends=True)
+        header = next(csv.reader([lines[0]]))
+        if header != COLUMNS:
+            missing = [c for c in COLUMNS if c not in header]
+            extra = [c for c in header if c not in COLUMNS]
+            raise ValueError(
+                f"{str(self.results)!r} has other columns than this version writes "
+                f"(missing: {', '.join(missing) or 'none'}; extra: {', '.join(extra) or 'none'}); "
+                "resume it with the version that wrote it, or start anew with --fresh"
+            )
+        if not lines[-1].endswith("\n"):  # torn by a kill mid-write: measured again
+            with self.results.open("r+") as f:
+                f.truncate(len(text.encode()) - len(lines[-1].encode()))
+            print(f"warning: {self.results}: dropped a torn last line; it is measured again", file=sys.stderr)
+            lines = lines[:-1]
+        rows = []
+        for number, row in enumerate(csv.reader(lines[1:]), start=2):
+            if len(row) != len(COLUMNS):
+                raise ValueError(f"{str(self.results)!r} line {number} has {len(row)} fields, not {len(COLUMNS)}")
+            rows.append(dict(zip(COLUMNS, row)))
+        return rows
+
+    def _open(self, *, new: bool) -> None:
+        self._file = self.results.open("w" if new else "a", newline="")
+        if new:
+            self._file.write(",".join(COLUMNS) + "\r\n")
+            self._sync()
+
+    def write(self, row: dict) -> None:
+        """Appends one row as one write, flushed and synced: a kill leaves whole rows
+        and at most one torn last line."""
+        line = io.StringIO()
+        csv.DictWriter(line, fieldnames=COLUMNS, extrasaction="ignore").writerow(row)
+        self._file.write(line.getvalue())
+        self._sync()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def write_meta(self, config: Config, *, resume: bool) -> dict:
+        """A new table's environment; a resumed one keeps its first and lists each resume."""
+        meta = metadata(config, roofline=not resume)
+        path = self.out / META
+        if resume:
+            first = json.loads(path.read_text())
+            first.setdefault("resumed", []).append({k: meta[k] for k in ("date", "commit", "torch", "cpu")})
+            meta = first
+        tmp = path.with_suffix(".json.tmp")  # whole or not at all: a kill mid-write keeps the old one
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.replace(path)
+        return meta
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def summary(rows: Iterable[dict]) -> str:

@@ -42,8 +42,8 @@ KEY = ("model", "dim", "op", "device", "batch", "solver")
 TEXT = ("model", "op", "device", "solver", "kind", "status", "reason", "flops_method", "dtype", "source", "commit")
 NUMERIC = [c for c in COLUMNS if c not in TEXT]
 
-OK, SKIPPED, OOM, ERROR = "ok", "skipped", "oom", "error"
-STATUSES = (OK, SKIPPED, OOM, ERROR)
+OK, SKIPPED, OOM, ERROR, TIMEOUT = "ok", "skipped", "oom", "error", "timeout"
+STATUSES = (OK, SKIPPED, OOM, ERROR, TIMEOUT)
 
 UNITS = {
     "median_s": "seconds per call",

@@ -306,6 +306,21 @@ def test_run_op_is_log_prob_or_sampling_on_given_base_points():
         run_op(m, "train", x)
 
 
+def test_updates_through_data_show_in_the_next_call():
+    """The classic manual step ``p.data -= lr * p.grad`` bumps no version counter."""
+    flow = build("maf", 4)
+    x = torch.randn(8, 4)
+    before = flow.log_prob(x).detach()
+    flow.log_prob(x).sum().backward()
+    for p in flow.parameters():
+        p.data -= 0.1 * p.grad
+    after = flow.log_prob(x).detach()
+    fresh = build("maf", 4)
+    fresh.load_state_dict(flow.state_dict())
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh.log_prob(x).detach())
+
+
 @pytest.mark.parametrize("made_under", ["inference_mode", "no_grad"])
 def test_masked_weights_follow_parameter_updates(made_under):
     """The memoised masked weights: a model built under inference mode still runs, and

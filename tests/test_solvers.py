@@ -102,3 +102,23 @@ def _capped(solve, cap):
         return solve(*args, max_iter=min(max_iter or cap, cap), **kwargs)
 
     return capped
+
+
+@pytest.mark.parametrize("name", ["naf", "bnaf"])
+@pytest.mark.parametrize("solver", ["newton", "fixed-point"])
+def test_gradients_through_numerical_inversion(name, solver):
+    """inverse(z) is differentiable: in z (gradcheck, finite differences) and in the
+    parameters (one weight, central differences), by implicit differentiation."""
+    flow = small(name, 3, solver, flows=1)
+    z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(flow.inverse, (z,), eps=1e-6, atol=1e-6)
+    weight = next(p for p in flow.parameters() if p.ndim == 2)
+    (grad,) = torch.autograd.grad(flow.inverse(z.detach()).sum(), weight)
+    i, j = (int(k) for k in torch.nonzero(grad.abs() > 1e-3)[0])
+    with torch.no_grad():
+        weight[i, j] += 1e-6
+        up = flow.inverse(z).sum()
+        weight[i, j] -= 2e-6
+        down = flow.inverse(z).sum()
+        weight[i, j] += 1e-6
+    assert float(grad[i, j]) == pytest.approx(float(up - down) / 2e-6, rel=1e-4, abs=1e-7)

@@ -7,6 +7,7 @@ input element for reductions); memory is bytes.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -170,6 +171,20 @@ def count_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: 
         fn(model, x)
     by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items() if n}
     return sum(by_op.values()), by_op
+
+
+def count_work(
+    fn: Callable[[], object], device: torch.device | str, *, flops: bool = True, memory: bool = True
+) -> tuple[int | None, int | None]:
+    """FLOPs (as :func:`count_flops`) and peak memory (as :func:`peak_memory`) of one
+    call ``fn()``, counted in the same pass; None for what is not asked."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False, custom_mapping=flop_formulas()) if flops else contextlib.nullcontext()
+    with counter:
+        peak = peak_memory(fn, device) if memory else fn()
+    total = sum(counter.get_flop_counts()["Global"].values()) if flops else None
+    return (int(total) if flops else None), (peak if memory else None)
 
 
 def matmul_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> int:

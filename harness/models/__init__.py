@@ -24,8 +24,10 @@ BUILDERS: dict[str, Callable[..., Flow]] = {
 }
 NAMES: tuple[str, ...] = tuple(BUILDERS)
 
-# Keywords that must be positive ints wherever a family accepts them.
+# Keywords that must be positive ints wherever a family accepts them (None: the default,
+# where the builder's default is None), and those that must be bools.
 _POSITIVE = ("flows", "layers", "hidden_factor", "ds_hidden", "ds_layers", "ds_channels")
+_BOOLS = ("weight_norm", "final_affine")
 
 
 def keywords(name: str) -> tuple[str, ...]:
@@ -54,13 +56,18 @@ def build(name: str, dim: int, **config: object) -> Flow:
     if not _positive_int(dim):
         raise ValueError(f"dim must be an int >= 1, got {dim!r}")
     allowed = keywords(name)
+    defaults = {p.name: p.default for p in inspect.signature(BUILDERS[name]).parameters.values()}
     for key, value in config.items():
         if key not in allowed:
             raise ValueError(f"unknown keyword {key!r} for model {name!r}; allowed: {', '.join(allowed)}")
-        if key in _POSITIVE and value is not None and not _positive_int(value):
+        if key in _POSITIVE and not _positive_int(value) and not (value is None and defaults[key] is None):
             raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        if key in _BOOLS and not isinstance(value, bool):
+            raise ValueError(f"{key} must be True or False, got {value!r}")
     hidden = config.get("hidden")
     if hidden is not None:
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise ValueError(f"hidden must be a non-empty sequence of ints >= 1, e.g. (64, 64); got {hidden!r}")
         config["hidden"] = tuple(hidden)  # type: ignore[arg-type]
         if not config["hidden"] or not all(_positive_int(h) for h in config["hidden"]):
             raise ValueError(f"hidden must be a non-empty sequence of ints >= 1, got {hidden!r}")

@@ -172,36 +172,55 @@ class Flow(nn.Module):
             raise ValueError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[-1] != self.dim:
             raise ValueError(f"{what} must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        dtype = next(iter(self.parameters()), x).dtype
+        if x.dtype != dtype:
+            raise ValueError(f"{what} has dtype {x.dtype}, the model {dtype}; convert one (x.to({dtype}))")
         if _CHECKS and not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
 
+    @staticmethod
+    def _check_out(out: Tensor, what: str, error: type[Exception]) -> Tensor:
+        """A result that cannot be trusted raises: it is never returned."""
+        if _CHECKS and not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out)).sum())
+            raise error(
+                f"{what} has {bad} non-finite values (nan or inf) of {out.numel()}: "
+                "the weights or the input are out of floating-point range"
+            )
+        return out
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Data->base. (batch, d) -> z (batch, d), log|det dz/dx| (batch,)."""
+        """Data->base. (batch, d) -> z (batch, d), log|det dz/dx| (batch,). An empty
+        batch gives empty results."""
         self._check(x, "x")
         ladj = x.new_zeros(x.shape[0])
         for t in self.transforms:
             x, l = t(x)
             ladj = ladj + l
-        return x, ladj
+        return self._check_out(x, "z", ValueError), self._check_out(ladj, "log|det|", ValueError)
 
     def inverse(self, z: Tensor) -> Tensor:
-        """Base->data. (batch, d) -> x (batch, d)."""
+        """Base->data. (batch, d) -> x (batch, d); raises InversionError rather than
+        return a non-finite x."""
+        from .invert import InversionError
+
         self._check(z, "z")
         for t in reversed(self.transforms):
             z = t.inverse(z)
-        return z
+        return self._check_out(z, "x = inverse(z)", InversionError)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density of x under the flow: (batch, d) -> (batch,)."""
         z, ladj = self(x)
-        return normal_log_prob(z) + ladj
+        return self._check_out(normal_log_prob(z) + ladj, "log_prob", ValueError)
 
     def sample(self, n: int) -> Tensor:
-        """n samples (n, d), on the model's device and dtype."""
+        """n samples (n, d), on the model's device and dtype, drawn without gradients
+        (``inverse(z)`` of your own base draws keeps them)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         ref = next(self.parameters())
         z = torch.randn(n, self.dim, device=ref.device, dtype=ref.dtype)
-        with unchecked():
+        with torch.no_grad():
             return self.inverse(z)

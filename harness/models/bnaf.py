@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Cost, Flow, Transform, stack
-from .invert import invert_autoregressive, invert_coupled
+from .invert import implicit_grad, invert_autoregressive, invert_coupled
 from .solvers import DEFAULT, check_solver
 
 RESIDUALS = ("gated", "gated-but-last", "none")
@@ -97,7 +97,7 @@ class BlockAutoregressive(Transform):
             # the first block layer has one input per dimension: its diagonal blocks are columns
             log_j = log_diag[..., 0].expand(n, -1, -1) if log_j is None else log_matvec(log_diag, log_j)
             if k < last:
-                log_j = log_j + tanh_log_derivative(h).view(n, self.dim, -1)
+                log_j = log_j + tanh_log_derivative(h).view(n, self.dim, linear.block_out)
                 h = torch.tanh(h)
         log_j = log_j.view(n, self.dim)
         if self.gate is not None:
@@ -115,6 +115,10 @@ class BlockAutoregressive(Transform):
         return y, log_j.exp()
 
     def inverse(self, y: Tensor) -> Tensor:
+        x = self._solve(y)
+        return implicit_grad(lambda x: self._map(x)[0], x, y, list(self.parameters()))
+
+    def _solve(self, y: Tensor) -> Tensor:
         if self.solver == "fixed-point":
             x, self.stats = invert_coupled(self._slope_map, y)
             return x

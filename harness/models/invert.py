@@ -162,6 +162,26 @@ def invert_autoregressive(
     return x, stats
 
 
+def implicit_grad(fn: Callable[[Tensor], Tensor], x: Tensor, z: Tensor, params: list[Tensor]) -> Tensor:
+    """x with the gradients of x = f^-1(z), for x solved without a graph (f(x) = z).
+
+    Where autograd needs them (z or a parameter requires grad), returns
+    ``x - J^-1 (f(x) - z)`` with the Jacobian J of ``fn`` at x held constant: its value
+    is x plus one Newton correction (within the solver's tolerance), and by the
+    implicit function theorem its derivatives are dx/dz = J^-1 and dx/dtheta =
+    -J^-1 df/dtheta. J is lower triangular (f is autoregressive in its own order).
+    Costs a (batch, d, d) Jacobian per layer: draw samples under no_grad when no
+    gradient is wanted.
+    """
+    if not torch.is_grad_enabled() or not (z.requires_grad or any(p.requires_grad for p in params)):
+        return x
+    x = x.detach()
+    with torch.no_grad():
+        jac = torch.func.vmap(torch.func.jacrev(lambda xi: fn(xi[None])[0]))(x)
+    step = torch.linalg.solve_triangular(jac, (fn(x) - z).unsqueeze(-1), upper=False).squeeze(-1)
+    return x - step
+
+
 def invert_coupled(
     fn: Callable[[Tensor], tuple[Tensor, Tensor]],
     z: Tensor,

@@ -44,30 +44,15 @@ class MaskedLinear(nn.Linear):
     def __init__(self, mask: Tensor, bias: bool = True):
         super().__init__(mask.shape[1], mask.shape[0], bias=bias)
         self.register_buffer("mask", mask.to(torch.get_default_dtype()))
-        self._memo: tuple[tuple, tuple[Tensor, Tensor | None]] | None = None
 
     def effective(self) -> tuple[Tensor, Tensor | None]:
-        """(weight * mask, bias)."""
+        """(weight * mask, bias), computed anew on each call: a memo keyed on tensor
+        versions cannot see updates through ``.data``, and costs one element-wise
+        product per layer to skip."""
         return self.weight * self.mask, self.bias
 
-    def masked(self) -> tuple[Tensor, Tensor | None]:
-        """The effective (weight, bias); computed once per call by sequential loops.
-
-        Without autograd it is kept until a parameter or buffer changes (moves change
-        the storage, in-place updates bump the version), so repeated inference calls
-        skip the product.
-        """
-        tensors = (*self.parameters(), *self.buffers())
-        # inference tensors (made under inference mode) keep no version to check
-        if torch.is_grad_enabled() or any(t.is_inference() for t in tensors):
-            return self.effective()
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
-        if self._memo is None or self._memo[0] != key:
-            self._memo = key, self.effective()
-        return self._memo[1]
-
     def forward(self, x: Tensor) -> Tensor:
-        w, b = self.masked()
+        w, b = self.effective()
         return F.linear(x, w, b)
 
 
@@ -139,7 +124,7 @@ class MADE(nn.Module):
         ``run(x)`` gives (batch, d, per_dim); ``run(x, i)`` gives only dimension i's
         outputs (batch, per_dim), skipping the other rows of the output layer.
         """
-        params = [layer.masked() for layer in self.layers]
+        params = [layer.effective() for layer in self.layers]
         act, d, k = self.activation, self.dim, self.per_dim
         w_out, b_out = params[-1]
         by_dim: tuple[Tensor, Tensor | None] | None = None  # output rows regrouped per dimension
@@ -173,7 +158,7 @@ class MADE(nn.Module):
             in_place: keep hidden units in preallocated buffers (no autograd graph
                 needs them); otherwise in a list of blocks, concatenated as needed.
         """
-        params = [layer.masked() for layer in self.layers]
+        params = [layer.effective() for layer in self.layers]
         order = torch.tensor(self.order, device=like.device)
         cols, hidden = order, []
         for (w, b), rows in zip(params[:-1], self._by_degree):

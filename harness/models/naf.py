@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Cost, Flow, Transform, stack
-from .invert import invert_autoregressive, invert_coupled
+from .invert import implicit_grad, invert_autoregressive, invert_coupled
 from .maf import LOG_SCALE_BOUND, default_hidden, in_place_ok
 from .masked import ACTIVATIONS, MADE
 from .solvers import DEFAULT, check_solver
@@ -147,6 +147,10 @@ class SigmoidalAutoregressive(Transform):
         return y, logder.exp()
 
     def inverse(self, y: Tensor) -> Tensor:
+        x = self._solve(y)
+        return implicit_grad(lambda x: self.ds(x, self.to_params(self.made(x)))[0], x, y, list(self.parameters()))
+
+    def _solve(self, y: Tensor) -> Tensor:
         if self.solver == "fixed-point":
             x, self.stats = invert_coupled(self._map, y)
             return x

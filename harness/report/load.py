@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..table import META, NUMERIC, RESULTS
+from ..table import KEY, META, NUMERIC, RESULTS
 
 
 def kind_of(path: Path) -> str:
@@ -24,14 +27,48 @@ def kind_of(path: Path) -> str:
     )
 
 
+REQUIRED = ("model", "dim", "op", "device", "batch", "status")
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """A sweep's results.csv. Rows that cannot be read (a torn or foreign line) are left
+    out with a warning naming file and line; duplicate keys keep their first row, with a
+    warning; missing columns are an error naming them."""
+    with path.open(newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines:
+        raise ValueError(f"source {str(path)!r} is empty")
+    header, body = lines[0], lines[1:]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a sweep table: no column {', '.join(missing)}")
+    rows = []
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            warnings.warn(f"{path}:{number}: {len(row)} fields, not {len(header)}; row left out", stacklevel=2)
+        else:
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=header).replace("", np.nan)
+    key = [k for k in KEY if k in df]
+    dup = df.duplicated(key)
+    if dup.any():
+        warnings.warn(f"{path}: {int(dup.sum())} rows repeat a key ({', '.join(key)}); the first of each kept",
+                      stacklevel=2)  # fmt: skip
+        df = df[~dup]
+    return df
+
+
 def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
     """(table, metadata) of one source; ValueError for a missing or empty source."""
     path = Path(path)
     kind = kind_of(path)
     if kind == "sweep":
-        df = pd.read_csv(path / RESULTS, keep_default_na=True)
+        df = read_results(path / RESULTS)
         meta_path = path / META
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{str(meta_path)!r} is not valid JSON ({e})") from None
     else:
         from ..asv_results import read, read_machines
 

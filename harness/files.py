@@ -1,0 +1,20 @@
+"""Output folders: checked before any work goes into them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ensure_folder(path: str | Path, flag: str = "--out") -> Path:
+    """Creates ``path`` if needed; ValueError naming it if it is a file or not writable."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{flag} {str(path)!r} is a file, or lies under one; give a folder") from None
+    except PermissionError:
+        raise ValueError(f"{flag} {str(path)!r} cannot be created: permission denied") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {str(path)!r} is not writable")
+    return path
