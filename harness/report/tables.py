@@ -66,10 +66,12 @@ def time_table(df: pd.DataFrame) -> pd.DataFrame:
         lp, smp = (_cell(main, model, dim, op, "median_s") for op in OPS)
         slow = g[g["kind"] != "parallel"]
         solver = str(slow["solver"].iloc[0]) if len(slow) and "solver" in slow else ""
-        times = {op: _cell(ref, model, dim, op, "median_s") for op in OPS}
-        ref_ratio = (times["sample"] if np.isfinite(times["sample"]) else smp) / (
-            times["log_prob"] if np.isfinite(times["log_prob"]) else lp
-        )
+        # the reference solver's slow op over the (shared) parallel op; blank where not measured
+        slow_op = str(slow["op"].iloc[0]) if len(slow) else ""
+        ref_slow = _cell(ref, model, dim, slow_op, "median_s") if slow_op else np.nan
+        times = {op: ref_slow if op == slow_op else (lp if op == "log_prob" else smp) for op in OPS}
+        ref_ratio = times["sample"] / times["log_prob"]
+        ref_status = _status(ref, model, dim, slow_op) if slow_op else ""
         batch = float(g["batch"].iloc[0])
         rows.append({
             "model": model,
@@ -78,7 +80,7 @@ def time_table(df: pd.DataFrame) -> pd.DataFrame:
             "log_prob (ms)": fmt(lp * 1e3) or _status(main, model, dim, "log_prob"),
             "sample (ms)": fmt(smp * 1e3) or _status(main, model, dim, "sample"),
             "sample / log_prob": fmt(smp / lp),
-            "sample / log_prob, reference solver": fmt(ref_ratio) if not ref.empty else "",
+            "sample / log_prob, reference solver": fmt(ref_ratio) or ref_status if not ref.empty else "",
             "log_prob (points/s)": fmt(batch / lp),
             "sample (points/s)": fmt(batch / smp),
         })  # fmt: skip
