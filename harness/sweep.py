@@ -57,7 +57,7 @@ class Config:
     batches: Sequence[int] = (1024,)
     threads: int = 1
     budget_s: float = 30.0
-    min_run_time: float = 0.5
+    min_run_time: float = 0.3
     # slow directions: solver names, or ``default`` and ``reference`` (each family's own)
     solvers: Sequence[str] = ("default", "reference")
     flops: bool = True

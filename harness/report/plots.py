@@ -33,14 +33,27 @@ def _save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
 
 def _describe(g: pd.DataFrame) -> str:
     """A series' cost kind and fitted slope, e.g. 'sequential in d, slope 2.27'."""
+    if g.empty:
+        return "not measured"
     k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
     kind = KIND_LABEL.get(g["kind"].iloc[0], g["kind"].iloc[0])
     return f"{kind}, slope {k:.2f}" if np.isfinite(k) else kind
 
 
-def _curve(ax, g: pd.DataFrame, op: str) -> None:
+def _curve(ax, g: pd.DataFrame, op: str, **style) -> None:
+    """A series' medians, its IQR as a band, and an x at the top of the axes for each
+    dim that was not measured (skipped, timeout, oom or error)."""
     g = g.sort_values("dim")
-    ax.plot(g["dim"], g["median_s"], label=f"{op} ({_describe(g)})", **STYLE[op])
+    done = g[g["status"] == "ok"]
+    line = ax.plot(done["dim"], done["median_s"], label=f"{op} ({_describe(done)})", **{**STYLE.get(op, {}), **style})
+    color = line[0].get_color()
+    if "iqr_s" in done:
+        half = done["iqr_s"].fillna(0) / 2
+        ax.fill_between(done["dim"], done["median_s"] - half, done["median_s"] + half, color=color, alpha=0.2, lw=0)
+    missing = g[g["status"] != "ok"]
+    if not missing.empty:
+        ax.plot(missing["dim"], [0.97] * len(missing), "x", color=color, transform=ax.get_xaxis_transform(),
+                clip_on=False, label=f"{op}: not measured ({', '.join(sorted(set(missing['status'])))})")  # fmt: skip
 
 
 def _axes(ax, title: str) -> None:
@@ -55,8 +68,8 @@ def _axes(ax, title: str) -> None:
 def scaling(df: pd.DataFrame, out: Path) -> list[str]:
     """One panel per model (rows) and device (columns): log_prob and sample time
     against d with the default solver, each labelled with its cost kind and fitted slope."""
-    d = ok(main_rows(df))
-    models, devices = list(dict.fromkeys(d["model"])), list(dict.fromkeys(d["device"]))
+    d = main_rows(df)
+    models, devices = list(dict.fromkeys(ok(d)["model"])), list(dict.fromkeys(ok(d)["device"]))
     if not models:
         return []
     fig, axes = plt.subplots(len(models), len(devices), figsize=(6.2 * len(devices), 3.6 * len(models)),
@@ -77,8 +90,8 @@ def scaling(df: pd.DataFrame, out: Path) -> list[str]:
 def overview(df: pd.DataFrame, out: Path) -> list[str]:
     """All models' curves (default solvers): sampling in one panel, density in the
     other, a row per device."""
-    d = ok(main_rows(df))
-    devices = list(dict.fromkeys(d["device"]))
+    d = main_rows(df)
+    devices = list(dict.fromkeys(ok(d)["device"]))
     if not devices:
         return []
     fig, axes = plt.subplots(len(devices), 2, figsize=(12.5, 4.6 * len(devices)), squeeze=False)
@@ -86,8 +99,7 @@ def overview(df: pd.DataFrame, out: Path) -> list[str]:
         for j, op in enumerate(("sample", "log_prob")):
             ax = axes[i][j]
             for model, g in d[(d["device"] == device) & (d["op"] == op)].groupby("model", sort=False):
-                g = g.sort_values("dim")
-                ax.plot(g["dim"], g["median_s"], marker="o", label=f"{model}: {_describe(g)}")
+                _curve(ax, g, model, marker="o", linestyle="-")
             _axes(ax, f"{op} on {device}")
             ax.legend(fontsize=8)
     fig.tight_layout()

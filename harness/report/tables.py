@@ -52,14 +52,29 @@ def _cell(df: pd.DataFrame, model: str, dim: int, op: str, column: str) -> float
     return float(row[column]) if row is not None and row["status"] == "ok" else np.nan
 
 
+NOISY = 0.20  # an IQR above this share of the median flags the row
+
+
+def timed(df: pd.DataFrame, model: str, dim: int, op: str) -> str:
+    """'median [IQR]' in ms, with ' noisy' where the IQR is over 20% of the median; the
+    status where the row is not ok."""
+    row = _row(df, model, dim, op)
+    if row is None or row["status"] != "ok":
+        return _status(df, model, dim, op)
+    median, iqr = float(row["median_s"]), float(row.get("iqr_s", np.nan))
+    text = f"{fmt(median * 1e3)} [{fmt(iqr * 1e3)}]"
+    return text + " noisy" if iqr > NOISY * median else text
+
+
 def _status(df: pd.DataFrame, model: str, dim: int, op: str) -> str:
     row = _row(df, model, dim, op)
     return "" if row is None else str(row["status"])
 
 
 def time_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model x dim on one device and batch: times with each model's default solver,
-    their ratio and throughputs, and sample / log_prob with the reference solver."""
+    """Per model x dim on one device and batch: times (median [IQR], flagged noisy over
+    20%) with each model's default solver, their ratio and throughputs, and
+    sample / log_prob with the reference solver."""
     main, ref = main_rows(df), reference_rows(df)
     rows = []
     for (model, dim), g in main.groupby(["model", "dim"], sort=False):
@@ -77,8 +92,8 @@ def time_table(df: pd.DataFrame) -> pd.DataFrame:
             "model": model,
             "d": int(dim),
             "solver": solver,
-            "log_prob (ms)": fmt(lp * 1e3) or _status(main, model, dim, "log_prob"),
-            "sample (ms)": fmt(smp * 1e3) or _status(main, model, dim, "sample"),
+            "log_prob ms [IQR]": timed(main, model, dim, "log_prob"),
+            "sample ms [IQR]": timed(main, model, dim, "sample"),
             "sample / log_prob": fmt(smp / lp),
             "sample / log_prob, reference solver": fmt(ref_ratio) or ref_status if not ref.empty else "",
             "log_prob (points/s)": fmt(batch / lp),
@@ -226,13 +241,11 @@ def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     dims = df[df["model"].isin(peers)]["dim"].unique()  # where a peer was measured
     rows = []
     for (dim, op), _ in df[df["model"].isin([family, *peers]) & df["dim"].isin(dims)].groupby(["dim", "op"]):
-        ours = _cell(df, family, dim, op, "median_s")
-        row = {"d": int(dim), "op": op, f"{family} (ms)": fmt(ours * 1e3) or _status(df, family, dim, op)}
+        row = {"d": int(dim), "op": op, f"{family} ms [IQR]": timed(df, family, dim, op)}
         for p in peers:
-            t = _cell(df, p, dim, op, "median_s")
             r = _row(df, p, dim, op)
             why = "" if r is None or r["status"] == "ok" else f"{r['status']}: {r['reason']}"
-            row[f"{p} (ms)"] = fmt(t * 1e3) or why
+            row[f"{p} ms [IQR]"] = timed(df, p, dim, op) if not why else why
         rows.append(row)
     return pd.DataFrame(rows)
 
