@@ -129,3 +129,29 @@ def test_cpu_peak_memory_sees_the_allocations():
 def test_cuda_peak_memory():
     x = torch.randn(1024, 1024, device="cuda")
     assert peak_memory(lambda: x @ x, "cuda") >= x.numel() * 4
+
+
+def test_slow_calls_make_exactly_the_runs_measured():
+    """No hidden warm-up calls: with the warm-up known, a slow call runs min_runs times."""
+    import time
+
+    calls = []
+    t = time_call(lambda: (calls.append(1), time.sleep(0.02)), min_run_time=0.03, estimate_s=0.02)
+    assert t.runs == 3 and len(calls) == 3
+
+
+def test_ratio_intervals_and_verdicts():
+    from harness.measure.stats import ratio_interval, verdict
+
+    ratio, low, high = ratio_interval([1.0, 1.1, 0.9, 1.0, 1.05], [2.0, 2.0, 2.1, 1.9, 2.0])
+    assert low <= ratio <= high < 1 and verdict(low, high) == "faster"
+    assert verdict(0.9, 1.1) == "no clear difference" and verdict(1.1, 1.3) == "slower"
+
+
+def test_allocator_settings_are_applied_and_reported():
+    from harness.measure.allocator import SETTINGS, tune
+
+    info = tune()
+    assert info.get("applied") is True or info["allocator"].startswith("not glibc")
+    if info.get("applied"):
+        assert all(info[k] == v for k, v in SETTINGS.items())

@@ -160,7 +160,8 @@ def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
     assert int(rows[("zuko.maf", "4", "log_prob")]["flops"]) > 0
     report = build_report([out], tmp_path / "r", paper=False).read_text()
     assert "## Ours against peers" in report and "### maf: time on cpu, batch 16" in report
-    assert "ours / zuko.maf" in report and "skipped: pyro B-NAF has no inverse" in report
+    assert "ours / zuko.maf" not in report and "not interleaved" in report  # ratios come from contests alone
+    assert "skipped: pyro B-NAF has no inverse" in report
 
 
 def test_versus_times_every_contender_and_reports(tmp_path):
@@ -172,12 +173,17 @@ def test_versus_times_every_contender_and_reports(tmp_path):
     (r,) = results
     assert set(r["medians"]) == {"ours", "zuko.maf", "nflows.maf"} and r["rounds"] >= 3
     assert all(t > 0 for t in r["medians"].values()) and math.isfinite(r["ratio"]) and r["ratio"] > 0
+    assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"]  # the bootstrap interval over rounds
+    assert r["verdict"] == {True: "faster", False: "slower"}.get(
+        r["ratio_high"] < 1 if r["ratio_high"] < 1 or r["ratio_low"] > 1 else None, "no clear difference"
+    )
     assert [n["model"] for n in naf] == ["naf", "zuko.naf"] and all(n["ratio"] > 0 for n in naf)
     out = tmp_path / "sweep"
     sweep.run(sweep.Config.quick(models=("maf",), dims=(4,), device="cpu"), out, progress=False)
     (out / "versus.csv").write_text((tmp_path / "versus.csv").read_text())
     report = build_report([out], tmp_path / "r", paper=False).read_text()
     assert "### A/B: ours against the fastest peer" in report and "sample / log_prob" in report
+    assert "ours / fastest [95% CI]" in report and r["verdict"] in report
 
 
 def test_versus_names_a_bad_contest():

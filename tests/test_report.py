@@ -57,10 +57,15 @@ def test_tables_from_a_synthetic_sweep(tmp_path):
     df, _ = load(synthetic(tmp_path / "sweep"))
     t = time_table(df[df["device"] == "cpu"])
     row = t[(t["model"] == "maf") & (t["d"] == 8)].iloc[0]
-    assert row["log_prob (ms)"] == "0.8" and row["sample (ms)"] == "6.4" and row["sample / log_prob"] == "8"
+    # median [IQR] in ms; an IQR over 20% of the median is flagged
+    assert row["log_prob ms [IQR]"] == "0.8 [0.001]" and row["sample ms [IQR]"] == "6.4 [0.001]"
+    assert row["sample / log_prob"] == "8"
     assert row["solver"] == "incremental" and row["sample / log_prob, reference solver"] == "64"
     assert row["log_prob (points/s)"] == "125,000"
-    assert t[(t["model"] == "bnaf") & (t["d"] == 32)].iloc[0]["sample (ms)"] == "skipped"
+    assert t[(t["model"] == "bnaf") & (t["d"] == 32)].iloc[0]["sample ms [IQR]"] == "skipped"
+    assert t[(t["model"] == "maf") & (t["d"] == 2)].iloc[0]["log_prob ms [IQR]"] == "0.2 [0.001]"
+    noisy = df.assign(iqr_s=df["median_s"] * 0.5)
+    assert time_table(noisy[noisy["device"] == "cpu"]).iloc[0]["log_prob ms [IQR]"].endswith(" noisy")
     s = slopes(df).set_index(["model", "op"])
     assert s.loc[("maf", "log_prob"), "slope k"] == "1" and s.loc[("maf", "sample"), "slope k"] == "2"
     r = param_ratios(df)

@@ -50,6 +50,8 @@ def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
     for key in ("torch", "cpu", "gpu", "threads", "harness_version", "commit", "date"):
         assert key in meta
     assert meta["roofline"]["cpu"]["gemm_gflops"] > 0
+    for key in ("cpu_flags", "load_start", "load_end", "allocator", "dirty", "gpu_driver"):
+        assert key in meta, key
 
 
 @pytest.mark.parametrize("solvers, expected", [
