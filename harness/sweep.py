@@ -269,8 +269,9 @@ def grad_off(model) -> contextlib.AbstractContextManager:
 
 
 # The budget covers a configuration's every call: the checked call, MIN_RUNS timed runs
-# and the counting pass (FLOPs and memory together), which costs about two calls.
-COUNT_CALLS = 2
+# and the counting pass (FLOPs and memory together), which costs up to about four calls
+# for calls made of many small ops (a root-find), where dispatch dominates.
+COUNT_CALLS = 4
 CALLS = 1 + MIN_RUNS + COUNT_CALLS
 
 
@@ -446,9 +447,12 @@ def _one_line(e: BaseException) -> str:
 
 def deadline_s(config: Config, essential: bool = False) -> float:
     """Seconds a configuration may take before its worker is killed: the budget, plus
-    half of it and a margin (10 s) for building the model and the timer's own calls;
-    four budgets for a cell of the default grid, which the budget does not cut."""
-    return (4.0 if essential else 1.5) * config.budget_s + config.deadline_margin_s
+    half of it and a margin (10 s) for building the model and the timer's own calls. A
+    cell of the default grid, which the budget does not cut, gets 4 budgets and at
+    least 5 minutes: only a hang stops it."""
+    if essential:
+        return max(4.0 * config.budget_s, 300.0) + config.deadline_margin_s
+    return 1.5 * config.budget_s + config.deadline_margin_s
 
 
 class Interrupted(Exception):

@@ -7,7 +7,6 @@ input element for reductions); memory is bytes.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -155,6 +154,57 @@ def flop_formulas() -> dict[Any, Callable[..., int]]:
     return formulas
 
 
+class WorkCounter(TorchDispatchMode):
+    """Counts, op by op as they dispatch, the FLOPs of a call (torch's ``FlopCounterMode``
+    formulas and :func:`flop_formulas`) and, with ``memory``, the peak of tensor bytes
+    created and alive at once.
+
+    One mode for both, without ``FlopCounterMode``'s module tracking, which costs
+    several times a call made of many small ops (a root-find): here the count costs
+    about what any dispatch mode does.
+    """
+
+    def __init__(self, memory: bool = False, flops: bool = True):
+        super().__init__()
+        self.flops = flops
+        from torch.utils.flop_counter import flop_registry
+
+        self.formulas = {**flop_registry, **flop_formulas()}
+        self.by_op: dict[str, int] = {}
+        self.live = self.peak = 0
+        self.memory = memory
+        self._seen: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.formulas.get(func._overloadpacket) if self.flops else None
+        if formula is not None:
+            n = int(formula(*args, **kwargs, out_val=out))
+            if n:
+                name = str(func._overloadpacket).removeprefix("aten.")
+                self.by_op[name] = self.by_op.get(name, 0) + n
+        if self.memory:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, Tensor):
+                    storage = t.untyped_storage()
+                    key, nbytes = storage.data_ptr(), storage.nbytes()
+                    if nbytes and key not in self._seen:
+                        self._seen.add(key)
+                        self.live += nbytes
+                        self.peak = max(self.peak, self.live)
+                        weakref.finalize(storage, self._free, key, nbytes)
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_op.values())
+
+
 def count_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> tuple[int, dict[str, int]]:
     """FLOPs of one call ``fn(model, x)``: 2 per multiply-add of every matrix product
     (torch's ``FlopCounterMode`` formulas, broadcasting included) and 1 per element of
@@ -165,12 +215,9 @@ def count_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: 
     data-dependent iteration counts (numerical inversion) are those of this input;
     autograd work a library does inside the call is counted too.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter, torch.no_grad():
+    with WorkCounter() as counter, torch.no_grad():
         fn(model, x)
-    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items() if n}
-    return sum(by_op.values()), by_op
+    return counter.total, dict(counter.by_op)
 
 
 def count_work(
@@ -178,13 +225,16 @@ def count_work(
 ) -> tuple[int | None, int | None]:
     """FLOPs (as :func:`count_flops`) and peak memory (as :func:`peak_memory`) of one
     call ``fn()``, counted in the same pass; None for what is not asked."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False, custom_mapping=flop_formulas()) if flops else contextlib.nullcontext()
-    with counter:
-        peak = peak_memory(fn, device) if memory else fn()
-    total = sum(counter.get_flop_counts()["Global"].values()) if flops else None
-    return (int(total) if flops else None), (peak if memory else None)
+    cpu = torch.device(device).type == "cpu"
+    counter = WorkCounter(memory=memory and cpu, flops=flops)
+    if memory and not cpu:
+        with counter:
+            peak = peak_memory(fn, device)
+    else:
+        with counter:
+            fn()
+        peak = counter.peak if memory else None
+    return (counter.total if flops else None), peak
 
 
 def matmul_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> int:
@@ -200,44 +250,15 @@ def matmul_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x:
 # ---- memory ------------------------------------------------------------------------
 
 
-class LiveBytes(TorchDispatchMode):
-    """Tracks bytes of tensor storage created inside the mode and still alive, and their peak.
-
-    Each new output storage adds its bytes when an aten op creates it and subtracts
-    them when it is freed (a finalizer on the storage). Views and in-place results
-    share a storage and count once.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-        self._seen: set[int] = set()
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self._seen.discard(key)
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, Tensor):
-                storage = t.untyped_storage()
-                key, nbytes = storage.data_ptr(), storage.nbytes()
-                if nbytes and key not in self._seen:
-                    self._seen.add(key)
-                    self.live += nbytes
-                    self.peak = max(self.peak, self.live)
-                    weakref.finalize(storage, self._free, key, nbytes)
-        return out
-
-
 def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int:
     """Peak bytes allocated during one call ``fn()``, above what was live before it.
 
     CUDA: ``torch.cuda.max_memory_allocated`` over the call (the caching allocator's
     view). CPU: the peak of tensor storage bytes created during the call and alive at
-    once, tracked op by op by :class:`LiveBytes`. Inputs and parameters, allocated
-    before the call, are not counted.
+    once, tracked op by op by :class:`WorkCounter` (each new storage adds its bytes, a
+    finalizer subtracts them when it is freed; views and in-place results share a
+    storage and count once). Inputs and parameters, allocated before the call, are not
+    counted.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -247,6 +268,6 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int:
         fn()
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device) - base)
-    with LiveBytes() as tracker:
+    with WorkCounter(memory=True, flops=False) as tracker:
         fn()
     return int(tracker.peak)
