@@ -154,6 +154,32 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _check(args: argparse.Namespace) -> int:
+    from . import check, registry
+
+    make = registry.factory(args.spec)
+    config = dict(args.config or [])
+    results = check.run(lambda dim: make(dim, **config), args.dims)
+    print(f"{args.spec}: float64, seed 0\n")
+    print(check.table(results))
+    failed = [r for r in results if r.passed is False]
+    print(f"\n{'FAIL' if failed else 'pass'}: {len(failed)} of {len(results)} checks failed"
+          + (f" ({', '.join(f'{r.check} d={r.dim}' for r in failed)})" if failed else ""))  # fmt: skip
+    return 1 if failed else 0
+
+
+def _config(text: str) -> tuple[str, object]:
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def _names(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
@@ -247,6 +273,15 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-call-s", type=_seconds, default=10.0, help="solvers slower than this per call are timed once")
     g.add_argument("--out", help="folder for solvers.csv and solvers.md")
     g.set_defaults(func=_solvers)
+
+    c = sub.add_parser(
+        "check",
+        help="the exactness suite for any flow: log-det, round trips, normalisation, samples against density",
+    )
+    c.add_argument("spec", help="a model or peer name, or module:factory (factory(dim, **config) returns the flow)")
+    c.add_argument("--dims", type=_dims, default=[1, 2, 5], help="dims of the per-dimension checks (default 1,2,5)")
+    c.add_argument("--config", type=_config, action="append", help="key=value passed to the factory (repeatable)")
+    c.set_defaults(func=_check)
 
     a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
     a.add_argument("results_dir", help="asv's results folder (default location: .asv/results)")

@@ -115,7 +115,10 @@ def check_dim(flow, dim: int, points: int = 4) -> list[Result]:
     no_forward = can(flow, "forward")
     if no_forward:
         return [Result(c, dim, None, None, None, no_forward) for c in ("structure", "log-det", "log_prob")]
-    jac = torch.stack([_jacobian(flow, xi) for xi in x])
+    try:
+        jac = torch.stack([_jacobian(flow, xi) for xi in x])
+    except NotImplementedError as e:  # no data->base map with its log-det
+        return [Result(c, dim, None, None, None, str(e)) for c in ("structure", "log-det", "log_prob", "round trip x")]
     lower, upper = jac.triu(1).abs().max(), jac.tril(-1).abs().max()
     shape = "lower triangular" if lower == 0 else "upper triangular" if upper == 0 else "not triangular"
     out.append(Result("structure", dim, float(min(lower, upper)), None, None, f"{shape} in the given order"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import functools
 import io
 import json
 import math
@@ -22,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, peers
+from . import __version__, peers, registry
 from .files import ensure_folder
 from .measure import allocator
 from .measure.counting import FLOPS_METHOD, count_params, count_work
 from .measure.stats import relative_deviation
 from .measure.timing import MIN_RUNS, gemm_rate, time_call, time_once
-from .models import NAMES, OPS, build, run_op, unchecked
+from .models import NAMES, OPS, Cost, build, run_op, unchecked
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
 from .table import COLUMNS, COUNTS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, key_of
@@ -81,9 +82,12 @@ class Config:
                              ("batches", self.batches), ("solvers", self.solvers)):  # fmt: skip
             if not values:
                 raise ValueError(f"{name} is empty; name at least one")
-        bad = [m for m in self.models if m not in ALL_NAMES]
+        bad = [m for m in self.models if not registry.known(m)]
         if bad:
-            raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(ALL_NAMES)} (or {', '.join(GROUPS)})")
+            raise ValueError(
+                f"unknown model {bad[0]!r}; allowed: {', '.join(ALL_NAMES)} (or {', '.join(GROUPS)}), "
+                "or module:factory for your own flow"
+            )
         bad = [o for o in self.ops if o not in OPS]
         if bad:
             raise ValueError(f"unknown op {bad[0]!r}; allowed: {', '.join(OPS)}")
@@ -259,8 +263,14 @@ def counts_key(row: dict, config: Config) -> str:
 
 
 def build_any(name: str, dim: int, **config: object):
-    """A reference model or a peer (harness.peers) by registry name."""
-    return peers.build(name, dim, **config) if name in peers.NAMES else build(name, dim, **config)
+    """A reference model, a peer or a user's flow by name (harness.registry)."""
+    return registry.build_any(name, dim, **config)
+
+
+@functools.cache
+def cost_of(name: str) -> Cost:
+    """A model's cost kinds, from a build at d = 1."""
+    return peers.PEERS[name].cost if name in peers.NAMES else build_any(name, 1).cost
 
 
 def grad_off(model) -> contextlib.AbstractContextManager:
@@ -347,8 +357,8 @@ def solvers_for(name: str, op: str, requested: Sequence[str]) -> list[str]:
     """The solver column values to sweep for ``name``'s ``op``: ``direct`` for a parallel
     op, ``native`` for a peer's own algorithm, else the requested solvers the family has
     (``default``, ``reference`` and ``all`` resolved), the reference first."""
-    if name in peers.NAMES:
-        return [DIRECT if peers.PEERS[name].cost[op] == "parallel" else NATIVE]
+    if name not in NAMES:
+        return [DIRECT if cost_of(name)[op] == "parallel" else NATIVE]
     flow = build(name, 1)
     if flow.cost[op] == "parallel":
         return [DIRECT]
@@ -528,7 +538,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                     rows.append(row)
                     continue
                 series = (device, name, op, batch, solver)
-                kind = peers.PEERS[name].cost[op] if name in peers.NAMES else build(name, 1).cost[op]
+                kind = cost_of(name)[op]
                 essential = name in NAMES and solver in (DIRECT, build(name, 1).solver)
                 over_at, (failed_at, failure) = over.get(series), failed.get(series, (None, ""))
                 skip = f"over budget already at d={over_at}" if over_at and over_at < dim and not essential else ""

@@ -1,0 +1,103 @@
+"""``python -m harness check``: the exactness suite for any flow, and user flows by name."""
+
+import pytest
+import torch
+
+from harness import check, registry
+from harness.__main__ import main
+from harness.models import NAMES
+
+from .conftest import cli
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_reference_model_passes(name):
+    results = check.run(registry.factory(name), dims=(1, 2, 5))
+    assert check.passed(results), check.table(results)
+    assert {r.check for r in results if r.passed} >= {"log-det", "round trip x", "normalises (d=2)"}
+
+
+@pytest.mark.parametrize("name", ["zuko.maf", "nflows.maf", "pyro.iaf", "pyro.bnaf"])
+def test_peers_pass_and_say_what_they_cannot_do(name):
+    from harness import peers
+
+    if peers.unavailable(name):
+        pytest.skip(peers.unavailable(name))
+    results = check.run(registry.factory(name), dims=(1, 3))
+    assert check.passed(results), check.table(results)
+    if name == "pyro.bnaf":
+        assert any(r.passed is None and "no inverse" in r.note for r in results)
+
+
+class ScaledLogDet(torch.nn.Module):
+    """The example flow with its log-det scaled by 0.9: wrong by 10%."""
+
+    def __init__(self, dim):
+        super().__init__()
+        from examples.linear_flow import make
+
+        self.flow = make(dim)
+
+    def forward(self, x):
+        z, ladj = self.flow(x)
+        return z, 0.9 * ladj
+
+    def inverse(self, z):
+        return self.flow.inverse(z)
+
+    def log_prob(self, x):
+        z, ladj = self(x)
+        return -0.5 * (z.square().sum(-1) + z.shape[-1] * torch.log(torch.tensor(2 * torch.pi))) + ladj
+
+
+class WrongSampler(torch.nn.Module):
+    """The example flow whose sample draws from the base, not from its own density."""
+
+    def __init__(self, dim):
+        super().__init__()
+        from examples.linear_flow import make
+
+        self.flow = make(dim, scale=1.0)
+
+    def forward(self, x):
+        return self.flow(x)
+
+    def inverse(self, z):
+        return z
+
+    def log_prob(self, x):
+        return self.flow.log_prob(x)
+
+
+def test_the_example_passes_and_broken_flows_fail():
+    assert check.passed(check.run(registry.factory("examples.linear_flow:make")))
+    scaled = check.run(registry.factory("tests.test_check:ScaledLogDet"))
+    assert {r.check for r in scaled if r.passed is False} >= {"log-det", "normalises (d=1)"}
+    wrong = check.run(registry.factory("tests.test_check:WrongSampler"), dims=(2,))
+    failed = {r.check: r for r in wrong if r.passed is False}
+    assert "samples match density" in failed and failed["samples match density"].measured > check.TV_BOUND
+
+
+def test_check_command_exit_codes_and_table():
+    ok = cli("check", "examples.linear_flow:make", "--dims", "1,3")
+    assert ok.returncode == 0, ok.stderr
+    assert "| check" in ok.stdout and "log-det" in ok.stdout and "pass: 0 of" in ok.stdout
+    bad = cli("check", "tests.test_check:ScaledLogDet", "--dims", "2")
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "log-det d=2" in bad.stdout
+
+
+def test_unknown_specs_are_one_line_errors(capsys):
+    assert main(["check", "nosuch"]) == 2
+    assert "unknown model 'nosuch'; allowed: made, maf" in capsys.readouterr().err
+    assert main(["check", "examples.linear_flow:nope"]) == 2
+    assert "has no callable 'nope'" in capsys.readouterr().err
+    assert main(["check", "no_such_module:make"]) == 2
+    assert "cannot import 'no_such_module'" in capsys.readouterr().err
+
+
+def test_a_user_flow_runs_in_the_sweep_like_a_peer(tmp_path):
+    out = cli("sweep", "--models", "examples.linear_flow:make,maf", "--quick", "--device", "cpu", "--no-progress",
+              "--out", str(tmp_path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "results.csv").read_text()
+    assert text.count("examples.linear_flow:make,") == 4 and ",error," not in text
