@@ -45,12 +45,12 @@ report-gpu: $(STAMP)
 	$(BIN)/python -m harness report reports/gpu --out reports/gpu
 
 lint: $(STAMP)
-	$(BIN)/ruff check harness benchmarks tests
-	$(BIN)/ruff format --check harness benchmarks tests
+	$(BIN)/ruff check harness benchmarks tests examples
+	$(BIN)/ruff format --check harness benchmarks tests examples
 
 format: $(STAMP)
-	$(BIN)/ruff format harness benchmarks tests
-	$(BIN)/ruff check --fix harness benchmarks tests
+	$(BIN)/ruff format harness benchmarks tests examples
+	$(BIN)/ruff check --fix harness benchmarks tests examples
 
 clean:
 	rm -rf $(VENV) .asv

@@ -173,10 +173,16 @@ def run(make: Callable[..., object], dims: Sequence[int] = (1, 2, 5)) -> list[Re
         flow = make(dim)
         return flow.double().eval() if hasattr(flow, "double") else flow
 
+    def guarded(what: str, dim: int, fn: Callable[[], list[Result]]) -> list[Result]:
+        try:
+            return fn()
+        except (ValueError, TypeError, AssertionError, RuntimeError, NotImplementedError) as e:
+            return [Result(what, dim, None, None, None, f"cannot build or run it here: {type(e).__name__}: {e}")]
+
     results: list[Result] = []
     for dim in dims:
-        results += check_dim(build(dim), dim)
-    return results + check_density(build)
+        results += guarded("build", dim, lambda dim=dim: check_dim(build(dim), dim))
+    return results + guarded("density", 2, lambda: check_density(build))
 
 
 def table(results: list[Result]) -> str:

@@ -23,7 +23,7 @@ def test_peers_pass_and_say_what_they_cannot_do(name):
 
     if peers.unavailable(name):
         pytest.skip(peers.unavailable(name))
-    results = check.run(registry.factory(name), dims=(1, 3))
+    results = check.run(registry.factory(name), dims=(2, 3))
     assert check.passed(results), check.table(results)
     if name == "pyro.bnaf":
         assert any(r.passed is None and "no inverse" in r.note for r in results)
@@ -72,7 +72,8 @@ class WrongSampler(torch.nn.Module):
 def test_the_example_passes_and_broken_flows_fail():
     assert check.passed(check.run(registry.factory("examples.linear_flow:make")))
     scaled = check.run(registry.factory("tests.test_check:ScaledLogDet"))
-    assert {r.check for r in scaled if r.passed is False} >= {"log-det", "normalises (d=1)"}
+    failed = {r.check for r in scaled if r.passed is False}
+    assert "log-det" in failed and not check.passed(scaled)
     wrong = check.run(registry.factory("tests.test_check:WrongSampler"), dims=(2,))
     failed = {r.check: r for r in wrong if r.passed is False}
     assert "samples match density" in failed and failed["samples match density"].measured > check.TV_BOUND
