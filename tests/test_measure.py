@@ -155,3 +155,15 @@ def test_allocator_settings_are_applied_and_reported():
     assert info.get("applied") is True or info["allocator"].startswith("not glibc")
     if info.get("applied"):
         assert all(info[k] == v for k, v in SETTINGS.items())
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_matmuls_are_counted_under_any_grad_mode(mode):
+    """Under inference mode aten.linear reaches the counter whole: counted by its parts."""
+    from harness.measure.counting import count_work
+
+    m = build("maf", 16).eval()
+    x = torch.randn(32, 16)
+    with getattr(torch, mode)():
+        flops, _ = count_work(lambda: m.log_prob(x), "cpu", memory=False)
+    assert flops >= matmul_flops(m, lambda m, x: m.log_prob(x), x) > 0

@@ -181,8 +181,15 @@ class WorkCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         formula = self.formulas.get(func._overloadpacket) if self.flops else None
+        if formula is None and self.flops:
+            # a composite op (aten.linear under inference mode) is counted by its parts,
+            # as FlopCounterMode does
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
         if formula is not None:
             n = int(formula(*args, **kwargs, out_val=out))
             if n:
