@@ -102,3 +102,10 @@ def test_a_user_flow_runs_in_the_sweep_like_a_peer(tmp_path):
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "results.csv").read_text()
     assert text.count("examples.linear_flow:make,") == 4 and ",error," not in text
+
+
+def test_every_kind_of_flow_satisfies_the_contract():
+    from harness.models import Measurable, build
+
+    assert isinstance(build("maf", 3), Measurable)
+    assert isinstance(registry.build_any("examples.linear_flow:make", 3), Measurable)

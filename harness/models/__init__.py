@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from .base import OPS, Cost, Flow, Transform, run_op, unchecked
+from .base import OPS, Cost, Flow, Measurable, Transform, run_op, unchecked
 from .bnaf import build_bnaf
 from .iaf import build_iaf
 from .invert import InversionError
@@ -13,7 +13,19 @@ from .made import build_made
 from .maf import build_maf
 from .naf import build_naf
 
-__all__ = ["NAMES", "OPS", "Cost", "Flow", "InversionError", "Transform", "build", "keywords", "run_op", "unchecked"]
+__all__ = [
+    "NAMES",
+    "OPS",
+    "Cost",
+    "Flow",
+    "InversionError",
+    "Measurable",
+    "Transform",
+    "build",
+    "keywords",
+    "run_op",
+    "unchecked",
+]
 
 BUILDERS: dict[str, Callable[..., Flow]] = {
     "made": build_made,

@@ -11,7 +11,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,23 @@ class Cost:
         }[self[op]]
 
 
-def run_op(flow: Flow, op: str, x: Tensor) -> Tensor:
+@runtime_checkable
+class Measurable(Protocol):
+    """Anything the harness can measure: a reference :class:`Flow`, a peer
+    (``harness.peers.PeerFlow``) or a user's flow behind ``harness.registry.UserFlow``.
+    ``log_prob`` (batch, d) -> (batch,); ``inverse`` base->data (batch, d) -> (batch, d);
+    ``cost`` says which op is parallel. A flow may also say what it cannot do
+    (``unsupported``: op -> why)."""
+
+    dim: int
+    cost: Cost
+
+    def log_prob(self, x: Tensor) -> Tensor: ...
+
+    def inverse(self, z: Tensor) -> Tensor: ...
+
+
+def run_op(flow: Measurable, op: str, x: Tensor) -> Tensor:
     """One call of ``op`` as the harness measures it: ``log_prob`` of x, or ``sample``
     as base->data on pre-drawn base points x (so the draw is not timed)."""
     if op == "log_prob":

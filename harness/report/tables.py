@@ -241,7 +241,9 @@ def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     dims = df[df["model"].isin(peers)]["dim"].unique()  # where a peer was measured
     rows = []
     for (dim, op), _ in df[df["model"].isin([family, *peers]) & df["dim"].isin(dims)].groupby(["dim", "op"]):
-        row = {"d": int(dim), "op": op, f"{family} ms [IQR]": timed(df, family, dim, op)}
+        row = {"d": int(dim), "op": op}
+        if family in set(df["model"]):  # a user's flow has no reference model of its own
+            row[f"{family} ms [IQR]"] = timed(df, family, dim, op)
         for p in peers:
             r = _row(df, p, dim, op)
             why = "" if r is None or r["status"] == "ok" else f"{r['status']}: {r['reason']}"
