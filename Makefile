@@ -36,6 +36,9 @@ report: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
 	$(BIN)/python -m harness versus --out reports/cpu/peers
 	$(BIN)/python -m harness report reports/cpu reports/cpu/peers --out reports/cpu
+	mkdir -p reports/cpu/quick
+	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --no-progress --fresh --out reports/cpu/quick > reports/cpu/quick/output.txt
+	$(BIN)/python -m harness readme
 
 # The same on a GPU machine, with larger dims and batches (bring your own CUDA torch).
 # FLOPs do not depend on the device: reports/cpu counts them.

@@ -180,6 +180,19 @@ def _config(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _readme(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .readme import main as readme
+
+    changed = readme(Path(args.readme), Path(args.reports), check=args.check)
+    if args.check and changed:
+        print(f"stale README blocks: {', '.join(changed)}; run `python -m harness readme`", file=sys.stderr)
+        return 1
+    print(("rewrote: " + ", ".join(changed)) if changed else "README blocks are up to date")
+    return 0
+
+
 def _names(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
@@ -282,6 +295,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dims", type=_dims, default=[1, 2, 5], help="dims of the per-dimension checks (default 1,2,5)")
     c.add_argument("--config", type=_config, action="append", help="key=value passed to the factory (repeatable)")
     c.set_defaults(func=_check)
+
+    m2 = sub.add_parser("readme", help="rewrite the README's generated blocks from the committed reports")
+    m2.add_argument("--check", action="store_true", help="only say which blocks are stale (exit 1 if any)")
+    m2.add_argument("--readme", default="README.md", help="the README (default README.md)")
+    m2.add_argument("--reports", default="reports", help="the reports folder (default reports)")
+    m2.set_defaults(func=_readme)
 
     a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
     a.add_argument("results_dir", help="asv's results folder (default location: .asv/results)")

@@ -83,7 +83,8 @@ def _roofline(sweeps: list[tuple[pd.DataFrame, dict]], device: str) -> float | N
 def algorithms_section(df: pd.DataFrame, folders: list[Path], out: Path) -> list[str]:
     """Per model, each solver of the slow direction against d: the sweep's rows, the
     figure, and the interleaved A/B of ``solvers.csv`` where a folder holds one."""
-    slow = df[(df["kind"] != "parallel")] if "solver" in df else df.iloc[0:0]
+    solved = df["solver"].isin([*tables.ROLE, "fixed-point"]) if "solver" in df else False
+    slow = df[(df["kind"] != "parallel") & solved] if "solver" in df else df.iloc[0:0]
     ab = [pd.read_csv(f / "solvers.csv") for f in folders if (f / "solvers.csv").is_file()]
     if slow.empty and not ab:
         return []

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..table import KEY, META, NUMERIC, RESULTS
+from ..models.solvers import DIRECT, NATIVE
+from ..table import COLUMNS, KEY, META, NUMERIC, RESULTS
 
 
 def kind_of(path: Path) -> str:
@@ -49,6 +50,11 @@ def read_results(path: Path) -> pd.DataFrame:
         else:
             rows.append(row)
     df = pd.DataFrame(rows, columns=header).replace("", np.nan)
+    if "solver" not in df:  # a table from before the solvers: the slow op ran that commit's own algorithm
+        df["solver"] = np.where(df["kind"] == "parallel", DIRECT, NATIVE) if "kind" in df else DIRECT
+    for column in COLUMNS:
+        if column not in df:
+            df[column] = np.nan
     key = [k for k in KEY if k in df]
     dup = df.duplicated(key)
     if dup.any():

@@ -7,6 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+# byte-identical outputs for identical inputs: a fixed salt for SVG element ids, and no
+# date in any image's metadata (see _save)
+matplotlib.rcParams["svg.hashsalt"] = "flowbench"
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -22,7 +25,7 @@ KIND_LABEL = {
 
 
 def _save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
-    fig.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight")
+    fig.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     names = [f"{stem}.png"]
     if svg:
         fig.savefig(out / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})

@@ -1,0 +1,98 @@
+"""The README's generated blocks, written from the committed reports:
+``python -m harness readme [--check]``.
+
+Each block sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``; its text is
+a function of files under ``reports/`` (and of the paper presets), so a block that
+differs from what the reports say is stale: ``--check`` says which and exits 1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from .table import RESULTS
+
+QUICK = "quick/output.txt"  # make report saves the quick example's console output here
+
+
+def headline(reports: Path) -> str:
+    """Our models at d = 16, 64, 256: times with the default solver, sample / log_prob
+    with it and with the reference solver, and parameters."""
+    from .report.load import load
+    from .report.tables import fmt, main_rows, markdown, time_table
+
+    df, meta = load(reports / "cpu")
+    t = time_table(df)
+    t = t[t["d"].isin([16, 64, 256])].copy()
+    sizes = main_rows(df).drop_duplicates(["model", "dim"]).set_index(["model", "dim"])["params_effective"]
+    t["params (effective)"] = [fmt(float(sizes[(m, d)])) for m, d in zip(t["model"], t["d"])]
+    keep = ["model", "d", "solver", "log_prob ms [IQR]", "sample ms [IQR]", "sample / log_prob",
+            "sample / log_prob, reference solver", "params (effective)"]  # fmt: skip
+    cpu = " ".join(str(meta.get("cpu", "")).split()[:2])
+    head = (
+        f"Medians [IQR] in milliseconds per call of 1024 points, 1 thread, float32, from `make report` (commit "
+        f"`{meta.get('commit', '')}`, {cpu}, torch {meta.get('torch', '')}); each model's default solver, and "
+        "sample / log_prob with its family's reference solver beside it (`skipped`: over the 10 s budget "
+        "`make report` gives reference solvers)."
+    )
+    return head + "\n\n" + markdown(t[keep])
+
+
+def _file(relative: str) -> Callable[[Path], str]:
+    def read(reports: Path) -> str:
+        path = reports / relative
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is missing: run `make report` to write it")
+        return path.read_text().strip()
+
+    return read
+
+
+def quick(reports: Path) -> str:
+    return "```\n" + _file(f"cpu/{QUICK}")(reports) + "\n```"
+
+
+def paper(reports: Path) -> str:
+    from .paper import table1_markdown
+
+    return table1_markdown()
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "headline": headline,
+    "solvers": _file("cpu/solvers.md"),
+    "quick": quick,
+    "versus": _file("cpu/peers/versus.md"),
+    "paper": paper,
+}
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+
+
+def render(text: str, reports: Path) -> tuple[str, list[str]]:
+    """The README text with every block rewritten, and the names of blocks that changed."""
+    changed = []
+    for name, make in BLOCKS.items():
+        pattern = _pattern(name)
+        if not pattern.search(text):
+            raise ValueError(f"README has no block {name!r} (<!-- {name}:start --> ... <!-- {name}:end -->)")
+        body = make(reports)
+        new = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+        if new != text:
+            changed.append(name)
+        text = new
+    return text, changed
+
+
+def main(readme: Path = Path("README.md"), reports: Path = Path("reports"), check: bool = False) -> list[str]:
+    """Rewrites the blocks (or, with ``check``, only reports which are stale)."""
+    if not (reports / "cpu" / RESULTS).is_file():
+        raise ValueError(f"{str(reports / 'cpu' / RESULTS)!r} is missing: run `make report` first")
+    text, changed = render(readme.read_text(), reports)
+    if not check and changed:
+        readme.write_text(text)
+    return changed
