@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-import torch
 from torch import Tensor, nn
 
 from . import peers
@@ -118,4 +117,4 @@ def build_any(name: str, dim: int, **config: object) -> nn.Module:
     return factory(name)(dim, **config)
 
 
-__all__ = ["GROUP", "UserFlow", "build_any", "factory", "is_user", "known", "plugins", "torch"]
+__all__ = ["GROUP", "UserFlow", "build_any", "factory", "is_user", "known", "plugins"]
