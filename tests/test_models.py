@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from harness.check import MASS_TOL, TV_BOUND, mass, sample_density_tv
 from harness.models import NAMES, OPS, InversionError, build, keywords
 from harness.models.base import normal_log_prob
 from harness.models.invert import solve_increasing
@@ -87,61 +88,16 @@ def test_log_prob_is_base_plus_logabsdet(name):
     torch.testing.assert_close(normal_log_prob(z), expected)
 
 
-def grid(lo: float, hi: float, n: int) -> tuple[torch.Tensor, float]:
-    step = (hi - lo) / n
-    return torch.linspace(lo + step / 2, hi - step / 2, n, dtype=torch.float64), step
-
-
-def sinh_grid(n: int, reach: float = 1e5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points x = sinh(u), u uniform, with their widths dx: fine near 0 and reaching
-    +-reach, so heavy-tailed flows (slopes compound over stacked layers) keep their
-    mass on the grid."""
-    u, du = grid(-math.asinh(reach), math.asinh(reach), n)
-    return torch.sinh(u), torch.cosh(u) * du
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_density_normalises_1d(name):
-    m = model(name, 1)
-    x, dx = sinh_grid(20000)
     with torch.no_grad():
-        mass = (m.log_prob(x[:, None]).exp() * dx).sum()
-    assert abs(float(mass) - 1) < 0.01
+        assert abs(mass(model(name, 1).log_prob, 1) - 1) < MASS_TOL
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_density_normalises_2d(name):
-    m = model(name, 2)
-    x, dx = sinh_grid(400)
-    xy = torch.cartesian_prod(x, x)
     with torch.no_grad():
-        mass = (m.log_prob(xy).exp() * torch.outer(dx, dx).flatten()).sum()
-    assert abs(float(mass) - 1) < 0.01
-
-
-# Total variation between the histogram of n samples and the density's mass in
-# 10 x 10 bins (plus the mass outside them). Bins live in u = asinh(x), where the
-# density p(sinh u) cosh u stays smooth even for heavy-tailed flows. Sampling noise
-# alone gives about sqrt(2 * 101 / (pi * n)) / 2 = 0.028 at n = 20000 at worst; 0.05
-# leaves margin, while a wrong sampler (e.g. a flow run the wrong way) scores far above.
-TV_BOUND = 0.05
-
-
-def sample_density_tv(m, n: int = 20000, bins: int = 10, sub: int = 8) -> float:
-    with torch.no_grad():
-        u = torch.asinh(m.sample(n))
-    lo = torch.quantile(u, 0.01, dim=0).tolist()
-    hi = torch.quantile(u, 0.99, dim=0).tolist()
-    edges = [torch.linspace(a, b, bins + 1, dtype=torch.float64) for a, b in zip(lo, hi)]
-    hist = torch.histogramdd(u, bins=edges).hist / n
-    # density mass per bin by the midpoint rule on a sub x sub grid inside each bin
-    (g0, s0), (g1, s1) = (grid(a, b, bins * sub) for a, b in zip(lo, hi))
-    uu = torch.cartesian_prod(g0, g1)
-    with torch.no_grad():
-        dens = (m.log_prob(torch.sinh(uu)).exp() * torch.cosh(uu).prod(-1)).view(bins * sub, bins * sub)
-    mass = dens.view(bins, sub, bins, sub).sum((1, 3)) * s0 * s1
-    outside_hist, outside_mass = 1 - hist.sum(), 1 - mass.sum()
-    return float(0.5 * ((hist - mass).abs().sum() + (outside_hist - outside_mass).abs()))
+        assert abs(mass(model(name, 2).log_prob, 2) - 1) < MASS_TOL
 
 
 @pytest.mark.parametrize("name", NAMES)
