@@ -77,12 +77,9 @@ def plugins() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
-def is_user(name: str) -> bool:
-    return name not in NAMES and name not in peers.NAMES
-
-
 def known(name: str) -> bool:
-    return not is_user(name) or ":" in name or name in plugins()
+    """A reference model, a peer, a module:factory spec or a registered plugin."""
+    return name in NAMES or name in peers.NAMES or ":" in name or name in plugins()
 
 
 def factory(name: str) -> Callable[..., nn.Module]:
@@ -117,4 +114,4 @@ def build_any(name: str, dim: int, **config: object) -> nn.Module:
     return factory(name)(dim, **config)
 
 
-__all__ = ["GROUP", "UserFlow", "build_any", "factory", "is_user", "known", "plugins"]
+__all__ = ["GROUP", "UserFlow", "build_any", "factory", "known", "plugins"]

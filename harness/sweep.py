@@ -326,11 +326,10 @@ def measure(
         row: dict = {}
         stats = model.solve_stats() if hasattr(model, "solve_stats") else None
         if stats is not None and model.cost[op] != "parallel":
-            layers = sum(1 for t in model.transforms if t.solver)
             row.update(
                 evaluations=stats.evaluations,
                 iterations=stats.iterations,
-                evaluations_per_dim=stats.evaluations / (model.dim * layers),
+                evaluations_per_dim=stats.evaluations / (model.dim * model.solving_layers),
             )
         if not bool(torch.isfinite(out).all()):
             bad = int((~torch.isfinite(out)).sum())

@@ -167,6 +167,11 @@ class Flow(nn.Module):
         """The solver column of ``op``: this flow's solver for its slow op, else ``direct``."""
         return DIRECT if self.cost[op] == "parallel" else self.solver
 
+    @property
+    def solving_layers(self) -> int:
+        """Layers whose slow direction runs a solver (the Reverse layers between them do not)."""
+        return sum(1 for t in self.transforms if t.solver)
+
     def solve_stats(self) -> SolveStats | None:
         """What the last call of the slow direction spent, summed over layers (None
         when no layer has run one yet)."""
