@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test report report-gpu lint format clean
+.PHONY: venv test report report-gpu asv-quick lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -45,7 +45,15 @@ report: $(STAMP)
 GPU_SWEEP = --device cuda --dims 2,4,8,16,32,64,128,256,512,1024 --batch 1024,16384 --solvers all --no-flops
 report-gpu: $(STAMP)
 	$(BIN)/python -m harness sweep $(GPU_SWEEP) --out reports/gpu $(SWEEP_ARGS)
-	$(BIN)/python -m harness report reports/gpu --out reports/gpu
+	$(BIN)/python -m harness report reports/gpu reports/cpu --out reports/gpu
+
+# asv's development loop: this checkout's code in .venv, one quick pass of the
+# log_prob benchmarks, saved under the current commit (asv's --python=same saves
+# nothing without --set-commit-hash), ready for `harness asv-table` and `harness report`.
+ASV_BENCH ?= time_log_prob
+asv-quick: $(STAMP)
+	$(BIN)/asv machine --yes > /dev/null
+	$(BIN)/asv run --python=same --quick --set-commit-hash $$(git rev-parse HEAD) --bench '$(ASV_BENCH)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness benchmarks tests examples

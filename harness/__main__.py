@@ -1,4 +1,7 @@
-"""Command line: ``python -m harness {models,sweep,report,paper-table,asv-table}``."""
+"""flowbench: benchmark and check autoregressive normalizing flows.
+
+Also installed as the command flowbench (the same as python -m harness).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,15 @@ from tabulate import tabulate
 
 def _models(args: argparse.Namespace) -> int:
     from .measure.counting import count_params
-    from .models import NAMES, build, keywords
+    from .models import NAMES, OPS, build, keywords
 
     rows = []
     for name in NAMES:
         for dim in args.dims:
             m = build(name, dim)
             stored, effective = count_params(m)
-            rows.append([name, dim, m.cost.describe("log_prob"), m.cost.describe("sample"), stored, effective])
+            layers = m.solving_layers
+            rows.append([name, dim, *(m.cost.describe(op, layers) for op in OPS), stored, effective])
     headers = ["model", "d", "log_prob", "sample", "params_stored", "params_effective"]
     print(tabulate(rows, headers, tablefmt="github", intfmt=","))
     print("\nconfig keywords: " + "; ".join(f"{n}: {', '.join(keywords(n))}" for n in NAMES))
@@ -211,7 +215,12 @@ def _dims(text: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="python -m harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"flowbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("models", help="list the reference models with their cost and size")
     m.add_argument("--dims", type=_dims, default=[2, 64, 256], help="comma list (default 2,64,256)")
@@ -303,7 +312,7 @@ def parser() -> argparse.ArgumentParser:
     m2.set_defaults(func=_readme)
 
     a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
-    a.add_argument("results_dir", help="asv's results folder (default location: .asv/results)")
+    a.add_argument("results_dir", nargs="?", default=".asv/results", help="asv's results folder (default .asv/results)")
     a.set_defaults(func=_asv_table)
     return p
 

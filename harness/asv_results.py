@@ -16,6 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+# What to run when a folder holds no results: asv's development loop (`--python=same`)
+# saves results only when given a commit hash.
+HINT = (
+    "run `make asv-quick` (asv run --python=same --quick --set-commit-hash $(git rev-parse HEAD)) "
+    "or `asv run HEAD^!`; `asv run --python=same` without --set-commit-hash saves no results"
+)
+
 COLUMNS = ["benchmark", "params", "value", "unit", "status", "commit", "date", "machine", "env", "type"]
 
 
@@ -61,7 +68,7 @@ def read(results_dir: str | Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     index = results_dir / "benchmarks.json"
     if not index.is_file():
-        raise ValueError(f"{str(results_dir)!r} is not an asv results folder: no benchmarks.json")
+        raise ValueError(f"{str(results_dir)!r} is not an asv results folder: no benchmarks.json; {HINT}")
     benchmarks = _json(index)
     rows = []
     for path in sorted(results_dir.glob("*/*.json")):
@@ -75,7 +82,7 @@ def read(results_dir: str | Path) -> pd.DataFrame:
             raise ValueError(f"{str(path)!r} does not have asv's results structure ({type(e).__name__}: {e})") from None
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=COLUMNS)
+        raise ValueError(f"{str(results_dir)!r} holds asv's benchmark list but no results; {HINT}")
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 

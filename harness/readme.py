@@ -40,6 +40,27 @@ def headline(reports: Path) -> str:
     return head + "\n\n" + markdown(t[keep])
 
 
+def findings(reports: Path) -> str:
+    """The Findings of ``reports/cpu/REPORT.md`` and ``reports/gpu/REPORT.md``, their
+    links pointing into the reports; a finding the CPU report already gave is not
+    repeated."""
+    parts, seen = [], set()
+    for folder in ("cpu", "gpu"):
+        path = reports / folder / "REPORT.md"
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is missing: run `make report` to write it")
+        text = path.read_text()
+        if "## Findings" not in text:
+            raise ValueError(f"{str(path)!r} has no Findings section: run `python -m harness report` again")
+        section = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
+        bullets = [line for line in section.splitlines() if line.startswith("- ") and line not in seen]
+        seen.update(bullets)
+        body = re.sub(r"\]\(#", f"](reports/{folder}/REPORT.md#", "\n".join(bullets))
+        parts.append(f"From [reports/{folder}](reports/{folder}/REPORT.md):\n\n{body}")
+    note = next(line for line in section.splitlines() if line.startswith("Ratios from"))
+    return "\n\n".join([*parts, note])
+
+
 def _file(relative: str) -> Callable[[Path], str]:
     def read(reports: Path) -> str:
         path = reports / relative
@@ -61,6 +82,7 @@ def paper(reports: Path) -> str:
 
 
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "findings": findings,
     "headline": headline,
     "solvers": _file("cpu/solvers.md"),
     "quick": quick,

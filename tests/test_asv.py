@@ -95,3 +95,11 @@ def test_asv_runs_for_real_and_reads_back(tmp_path):
     cuda = df[(df["benchmark"] == "bench_time.LogProb.time_log_prob") & (df["device"] == "cuda")]
     assert set(cuda["status"]) == {"skipped"}, "the CUDA parameter is skipped (or not selected) here"
     assert set(df["commit"]) == {commit}
+
+
+def test_an_asv_folder_without_results_says_what_to_run(tmp_path):
+    (tmp_path / "benchmarks.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"no results; run `make asv-quick`.*--set-commit-hash"):
+        read(tmp_path)
+    with pytest.raises(ValueError, match=r"no benchmarks.json; run `make asv-quick`"):
+        read(tmp_path / "missing")

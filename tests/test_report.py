@@ -117,3 +117,71 @@ def test_missing_or_empty_source_is_a_clear_error(tmp_path):
     (tmp_path / "hollow" / "results.csv").write_text(",".join(COLUMNS) + "\n")
     with pytest.raises(ValueError, match="has no rows"):
         build_report([tmp_path / "hollow"], tmp_path / "out")
+
+
+def _two_families(out: Path, devices=("cpu",), batches=(100,)) -> Path:
+    """MAF and IAF with known times: MAF samples in 10 d ms, IAF in d ms (log_prob the reverse)."""
+    rows = []
+    for device in devices:
+        for batch in batches:
+            scale = 1.0 if device == "cpu" else 0.25
+            for model in ("maf", "iaf"):
+                for dim in (2, 4, 8):
+                    for op in ("log_prob", "sample"):
+                        slow = (model == "maf") == (op == "sample")
+                        rows.append(dict(
+                            model=model, dim=dim, op=op, device=device, batch=batch,
+                            kind="sequential" if slow else "parallel", solver="incremental" if slow else "direct",
+                            median_s=scale * 1e-3 * dim * (10 if slow else 1) * batch / 100, iqr_s=1e-6, runs=5,
+                            status="ok", params_stored=10 * dim, params_effective=5 * dim, threads=1,
+                            dtype="float32", source="sweep", commit="abc",
+                        ))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "results.csv", index=False)
+    (out / "meta.json").write_text(json.dumps({"commit": "abc"}))
+    return out
+
+
+def test_findings_come_first_and_their_numbers_are_in_the_tables_below(tmp_path):
+    text = build_report([_two_families(tmp_path / "s", devices=("cpu", "cuda"))], tmp_path / "out",
+                        paper=False).read_text()  # fmt: skip
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Findings"
+    findings, rest = text.split("## Scaling of log_prob against sample", 1)
+    # IAF samples 10x as fast as MAF at every d; the sentence's ratio is the table's cell
+    assert "IAF samples 10 [" in findings and "at d=8" in findings
+    assert "| 8   | 80 [0.001]" in rest and "| 10 [" in rest
+    assert "(#iaf-against-maf-sampling-on-cpu-batch-100)" in findings and "## IAF against MAF sampling on cpu" in rest
+    # sample / log_prob per family at the largest common d, and CPU against GPU (4x)
+    assert "maf 10 [" in findings and "iaf 0.1 [" in findings and "(incremental)" in findings
+    assert "**CPU against GPU** (cpu / cuda) at d=8" in findings and "maf log_prob 4 [" in findings
+    assert "## CPU against GPU" in rest and (tmp_path / "out" / "devices.png").is_file()
+
+
+def test_series_are_grouped_by_batch_with_slopes_per_batch(tmp_path):
+    src = _two_families(tmp_path / "s", batches=(100, 400))
+    text = build_report([src], tmp_path / "out", paper=False).read_text()
+    df, _ = load(src)
+    s = slopes(df)
+    assert set(s["batch"]) == {100, 400} and len(s) == 8 and set(s["slope k"]) == {"1"}
+    svg = (tmp_path / "out" / "scaling.svg").read_text()
+    assert "maf on cpu, batch 100" in svg and "maf on cpu, batch 400" in svg
+    overview = (tmp_path / "out" / "overview.svg").read_text()
+    assert "sample on cpu, batch 400" in overview
+    assert "## Time on cpu, batch 400" in text
+
+
+def test_model_styles_are_fixed_and_peers_take_a_shade_of_their_family():
+    from harness.report.plots import model_style
+
+    assert model_style("maf") == model_style("maf") and model_style("maf") != model_style("iaf")
+    zuko = model_style("zuko.maf")
+    assert zuko["color"] != model_style("maf")["color"] and zuko["marker"] != model_style("maf")["marker"]
+    assert model_style("mine.flow:make", ["mine.flow:make"])["marker"] == "h"
+
+
+def test_an_asv_report_states_asv_parameters_and_leaves_out_sweep_sections(tmp_path):
+    text = build_report([FIXTURES / "asv_results"], tmp_path / "out").read_text()
+    assert "asv's own parameters" in text and "| bench_time.LogProb.time_log_prob" in text
+    for sweep_only in ("## Findings", "B-NAF paper, Table 1", "Times are medians of blocked runs"):
+        assert sweep_only not in text

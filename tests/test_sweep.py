@@ -189,3 +189,26 @@ def test_counts_are_cached_per_configuration(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "count_work", lambda *a, **k: pytest.fail("counted again"))
     rows = sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, fresh=True, progress=False)
     assert sorted(r["flops"] for r in rows) == sorted(c["flops"] for c in counts.values())
+
+
+def test_cli_help_lists_every_command_and_the_version(capsys):
+    from harness import __version__
+    from harness.__main__ import parser
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    commands = parser()._subparsers._group_actions[0].choices
+    assert set(commands) >= {"models", "sweep", "report", "versus", "solvers", "check", "readme", "asv-table"}
+    assert all(name in text for name in commands) and "`" not in text and "flowbench" in text
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"flowbench {__version__}"
+    assert parser().parse_args(["asv-table"]).results_dir == ".asv/results"
+
+
+def test_models_counts_passes_per_model(capsys):
+    assert main(["models", "--dims", "4"]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert "parallel: 1 pass " in rows["made"] and "sequential: 1 x d passes" in rows["made"]
+    assert "parallel: 5 passes" in rows["maf"]

@@ -58,11 +58,19 @@ class Cost:
             raise ValueError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
         return getattr(self, op)
 
-    def describe(self, op: str) -> str:
+    def describe(self, op: str, layers: int | None = None) -> str:
+        """``op``'s cost in words, per autoregressive layer or, given ``layers``, in total."""
+        if layers is None:
+            return {
+                "parallel": "parallel: 1 pass per layer",
+                "sequential": "sequential: d passes per layer",
+                "iterative": "iterative: d root-finds per layer",
+            }[self[op]]
+        es = "" if layers == 1 else "es"
         return {
-            "parallel": "parallel: 1 pass per flow",
-            "sequential": "sequential: d passes per flow",
-            "iterative": "iterative: d root-finds per flow",
+            "parallel": f"parallel: {layers} pass{es}",
+            "sequential": f"sequential: {layers} x d passes",
+            "iterative": f"iterative: {layers} x d root-finds",
         }[self[op]]
 
 

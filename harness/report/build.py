@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plots, tables
+from . import findings, plots, tables
 from .load import load
 
 REGRESSION = 0.10  # flag changes over 10% between the two latest commits
@@ -122,29 +122,79 @@ def algorithms_section(df: pd.DataFrame, folders: list[Path], out: Path) -> list
     return lines
 
 
+def asv_parameters(folders: list[Path], machines: dict[str, dict]) -> list[str]:
+    """What an asv-sourced section measured: each benchmark's parameter grid and unit
+    (asv's benchmarks.json) and each machine (machine.json)."""
+    import json
+
+    rows = []
+    for folder in folders:
+        for name, info in sorted(json.loads((folder / "benchmarks.json").read_text()).items()):
+            if not isinstance(info, dict) or "param_names" not in info:
+                continue
+            grid = "; ".join(f"{k}: {', '.join(v)}" for k, v in zip(info["param_names"], info.get("params", [])))
+            rows.append({"benchmark": name, "parameters": grid, "unit": info.get("unit", "")})
+    lines = ["asv's own parameters (its `benchmarks.json`). The suite (`benchmarks/common.py` at each commit) "
+             "fixes its own batch and 1 thread, so its times are not the sweep's:", ""]  # fmt: skip
+    lines += [tables.markdown(pd.DataFrame(rows)), ""]
+    if machines:
+        keys = ["machine", "cpu", "num_cpu", "os", "ram"]
+        lines += ["Machines:", ""]
+        lines += [tables.markdown(pd.DataFrame([{k: str(m.get(k, "")) for k in keys} for m in machines.values()])), ""]
+    return lines
+
+
+def sampling_section(df: pd.DataFrame) -> list[str]:
+    """IAF against MAF sampling per d, on each device and batch."""
+    lines = []
+    for (device, batch), g in tables.main_rows(df).groupby(["device", "batch"], sort=False):
+        table = findings.sampling_table(g)
+        if not table.empty:
+            lines += [f"## {findings.sampling_title(device, batch)}", "", tables.markdown(table), ""]
+    return lines
+
+
+def devices_section(df: pd.DataFrame, out: Path) -> list[str]:
+    table = findings.devices_table(df)
+    if table.empty:
+        return []
+    lines = [f"## {findings.DEVICES}", ""]
+    lines += ["Each model's default algorithm at the largest d measured on both devices, per batch. The devices' "
+              "sweeps ran on different machines and possibly different commits (see Environment).", ""]  # fmt: skip
+    for name in plots.devices(df, out)[:1]:
+        lines += [f"![devices]({name})", ""]
+    return [*lines, tables.markdown(table), ""]
+
+
 def build_report(sources: list[str | Path], out: str | Path, paper: bool = True) -> Path:
-    """Writes ``out/REPORT.md`` with its PNG (and SVG) plots; returns its path."""
+    """Writes ``out/REPORT.md`` with its PNG (and SVG) plots; returns its path. The paper's
+    Table 1 and the sweep's sections appear only where a sweep folder is among the sources."""
     out = Path(out)
     if not sources:
         raise ValueError("no source given; pass a sweep folder or an asv results folder")
     loaded = [load(s) for s in sources]
     out.mkdir(parents=True, exist_ok=True)
     sweeps = [(df, meta) for df, meta in loaded if meta["kind"] == "sweep"]
-    asvs = [df for df, meta in loaded if meta["kind"] == "asv"]
+    asvs = [(df, meta) for df, meta in loaded if meta["kind"] == "asv"]
+    paper = paper and bool(sweeps)
     lines = ["# flowbench report", ""]
     lines += ["Sources: " + ", ".join(f"`{m['path']}` ({m['kind']})" for _, m in loaded), ""]
-    lines += ["Times are medians of blocked runs, seconds per call of `batch` points; FLOPs are counted op by op "
-              "as dispatched (2 per multiply-add, element-wise ops 1 per element); memory is the peak of tensor "
-              "bytes allocated during one call. Unless a section says otherwise, each model's slow direction "
-              "uses its default solver (see \"Algorithms for the slow direction\").", ""]  # fmt: skip
 
     everything = pd.concat([d for d, _ in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     df = everything[~tables.is_peer(everything["model"])] if sweeps else everything
+    folders = [Path(m["path"]) for _, m in sweeps]
+    versus = [pd.read_csv(f / "versus.csv") for f in folders if (f / "versus.csv").is_file()]
+    if sweeps:
+        lines += findings.findings(df, pd.concat(versus, ignore_index=True) if versus else None, paper)
+        lines += ["Times are medians of blocked runs, seconds per call of `batch` points; FLOPs are counted op by "
+                  "op as dispatched (2 per multiply-add, element-wise ops 1 per element); memory is the peak of "
+                  "tensor bytes allocated during one call. Unless a section says otherwise, each model's slow "
+                  "direction uses its default solver (see \"Algorithms for the slow direction\").", ""]  # fmt: skip
     if not df.empty:
-        lines += ["## Scaling of log_prob against sample", ""]
+        lines += [f"## {findings.SLOPES}", ""]
         for name in plots.overview(df, out)[:1]:
             lines += [f"![overview]({name})", ""]
-        lines += ["Fitted exponent k of time ~ d^k over the upper half of the dims "
+        lines += ["Fitted exponent k of time ~ d^k over the upper half of the dims, per device and batch "
                   "(parallel passes grow with the MADE widths; sequential ones make d passes):", ""]  # fmt: skip
         lines += [tables.markdown(tables.slopes(df)), ""]
         for name in plots.scaling(df, out)[:1]:
@@ -155,7 +205,7 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
                 "",
             ]
         for (device, batch), g in df.groupby(["device", "batch"], sort=False):
-            lines += [f"## Time on {device}, batch {int(batch)}", ""]
+            lines += [f"## {findings.time_title(device, batch)}", ""]
             lines += [tables.markdown(tables.time_table(g)), ""]
             skipped = tables.main_rows(g)
             skipped = skipped[skipped["status"] != "ok"]
@@ -176,25 +226,32 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
                 lines += ["FLOPs left blank:", ""]
                 lines += [f"- {r.model} d={int(r.dim)} {r.op}: {r.reason}" for r in uncounted.itertuples()]
                 lines += [""]
-        lines += algorithms_section(df, [Path(m["path"]) for _, m in sweeps], out)
-        lines += ["## Parameters", ""]
+        lines += sampling_section(df)
+        lines += devices_section(df, out)
+        lines += algorithms_section(df, folders, out)
+        lines += [f"## {findings.PARAMETERS}", ""]
         for name in plots.params(df, out)[:1]:
             lines += [f"![params]({name})", ""]
-        lines += ["Parameter ratios to B-NAF (effective parameters: masked-out entries not counted):", ""]
+        lines += ["NAF against B-NAF with the harness defaults, in both counting conventions (stored: numel of "
+                  "every tensor; effective: non-zero entries, masked-out ones not counted):", ""]  # fmt: skip
+        lines += [tables.markdown(findings.params_table(df)), ""]
+        lines += ["Parameter ratios to B-NAF (effective parameters):", ""]
         lines += [tables.markdown(tables.param_ratios(df)), ""]
     if sweeps:
-        lines += peers_section(everything, [Path(m["path"]) for _, m in sweeps])
+        lines += peers_section(everything, folders)
         lines += ["## Environment", ""]
         for _, meta in sweeps:
             lines += [tables.markdown(tables.environment(meta)), ""]
     if paper:
         from ..paper import table1_markdown
 
-        lines += ["## B-NAF paper, Table 1 (bottom): NAF / B-NAF parameter ratios", ""]
+        lines += [f"## {findings.PAPER}", ""]
         lines += [table1_markdown(), ""]
     if asvs:
-        asv = pd.concat(asvs, ignore_index=True)
+        asv = pd.concat([d for d, _ in asvs], ignore_index=True)
         lines += ["## asv history", ""]
+        machines = {k: v for _, m in asvs for k, v in m.get("asv_machines", {}).items()}
+        lines += asv_parameters([Path(m["path"]) for _, m in asvs], machines)
         reg = regressions(asv)
         if not reg.empty:
             lines += [f"Latest commit against the previous one (changes over {REGRESSION:.0%} flagged):", ""]

@@ -13,6 +13,7 @@ matplotlib.rcParams["svg.hashsalt"] = "flowbench"
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import to_hex, to_rgb  # noqa: E402
 
 from .tables import ROLE, fit_slope, main_rows, ok  # noqa: E402
 
@@ -22,6 +23,42 @@ KIND_LABEL = {
     "sequential": "sequential in d",
     "iterative": "iterative (root-finding)",
 }
+# One colour and marker per model in every plot; a peer takes a shade of its family's
+# colour and its library's marker; any other flow a colour of its own.
+FAMILY_STYLE = {"made": ("C0", "o"), "maf": ("C1", "s"), "iaf": ("C2", "^"), "naf": ("C3", "D"), "bnaf": ("C4", "v")}
+LIBRARY_SHADE = {"zuko": ("white", 0.45, "P"), "pyro": ("black", 0.35, "X"), "nflows": ("white", 0.7, "*")}
+OTHER_COLORS = ("C5", "C6", "C8", "C9", "C7")
+DEVICE_LINE = {"cpu": "-", "cuda": "--"}
+
+
+def _mix(color: str, toward: str, share: float) -> str:
+    a, b = np.array(to_rgb(color)), np.array(to_rgb(toward))
+    return to_hex((1 - share) * a + share * b)
+
+
+def model_style(model: str, others: list[str] | None = None) -> dict:
+    """``color`` and ``marker`` of a model, the same in every plot. ``others``: the
+    table's models that are neither reference models nor known peers, in order."""
+    if model in FAMILY_STYLE:
+        color, marker = FAMILY_STYLE[model]
+        return dict(color=color, marker=marker)
+    library, _, family = model.rpartition(".")
+    if family in FAMILY_STYLE and library in LIBRARY_SHADE:
+        toward, share, marker = LIBRARY_SHADE[library]
+        return dict(color=_mix(FAMILY_STYLE[family][0], toward, share), marker=marker)
+    index = (others or [model]).index(model) if model in (others or []) else 0
+    return dict(color=OTHER_COLORS[index % len(OTHER_COLORS)], marker="h")
+
+
+def _legend(ax, **kwargs) -> None:
+    """The legend beside the axes, off the data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, frameon=False, **kwargs)
+
+
+def _groups(d: pd.DataFrame) -> list[tuple[str, float]]:
+    """The (device, batch) pairs measured, in order of appearance."""
+    return list(dict.fromkeys(zip(ok(d)["device"], ok(d)["batch"])))
 
 
 def _save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
@@ -45,7 +82,7 @@ def _describe(g: pd.DataFrame) -> str:
 
 def _curve(ax, g: pd.DataFrame, op: str, **style) -> None:
     """A series' medians, its IQR as a band, and an x at the top of the axes for each
-    dim that was not measured (skipped, timeout, oom or error)."""
+    dim that was not measured (skipped, timeout, oom or error). ``op`` labels it."""
     g = g.sort_values("dim")
     done = g[g["status"] == "ok"]
     line = ax.plot(done["dim"], done["median_s"], label=f"{op} ({_describe(done)})", **{**STYLE.get(op, {}), **style})
@@ -69,72 +106,98 @@ def _axes(ax, title: str) -> None:
 
 
 def scaling(df: pd.DataFrame, out: Path) -> list[str]:
-    """One panel per model (rows) and device (columns): log_prob and sample time
-    against d with the default solver, each labelled with its cost kind and fitted slope."""
+    """One panel per model (rows) and (device, batch) (columns): log_prob and sample
+    time against d with the default solver, each labelled with its cost kind and
+    fitted slope."""
     d = main_rows(df)
-    models, devices = list(dict.fromkeys(ok(d)["model"])), list(dict.fromkeys(ok(d)["device"]))
+    models, groups = list(dict.fromkeys(ok(d)["model"])), _groups(d)
     if not models:
         return []
-    fig, axes = plt.subplots(len(models), len(devices), figsize=(6.2 * len(devices), 3.6 * len(models)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(len(models), len(groups), figsize=(8.4 * len(groups), 3.4 * len(models)),
+                             squeeze=False, layout="constrained")  # fmt: skip
     for i, model in enumerate(models):
-        for j, device in enumerate(devices):
+        color = model_style(model)["color"]
+        for j, (device, batch) in enumerate(groups):
             ax = axes[i][j]
+            here = d[(d["model"] == model) & (d["device"] == device) & (d["batch"] == batch)]
             for op in ("log_prob", "sample"):
-                g = d[(d["model"] == model) & (d["device"] == device) & (d["op"] == op)]
+                g = here[here["op"] == op]
                 if not g.empty:
-                    _curve(ax, g, op)
-            _axes(ax, f"{model} on {device} (batch {int(d['batch'].iloc[0])})")
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+                    _curve(ax, g, op, color=color)
+            _axes(ax, f"{model} on {device}, batch {int(batch)}")
+            _legend(ax)
     return _save(fig, out, "scaling")
 
 
 def overview(df: pd.DataFrame, out: Path) -> list[str]:
     """All models' curves (default solvers): sampling in one panel, density in the
-    other, a row per device."""
+    other, a row per (device, batch)."""
     d = main_rows(df)
-    devices = list(dict.fromkeys(ok(d)["device"]))
-    if not devices:
+    groups = _groups(d)
+    if not groups:
         return []
-    fig, axes = plt.subplots(len(devices), 2, figsize=(12.5, 4.6 * len(devices)), squeeze=False)
-    for i, device in enumerate(devices):
+    fig, axes = plt.subplots(len(groups), 2, figsize=(15, 4.6 * len(groups)), squeeze=False, layout="constrained")
+    for i, (device, batch) in enumerate(groups):
         for j, op in enumerate(("sample", "log_prob")):
             ax = axes[i][j]
-            for model, g in d[(d["device"] == device) & (d["op"] == op)].groupby("model", sort=False):
-                _curve(ax, g, model, marker="o", linestyle="-")
-            _axes(ax, f"{op} on {device}")
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+            here = d[(d["device"] == device) & (d["batch"] == batch) & (d["op"] == op)]
+            for model, g in here.groupby("model", sort=False):
+                _curve(ax, g, model, linestyle="-", **model_style(model))
+            _axes(ax, f"{op} on {device}, batch {int(batch)}")
+            _legend(ax)
     return _save(fig, out, "overview")
 
 
-def solvers(df: pd.DataFrame, out: Path) -> list[str]:
-    """The slow direction per model (rows): time against d for each solver, and the
-    evaluations per dimension each spends."""
-    d = ok(df[(df["kind"] != "parallel") & df["solver"].isin(list(ROLE) + ["fixed-point"])])
-    models = list(dict.fromkeys(d["model"]))
-    if not models:
+def devices(df: pd.DataFrame, out: Path) -> list[str]:
+    """CPU against GPU: a panel per model (rows) and op (columns), a line per (device,
+    batch): solid on the CPU, dashed on CUDA, a marker per batch."""
+    d = main_rows(df)
+    if len(set(ok(d)["device"])) < 2:
         return []
-    fig, axes = plt.subplots(len(models), 2, figsize=(12, 3.4 * len(models)), squeeze=False)
+    models = list(dict.fromkeys(ok(d)["model"]))
+    markers = dict(zip(sorted(set(ok(d)["batch"])), "os^Dv"))
+    fig, axes = plt.subplots(len(models), 2, figsize=(14, 3.4 * len(models)), squeeze=False, layout="constrained")
     for i, model in enumerate(models):
-        g = d[d["model"] == model]
+        color = model_style(model)["color"]
+        for j, op in enumerate(("log_prob", "sample")):
+            ax = axes[i][j]
+            for (device, batch), g in d[(d["model"] == model) & (d["op"] == op)].groupby(["device", "batch"]):
+                style = dict(color=color, linestyle=DEVICE_LINE.get(device, ":"), marker=markers.get(batch, "o"))
+                _curve(ax, g, f"{device}, batch {int(batch)}", **style)
+            _axes(ax, f"{model} {op}: CPU against GPU")
+            _legend(ax)
+    return _save(fig, out, "devices")
+
+
+def solvers(df: pd.DataFrame, out: Path) -> list[str]:
+    """The slow direction per model, device and batch (rows): time against d for each
+    solver, and the evaluations per dimension each spends."""
+    d = ok(df[(df["kind"] != "parallel") & df["solver"].isin(list(ROLE) + ["fixed-point"])])
+    panels = list(dict.fromkeys(zip(d["model"], d["device"], d["batch"])))
+    if not panels:
+        return []
+    fig, axes = plt.subplots(len(panels), 2, figsize=(15, 3.4 * len(panels)), squeeze=False, layout="constrained")
+    for i, (model, device, batch) in enumerate(panels):
+        g = d[(d["model"] == model) & (d["device"] == device) & (d["batch"] == batch)]
         for solver, h in g.groupby("solver", sort=False):
             h = h.sort_values("dim")
             label = f"{solver} ({ROLE[solver]})" if solver in ROLE else solver
             style = dict(marker="o", linestyle="--" if ROLE.get(solver) == "reference" else "-")
             axes[i][0].plot(h["dim"], h["median_s"], label=f"{label}, slope {_slope(h):.2f}", **style)
-            axes[i][1].plot(h["dim"], h["evaluations_per_dim"], label=label, **style)
-        _axes(axes[i][0], f"{model} {g['op'].iloc[0]}: time per call (batch {int(g['batch'].iloc[0])})")
+            counted = h[h["evaluations_per_dim"] > 0]
+            if not counted.empty:
+                axes[i][1].plot(counted["dim"], counted["evaluations_per_dim"], label=label, **style)
+        where = f"{model} {g['op'].iloc[0]} on {device}, batch {int(batch)}"
+        _axes(axes[i][0], f"{where}: time per call")
         axes[i][1].set_xscale("log", base=2)
-        axes[i][1].set_yscale("log")
+        if axes[i][1].lines:
+            axes[i][1].set_yscale("log")
         axes[i][1].set_xlabel("dimension d")
         axes[i][1].set_ylabel("evaluations per dimension")
-        axes[i][1].set_title(f"{model} {g['op'].iloc[0]}: evaluations per dimension and layer")
+        axes[i][1].set_title(f"{where}: evaluations per dimension and layer")
         axes[i][1].grid(True, which="both", alpha=0.3)
         for ax in axes[i]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+            _legend(ax)
     return _save(fig, out, "solvers")
 
 
@@ -143,48 +206,58 @@ def _slope(g: pd.DataFrame) -> float:
 
 
 def params(df: pd.DataFrame, out: Path) -> list[str]:
-    """Parameters (effective solid, stored dashed) against d, all models."""
+    """Parameters (effective solid, stored dashed) against d, all models; models with
+    identical counts share one line and one legend entry."""
     sizes = main_rows(df).drop_duplicates(["model", "dim"]).sort_values("dim")
     if sizes.empty:
         return []
-    fig, ax = plt.subplots(figsize=(7, 4.6))
-    for i, (model, g) in enumerate(sizes.groupby("model", sort=False)):
-        color = f"C{i}"
-        ax.plot(g["dim"], g["params_effective"], marker="o", color=color, label=f"{model} effective")
-        ax.plot(g["dim"], g["params_stored"], linestyle="--", color=color, alpha=0.6, label=f"{model} stored")
+    fig, ax = plt.subplots(figsize=(8.6, 4.6), layout="constrained")
+    same: dict[tuple, list[str]] = {}
+    for model, g in sizes.groupby("model", sort=False):
+        key = tuple(zip(g["dim"], g["params_effective"], g["params_stored"]))
+        same.setdefault(key, []).append(model)
+    for models in same.values():
+        g = sizes[sizes["model"] == models[0]]
+        style = model_style(models[0])
+        name = " = ".join(models) + (" (identical)" if len(models) > 1 else "")
+        ax.plot(g["dim"], g["params_effective"], linestyle="-", label=f"{name} effective", **style)
+        ax.plot(g["dim"], g["params_stored"], linestyle="--", alpha=0.6, color=style["color"], label=f"{name} stored")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("dimension d")
     ax.set_ylabel("parameters")
     ax.set_title("Parameters against d (effective: without masked-out entries)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    _legend(ax)
     return _save(fig, out, "params")
 
 
 def history(df: pd.DataFrame, out: Path) -> list[str]:
     """asv: one figure per benchmark of its value across commits, a panel per model
-    (when the benchmark has one) and a line per remaining parameter set."""
+    (when the benchmark has one) and a line per remaining parameter set; parameters
+    shared by every line go into the title rather than each legend entry."""
     names: list[str] = []
     d = df[df["status"] == "ok"]
     for bench, g in d.groupby("benchmark", sort=True):
         order = g.drop_duplicates("commit").sort_values("date")["commit"].tolist()
         panels = list(dict.fromkeys(g["model"])) if "model" in g and g["model"].notna().all() else [None]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 3.8), squeeze=False)
+        split = {p: [x for x in p.split(", ") if not x.startswith("model=")] for p in g["params"].unique()}
+        shared = set.intersection(*(set(v) for v in split.values())) if split else set()
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1.5, 4.2), squeeze=False,
+                                 layout="constrained")  # fmt: skip
         for ax, model in zip(axes[0], panels):
             h = g if model is None else g[g["model"] == model]
             for params, line in h.groupby("params", sort=False):  # asv's order: dims ascending
                 line = line.set_index("commit").reindex(order)
-                label = ", ".join(p for p in params.split(", ") if not p.startswith("model="))
+                label = ", ".join(x for x in split[params] if x not in shared)
                 ax.plot(range(len(order)), line["value"], marker="o", label=label or params)
-            ax.set_xticks(range(len(order)), [c[:8] for c in order], rotation=45, fontsize=7)
+            ax.set_xticks(range(len(order)), [c[:8] for c in order], rotation=45, fontsize=8)
             ax.set_yscale("log")
-            ax.set_title(model or bench, fontsize=9)
+            ax.set_title(model or bench, fontsize=10)
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=6)
+            ax.set_xlabel("commit")
+        _legend(axes[0][-1])
         axes[0][0].set_ylabel(str(g["unit"].iloc[0]))
-        fig.suptitle(bench, fontsize=10)
-        fig.tight_layout()
+        fig.suptitle(bench + (f" ({', '.join(sorted(shared))})" if shared else ""), fontsize=11)
         names += _save(fig, out, f"history_{bench.replace('.', '_')}", svg=False)
     return names

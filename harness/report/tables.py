@@ -184,14 +184,25 @@ def fit_slope(dims: np.ndarray, seconds: np.ndarray) -> float:
     return float(np.polyfit(np.log(dims[upper]), np.log(seconds[upper]), 1)[0])
 
 
-def slopes(df: pd.DataFrame) -> pd.DataFrame:
-    """Fitted scaling exponent k in time ~ d^k per device, model and op."""
+def slope_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Fitted scaling exponent k in time ~ d^k per device, batch, model and op (default
+    solvers), with the dims it was fitted over."""
     rows = []
-    for (device, model, op), g in ok(main_rows(df)).groupby(["device", "model", "op"], sort=False):
+    groups = ok(main_rows(df)).groupby(["device", "batch", "model", "op"], sort=False)
+    for (device, batch, model, op), g in groups:
         k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
-        rows.append({"device": device, "model": model, "op": op, "kind": g["kind"].iloc[0],
-                     "slope k": fmt(k, 2), "dims fitted": _fitted(g["dim"].to_numpy(), k)})  # fmt: skip
+        rows.append({"device": device, "batch": batch, "model": model, "op": op, "kind": g["kind"].iloc[0],
+                     "k": k, "dims fitted": _fitted(g["dim"].to_numpy(), k)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def slopes(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`slope_values` as printed: k to two digits, batch as an int."""
+    values = slope_values(df)
+    if values.empty:
+        return values
+    out = values.assign(batch=values["batch"].astype(int), k=values["k"].map(lambda k: fmt(k, 2)))
+    return out.rename(columns={"k": "slope k"})
 
 
 def _fitted(dims: np.ndarray, k: float) -> str:
