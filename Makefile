@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test report report-gpu asv-quick lint format clean
+.PHONY: venv test report report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,7 @@ report: $(STAMP)
 	$(BIN)/python -m harness solvers --models maf,iaf,bnaf --dims 32,256 --rounds 5 --max-call-s 4 --out reports/cpu
 	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
 	$(BIN)/python -m harness versus --out reports/cpu/peers
+	$(BIN)/python -m harness check all --out reports/cpu --exit-zero > reports/cpu/checks.txt
 	$(BIN)/python -m harness report reports/cpu reports/cpu/peers --out reports/cpu
 	mkdir -p reports/cpu/quick
 	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --no-progress --fresh --out reports/cpu/quick > reports/cpu/quick/output.txt
@@ -54,6 +55,16 @@ ASV_BENCH ?= time_log_prob
 asv-quick: $(STAMP)
 	$(BIN)/asv machine --yes > /dev/null
 	$(BIN)/asv run --python=same --quick --set-commit-hash $$(git rev-parse HEAD) --bench '$(ASV_BENCH)'
+
+# The README's "Benchmark your own flow", end to end: check, quick sweep beside MAF, a
+# contest against MAF sampling, and a report (CI runs it).
+example: $(STAMP)
+	@set -e; out=$$(mktemp -d); set -x; \
+	$(BIN)/python -m harness check examples.linear_flow:make --out $$out; \
+	$(BIN)/python -m harness sweep --models examples.linear_flow:make,maf --quick --device cpu --no-progress --out $$out; \
+	$(BIN)/python -m harness versus --contest examples.linear_flow:make=maf.sample --dims 8 --no-naf --rounds 5 --out $$out; \
+	$(BIN)/python -m harness report $$out --out $$out; \
+	grep -q "examples.linear_flow:make" $$out/REPORT.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness benchmarks tests examples

@@ -112,7 +112,7 @@ def _versus(args: argparse.Namespace) -> int:
         ensure_folder(args.out)
     results, _ = versus(
         args.contests, args.dims, args.naf_dims, batch=args.batch, rounds=args.rounds,
-        out=Path(args.out) if args.out else None,
+        out=Path(args.out) if args.out else None, entrants=args.contest or [],
     )  # fmt: skip
     verdicts = [r["verdict"] for r in results]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("faster", "no clear difference", "slower"))
@@ -159,17 +159,34 @@ def _seconds(text: str) -> float:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from . import check, registry
+    from pathlib import Path
 
-    make = registry.factory(args.spec)
+    from . import check, registry
+    from .files import ensure_folder
+    from .sweep import GROUPS
+    from .table import CHECKS
+
+    specs = list(dict.fromkeys(m for name in args.spec for m in GROUPS.get(name, (name,))))
+    if args.out:
+        ensure_folder(args.out)
     config = dict(args.config or [])
-    results = check.run(lambda dim: make(dim, **config), args.dims)
-    print(f"{args.spec}: float64, seed 0\n")
-    print(check.table(results))
-    failed = [r for r in results if r.passed is False]
-    print(f"\n{'FAIL' if failed else 'pass'}: {len(failed)} of {len(results)} checks failed"
-          + (f" ({', '.join(f'{r.check} d={r.dim}' for r in failed)})" if failed else ""))  # fmt: skip
-    return 1 if failed else 0
+    failures, total = [], 0
+    for spec in specs:
+        make = registry.factory(spec)
+        results = check.run(lambda dim, make=make: make(dim, **config), args.dims)
+        print(f"{spec}: float64, seed 0\n")
+        print(check.table(results) + "\n")
+        failures += [f"{spec} {r.check} d={r.dim}" for r in results if r.passed is False]
+        total += len(results)
+        if args.out:
+            check.write(Path(args.out) / CHECKS, spec, *registry.identity(spec), results)
+    print(
+        f"{'FAIL' if failures else 'pass'}: {len(failures)} of {total} checks failed"
+        + (f" ({', '.join(failures)})" if failures else "")
+    )
+    if args.out:
+        print(f"-> {Path(args.out) / CHECKS}")
+    return 1 if failures and not args.exit_zero else 0
 
 
 def _config(text: str) -> tuple[str, object]:
@@ -195,6 +212,13 @@ def _readme(args: argparse.Namespace) -> int:
         return 1
     print(("rewrote: " + ", ".join(changed)) if changed else "README blocks are up to date")
     return 0
+
+
+def _entrant(text: str) -> tuple[str, str]:
+    spec, sep, contest = text.rpartition("=")
+    if not sep or not spec or not contest:
+        raise argparse.ArgumentTypeError(f"expected SPEC=CONTEST such as mine.flow:make=maf.sample, got {text!r}")
+    return spec, contest
 
 
 def _names(text: str) -> list[str]:
@@ -272,6 +296,14 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("versus", help="A/B timing of the reference models against the peers (needs the peers extra)")
     v.add_argument("--contests", type=_names, help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob")
+    v.add_argument(
+        "--contest",
+        type=_entrant,
+        action="append",
+        metavar="SPEC=CONTEST",
+        help="add a flow to a contest's rivals, e.g. mine.flow:make=maf.sample (repeatable); "
+        "without --contests, only the contests joined this way run",
+    )
     v.add_argument("--dims", type=_dims, help="comma list (default 8,32,128)")
     v.add_argument("--naf-dims", type=_dims, default=[8], help="dims of the NAF sample/log_prob ratios (default 8)")
     v.add_argument("--no-naf", dest="naf_dims", action="store_const", const=[], help="skip the NAF ratios")
@@ -300,9 +332,16 @@ def parser() -> argparse.ArgumentParser:
         "check",
         help="the exactness suite for any flow: log-det, round trips, normalisation, samples against density",
     )
-    c.add_argument("spec", help="a model or peer name, or module:factory (factory(dim, **config) returns the flow)")
+    c.add_argument(
+        "spec",
+        type=_names,
+        help="comma list of model or peer names, ours, peers, all, or module:factory (factory(dim, **config) "
+        "returns the flow)",
+    )
     c.add_argument("--dims", type=_dims, default=[1, 2, 5], help="dims of the per-dimension checks (default 1,2,5)")
     c.add_argument("--config", type=_config, action="append", help="key=value passed to the factory (repeatable)")
+    c.add_argument("--out", help="folder for checks.csv (the report's Correctness table)")
+    c.add_argument("--exit-zero", action="store_true", help="exit 0 even where a check fails (recording for a report)")
     c.set_defaults(func=_check)
 
     m2 = sub.add_parser("readme", help="rewrite the README's generated blocks from the committed reports")

@@ -23,6 +23,7 @@ from .measure import allocator
 from .measure.stats import ratio_interval, relative_deviation
 from .measure.timing import time_once, time_rounds
 from .models import NAMES, build, run_op, unchecked
+from .table import OK, SOLVERS, SOLVERS_MD
 
 FIELDS = [
     "model",
@@ -105,7 +106,7 @@ def compare(
                     evaluations_per_dim=stats.evaluations / (dim * flow.solving_layers),
                     max_rel_dev=dev,
                     fast_op=fast_op,
-                    status="ok",
+                    status=OK,
                     reason="",
                 )
                 if seconds <= max_call_s:
@@ -207,6 +208,6 @@ def main(
     text = table(rows)
     print(text)
     if out is not None:
-        write_csv(rows, out / "solvers.csv")
-        (out / "solvers.md").write_text(text + "\n")
+        write_csv(rows, out / SOLVERS)
+        (out / SOLVERS_MD).write_text(text + "\n")
     return rows

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .table import ERROR, OK, SKIPPED, Status
+
 # What to run when a folder holds no results: asv's development loop (`--python=same`)
 # saves results only when given a commit hash.
 HINT = (
@@ -33,12 +35,13 @@ def _value(text: str):
         return text
 
 
-def _status(value) -> str:
+def _status(value) -> Status:
+    """asv's null (failed) is an error row, its NaN (skipped) a skipped one."""
     if value is None:
-        return "failed"
+        return ERROR
     if isinstance(value, float) and math.isnan(value):
-        return "skipped"
-    return "ok"
+        return SKIPPED
+    return OK
 
 
 def _json(path: Path, kind: type = dict):
@@ -62,7 +65,7 @@ def read(results_dir: str | Path) -> pd.DataFrame:
 
     One row per benchmark, parameter combination, commit, machine and environment,
     with the parameters also split into columns of their own (``model``, ``dim``, ...),
-    ``value`` in ``unit``, and ``status`` ok, skipped (NaN) or failed (null). Time
+    ``value`` in ``unit``, and ``status`` ok, skipped (NaN) or error (asv's null: failed). Time
     benchmarks also carry ``op`` and ``median_s``, as the sweep's table does.
     """
     results_dir = Path(results_dir)
@@ -105,7 +108,7 @@ def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
             row = {
                 "benchmark": name,
                 "params": ", ".join(f"{k}={v}" for k, v in parsed.items()),
-                "value": float(value) if status == "ok" else math.nan,
+                "value": float(value) if status == OK else math.nan,
                 "unit": info.get("unit", ""),
                 "status": status,
                 "commit": data.get("commit_hash", ""),

@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .models.base import normal_log_prob
+from .models.base import Measurable, normal_log_prob
 
 LOGDET_TOL = 1e-6
 ROUND_TRIP_TOL = 1e-6  # relative: |error| / (1 + |value|)
@@ -96,10 +97,10 @@ def _rel(a: Tensor, b: Tensor) -> float:
     return float(((a - b).abs() / (1 + b.abs())).max())
 
 
-def can(flow, op: str) -> str:
+def can(flow: Measurable, op: str) -> str:
     """'' if ``flow`` can do ``op`` (``forward``: data->base with its log-det;
     ``inverse``: base->data), else why not."""
-    unsupported = getattr(flow, "unsupported", {}) or {}
+    unsupported = flow.unsupported
     if op == "inverse" and "sample" in unsupported:
         return unsupported["sample"]
     if op == "forward" and "log_prob" in unsupported:
@@ -107,7 +108,7 @@ def can(flow, op: str) -> str:
     return ""
 
 
-def check_dim(flow, dim: int, points: int = 4) -> list[Result]:
+def check_dim(flow: Measurable, dim: int, points: int = 4) -> list[Result]:
     """Structure, log-det, log_prob and round trips of ``flow`` (float64) at ``dim``."""
     out: list[Result] = []
     torch.manual_seed(0)
@@ -165,13 +166,12 @@ def check_density(make: Callable[[int], object]) -> list[Result]:
     return out
 
 
-def run(make: Callable[..., object], dims: Sequence[int] = (1, 2, 5)) -> list[Result]:
+def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> list[Result]:
     """Every check of the flow ``make(dim)`` builds, in float64 with a fixed seed."""
 
-    def build(dim: int):
+    def build(dim: int) -> Measurable:
         torch.manual_seed(0)
-        flow = make(dim)
-        return flow.double().eval() if hasattr(flow, "double") else flow
+        return make(dim).double().eval()
 
     def guarded(what: str, dim: int, fn: Callable[[], list[Result]]) -> list[Result]:
         try:
@@ -191,9 +191,35 @@ def table(results: list[Result]) -> str:
     def num(v: float | None) -> str:
         return "" if v is None else f"{v:.3g}"
 
-    verdict = {True: "pass", False: "FAIL", None: "-"}
-    rows = [[r.check, r.dim, num(r.measured), num(r.tolerance), verdict[r.passed], r.note] for r in results]
+    rows = [[r.check, r.dim, num(r.measured), num(r.tolerance), VERDICT[r.passed], r.note] for r in results]
     return tabulate(rows, ["check", "d", "measured", "tolerance", "result", "note"], tablefmt="github")
+
+
+VERDICT = {True: "pass", False: "FAIL", None: "-"}
+FIELDS = ("model", "family", "library", "check", "dim", "measured", "tolerance", "result", "note")
+
+
+def write(path: Path, model: str, family: str, library: str, results: list[Result]) -> None:
+    """Appends one model's results to ``path`` (checks.csv), a header first if new;
+    rows of an earlier check of the same model are replaced."""
+    import csv
+
+    kept = []
+    if path.exists():
+        with path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r["model"] != model]
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(kept)
+        for r in results:
+            w.writerow(dict(
+                model=model, family=family, library=library, check=r.check, dim=r.dim,
+                measured="" if r.measured is None else r.measured,
+                tolerance="" if r.tolerance is None else r.tolerance, result=VERDICT[r.passed], note=r.note,
+            ))  # fmt: skip
+    tmp.replace(path)  # whole or not at all
 
 
 def passed(results: list[Result]) -> bool:

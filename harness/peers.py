@@ -39,7 +39,8 @@ from torch import Tensor, nn
 
 from .models import BUILDERS
 from .models.base import Cost, normal_log_prob
-from .models.maf import default_hidden
+from .models.masked import default_hidden
+from .models.solvers import NATIVE
 
 INSTALL = "pip install 'flowbench-harness[peers]'"
 
@@ -71,10 +72,26 @@ class PeerFlow(nn.Module):
     # zuko's monotonic transforms take autograd derivatives inside log_prob, which
     # inference mode forbids; the harness times peers under no_grad instead.
     inference_mode = False
+    solver = NATIVE  # the library's own algorithm for its slow direction
+    reference_solver = None
 
-    def __init__(self, dim: int, module: nn.Module, cost: Cost, unsupported: dict[str, str]):
+    def __init__(
+        self, dim: int, module: nn.Module, cost: Cost, unsupported: dict[str, str], family: str = "", library: str = ""
+    ):
         super().__init__()
         self.dim, self.module, self.cost, self.unsupported = dim, module, cost, dict(unsupported)
+        self.family, self.library = family, library
+
+    def reset_stats(self) -> None:
+        """A library's solver keeps no counters."""
+
+    def solve_stats(self) -> None:
+        return None
+
+    def masks(self) -> dict[str, Tensor]:
+        """Masks beyond the ``weight`` + ``mask`` convention (zuko, nflows and pyro's
+        MADE follow it): none."""
+        return {}
 
     def _needs(self, op: str) -> None:
         if op in self.unsupported:
@@ -175,9 +192,22 @@ class PyroFlow(PeerFlow):
     """A list of pyro transforms, and :data:`REVERSE` markers between them (pyro's
     ``Permute`` is no Module: its index would stay on the CPU when the flow moves)."""
 
-    def __init__(self, dim: int, transforms: list, cost: Cost, unsupported: dict[str, str]):
-        super().__init__(dim, nn.ModuleList(t for t in transforms if isinstance(t, nn.Module)), cost, unsupported)
+    def __init__(self, dim: int, transforms: list, cost: Cost, unsupported: dict[str, str], **names: str):
+        super().__init__(
+            dim, nn.ModuleList(t for t in transforms if isinstance(t, nn.Module)), cost, unsupported, **names
+        )
         self.transforms = transforms
+
+    def masks(self) -> dict[str, Tensor]:
+        """pyro's block layers (B-NAF) keep their weight as ``_weight`` beside a diagonal
+        and an off-diagonal mask, ``mask_d`` and ``mask_o``."""
+        from pyro.distributions.transforms.block_autoregressive import MaskedBlockLinear
+
+        return {
+            f"{prefix}._weight": layer.mask_d + layer.mask_o
+            for prefix, layer in self.named_modules()
+            if isinstance(layer, MaskedBlockLinear)
+        }
 
 
 class PyroSampling(PyroFlow):
@@ -324,4 +354,4 @@ def build(name: str, dim: int, **config: object) -> PeerFlow:
     kwargs = {k: v for k, v in kwargs.items() if k in params}
     module = peer.builder(dim, **kwargs)
     wrapper = WRAPPERS.get(peer.library) or (PyroSampling if peer.family == "iaf" else PyroDensity)
-    return wrapper(dim, module, peer.cost, peer.unsupported)
+    return wrapper(dim, module, peer.cost, peer.unsupported, family=peer.family, library=peer.library)

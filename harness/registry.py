@@ -9,6 +9,7 @@ not already behind the harness's contract (:class:`harness.models.Flow` or a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -18,7 +19,8 @@ from importlib.metadata import entry_points
 from torch import Tensor, nn
 
 from . import peers
-from .models import NAMES, Cost, Flow, build
+from .models import NAMES, Cost, Flow, Measurable, build
+from .table import OURS
 
 GROUP = "flowbench.models"
 
@@ -28,16 +30,18 @@ class UserFlow(peers.PeerFlow):
     ``inverse(z)`` (base->data) for sampling on given base points; ``module(x)``
     returning ``(z, log|det dz/dx|)`` enables the log-det and round-trip checks.
     Its ``cost`` is used if it has one (a :class:`Cost`), else both ops count as
-    parallel passes."""
+    parallel passes; its ``family`` (a reference model's name) if it has one. Its
+    library is the module of its spec (or the plugin's name)."""
 
-    def __init__(self, dim: int, module: nn.Module, name: str):
+    def __init__(self, dim: int, module: nn.Module, name: str, library: str = ""):
         if not callable(getattr(module, "log_prob", None)):
             raise ValueError(f"{name} built a {type(module).__name__} without log_prob(x); a flow needs one")
         unsupported = {}
         if not callable(getattr(module, "inverse", None)):
             unsupported["sample"] = f"{name} has no inverse(z): sampling is timed on given base points"
         cost = module.cost if isinstance(getattr(module, "cost", None), Cost) else Cost("parallel", "parallel")
-        super().__init__(dim, module, cost, unsupported)
+        family = module.family if isinstance(getattr(module, "family", None), str) else ""
+        super().__init__(dim, module, cost, unsupported, family=family, library=library or name.partition(":")[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out = self.module(x)
@@ -82,7 +86,7 @@ def known(name: str) -> bool:
     return name in NAMES or name in peers.NAMES or ":" in name or name in plugins()
 
 
-def factory(name: str) -> Callable[..., nn.Module]:
+def factory(name: str) -> Callable[..., Measurable]:
     """``make(dim, **config)`` for any model name; ValueError naming the allowed forms."""
     if name in NAMES:
         return lambda dim, **config: build(name, dim, **config)
@@ -98,7 +102,7 @@ def factory(name: str) -> Callable[..., nn.Module]:
             f"{GROUP!r}, or module:factory (factory(dim, **config) returns the flow)"
         )
 
-    def user(dim: int, **config: object) -> nn.Module:
+    def user(dim: int, **config: object) -> Measurable:
         flow = make(dim, **config)
         if isinstance(flow, (Flow, peers.PeerFlow)):
             return flow
@@ -109,9 +113,21 @@ def factory(name: str) -> Callable[..., nn.Module]:
     return user
 
 
-def build_any(name: str, dim: int, **config: object) -> nn.Module:
+def build_any(name: str, dim: int, **config: object) -> Measurable:
     """The flow of any model name at ``dim``."""
     return factory(name)(dim, **config)
 
 
-__all__ = ["GROUP", "UserFlow", "build_any", "factory", "known", "plugins"]
+@functools.cache
+def identity(name: str) -> tuple[str, str]:
+    """(family, library) of any model name: the reference family it matches ('' if
+    none) and who wrote it (``flowbench`` for ours)."""
+    if name in NAMES:
+        return name, OURS
+    if name in peers.NAMES:
+        return peers.PEERS[name].family, peers.PEERS[name].library
+    flow = build_any(name, 1)
+    return flow.family, flow.library
+
+
+__all__ = ["GROUP", "UserFlow", "build_any", "factory", "identity", "known", "plugins"]

@@ -29,10 +29,10 @@ from .measure import allocator
 from .measure.counting import FLOPS_METHOD, count_params, count_work
 from .measure.stats import relative_deviation
 from .measure.timing import MIN_RUNS, gemm_rate, time_call, time_once
-from .models import NAMES, OPS, Cost, build, run_op, unchecked
+from .models import NAMES, OPS, Cost, Measurable, build, run_op, unchecked
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
-from .table import COLUMNS, COUNTS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, key_of
+from .table import COLUMNS, COUNTS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, Row, key_of
 
 ALL_NAMES = NAMES + peers.NAMES
 # --models shorthands
@@ -275,18 +275,19 @@ def cost_of(name: str) -> Cost:
 
 def grad_off(model) -> contextlib.AbstractContextManager:
     """Inference mode, or no_grad for peers that take autograd derivatives inside a call."""
-    return torch.inference_mode() if getattr(model, "inference_mode", True) else torch.no_grad()
+    return torch.inference_mode() if model.inference_mode else torch.no_grad()
 
 
 # The budget covers a configuration's every call: the checked call, MIN_RUNS timed runs
 # and the counting pass (FLOPs and memory together), which costs up to about four calls
 # for calls made of many small ops (a root-find), where dispatch dominates.
 COUNT_CALLS = 4
+NO_FLOPS = "not counted: the sweep ran with --no-flops"
 CALLS = 1 + MIN_RUNS + COUNT_CALLS
 
 
 def measure(
-    model,
+    model: Measurable,
     op: str,
     device: str,
     batch: int,
@@ -320,11 +321,10 @@ def measure(
             nonlocal out
             out = fn()
 
-        if hasattr(model, "reset_stats"):
-            model.reset_stats()
+        model.reset_stats()
         one = time_once(checked, device)  # warm-up, and the estimate the budget is checked on
         row: dict = {}
-        stats = model.solve_stats() if hasattr(model, "solve_stats") else None
+        stats = model.solve_stats()
         if stats is not None and model.cost[op] != "parallel":
             row.update(
                 evaluations=stats.evaluations,
@@ -349,6 +349,8 @@ def measure(
                 row["peak_mem_bytes"] = peak
             if config.flops:
                 row.update(flops=counted, flops_method=FLOPS_METHOD)
+        if not config.flops:
+            row["flops_note"] = NO_FLOPS
     return row, out
 
 
@@ -431,10 +433,10 @@ class Measurer:
             self.built.clear()  # one model in memory at a time
             torch.manual_seed(config.seed)  # the same weights whatever the solver
             flow = build_any(name, task.dim, **config.model_config, **solver_config).to(device).eval()
-            self.built[key] = (flow, count_params(flow))
+            self.built[key] = (flow, count_params(flow, flow.masks()))
         model, (stored, effective) = self.built[key]
         row = dict(kind=model.cost[task.op], params_stored=stored, params_effective=effective)
-        if task.op in getattr(model, "unsupported", {}):
+        if task.op in model.unsupported:
             return dict(row, status=SKIPPED, reason=model.unsupported[task.op])
         if task.skip:
             return dict(row, status=SKIPPED, reason=task.skip)
@@ -443,7 +445,7 @@ class Measurer:
         )
         row.update(measured)
         problem = (device, name, task.dim, task.op, task.batch)
-        if out is not None and task.solver == getattr(model, "reference_solver", None):
+        if out is not None and task.solver == model.reference_solver:
             self.reference_out = {problem: out}  # only the current problem's is kept
         elif out is not None and problem in self.reference_out:
             row["max_rel_dev"] = relative_deviation(out, self.reference_out[problem])
@@ -526,9 +528,10 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         bar = tqdm(todo, desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
         try:
             for device, name, dim, op, batch, solver in bar:
-                row = dict(
-                    model=name, dim=dim, op=op, device=device, batch=batch, solver=solver,
-                    threads=config.threads, dtype="float32", source="sweep", commit=commit,
+                family, library = registry.identity(name)
+                row: Row = dict(
+                    model=name, family=family, library=library, dim=dim, op=op, device=device, batch=batch,
+                    solver=solver, threads=config.threads, dtype="float32", source="sweep", commit=commit,
                 )  # fmt: skip
                 missing = peers.unavailable(name) if name in peers.NAMES else None
                 if missing:  # listed, not measured, and not recorded: it says nothing of larger d
@@ -553,8 +556,8 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                 record(row)
                 folder.write(row)
                 rows.append(row)
-        except KeyboardInterrupt:
-            raise Interrupted(len(done) + len(rows), out) from None
+        except KeyboardInterrupt:  # what the table holds, whichever line the signal came in
+            raise Interrupted(folder.rows_on_disk(), out) from None
         finally:
             if worker is not None:
                 worker.close()
@@ -699,6 +702,13 @@ class ResultsFolder:
     def _sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
+
+    def rows_on_disk(self) -> int:
+        """Whole rows in the table now (the header and a torn last line not counted)."""
+        if not self.results.exists():
+            return 0
+        text = self.results.read_text()
+        return max(text.count("\n") - 1, 0)
 
     def write_meta(self, config: Config, *, resume: bool) -> dict:
         """A new table's environment; a resumed one keeps its first and lists each resume."""

@@ -1,50 +1,98 @@
-"""The tidy results table's vocabulary: its columns, key, statuses, units and file names.
+"""The tidy results table's vocabulary: its columns, key, statuses, row type, units and
+file names. No torch here: the report and the asv reader import it without a model.
 
-The sweep writes it, the asv reader and the report read it; each of them takes these
-names from here.
+The sweep writes the table, the asv reader and the report read it; each of them takes
+these names from here.
 """
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import TypedDict
+
 RESULTS = "results.csv"
 META = "meta.json"
 COUNTS = "counts.json"  # cached FLOPs and peak memory per configuration and commit
+VERSUS = "versus.csv"  # the A/B contests (harness.versus)
+VERSUS_MD = "versus.md"
+SOLVERS = "solvers.csv"  # the solver A/B (harness.algorithms)
+SOLVERS_MD = "solvers.md"
+CHECKS = "checks.csv"  # the exactness suite (harness.check)
 
-COLUMNS = [
-    "model",
-    "dim",
-    "op",
-    "device",
-    "batch",
-    "solver",
-    "kind",
-    "median_s",
-    "iqr_s",
-    "runs",
-    "status",
-    "reason",
-    "evaluations",
-    "iterations",
-    "evaluations_per_dim",
-    "max_rel_dev",
-    "params_stored",
-    "params_effective",
-    "flops",
-    "flops_method",
-    "peak_mem_bytes",
-    "threads",
-    "dtype",
-    "source",
-    "commit",
-]
+OURS = "flowbench"  # the library column of the reference models
+
+
+class Status(str, Enum):
+    """A row's outcome."""
+
+    OK = "ok"
+    SKIPPED = "skipped"  # not measured, with the reason (over budget, unsupported, unavailable)
+    OOM = "oom"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+    def __str__(self) -> str:  # written as its value in CSV, JSON and f-strings alike
+        return self.value
+
+
+OK, SKIPPED, OOM, ERROR, TIMEOUT = Status.OK, Status.SKIPPED, Status.OOM, Status.ERROR, Status.TIMEOUT
+STATUSES = tuple(Status)
+
+
+class Row(TypedDict, total=False):
+    """One row of results.csv (blank cells are missing keys)."""
+
+    model: str  # a reference model, a peer (library.family) or a user's spec
+    family: str  # the reference family it matches (made, maf, iaf, naf, bnaf), '' if none
+    library: str  # flowbench for ours, zuko, pyro, nflows, or the user's module
+    dim: int
+    op: str
+    device: str
+    batch: int
+    solver: str
+    kind: str
+    median_s: float
+    iqr_s: float
+    runs: int
+    status: Status
+    reason: str
+    evaluations: float
+    iterations: float
+    evaluations_per_dim: float
+    max_rel_dev: float
+    params_stored: int
+    params_effective: int
+    flops: float
+    flops_method: str
+    flops_note: str  # why flops is blank where the row is ok
+    peak_mem_bytes: float
+    threads: int
+    dtype: str
+    source: str
+    commit: str
+
+
+COLUMNS = list(Row.__annotations__)
 # One row per key. ``solver`` is the slow direction's algorithm (harness.models.solvers),
 # ``direct`` for a parallel op.
 KEY = ("model", "dim", "op", "device", "batch", "solver")
-TEXT = ("model", "op", "device", "solver", "kind", "status", "reason", "flops_method", "dtype", "source", "commit")
+TEXT = (
+    "model",
+    "family",
+    "library",
+    "op",
+    "device",
+    "solver",
+    "kind",
+    "status",
+    "reason",
+    "flops_method",
+    "flops_note",
+    "dtype",
+    "source",
+    "commit",
+)
 NUMERIC = [c for c in COLUMNS if c not in TEXT]
-
-OK, SKIPPED, OOM, ERROR, TIMEOUT = "ok", "skipped", "oom", "error", "timeout"
-STATUSES = (OK, SKIPPED, OOM, ERROR, TIMEOUT)
 
 UNITS = {
     "median_s": "seconds per call",

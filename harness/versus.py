@@ -14,6 +14,7 @@ the single-pass work an IAF sample does.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import statistics
 from collections.abc import Callable, Sequence
@@ -23,11 +24,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import peers
+from . import peers, registry
 from .measure import allocator
 from .measure.stats import ratio_interval, verdict
 from .measure.timing import time_rounds
-from .models import build, run_op, unchecked
+from .models import Measurable, build, run_op, unchecked
+from .table import VERSUS, VERSUS_MD
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,12 @@ class Contest:
     @property
     def name(self) -> str:
         return f"{self.model}.{self.op}"
+
+    def joined(self, entrants: Sequence[str]) -> Contest:
+        """This contest with more rivals: any model names (a user's ``module:factory``,
+        a plugin, a peer), each doing the contest's op on the same inputs."""
+        rivals = self.rivals + tuple((e, self.op) for e in entrants if (e, self.op) not in self.rivals)
+        return dataclasses.replace(self, rivals=rivals)
 
 
 CONTESTS: dict[str, Contest] = {
@@ -60,7 +68,7 @@ NAF_DIMS = (8,)
 BATCH = 1024
 
 
-def call(model, op: str) -> Callable[[Tensor], object]:
+def call(model: Measurable, op: str) -> Callable[[Tensor], object]:
     """What is timed: ``run_op``'s ``log_prob`` or ``sample``, or ``pass`` = ``model(x)``."""
     if op == "pass":
         return model
@@ -95,10 +103,13 @@ def run_contest(
     x = torch.randn(batch, dim)
     models = {"ours": build(contest.model, dim, **contest.config).eval()}
     ops = {"ours": contest.op}
-    for peer, op in contest.rivals:
+    for rival, op in contest.rivals:
         torch.manual_seed(0)
-        models[peer] = peers.build(peer, dim, **contest.config).eval()
-        ops[peer] = op
+        # a peer is built from the contest's config, as its family's reference; another
+        # flow (a user's) from its own factory's defaults
+        config = contest.config if rival in peers.NAMES else {}
+        models[rival] = registry.build_any(rival, dim, **config).eval()
+        ops[rival] = op
     fns = {k: functools.partial(call(m, ops[k]), x) for k, m in models.items()}
     rivals = [p for p, _ in contest.rivals]
 
@@ -201,14 +212,24 @@ def main(
     rounds: int = 11,
     out: Path | None = None,
     progress: bool = True,
+    entrants: Sequence[tuple[str, str]] = (),
 ) -> tuple[list[dict], list[dict]]:
-    """Runs the contests (all by default) at their dims (or ``dims``) and the NAF ratios;
-    prints both tables; writes ``out/versus.csv`` and ``out/versus.md`` if ``out``."""
-    names = list(contests or CONTESTS)
+    """Runs the contests (all by default, or those ``entrants`` join) at their dims (or
+    ``dims``) and the NAF ratios; prints both tables; writes ``out/versus.csv`` and
+    ``out/versus.md`` if ``out``. ``entrants``: (model name, contest) pairs, each adding
+    a flow (a user's ``module:factory`` or any registered name) to a contest's rivals."""
+    for spec, contest in entrants:
+        if contest not in CONTESTS:
+            raise ValueError(f"unknown contest {contest!r} for {spec!r}; allowed: {', '.join(CONTESTS)}")
+        if not registry.known(spec):
+            registry.factory(spec)  # raises, naming the allowed forms
+    names = list(contests or dict.fromkeys(c for _, c in entrants) or CONTESTS)
     bad = [n for n in names if n not in CONTESTS]
     if bad:
         raise ValueError(f"unknown contest {bad[0]!r}; allowed: {', '.join(CONTESTS)}")
-    needed = {p for n in names for p, _ in CONTESTS[n].rivals} | ({"zuko.naf"} if naf_dims else set())
+    chosen = {n: CONTESTS[n].joined([s for s, c in entrants if c == n]) for n in names}
+    needed = {p for n in names for p, _ in chosen[n].rivals if p in peers.NAMES}
+    needed |= {"zuko.naf"} if naf_dims else set()
     missing = {p: why for p in sorted(needed) if (why := peers.unavailable(p))}
     if missing:
         raise ValueError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
@@ -216,11 +237,11 @@ def main(
 
     allocator.tune()
     results = []
-    todo = [(name, dim) for name in names for dim in dims or CONTESTS[name].dims]
+    todo = [(name, dim) for name in names for dim in dims or chosen[name].dims]
     bar = tqdm(todo, desc="versus", unit="contest", disable=not progress, dynamic_ncols=True)
     for name, dim in bar:
         bar.set_postfix_str(f"{name} d={dim}")
-        r = run_contest(CONTESTS[name], dim, batch=batch, rounds=rounds)
+        r = run_contest(chosen[name], dim, batch=batch, rounds=rounds)
         results.append(r)
         bar.write(f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
                   f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)")  # fmt: skip
@@ -231,6 +252,6 @@ def main(
         text += "\n\nNAF sampling against density evaluation:\n\n" + naf_table(naf)
     print(text)
     if out is not None:
-        write_csv(results, naf, out / "versus.csv")
-        (out / "versus.md").write_text(text + "\n")
+        write_csv(results, naf, out / VERSUS)
+        (out / VERSUS_MD).write_text(text + "\n")
     return results, naf

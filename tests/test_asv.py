@@ -32,7 +32,7 @@ def test_reader_marks_skipped_and_failed():
     df = read(FIXTURE)
     t = df[df["benchmark"] == "bench_time.LogProb.time_log_prob"]
     assert set(t[t["device"] == "cuda"]["status"]) == {"skipped"}  # NaN
-    failed = t[t["status"] == "failed"]  # null
+    failed = t[t["status"] == "error"]  # null
     assert len(failed) == 1 and failed.iloc[0]["commit"].startswith("bbbb")
     assert failed.iloc[0][["model", "dim", "device"]].tolist() == ["bnaf", 8, "cpu"]
 

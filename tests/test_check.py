@@ -1,11 +1,14 @@
 """``python -m harness check``: the exactness suite for any flow, and user flows by name."""
 
+import pandas as pd
 import pytest
 import torch
 
 from harness import check, registry
 from harness.__main__ import main
 from harness.models import NAMES
+from harness.report import build_report
+from harness.table import CHECKS, OURS, VERSUS
 
 from .conftest import cli
 
@@ -102,6 +105,56 @@ def test_a_user_flow_runs_in_the_sweep_like_a_peer(tmp_path):
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "results.csv").read_text()
     assert text.count("examples.linear_flow:make,") == 4 and ",error," not in text
+    # family and library are columns: the report never parses them out of names
+    rows = pd.read_csv(tmp_path / "results.csv", keep_default_na=False)
+    mine, ours = rows[rows["model"] == "examples.linear_flow:make"], rows[rows["model"] == "maf"]
+    assert set(mine["library"]) == {"examples.linear_flow"} and set(mine["family"]) == {""}
+    assert set(ours["library"]) == {OURS} and set(ours["family"]) == {"maf"}
+    report = build_report([tmp_path], tmp_path / "report", paper=False).read_text()
+    assert "### flows of no reference family: time on cpu" in report
+
+
+def test_a_user_flow_joins_a_contest(tmp_path):
+    from harness import peers, versus
+
+    if any(peers.unavailable(p) for p in ("zuko.maf", "nflows.maf")):
+        pytest.skip("needs zuko and nflows")
+    results, _ = versus.main(dims=[4], naf_dims=[], rounds=5, out=tmp_path, progress=False,
+                             entrants=[("examples.linear_flow:make", "maf.sample")])  # fmt: skip
+    assert [r["contest"] for r in results] == ["maf.sample"]
+    assert results[0]["ops"]["examples.linear_flow:make"] == "sample"
+    assert "examples.linear_flow:make" in (tmp_path / VERSUS).read_text()
+    with pytest.raises(ValueError, match="unknown contest 'maf.nope'.*allowed: maf.log_prob"):
+        versus.main(entrants=[("examples.linear_flow:make", "maf.nope")], progress=False)
+
+
+def test_check_out_records_every_model_for_the_report(tmp_path):
+    rc = main(["check", "examples.linear_flow:make,maf", "--dims", "1,2", "--out", str(tmp_path)])
+    assert rc == 0
+    checks = pd.read_csv(tmp_path / CHECKS, keep_default_na=False)
+    assert set(checks["model"]) == {"examples.linear_flow:make", "maf"}
+    assert set(checks[checks["model"] == "maf"]["library"]) == {OURS}
+    # a second check of one model replaces its rows, never duplicates them
+    assert main(["check", "maf", "--dims", "1", "--out", str(tmp_path)]) == 0
+    again = pd.read_csv(tmp_path / CHECKS, keep_default_na=False)
+    assert len(again[again["model"] == "maf"]) < len(checks[checks["model"] == "maf"])
+    assert len(again[again["model"] == "examples.linear_flow:make"]) == len(
+        checks[checks["model"] == "examples.linear_flow:make"]
+    )
+
+
+def test_the_report_has_a_correctness_table_with_failures_spelled_out(tmp_path):
+    from .test_report import synthetic
+
+    src = synthetic(tmp_path / "sweep")
+    bad = [check.Result("log-det", 2, 0.5, 1e-6, False, "against slogdet")]
+    good = [check.Result("log-det", 2, 1e-15, 1e-6, True), check.Result("structure", 2, 0.25, None, None)]
+    check.write(src / CHECKS, "mine:make", "", "mine", bad)
+    check.write(src / CHECKS, "maf", "maf", OURS, good)
+    text = build_report([src], tmp_path / "out", paper=False).read_text()
+    assert "## Correctness" in text
+    assert "| mine:make | mine      | FAIL 0.5" in text and "| pass 1e-15 " in text and "(0.25)" in text
+    assert "- mine:make log-det at d=2: 0.5 > 1e-06 (against slogdet)" in text
 
 
 def test_every_kind_of_flow_satisfies_the_contract():

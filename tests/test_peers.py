@@ -104,7 +104,7 @@ def test_matched_configs_have_the_same_parameters(ours, peer, config, same_masks
     and effective (masked-out entries not counted) where the masks follow the same degrees."""
     for dim in (5, 12):
         (p_stored, p_eff), (o_stored, o_eff) = (
-            count_params(built(peer, dim, **config)),
+            count_params(theirs := built(peer, dim, **config), theirs.masks()),
             count_params(build(ours, dim, **config)),
         )
         assert p_stored == o_stored, dim

@@ -185,3 +185,31 @@ def test_an_asv_report_states_asv_parameters_and_leaves_out_sweep_sections(tmp_p
     assert "asv's own parameters" in text and "| bench_time.LogProb.time_log_prob" in text
     for sweep_only in ("## Findings", "B-NAF paper, Table 1", "Times are medians of blocked runs"):
         assert sweep_only not in text
+
+
+def test_the_table_owner_needs_no_torch_and_owns_the_vocabulary():
+    import subprocess
+    import sys
+
+    code = "import sys, harness.table; assert 'torch' not in sys.modules, 'harness.table imported torch'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+    from harness.table import COLUMNS, OK, Status
+
+    assert OK is Status.OK and OK == "ok" and f"{OK}" == "ok"
+    assert {"family", "library", "flops_note"} <= set(COLUMNS)
+    # status values are compared through the owner, not as literals, across the package
+    root = Path(__file__).parents[1] / "harness"
+    for path in root.rglob("*.py"):
+        if path.name != "table.py":
+            text = path.read_text()
+            assert '== "ok"' not in text and '!= "ok"' not in text, path
+
+
+def test_a_table_from_before_family_and_library_gets_them_from_names(tmp_path):
+    src = synthetic(tmp_path / "old")
+    old = pd.read_csv(src / "results.csv").drop(columns=["family", "library", "flops_note"])
+    old.loc[0, "model"] = "zuko.maf"
+    old.to_csv(src / "results.csv", index=False)
+    df, _ = load(src)
+    assert df.loc[0, "library"] == "zuko" and df.loc[0, "family"] == "maf"
+    assert set(df.loc[1:, "library"]) == {"flowbench"}

@@ -8,7 +8,7 @@ input element for reductions); memory is bytes.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -20,28 +20,27 @@ from torch.utils._pytree import tree_flatten
 
 
 def _mask_of(module: nn.Module, name: str) -> Tensor | None:
-    """The mask that holds entries of parameter ``name`` at zero, if any: by convention
-    a masked layer keeps its masked parameter as ``weight`` beside a ``mask`` buffer of
-    the same shape (ours, zuko, nflows, pyro's MADE); pyro's block layers keep
-    ``_weight`` beside diagonal and off-diagonal masks ``mask_d`` and ``mask_o``."""
-    mask = getattr(module, "mask", None)
-    if name == "_weight" and isinstance(getattr(module, "mask_d", None), Tensor):
-        mask = module.mask_d + module.mask_o
-    elif name != "weight":
-        return None
-    if isinstance(mask, Tensor) and mask.shape == getattr(module, name).shape:
+    """The mask that holds entries of parameter ``name`` at zero, by the usual
+    convention: a masked layer keeps its masked parameter as ``weight`` beside a ``mask``
+    buffer of the same shape (ours, zuko, nflows, pyro's MADE). Flows that mask otherwise
+    say so through their ``masks()`` (harness.models.Measurable)."""
+    mask = dict(module.named_buffers(recurse=False)).get("mask") if name == "weight" else None
+    if mask is not None and mask.shape == module.get_parameter(name).shape:
         return mask
     return None
 
 
-def params_by_module(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """{submodule name: (stored, effective)} over parameters held directly by each submodule."""
+def params_by_module(model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> dict[str, tuple[int, int]]:
+    """{submodule name: (stored, effective)} over parameters held directly by each
+    submodule; ``masks`` (full parameter name -> mask) adds masks the convention misses."""
+    masks = masks or {}
     out: dict[str, tuple[int, int]] = {}
     for prefix, module in model.named_modules():
         stored = effective = 0
         for name, p in module.named_parameters(recurse=False):
             stored += p.numel()
-            mask = _mask_of(module, name)
+            mask = masks.get(f"{prefix}.{name}" if prefix else name)
+            mask = _mask_of(module, name) if mask is None else mask
             effective += p.numel() if mask is None else int(mask.count_nonzero())
         if stored:
             out[prefix or "."] = (stored, effective)
@@ -53,10 +52,11 @@ def params_stored(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_params(model: nn.Module) -> tuple[int, int]:
+def count_params(model: nn.Module, masks: Mapping[str, Tensor] | None = None) -> tuple[int, int]:
     """(stored, effective): numel of every parameter; the same without entries that
-    masks hold at zero (a masked weight counts its mask's non-zeros)."""
-    counts = params_by_module(model).values()
+    masks hold at zero (a masked weight counts its mask's non-zeros). ``masks``: a
+    flow's own ``masks()``, for masks the ``weight`` + ``mask`` convention misses."""
+    counts = params_by_module(model, masks).values()
     return sum(s for s, _ in counts), sum(e for _, e in counts)
 
 

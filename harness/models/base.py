@@ -16,6 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..table import OURS
 from .solvers import DEFAULT, DIRECT, REFERENCE, SOLVERS, Family, SolveStats
 
 Kind = Literal["parallel", "sequential", "iterative"]
@@ -78,16 +79,39 @@ class Cost:
 class Measurable(Protocol):
     """Anything the harness can measure: a reference :class:`Flow`, a peer
     (``harness.peers.PeerFlow``) or a user's flow behind ``harness.registry.UserFlow``.
+
     ``log_prob`` (batch, d) -> (batch,); ``inverse`` base->data (batch, d) -> (batch, d);
-    ``cost`` says which op is parallel. A flow may also say what it cannot do
-    (``unsupported``: op -> why)."""
+    ``cost`` says which op is parallel; ``unsupported`` what the flow cannot do (op ->
+    why); ``inference_mode`` False where a call takes autograd derivatives inside (timed
+    under no_grad then); ``family`` the reference family it matches ('' if none) and
+    ``library`` who wrote it; ``solver`` the slow direction's algorithm and
+    ``reference_solver`` its family's reference (None for a library's own algorithm);
+    ``solve_stats`` what the last slow call spent; ``masks`` the masks of parameters
+    held at zero that the usual ``weight`` + ``mask`` convention does not show
+    (parameter name -> mask)."""
 
     dim: int
     cost: Cost
+    family: str
+    library: str
+    unsupported: dict[str, str]
+    inference_mode: bool
+
+    @property
+    def solver(self) -> str: ...
+
+    @property
+    def reference_solver(self) -> str | None: ...
 
     def log_prob(self, x: Tensor) -> Tensor: ...
 
     def inverse(self, z: Tensor) -> Tensor: ...
+
+    def reset_stats(self) -> None: ...
+
+    def solve_stats(self) -> SolveStats | None: ...
+
+    def masks(self) -> dict[str, Tensor]: ...
 
 
 def run_op(flow: Measurable, op: str, x: Tensor) -> Tensor:
@@ -150,11 +174,20 @@ class Flow(nn.Module):
         cost: which of ``log_prob`` and ``sample`` is parallel, sequential or iterative.
     """
 
-    def __init__(self, dim: int, transforms: Sequence[Transform], cost: Cost):
+    library = OURS
+    inference_mode = True
+
+    def __init__(self, dim: int, transforms: Sequence[Transform], cost: Cost, family: str = ""):
         super().__init__()
         self.dim = dim
         self.transforms = nn.ModuleList(transforms)
         self.cost = cost
+        self.family = family
+        self.unsupported: dict[str, str] = {}
+
+    def masks(self) -> dict[str, Tensor]:
+        """Ours follow the ``weight`` + ``mask`` convention: nothing to add."""
+        return {}
 
     @property
     def solvers(self) -> tuple[str, ...]:

@@ -188,4 +188,6 @@ def build_bnaf(
         raise ValueError(f"unknown residual {residual!r}; allowed: {', '.join(RESIDUALS)}")
     gated = [residual == "gated" or (residual == "gated-but-last" and k < flows - 1) for k in range(flows)]
     layers_ = [BlockAutoregressive(dim, layers, hidden_factor, g, solver) for g in gated]
-    return Flow(dim, stack(layers_, dim), Cost(log_prob="parallel", sample="iterative", family="monotone"))
+    return Flow(
+        dim, stack(layers_, dim), Cost(log_prob="parallel", sample="iterative", family="monotone"), family="bnaf"
+    )

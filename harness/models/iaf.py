@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .base import Cost, Flow
-from .maf import MaskedAffine, default_hidden
+from .maf import MaskedAffine
+from .masked import default_hidden
 from .solvers import DEFAULT
 
 
@@ -20,4 +21,4 @@ def build_iaf(
     """
     hidden = default_hidden(dim) if hidden is None else hidden
     layers = [MaskedAffine(dim, hidden, fast="inverse", reverse=k % 2 == 1, solver=solver) for k in range(flows)]
-    return Flow(dim, layers, Cost(log_prob="sequential", sample="parallel", family="affine"))
+    return Flow(dim, layers, Cost(log_prob="sequential", sample="parallel", family="affine"), family="iaf")

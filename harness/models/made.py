@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .base import Cost, Flow
-from .maf import MaskedAffine, default_hidden
+from .maf import MaskedAffine
+from .masked import default_hidden
 from .solvers import DEFAULT
 
 
@@ -17,4 +18,4 @@ def build_made(dim: int, *, hidden: Sequence[int] | None = None, solver: str = D
     """
     hidden = default_hidden(dim) if hidden is None else hidden
     layer = MaskedAffine(dim, hidden, fast="forward", solver=solver)
-    return Flow(dim, [layer], Cost(log_prob="parallel", sample="sequential", family="affine"))
+    return Flow(dim, [layer], Cost(log_prob="parallel", sample="sequential", family="affine"), family="made")

@@ -12,6 +12,42 @@ from torch import Tensor, nn
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "elu": F.elu}
 
 
+# The log-scale is clamped to [-B, B]: each layer scales by at most e^B either way,
+# which keeps stacked layers and their inverses finite.
+LOG_SCALE_BOUND = 5.0
+
+
+def in_place_ok(*tensors: Tensor) -> bool:
+    """Whether results may overwrite these tensors: no autograd graph needs them.
+
+    Inference reuses buffers in place: each fresh (batch, d) buffer is a new heap or
+    mmap block, whose first touch page-faults, which costs more than the arithmetic.
+    """
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
+
+
+def clamp_log_scale(raw: Tensor, bound: float = LOG_SCALE_BOUND) -> Tensor:
+    """``clamp(raw, -bound, bound)``: one pass, in place on the conditioner's output
+    when no graph needs it. With autograd the gradient passes straight through the
+    clamp (as pyro's IAF does), so a unit beyond the bound can come back."""
+    if in_place_ok(raw):
+        return raw.clamp_(-bound, bound)
+    return raw + (raw.clamp(-bound, bound) - raw).detach()
+
+
+def default_hidden(dim: int) -> tuple[int, int]:
+    """Two hidden layers of max(64, d) units: enough for every MADE degree at any d."""
+    return (max(64, dim),) * 2
+
+
+def set_column(u: Tensor, i: int, col: Tensor) -> Tensor:
+    """u[:, i] = col, copying first only where autograd needs the old u."""
+    if torch.is_grad_enabled() and (u.requires_grad or col.requires_grad):
+        u = u.clone()
+    u[:, i] = col
+    return u
+
+
 def made_degrees(dim: int, hidden: Sequence[int], reverse: bool = False) -> list[Tensor]:
     """Degrees of the inputs (1..d, or d..1 with ``reverse``) and of each hidden layer.
 

@@ -13,8 +13,7 @@ from torch import Tensor, nn
 
 from .base import Cost, Flow, Transform, stack
 from .invert import implicit_grad, invert_autoregressive, invert_coupled
-from .maf import LOG_SCALE_BOUND, default_hidden, in_place_ok
-from .masked import ACTIVATIONS, MADE
+from .masked import ACTIVATIONS, LOG_SCALE_BOUND, MADE, default_hidden, in_place_ok
 from .solvers import DEFAULT, check_solver
 
 
@@ -257,4 +256,4 @@ def build_naf(
     transforms = stack(layers, dim)
     if final_affine:
         transforms.append(ContextAffine(dim))
-    return Flow(dim, transforms, Cost(log_prob="parallel", sample="iterative", family="monotone"))
+    return Flow(dim, transforms, Cost(log_prob="parallel", sample="iterative", family="monotone"), family="naf")

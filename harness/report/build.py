@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..table import CHECKS, OK, SOLVERS, VERSUS
 from . import findings, plots, tables
 from .load import load
 
@@ -15,7 +16,7 @@ REGRESSION = 0.10  # flag changes over 10% between the two latest commits
 
 def regressions(asv: pd.DataFrame) -> pd.DataFrame:
     """Latest commit against the previous one, per benchmark and parameter set."""
-    d = asv[asv["status"] == "ok"]
+    d = asv[asv["status"] == OK]
     order = d.drop_duplicates("commit").sort_values("date")["commit"].tolist()
     if len(order) < 2:
         return pd.DataFrame()
@@ -42,8 +43,8 @@ def regressions(asv: pd.DataFrame) -> pd.DataFrame:
 def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
     """Ours against zuko, pyro and nflows: the sweep's peer rows per family, and the
     A/B contests of ``versus.csv`` where a sweep folder holds one."""
-    peer_rows = df[tables.is_peer(df["model"])]
-    versus = [pd.read_csv(f / "versus.csv") for f in folders if (f / "versus.csv").is_file()]
+    peer_rows = df[tables.is_peer(df)]
+    versus = [pd.read_csv(f / VERSUS) for f in folders if (f / VERSUS).is_file()]
     if peer_rows.empty and not versus:
         return []
     lines = ["## Ours against peers", ""]
@@ -52,9 +53,10 @@ def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
               "sweep's absolute times, measured minutes apart and **not interleaved**: compare ours with a peer "
               "only through the A/B contests further down.", ""]  # fmt: skip
     for (device, batch), g in df.groupby(["device", "batch"], sort=False):
-        families = list(dict.fromkeys(m.split(".")[-1] for m in g[tables.is_peer(g["model"])]["model"]))
+        families = list(dict.fromkeys(g[tables.is_peer(g)]["family"].fillna("")))
         for family in families:
-            lines += [f"### {family}: time on {device}, batch {int(batch)}", ""]
+            title = family or "flows of no reference family"
+            lines += [f"### {title}: time on {device}, batch {int(batch)}", ""]
             lines += [tables.markdown(tables.peer_table(g, family)), ""]
             lines += ["Parameters, effective (stored):", ""]
             lines += [tables.markdown(tables.peer_params(g, family)), ""]
@@ -74,6 +76,29 @@ def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
     return lines
 
 
+def correctness_section(folders: list[Path]) -> list[str]:
+    """Every checked model (``python -m harness check --out``): per check, the worst error
+    over the dims against its tolerance, and the failures spelled out."""
+    frames = [pd.read_csv(f / CHECKS, keep_default_na=False) for f in folders if (f / CHECKS).is_file()]
+    if not frames:
+        return []
+    checks = pd.concat(frames, ignore_index=True).drop_duplicates(["model", "check", "dim"])
+    lines = ["## Correctness", ""]
+    lines += ["`python -m harness check` on every model, in float64 with seed 0 (see `harness/check.py`): the worst "
+              "error over d = 1, 2, 5 against each check's tolerance; `structure` reports whether the Jacobian is "
+              "triangular in the given order (reported in brackets, not required: 0 is triangular); `-`: the "
+              "check does not apply.", ""]  # fmt: skip
+    lines += [tables.markdown(tables.correctness_table(checks)), ""]
+    failed = checks[checks["result"] == "FAIL"]
+    if not failed.empty:
+        lines += ["Failed checks:", ""]
+        for r in failed.itertuples():
+            error, tolerance = tables.fmt(float(r.measured)), tables.fmt(float(r.tolerance))
+            lines += [f"- {r.model} {r.check} at d={r.dim}: {error} > {tolerance} ({r.note})"]
+        lines += [""]
+    return lines
+
+
 def _roofline(sweeps: list[tuple[pd.DataFrame, dict]], device: str) -> float | None:
     rates = [m.get("roofline", {}).get(device, {}).get("gemm_gflops") for _, m in sweeps]
     rates = [r for r in rates if r]
@@ -85,7 +110,7 @@ def algorithms_section(df: pd.DataFrame, folders: list[Path], out: Path) -> list
     figure, and the interleaved A/B of ``solvers.csv`` where a folder holds one."""
     solved = df["solver"].isin([*tables.ROLE, "fixed-point"]) if "solver" in df else False
     slow = df[(df["kind"] != "parallel") & solved] if "solver" in df else df.iloc[0:0]
-    ab = [pd.read_csv(f / "solvers.csv") for f in folders if (f / "solvers.csv").is_file()]
+    ab = [pd.read_csv(f / SOLVERS) for f in folders if (f / SOLVERS).is_file()]
     if slow.empty and not ab:
         return []
     lines = ["## Algorithms for the slow direction", ""]
@@ -181,9 +206,9 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
     lines += ["Sources: " + ", ".join(f"`{m['path']}` ({m['kind']})" for _, m in loaded), ""]
 
     everything = pd.concat([d for d, _ in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
-    df = everything[~tables.is_peer(everything["model"])] if sweeps else everything
+    df = everything[~tables.is_peer(everything)] if sweeps else everything
     folders = [Path(m["path"]) for _, m in sweeps]
-    versus = [pd.read_csv(f / "versus.csv") for f in folders if (f / "versus.csv").is_file()]
+    versus = [pd.read_csv(f / VERSUS) for f in folders if (f / VERSUS).is_file()]
     if sweeps:
         lines += findings.findings(df, pd.concat(versus, ignore_index=True) if versus else None, paper)
         lines += ["Times are medians of blocked runs, seconds per call of `batch` points; FLOPs are counted op by "
@@ -208,7 +233,7 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
             lines += [f"## {findings.time_title(device, batch)}", ""]
             lines += [tables.markdown(tables.time_table(g)), ""]
             skipped = tables.main_rows(g)
-            skipped = skipped[skipped["status"] != "ok"]
+            skipped = skipped[skipped["status"] != OK]
             if not skipped.empty:
                 lines += ["Not measured:", ""]
                 lines += [f"- {r.model} d={int(r.dim)} {r.op} ({r.solver}): {r.status} ({r.reason})"
@@ -221,10 +246,13 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
                           "at the sweep's threads and dtype (meta.json, `roofline`).", ""]  # fmt: skip
             lines += [tables.markdown(tables.size_table(g, roofline)), ""]
             uncounted = tables.main_rows(g)
-            uncounted = uncounted[(uncounted["status"] == "ok") & uncounted["flops"].isna()]
+            uncounted = uncounted[(uncounted["status"] == OK) & uncounted["flops"].isna()]
             if not uncounted.empty:
                 lines += ["FLOPs left blank:", ""]
-                lines += [f"- {r.model} d={int(r.dim)} {r.op}: {r.reason}" for r in uncounted.itertuples()]
+                notes = uncounted["flops_note"].fillna("not counted")
+                lines += [
+                    f"- {r.model} d={int(r.dim)} {r.op}: {note}" for r, note in zip(uncounted.itertuples(), notes)
+                ]
                 lines += [""]
         lines += sampling_section(df)
         lines += devices_section(df, out)
@@ -239,6 +267,7 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
         lines += [tables.markdown(tables.param_ratios(df)), ""]
     if sweeps:
         lines += peers_section(everything, folders)
+        lines += correctness_section(folders)
         lines += ["## Environment", ""]
         for _, meta in sweeps:
             lines += [tables.markdown(tables.environment(meta)), ""]

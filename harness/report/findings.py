@@ -12,6 +12,7 @@ import re
 
 import pandas as pd
 
+from ..table import OK
 from . import tables
 
 PARALLEL = "parallel"
@@ -59,7 +60,7 @@ def show(r: tuple[float, float, float]) -> str:
 
 
 def _row(df: pd.DataFrame, model: str, dim: int, op: str) -> pd.Series | None:
-    hit = df[(df["model"] == model) & (df["dim"] == dim) & (df["op"] == op) & (df["status"] == "ok")]
+    hit = df[(df["model"] == model) & (df["dim"] == dim) & (df["op"] == op) & (df["status"] == OK)]
     return None if hit.empty else hit.iloc[0]
 
 
@@ -225,6 +226,8 @@ def _contests(versus: pd.DataFrame) -> str | None:
 
 def _slopes(df: pd.DataFrame) -> list[str]:
     slopes = tables.slope_values(df)
+    if slopes.empty:
+        return []
     lines = []
     for (device, batch), g in slopes.groupby(["device", "batch"], sort=False):
         par = g[g["kind"] == PARALLEL]["k"].dropna()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..models.solvers import DIRECT, NATIVE
-from ..table import COLUMNS, KEY, META, NUMERIC, RESULTS
+from ..table import COLUMNS, KEY, META, NUMERIC, OURS, RESULTS
 
 
 def kind_of(path: Path) -> str:
@@ -55,6 +55,14 @@ def read_results(path: Path) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in df:
             df[column] = np.nan
+    # tables from before the family and library columns named peers library.family and
+    # ours plainly: blank cells take those names apart (rows written since carry both)
+    blank = df["library"].isna()
+    if blank.any():
+        df[["library", "family"]] = df[["library", "family"]].astype(object)
+        named = df["model"].astype(str).str.rpartition(".")
+        df.loc[blank, "library"] = np.where(named[0] == "", OURS, named[0])[blank.to_numpy()]
+        df.loc[blank, "family"] = named[2][blank]
     key = [k for k in KEY if k in df]
     dup = df.duplicated(key)
     if dup.any():

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex, to_rgb  # noqa: E402
 
+from ..table import OK  # noqa: E402
 from .tables import ROLE, fit_slope, main_rows, ok  # noqa: E402
 
 STYLE = {"log_prob": dict(marker="o", linestyle="-"), "sample": dict(marker="s", linestyle="--")}
@@ -84,13 +85,13 @@ def _curve(ax, g: pd.DataFrame, op: str, **style) -> None:
     """A series' medians, its IQR as a band, and an x at the top of the axes for each
     dim that was not measured (skipped, timeout, oom or error). ``op`` labels it."""
     g = g.sort_values("dim")
-    done = g[g["status"] == "ok"]
+    done = g[g["status"] == OK]
     line = ax.plot(done["dim"], done["median_s"], label=f"{op} ({_describe(done)})", **{**STYLE.get(op, {}), **style})
     color = line[0].get_color()
     if "iqr_s" in done:
         half = done["iqr_s"].fillna(0) / 2
         ax.fill_between(done["dim"], done["median_s"] - half, done["median_s"] + half, color=color, alpha=0.2, lw=0)
-    missing = g[g["status"] != "ok"]
+    missing = g[g["status"] != OK]
     if not missing.empty:
         ax.plot(missing["dim"], [0.97] * len(missing), "x", color=color, transform=ax.get_xaxis_transform(),
                 clip_on=False, label=f"{op}: not measured ({', '.join(sorted(set(missing['status'])))})")  # fmt: skip
@@ -237,15 +238,21 @@ def history(df: pd.DataFrame, out: Path) -> list[str]:
     (when the benchmark has one) and a line per remaining parameter set; parameters
     shared by every line go into the title rather than each legend entry."""
     names: list[str] = []
-    d = df[df["status"] == "ok"]
+    d = df[df["status"] == OK]
     for bench, g in d.groupby("benchmark", sort=True):
         order = g.drop_duplicates("commit").sort_values("date")["commit"].tolist()
         panels = list(dict.fromkeys(g["model"])) if "model" in g and g["model"].notna().all() else [None]
         split = {p: [x for x in p.split(", ") if not x.startswith("model=")] for p in g["params"].unique()}
         shared = set.intersection(*(set(v) for v in split.values())) if split else set()
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1.5, 4.2), squeeze=False,
-                                 layout="constrained")  # fmt: skip
-        for ax, model in zip(axes[0], panels):
+        cols = min(3, len(panels))
+        rows = -(-len(panels) // cols)
+        fig, grid = plt.subplots(
+            rows, cols, figsize=(4.8 * cols + 1.5, 3.8 * rows), squeeze=False, layout="constrained"
+        )
+        axes = grid.flatten()
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        for ax, model in zip(axes, panels):
             h = g if model is None else g[g["model"] == model]
             for params, line in h.groupby("params", sort=False):  # asv's order: dims ascending
                 line = line.set_index("commit").reindex(order)
@@ -256,8 +263,8 @@ def history(df: pd.DataFrame, out: Path) -> list[str]:
             ax.set_title(model or bench, fontsize=10)
             ax.grid(True, alpha=0.3)
             ax.set_xlabel("commit")
-        _legend(axes[0][-1])
-        axes[0][0].set_ylabel(str(g["unit"].iloc[0]))
+            ax.set_ylabel(str(g["unit"].iloc[0]))
+        _legend(axes[cols - 1])
         fig.suptitle(bench + (f" ({', '.join(sorted(shared))})" if shared else ""), fontsize=11)
         names += _save(fig, out, f"history_{bench.replace('.', '_')}", svg=False)
     return names

@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..models import OPS
 from ..models.solvers import DEFAULT, DIRECT, NATIVE, REFERENCE
+from ..table import OK, OURS
 
 # What a row's solver is to its model: the reference, the default, or neither.
 ROLE = {**{s: "reference" for s in REFERENCE.values()}, **{s: "default" for s in DEFAULT.values()}}
@@ -23,7 +24,7 @@ def fmt(value: float, digits: int = 3) -> str:
 
 
 def ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"]
+    return df[df["status"] == OK]
 
 
 def solvers_of(df: pd.DataFrame) -> pd.Series:
@@ -49,7 +50,7 @@ def _row(df: pd.DataFrame, model: str, dim: int, op: str) -> pd.Series | None:
 def _cell(df: pd.DataFrame, model: str, dim: int, op: str, column: str) -> float:
     """A measured value, NaN where the row is missing or not ``ok``."""
     row = _row(df, model, dim, op)
-    return float(row[column]) if row is not None and row["status"] == "ok" else np.nan
+    return float(row[column]) if row is not None and row["status"] == OK else np.nan
 
 
 NOISY = 0.20  # an IQR above this share of the median flags the row
@@ -59,7 +60,7 @@ def timed(df: pd.DataFrame, model: str, dim: int, op: str) -> str:
     """'median [IQR]' in ms, with ' noisy' where the IQR is over 20% of the median; the
     status where the row is not ok."""
     row = _row(df, model, dim, op)
-    if row is None or row["status"] != "ok":
+    if row is None or row["status"] != OK:
         return _status(df, model, dim, op)
     median, iqr = float(row["median_s"]), float(row.get("iqr_s", np.nan))
     text = f"{fmt(median * 1e3)} [{fmt(iqr * 1e3)}]"
@@ -114,8 +115,8 @@ def solver_table(df: pd.DataFrame, model: str) -> pd.DataFrame:
     for (dim, solver), h in g.groupby(["dim", "solver"], sort=True):
         r = h.iloc[0]
         ref = g[(g["dim"] == dim) & (g["solver"].map(ROLE) == "reference")]
-        ref_t = float(ref["median_s"].iloc[0]) if len(ref) and ref["status"].iloc[0] == "ok" else np.nan
-        t = float(r["median_s"]) if r["status"] == "ok" else np.nan
+        ref_t = float(ref["median_s"].iloc[0]) if len(ref) and ref["status"].iloc[0] == OK else np.nan
+        t = float(r["median_s"]) if r["status"] == OK else np.nan
         rows.append({
             "d": int(dim), "solver": f"{solver} ({ROLE[solver]})" if solver in ROLE else solver,
             "time (ms)": fmt(t * 1e3) or f"{r['status']}",
@@ -234,14 +235,15 @@ def markdown(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, disable_numparse=True)
 
 
-def is_peer(models: pd.Series) -> pd.Series:
-    """Peers are named library.family (harness.peers); reference models have no dot."""
-    return models.astype(str).str.contains(".", regex=False)
+def is_peer(df: pd.DataFrame) -> pd.Series:
+    """Rows of flows that are not ours: a library's peers and users' flows."""
+    return df["library"] != OURS
 
 
 def family_peers(df: pd.DataFrame, family: str) -> list[str]:
-    """The peers of reference model ``family`` in the table, in order of appearance."""
-    return [m for m in dict.fromkeys(df["model"]) if "." in m and m.split(".")[-1] == family]
+    """The peers of reference model ``family`` in the table (``''``: flows matching no
+    reference model), in order of appearance."""
+    return list(dict.fromkeys(df[is_peer(df) & (df["family"].fillna("") == family)]["model"]))
 
 
 def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
@@ -253,11 +255,11 @@ def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     rows = []
     for (dim, op), _ in df[df["model"].isin([family, *peers]) & df["dim"].isin(dims)].groupby(["dim", "op"]):
         row = {"d": int(dim), "op": op}
-        if family in set(df["model"]):  # a user's flow has no reference model of its own
+        if family in set(df["model"]):  # flows of no family have no reference model beside them
             row[f"{family} ms [IQR]"] = timed(df, family, dim, op)
         for p in peers:
             r = _row(df, p, dim, op)
-            why = "" if r is None or r["status"] == "ok" else f"{r['status']}: {r['reason']}"
+            why = "" if r is None or r["status"] == OK else f"{r['status']}: {r['reason']}"
             row[f"{p} ms [IQR]"] = timed(df, p, dim, op) if not why else why
         rows.append(row)
     return pd.DataFrame(rows)
@@ -265,9 +267,10 @@ def peer_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
 
 def peer_params(df: pd.DataFrame, family: str) -> pd.DataFrame:
     """Effective (stored) parameters of a family and its peers at each d."""
-    models = [family, *family_peers(df, family)]
+    peers = family_peers(df, family)
+    models = [family, *peers] if family in set(df["model"]) else peers
     rows = []
-    for dim in sorted(df[df["model"].isin(models[1:])]["dim"].unique()):
+    for dim in sorted(df[df["model"].isin(peers)]["dim"].unique()):
         row = {"d": int(dim)}
         for m in models:
             hit = df[(df["model"] == m) & (df["dim"] == dim)].dropna(subset=["params_effective"])
@@ -309,3 +312,19 @@ def naf_ratio_table(vs: pd.DataFrame) -> pd.DataFrame:
             "sample (ms)": fmt(t["sample"] * 1e3), "sample / log_prob": fmt(t["sample"] / t["log_prob"]),
         })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def correctness_table(checks: pd.DataFrame) -> pd.DataFrame:
+    """Per model (rows) and check (columns): ``pass``/``FAIL`` and the worst error over
+    the dims where measured, ``-`` where the check does not apply."""
+    rows = []
+    for model, g in checks.groupby("model", sort=False):
+        row = {"model": model, "library": g["library"].iloc[0]}
+        for check, h in g.groupby("check", sort=False):
+            measured = pd.to_numeric(h["measured"], errors="coerce")
+            worst = fmt(float(measured.max())) if measured.notna().any() else ""
+            results = set(h["result"])
+            verdict = "FAIL" if "FAIL" in results else "pass" if "pass" in results else "-"
+            row[check] = f"{verdict} {worst}".strip() if verdict != "-" else f"({worst})" if worst else "-"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
