@@ -87,8 +87,11 @@ def test_a_torn_last_line_is_dropped_and_measured_again(tmp_path, capsys):
 
 
 def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path):
+    # a shell that started the tests in the background ignores SIGINT for its children:
+    # give the sweep the default disposition a terminal gives it
     proc = subprocess.Popen([sys.executable, "-m", "harness", "sweep", *SMALL, "--out", str(tmp_path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     results = tmp_path / "results.csv"
     deadline = time.time() + 60
     while time.time() < deadline and not (results.exists() and len(_lines(results)) >= 3):
