@@ -180,9 +180,16 @@ def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> lis
             return [Result(what, dim, None, None, None, f"cannot build or run it here: {type(e).__name__}: {e}")]
 
     results: list[Result] = []
-    for dim in dims:
-        results += guarded("build", dim, lambda dim=dim: check_dim(build(dim), dim))
-    return results + guarded("density", 2, lambda: check_density(build))
+    # float64 as the default too: tensors a library creates inside a call without a
+    # dtype (pyro's IAF inverse starts from torch.zeros) must match the flow's
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for dim in dims:
+            results += guarded("build", dim, lambda dim=dim: check_dim(build(dim), dim))
+        return results + guarded("density", 2, lambda: check_density(build))
+    finally:
+        torch.set_default_dtype(default)
 
 
 def table(results: list[Result]) -> str:

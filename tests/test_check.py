@@ -28,6 +28,8 @@ def test_peers_pass_and_say_what_they_cannot_do(name):
         pytest.skip(peers.unavailable(name))
     results = check.run(registry.factory(name), dims=(2, 3))
     assert check.passed(results), check.table(results)
+    assert not any("cannot build or run" in r.note for r in results), check.table(results)
+    assert {r.check for r in results if r.passed} >= {"log-det", "log_prob", "normalises (d=2)"}
     if name == "pyro.bnaf":
         assert any(r.passed is None and "no inverse" in r.note for r in results)
 
