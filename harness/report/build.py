@@ -40,11 +40,15 @@ def regressions(asv: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
+def side_tables(folders: list[Path], name: str, **read) -> list[pd.DataFrame]:
+    """The side table ``name`` (versus.csv, solvers.csv, checks.csv) of each folder that holds one."""
+    return [pd.read_csv(f / name, **read) for f in folders if (f / name).is_file()]
+
+
+def peers_section(df: pd.DataFrame, versus: list[pd.DataFrame]) -> list[str]:
     """Ours against zuko, pyro and nflows: the sweep's peer rows per family, and the
-    A/B contests of ``versus.csv`` where a sweep folder holds one."""
+    A/B contests ``versus`` (the sweep folders' versus.csv)."""
     peer_rows = df[tables.is_peer(df)]
-    versus = [pd.read_csv(f / VERSUS) for f in folders if (f / VERSUS).is_file()]
     if peer_rows.empty and not versus:
         return []
     lines = ["## Ours against peers", ""]
@@ -79,7 +83,7 @@ def peers_section(df: pd.DataFrame, folders: list[Path]) -> list[str]:
 def correctness_section(folders: list[Path]) -> list[str]:
     """Every checked model (``python -m harness check --out``): per check, the worst error
     over the dims against its tolerance, and the failures spelled out."""
-    frames = [pd.read_csv(f / CHECKS, keep_default_na=False) for f in folders if (f / CHECKS).is_file()]
+    frames = side_tables(folders, CHECKS, keep_default_na=False)
     if not frames:
         return []
     checks = pd.concat(frames, ignore_index=True).drop_duplicates(["model", "check", "dim"])
@@ -110,7 +114,7 @@ def algorithms_section(df: pd.DataFrame, folders: list[Path], out: Path) -> list
     figure, and the interleaved A/B of ``solvers.csv`` where a folder holds one."""
     solved = df["solver"].isin([*tables.ROLE, "fixed-point"]) if "solver" in df else False
     slow = df[(df["kind"] != "parallel") & solved] if "solver" in df else df.iloc[0:0]
-    ab = [pd.read_csv(f / SOLVERS) for f in folders if (f / SOLVERS).is_file()]
+    ab = side_tables(folders, SOLVERS)
     if slow.empty and not ab:
         return []
     lines = ["## Algorithms for the slow direction", ""]
@@ -208,7 +212,7 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
     everything = pd.concat([d for d, _ in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     df = everything[~tables.is_peer(everything)] if sweeps else everything
     folders = [Path(m["path"]) for _, m in sweeps]
-    versus = [pd.read_csv(f / VERSUS) for f in folders if (f / VERSUS).is_file()]
+    versus = side_tables(folders, VERSUS)
     if sweeps:
         lines += findings.findings(df, pd.concat(versus, ignore_index=True) if versus else None, paper)
         lines += ["Times are medians of blocked runs, seconds per call of `batch` points; FLOPs are counted op by "
@@ -266,7 +270,7 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
         lines += ["Parameter ratios to B-NAF (effective parameters):", ""]
         lines += [tables.markdown(tables.param_ratios(df)), ""]
     if sweeps:
-        lines += peers_section(everything, folders)
+        lines += peers_section(everything, versus)
         lines += correctness_section(folders)
         lines += ["## Environment", ""]
         for _, meta in sweeps:
