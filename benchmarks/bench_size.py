@@ -2,13 +2,14 @@
 
 from harness.measure.counting import count_flops, count_params
 from harness.models import run_op
+from harness.table import Col
 
 from . import common
 
 
 class Params:
     params = (common.MODELS, common.DIMS)
-    param_names = ["model", "dim"]
+    param_names = [Col.MODEL, Col.DIM]
 
     def setup(self, name, dim):
         self.model, _ = common.setup_model(name, dim, "cpu")
@@ -26,7 +27,7 @@ class Params:
 
 class Flops:
     params = (common.MODELS, [2, 8, 32], common.OPS)
-    param_names = ["model", "dim", "op"]
+    param_names = [Col.MODEL, Col.DIM, Col.OP]
 
     def setup(self, name, dim, op):
         self.model, self.x = common.setup_model(name, dim, "cpu", op)

@@ -3,13 +3,14 @@
 import torch
 
 from harness.models import run_op, unchecked
+from harness.table import Col
 
 from . import common
 
 
 class _Op:
     params = (common.MODELS, common.DIMS, common.DEVICES)
-    param_names = ["model", "dim", "device"]
+    param_names = [Col.MODEL, Col.DIM, Col.DEVICE]
     timer = common.timer
     op = ""
 

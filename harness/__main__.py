@@ -10,6 +10,8 @@ import sys
 
 from tabulate import tabulate
 
+from .table import Col
+
 
 def _models(args: argparse.Namespace) -> int:
     from .measure.counting import count_params
@@ -22,7 +24,7 @@ def _models(args: argparse.Namespace) -> int:
             stored, effective = count_params(m)
             layers = m.solving_layers
             rows.append([name, dim, *(m.cost.describe(op, layers) for op in OPS), stored, effective])
-    headers = ["model", "d", "log_prob", "sample", "params_stored", "params_effective"]
+    headers = [Col.MODEL, "d", "log_prob", "sample", Col.PARAMS_STORED, Col.PARAMS_EFFECTIVE]
     print(tabulate(rows, headers, tablefmt="github", intfmt=","))
     print("\nconfig keywords: " + "; ".join(f"{n}: {', '.join(keywords(n))}" for n in NAMES))
     print("\npeers (same config keywords as their family; see harness.peers):\n")
@@ -38,7 +40,7 @@ def peers_table() -> str:
         missing = peers.unavailable(name)
         ops = [p.unsupported.get(op) and "none: no inverse" or p.cost.describe(op) for op in ("log_prob", "sample")]
         rows.append([name, p.family, p.library, *ops, f"unavailable: {missing}" if missing else "available"])
-    return tabulate(rows, ["peer", "family", "library", "log_prob", "sample", "status"], tablefmt="github")
+    return tabulate(rows, ["peer", Col.FAMILY, Col.LIBRARY, "log_prob", "sample", Col.STATUS], tablefmt="github")
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -70,7 +72,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ValueError("--resume and --fresh exclude each other: complete the table, or move it aside")
     rows = run(config, out, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     print(summary(rows))
-    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
+    counts = {s: sum(r[Col.STATUS] == s for r in rows) for s in STATUSES}
     print(f"\n{len(rows)} rows measured ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / RESULTS}")
     return 0
 
@@ -96,8 +98,8 @@ def _asv_table(args: argparse.Namespace) -> int:
     from .asv_results import read
 
     df = read(args.results_dir)
-    cols = ["benchmark", "params", "value", "unit", "status", "commit", "machine"]
-    view = df[cols].assign(commit=df["commit"].str[:8])
+    cols = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, "machine"]
+    view = df[cols].assign(commit=df[Col.COMMIT].str[:8])
     print(view.to_markdown(index=False, disable_numparse=True) if len(view) else "(no results)")
     return 0
 
@@ -111,9 +113,14 @@ def _versus(args: argparse.Namespace) -> int:
     if args.out:
         ensure_folder(args.out)
     results, _ = versus(
-        args.contests, args.dims, args.naf_dims, batch=args.batch, rounds=args.rounds,
-        out=Path(args.out) if args.out else None, entrants=args.contest or [],
-    )  # fmt: skip
+        args.contests,
+        args.dims,
+        args.naf_dims,
+        batch=args.batch,
+        rounds=args.rounds,
+        out=Path(args.out) if args.out else None,
+        entrants=args.contest or [],
+    )
     verdicts = [r["verdict"] for r in results]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("faster", "no clear difference", "slower"))
     print(f"\nours against the fastest peer, 95% intervals over rounds: {counts} (of {len(results)} contests)")
@@ -130,9 +137,13 @@ def _solvers(args: argparse.Namespace) -> int:
     if args.out:
         ensure_folder(args.out)
     algorithms(
-        args.models or list(NAMES), args.dims, batch=args.batch, rounds=args.rounds, max_call_s=args.max_call_s,
+        args.models or list(NAMES),
+        args.dims,
+        batch=args.batch,
+        rounds=args.rounds,
+        max_call_s=args.max_call_s,
         out=Path(args.out) if args.out else None,
-    )  # fmt: skip
+    )
     return 0
 
 

@@ -23,29 +23,29 @@ from .measure import allocator
 from .measure.stats import ratio_interval, relative_deviation
 from .measure.timing import time_once, time_rounds
 from .models import NAMES, build, run_op, unchecked
-from .table import OK, SOLVERS, SOLVERS_MD
+from .table import OK, SOLVERS, SOLVERS_MD, Col
 
 FIELDS = [
-    "model",
-    "dim",
-    "batch",
-    "op",
-    "solver",
+    Col.MODEL,
+    Col.DIM,
+    Col.BATCH,
+    Col.OP,
+    Col.SOLVER,
     "reference",
-    "median_s",
+    Col.MEDIAN_S,
     "rounds",
     "speedup",
     "speedup_low",
     "speedup_high",
-    "evaluations",
-    "iterations",
-    "evaluations_per_dim",
-    "max_rel_dev",
+    Col.EVALUATIONS,
+    Col.ITERATIONS,
+    Col.EVALUATIONS_PER_DIM,
+    Col.MAX_REL_DEV,
     "fast_op",
     "fast_median_s",
     "slow_over_fast",
-    "status",
-    "reason",
+    Col.STATUS,
+    Col.REASON,
 ]
 
 
@@ -112,7 +112,7 @@ def compare(
                 if seconds <= max_call_s:
                     fns[solver] = functools.partial(run_op, flow, op, x)
                 else:
-                    rows[solver]["reason"] = f"one call took {seconds:.3g} s > {max_call_s:g} s: timed once"
+                    rows[solver][Col.REASON] = f"one call took {seconds:.3g} s > {max_call_s:g} s: timed once"
                 if solver == chosen[-1] or solver == probe.solver:
                     fns["fast"] = functools.partial(run_op, flow, fast_op, x)
             times = time_rounds(fns, rounds=rounds, block_s=block_s, threads=threads)
@@ -125,8 +125,8 @@ def compare(
         if solver in times and reference in times:
             row["speedup"], row["speedup_low"], row["speedup_high"] = ratio_interval(times[reference], times[solver])
         else:  # the reference (or this solver) was timed once: a ratio of single calls
-            row["speedup"] = rows[reference]["median_s"] / row["median_s"]
-        row.update(fast_median_s=fast, slow_over_fast=row["median_s"] / fast)
+            row["speedup"] = rows[reference][Col.MEDIAN_S] / row[Col.MEDIAN_S]
+        row.update(fast_median_s=fast, slow_over_fast=row[Col.MEDIAN_S] / fast)
     return list(rows.values())
 
 
@@ -142,28 +142,28 @@ def table(rows: list[dict]) -> str:
 
     body = [
         [
-            r["model"],
-            r["op"],
-            r["dim"],
-            r["solver"],
-            f"{r['median_s'] * 1e3:.4g}",
+            r[Col.MODEL],
+            r[Col.OP],
+            r[Col.DIM],
+            r[Col.SOLVER],
+            f"{r[Col.MEDIAN_S] * 1e3:.4g}",
             interval(r),
-            f"{r['evaluations_per_dim']:.3g}",
-            r["iterations"],
-            f"{r['max_rel_dev']:.2g}",
+            f"{r[Col.EVALUATIONS_PER_DIM]:.3g}",
+            r[Col.ITERATIONS],
+            f"{r[Col.MAX_REL_DEV]:.2g}",
             f"{r['slow_over_fast']:.3g}",
         ]
         for r in rows
     ]
     headers = [
-        "model",
-        "op",
+        Col.MODEL,
+        Col.OP,
         "d",
-        "solver",
+        Col.SOLVER,
         "time (ms)",
         "speed-up over reference [95% CI]",
         "evaluations / dim",
-        "iterations",
+        Col.ITERATIONS,
         "max rel. deviation from reference",
         "slow op / fast op",
     ]
@@ -204,7 +204,7 @@ def main(
             rows += new
             if progress:
                 best = max(new, key=lambda r: r["speedup"])
-                print(f"{name} d={dim}: fastest {best['solver']} ({best['speedup']:.3g}x the reference)", flush=True)
+                print(f"{name} d={dim}: fastest {best[Col.SOLVER]} ({best['speedup']:.3g}x the reference)", flush=True)
     text = table(rows)
     print(text)
     if out is not None:

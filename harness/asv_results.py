@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .table import ERROR, OK, SKIPPED, Status
+from .table import ERROR, OK, SKIPPED, Col, Status
 
 # What to run when a folder holds no results: asv's development loop (`--python=same`)
 # saves results only when given a commit hash.
@@ -25,7 +25,7 @@ HINT = (
     "or `asv run HEAD^!`; `asv run --python=same` without --set-commit-hash saves no results"
 )
 
-COLUMNS = ["benchmark", "params", "value", "unit", "status", "commit", "date", "machine", "env", "type"]
+COLUMNS = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, "date", "machine", "env", "type"]
 
 
 def _value(text: str):
@@ -110,8 +110,8 @@ def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
                 "params": ", ".join(f"{k}={v}" for k, v in parsed.items()),
                 "value": float(value) if status == OK else math.nan,
                 "unit": info.get("unit", ""),
-                "status": status,
-                "commit": data.get("commit_hash", ""),
+                Col.STATUS: status,
+                Col.COMMIT: data.get("commit_hash", ""),
                 "date": pd.to_datetime(data.get("date", 0), unit="ms"),
                 "machine": machine,
                 "env": data.get("env_name", ""),
@@ -119,7 +119,7 @@ def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
                 **parsed,
             }
             if name.split(".")[-1] in ("time_log_prob", "time_sample"):
-                row["op"] = name.split(".")[-1].removeprefix("time_")
-                row["median_s"] = row["value"]
+                row[Col.OP] = name.split(".")[-1].removeprefix("time_")
+                row[Col.MEDIAN_S] = row["value"]
             rows.append(row)
     return rows

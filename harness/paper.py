@@ -25,6 +25,7 @@ import torch
 
 from .measure.counting import count_params, params_stored
 from .models import Flow, build
+from .table import Col
 
 
 @dataclass(frozen=True)
@@ -93,31 +94,41 @@ def table1() -> pd.DataFrame:
         bnaf_stored, bnaf = count_params(bnaf_paper(name))
         naf5 = params_stored(naf_paper(name, 5, device="meta"))
         naf10 = params_stored(naf_paper(name, 10, device="meta"))
-        rows.append({
-            "dataset": name, "dim": ds.dim,
-            "params_bnaf": bnaf, "params_naf5": naf5, "params_naf10": naf10,
-            "ratio5": naf5 / bnaf, "ratio10": naf10 / bnaf,
-            "paper_ratio5": ds.paper_ratio5, "paper_ratio10": ds.paper_ratio10,
-            "params_bnaf_stored": bnaf_stored,
-        })  # fmt: skip
+        rows.append(
+            {
+                "dataset": name,
+                Col.DIM: ds.dim,
+                "params_bnaf": bnaf,
+                "params_naf5": naf5,
+                "params_naf10": naf10,
+                "ratio5": naf5 / bnaf,
+                "ratio10": naf10 / bnaf,
+                "paper_ratio5": ds.paper_ratio5,
+                "paper_ratio10": ds.paper_ratio10,
+                "params_bnaf_stored": bnaf_stored,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def table1_markdown(df: pd.DataFrame | None = None) -> str:
     """Ours beside the paper's, with each ratio's relative difference."""
     df = table1() if df is None else df
-    out = pd.DataFrame({
-        "dataset": df["dataset"], "d": df["dim"],
-        "B-NAF params (non-zero)": df["params_bnaf"].map("{:,}".format),
-        "NAF(5) params (numel)": df["params_naf5"].map("{:,}".format),
-        "NAF(10) params (numel)": df["params_naf10"].map("{:,}".format),
-        "NAF(5)/B-NAF": df["ratio5"].map("{:.2f}".format),
-        "paper": df["paper_ratio5"].map("{:.2f}".format),
-        "diff": ((df["ratio5"] / df["paper_ratio5"] - 1) * 100).map("{:+.2f}%".format),
-        "NAF(10)/B-NAF": df["ratio10"].map("{:.2f}".format),
-        "paper ": df["paper_ratio10"].map("{:.2f}".format),
-        "diff ": ((df["ratio10"] / df["paper_ratio10"] - 1) * 100).map("{:+.2f}%".format),
-    })  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "dataset": df["dataset"],
+            "d": df[Col.DIM],
+            "B-NAF params (non-zero)": df["params_bnaf"].map("{:,}".format),
+            "NAF(5) params (numel)": df["params_naf5"].map("{:,}".format),
+            "NAF(10) params (numel)": df["params_naf10"].map("{:,}".format),
+            "NAF(5)/B-NAF": df["ratio5"].map("{:.2f}".format),
+            "paper": df["paper_ratio5"].map("{:.2f}".format),
+            "diff": ((df["ratio5"] / df["paper_ratio5"] - 1) * 100).map("{:+.2f}%".format),
+            "NAF(10)/B-NAF": df["ratio10"].map("{:.2f}".format),
+            "paper ": df["paper_ratio10"].map("{:.2f}".format),
+            "diff ": ((df["ratio10"] / df["paper_ratio10"] - 1) * 100).map("{:+.2f}%".format),
+        }
+    )
     note = (
         "\n\nCounting conventions, as the authors counted: B-NAF counts non-zero weight entries "
         "(masked-out blocks excluded, `params_effective`); NAF counts numel of every tensor "

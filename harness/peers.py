@@ -41,6 +41,7 @@ from .models import BUILDERS
 from .models.base import Cost, normal_log_prob
 from .models.masked import default_hidden
 from .models.solvers import NATIVE
+from .table import Col
 
 INSTALL = "pip install 'flowbench-harness[peers]'"
 
@@ -343,7 +344,7 @@ def build(name: str, dim: int, **config: object) -> PeerFlow:
     if missing:
         raise ValueError(f"peer {name!r} is unavailable: {missing}")
     params = inspect.signature(peer.builder).parameters
-    allowed = [p for p in params if p != "dim"]
+    allowed = [p for p in params if p != Col.DIM]
     for key in config:
         if key not in allowed:
             raise ValueError(f"unknown keyword {key!r} for peer {name!r}; allowed: {', '.join(allowed)}")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from .table import RESULTS
+from .table import RESULTS, Col
 
 QUICK = "quick/output.txt"  # make report saves the quick example's console output here
 
@@ -26,10 +26,18 @@ def headline(reports: Path) -> str:
     df, meta = load(reports / "cpu")
     t = time_table(df)
     t = t[t["d"].isin([16, 64, 256])].copy()
-    sizes = main_rows(df).drop_duplicates(["model", "dim"]).set_index(["model", "dim"])["params_effective"]
-    t["params (effective)"] = [fmt(float(sizes[(m, d)])) for m, d in zip(t["model"], t["d"])]
-    keep = ["model", "d", "solver", "log_prob ms [IQR]", "sample ms [IQR]", "sample / log_prob",
-            "sample / log_prob, reference solver", "params (effective)"]  # fmt: skip
+    sizes = main_rows(df).drop_duplicates([Col.MODEL, Col.DIM]).set_index([Col.MODEL, Col.DIM])[Col.PARAMS_EFFECTIVE]
+    t["params (effective)"] = [fmt(float(sizes[(m, d)])) for m, d in zip(t[Col.MODEL], t["d"])]
+    keep = [
+        Col.MODEL,
+        "d",
+        Col.SOLVER,
+        "log_prob ms [IQR]",
+        "sample ms [IQR]",
+        "sample / log_prob",
+        "sample / log_prob, reference solver",
+        "params (effective)",
+    ]
     cpu = " ".join(str(meta.get("cpu", "")).split()[:2])
     head = (
         f"Medians [IQR] in milliseconds per call of 1024 points, 1 thread, float32, from `make report` (commit "

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from . import peers
 from .models import NAMES, Cost, Flow, Measurable, build
-from .table import OURS
+from .table import OURS, Col
 
 GROUP = "flowbench.models"
 
@@ -40,7 +40,7 @@ class UserFlow(peers.PeerFlow):
         if not callable(getattr(module, "inverse", None)):
             unsupported["sample"] = f"{name} has no inverse(z): sampling is timed on given base points"
         cost = module.cost if isinstance(getattr(module, "cost", None), Cost) else Cost("parallel", "parallel")
-        family = module.family if isinstance(getattr(module, "family", None), str) else ""
+        family = module.family if isinstance(getattr(module, Col.FAMILY, None), str) else ""
         super().__init__(dim, module, cost, unsupported, family=family, library=library or name.partition(":")[0])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -32,7 +32,7 @@ from .measure.timing import MIN_RUNS, gemm_rate, time_call, time_once
 from .models import NAMES, OPS, Cost, Measurable, build, run_op, unchecked
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
-from .table import COLUMNS, COUNTS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, Row, key_of
+from .table import COLUMNS, COUNTS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, Col, Row, key_of
 
 ALL_NAMES = NAMES + peers.NAMES
 # --models shorthands
@@ -78,8 +78,13 @@ class Config:
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
-        for name, values in (("models", self.models), ("ops", self.ops), ("dims", self.dims),
-                             ("batches", self.batches), ("solvers", self.solvers)):  # fmt: skip
+        for name, values in (
+            ("models", self.models),
+            ("ops", self.ops),
+            ("dims", self.dims),
+            ("batches", self.batches),
+            ("solvers", self.solvers),
+        ):
             if not values:
                 raise ValueError(f"{name} is empty; name at least one")
         bad = [m for m in self.models if not registry.known(m)]
@@ -95,7 +100,7 @@ class Config:
         bad = [s for s in self.solvers if s not in allowed]
         if bad or not self.solvers:
             raise ValueError(f"unknown solver {(bad or [''])[0]!r}; allowed: {', '.join(allowed)}")
-        for name, values, top in (("dim", self.dims, MAX_DIM), ("batch", self.batches, MAX_BATCH)):
+        for name, values, top in ((Col.DIM, self.dims, MAX_DIM), (Col.BATCH, self.batches, MAX_BATCH)):
             for v in values:
                 if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
                     raise ValueError(f"{name} must be an int in 1..{top}, got {v!r}")
@@ -125,28 +130,25 @@ def resolve_devices(device: str) -> list[str]:
 # ---- provenance --------------------------------------------------------------------
 
 
-def git_commit(path: Path | None = None) -> str:
+def _git(*args: str, path: Path | None = None) -> str | None:
+    """git's output in ``path`` (this package's folder by default), None outside git."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=path or Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            check=True,
+            ["git", *args], cwd=path or Path(__file__).parent, capture_output=True, text=True, check=True
         )
-        return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return None
+    return out.stdout.strip()
+
+
+def git_commit(path: Path | None = None) -> str:
+    return _git("rev-parse", "--short=12", "HEAD", path=path) or "unknown"
 
 
 def dirty_tree(path: Path | None = None) -> bool | None:
     """Whether the working tree has uncommitted changes (None outside git)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                             cwd=path or Path(__file__).parent, capture_output=True, text=True, check=True)  # fmt: skip
-        return bool(out.stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    out = _git("status", "--porcelain", "--untracked-files=no", path=path)
+    return None if out is None else bool(out)
 
 
 def cpu_flags() -> str:
@@ -164,8 +166,13 @@ def gpu_driver() -> str | None:
     if not torch.cuda.is_available():
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
         return out.stdout.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
@@ -193,7 +200,7 @@ def metadata(config: Config, roofline: bool = True) -> dict:
     rates = {d: gemm_rate(d, threads=config.threads) for d in resolve_devices(config.device)} if roofline else {}
     return {
         "harness_version": __version__,
-        "commit": git_commit(),
+        Col.COMMIT: git_commit(),
         "dirty": dirty_tree(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
@@ -207,7 +214,7 @@ def metadata(config: Config, roofline: bool = True) -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "gpu_driver": gpu_driver(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "threads": config.threads,
+        Col.THREADS: config.threads,
         "roofline": rates,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
         "units": UNITS,
@@ -258,7 +265,15 @@ def estimate_seconds(history: list[tuple], dim: int, kind: str) -> float | None:
 def counts_key(row: dict, config: Config) -> str:
     """The cache key of a configuration's FLOPs and memory: the same code, model config
     and configuration count the same."""
-    parts = [row["model"], row["dim"], row["op"], row["device"], row["batch"], row["solver"], row["commit"]]
+    parts = [
+        row[Col.MODEL],
+        row[Col.DIM],
+        row[Col.OP],
+        row[Col.DEVICE],
+        row[Col.BATCH],
+        row[Col.SOLVER],
+        row[Col.COMMIT],
+    ]
     return "|".join(map(str, parts)) + "|" + json.dumps(config.model_config, sort_keys=True)
 
 
@@ -340,17 +355,17 @@ def measure(
         run_time = min(max(config.min_run_time, MIN_RUNS * one), max(budget - (1 + COUNT_CALLS) * one, 0.0))
         t = time_call(fn, device, threads=config.threads, min_run_time=run_time, estimate_s=one)
         row.update(status=OK, reason="", median_s=t.median_s, iqr_s=t.iqr_s, runs=t.runs)
-        wanted = {k for k, on in (("flops", config.flops), ("peak_mem_bytes", config.memory)) if on}
+        wanted = {k for k, on in ((Col.FLOPS, config.flops), (Col.PEAK_MEM_BYTES, config.memory)) if on}
         if counts and wanted <= set(counts):
             row.update({k: counts[k] for k in wanted}, flops_method=FLOPS_METHOD if config.flops else "")
         elif wanted:
             counted, peak = count_work(fn, device, flops=config.flops, memory=config.memory)
             if config.memory:
-                row["peak_mem_bytes"] = peak
+                row[Col.PEAK_MEM_BYTES] = peak
             if config.flops:
                 row.update(flops=counted, flops_method=FLOPS_METHOD)
         if not config.flops:
-            row["flops_note"] = NO_FLOPS
+            row[Col.FLOPS_NOTE] = NO_FLOPS
     return row, out
 
 
@@ -368,7 +383,7 @@ def solvers_for(name: str, op: str, requested: Sequence[str]) -> list[str]:
     return [s for s in dict.fromkeys((flow.reference_solver, *flow.solvers)) if s in chosen]
 
 
-GRID = ("device", "model", "dim", "op", "batch", "solver")  # the fields of a grid entry
+GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER)  # the fields of a grid entry
 
 
 def grid(config: Config) -> list[tuple[str, str, int, str, int, str]]:
@@ -448,7 +463,7 @@ class Measurer:
         if out is not None and task.solver == model.reference_solver:
             self.reference_out = {problem: out}  # only the current problem's is kept
         elif out is not None and problem in self.reference_out:
-            row["max_rel_dev"] = relative_deviation(out, self.reference_out[problem])
+            row[Col.MAX_REL_DEV] = relative_deviation(out, self.reference_out[problem])
         return row
 
 
@@ -501,16 +516,16 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         failed: dict[tuple, tuple[int, str]] = {}  # the dim of the first oom or timeout, and which
 
         def record(r: dict) -> None:
-            series = (r["device"], r["model"], r["op"], int(r["batch"]), r["solver"])
-            if r["status"] == OK:
-                flops = float(r["flops"]) if r.get("flops") not in (None, "") else None
-                history.setdefault(series, []).append((int(r["dim"]), float(r["median_s"]), flops))
-            elif r["status"] in (OOM, TIMEOUT):  # larger d only costs more, whatever the cell
-                failed.setdefault(series, (int(r["dim"]), r["status"]))
-            elif r["status"] == SKIPPED:
-                over.setdefault(series, int(r["dim"]))
+            series = (r[Col.DEVICE], r[Col.MODEL], r[Col.OP], int(r[Col.BATCH]), r[Col.SOLVER])
+            if r[Col.STATUS] == OK:
+                flops = float(r[Col.FLOPS]) if r.get(Col.FLOPS) not in (None, "") else None
+                history.setdefault(series, []).append((int(r[Col.DIM]), float(r[Col.MEDIAN_S]), flops))
+            elif r[Col.STATUS] in (OOM, TIMEOUT):  # larger d only costs more, whatever the cell
+                failed.setdefault(series, (int(r[Col.DIM]), r[Col.STATUS]))
+            elif r[Col.STATUS] == SKIPPED:
+                over.setdefault(series, int(r[Col.DIM]))
 
-        for r in sorted(done.values(), key=lambda r: int(r["dim"])):  # resumed rows inform the budget
+        for r in sorted(done.values(), key=lambda r: int(r[Col.DIM])):  # resumed rows inform the budget
             record(r)
         counts = folder.load_counts()
 
@@ -530,9 +545,19 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
             for device, name, dim, op, batch, solver in bar:
                 family, library = registry.identity(name)
                 row: Row = dict(
-                    model=name, family=family, library=library, dim=dim, op=op, device=device, batch=batch,
-                    solver=solver, threads=config.threads, dtype="float32", source="sweep", commit=commit,
-                )  # fmt: skip
+                    model=name,
+                    family=family,
+                    library=library,
+                    dim=dim,
+                    op=op,
+                    device=device,
+                    batch=batch,
+                    solver=solver,
+                    threads=config.threads,
+                    dtype="float32",
+                    source="sweep",
+                    commit=commit,
+                )
                 missing = peers.unavailable(name) if name in peers.NAMES else None
                 if missing:  # listed, not measured, and not recorded: it says nothing of larger d
                     row.update(kind=peers.PEERS[name].cost[op], status=SKIPPED, reason=f"unavailable: {missing}")
@@ -550,8 +575,8 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                 task = Task(device, name, dim, op, batch, solver, estimate, skip, essential, counts.get(key))
                 bar.set_postfix_str(f"{name} d={dim} {op} {solver}, ~{eta(todo[len(rows) :]) / 60:.0f} min left")
                 row.update(local(task) if worker is None else _isolated(worker, task, config, kind))
-                if row["status"] == OK and row.get("flops") not in (None, ""):
-                    counts[key] = {k: row[k] for k in ("flops", "peak_mem_bytes") if row.get(k) not in (None, "")}
+                if row[Col.STATUS] == OK and row.get(Col.FLOPS) not in (None, ""):
+                    counts[key] = {k: row[k] for k in (Col.FLOPS, Col.PEAK_MEM_BYTES) if row.get(k) not in (None, "")}
                     folder.save_counts(counts)
                 record(row)
                 folder.write(row)
@@ -582,7 +607,7 @@ def _isolated(worker, task: Task, config: Config, kind: str) -> dict:
 
 
 # Settings that change what a row means: resuming with others would mix rows.
-SETTINGS = ("threads", "budget_s", "min_run_time", "seed", "model_config", "flops", "memory")
+SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config", Col.FLOPS, "memory")
 
 
 class ResultsFolder:
@@ -717,7 +742,7 @@ class ResultsFolder:
         if resume:
             first = json.loads(path.read_text())
             first.setdefault("resumed", []).append(
-                {k: meta[k] for k in ("date", "commit", "dirty", "torch", "cpu", "load_start")}
+                {k: meta[k] for k in ("date", Col.COMMIT, "dirty", "torch", "cpu", "load_start")}
             )
             meta = first
         tmp = path.with_suffix(".json.tmp")  # whole or not at all: a kill mid-write keeps the old one
@@ -761,12 +786,31 @@ def summary(rows: Iterable[dict]) -> str:
 
     table = [
         [
-            r["model"], r["dim"], r["op"], r["solver"], r["device"], r["batch"],
-            f"{float(r['median_s']) * 1e3:.3g}" if r.get("median_s") not in (None, "") and r["status"] == OK else "",
-            r.get("runs", ""), r.get("evaluations", ""),
-            r["status"] if r["status"] == OK else f"{r['status']}: {r.get('reason', '')}",
+            r[Col.MODEL],
+            r[Col.DIM],
+            r[Col.OP],
+            r[Col.SOLVER],
+            r[Col.DEVICE],
+            r[Col.BATCH],
+            f"{float(r[Col.MEDIAN_S]) * 1e3:.3g}"
+            if r.get(Col.MEDIAN_S) not in (None, "") and r[Col.STATUS] == OK
+            else "",
+            r.get(Col.RUNS, ""),
+            r.get(Col.EVALUATIONS, ""),
+            r[Col.STATUS] if r[Col.STATUS] == OK else f"{r[Col.STATUS]}: {r.get(Col.REASON, '')}",
         ]
         for r in rows
-    ]  # fmt: skip
-    headers = ["model", "d", "op", "solver", "device", "batch", "median (ms)", "runs", "evaluations", "status"]
+    ]
+    headers = [
+        Col.MODEL,
+        "d",
+        Col.OP,
+        Col.SOLVER,
+        Col.DEVICE,
+        Col.BATCH,
+        "median (ms)",
+        Col.RUNS,
+        Col.EVALUATIONS,
+        Col.STATUS,
+    ]
     return tabulate(table, headers, tablefmt="github")

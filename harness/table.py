@@ -73,24 +73,60 @@ class Row(TypedDict, total=False):
 
 
 COLUMNS = list(Row.__annotations__)
+
+
+class Col:
+    """The results table's column names, one constant each: code outside this module
+    writes ``Col.MEDIAN_S``, never the literal, so a renamed column cannot be missed."""
+
+    MODEL = "model"
+    FAMILY = "family"
+    LIBRARY = "library"
+    DIM = "dim"
+    OP = "op"
+    DEVICE = "device"
+    BATCH = "batch"
+    SOLVER = "solver"
+    KIND = "kind"
+    MEDIAN_S = "median_s"
+    IQR_S = "iqr_s"
+    RUNS = "runs"
+    STATUS = "status"
+    REASON = "reason"
+    EVALUATIONS = "evaluations"
+    ITERATIONS = "iterations"
+    EVALUATIONS_PER_DIM = "evaluations_per_dim"
+    MAX_REL_DEV = "max_rel_dev"
+    PARAMS_STORED = "params_stored"
+    PARAMS_EFFECTIVE = "params_effective"
+    FLOPS = "flops"
+    FLOPS_METHOD = "flops_method"
+    FLOPS_NOTE = "flops_note"
+    PEAK_MEM_BYTES = "peak_mem_bytes"
+    THREADS = "threads"
+    DTYPE = "dtype"
+    SOURCE = "source"
+    COMMIT = "commit"
+
+
 # One row per key. ``solver`` is the slow direction's algorithm (harness.models.solvers),
 # ``direct`` for a parallel op.
-KEY = ("model", "dim", "op", "device", "batch", "solver")
+KEY = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER)
 TEXT = (
-    "model",
-    "family",
-    "library",
-    "op",
-    "device",
-    "solver",
-    "kind",
-    "status",
-    "reason",
-    "flops_method",
-    "flops_note",
-    "dtype",
-    "source",
-    "commit",
+    Col.MODEL,
+    Col.FAMILY,
+    Col.LIBRARY,
+    Col.OP,
+    Col.DEVICE,
+    Col.SOLVER,
+    Col.KIND,
+    Col.STATUS,
+    Col.REASON,
+    Col.FLOPS_METHOD,
+    Col.FLOPS_NOTE,
+    Col.DTYPE,
+    Col.SOURCE,
+    Col.COMMIT,
 )
 NUMERIC = [c for c in COLUMNS if c not in TEXT]
 

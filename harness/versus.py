@@ -29,7 +29,7 @@ from .measure import allocator
 from .measure.stats import ratio_interval, verdict
 from .measure.timing import time_rounds
 from .models import Measurable, build, run_op, unchecked
-from .table import VERSUS, VERSUS_MD
+from .table import VERSUS, VERSUS_MD, Col
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,7 @@ def _timed(fns: dict[str, Callable[[], object]], rounds: int, block_s: float, th
     # no_grad for every contender alike: zuko's monotonic transforms take autograd
     # derivatives inside log_prob, which inference mode would forbid
     with unchecked(), torch.no_grad():
-        return time_rounds(fns, rounds=rounds, min_rounds=MIN_ROUNDS, block_s=block_s, threads=threads,
-                           enough=enough)  # fmt: skip
+        return time_rounds(fns, rounds=rounds, min_rounds=MIN_ROUNDS, block_s=block_s, threads=threads, enough=enough)
 
 
 def run_contest(
@@ -122,10 +121,19 @@ def run_contest(
     medians = {k: statistics.median(v) for k, v in times.items()}
     fastest = min(rivals, key=medians.__getitem__)
     return dict(
-        contest=contest.name, dim=dim, batch=batch, threads=threads, rounds=len(times["ours"]),
-        medians=medians, ops=ops, fastest=fastest, ratio=ratio, ratio_low=low, ratio_high=high,
+        contest=contest.name,
+        dim=dim,
+        batch=batch,
+        threads=threads,
+        rounds=len(times["ours"]),
+        medians=medians,
+        ops=ops,
+        fastest=fastest,
+        ratio=ratio,
+        ratio_low=low,
+        ratio_high=high,
         verdict=verdict(low, high),
-    )  # fmt: skip
+    )
 
 
 def naf_ratios(
@@ -155,15 +163,29 @@ def table(results: list[dict]) -> str:
 
     rows = []
     for r in results:
-        peers_ms = ", ".join(
-            f"{p} {r['ops'][p]} {r['medians'][p] * 1e3:.3g}" for p in r["medians"] if p != "ours"
-        )  # fmt: skip
-        rows.append([
-            r["contest"], r["dim"], f"{r['medians']['ours'] * 1e3:.3g}", peers_ms, r["fastest"],
-            f"{r['ratio']:.3f} [{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]", r["rounds"], r["verdict"],
-        ])  # fmt: skip
-    headers = ["ours (model.op)", "d", "ours (ms)", "peers (ms)", "fastest peer", "ours / fastest [95% CI]",
-               "rounds", "ours is"]  # fmt: skip
+        peers_ms = ", ".join(f"{p} {r['ops'][p]} {r['medians'][p] * 1e3:.3g}" for p in r["medians"] if p != "ours")
+        rows.append(
+            [
+                r["contest"],
+                r[Col.DIM],
+                f"{r['medians']['ours'] * 1e3:.3g}",
+                peers_ms,
+                r["fastest"],
+                f"{r['ratio']:.3f} [{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]",
+                r["rounds"],
+                r["verdict"],
+            ]
+        )
+    headers = [
+        "ours (model.op)",
+        "d",
+        "ours (ms)",
+        "peers (ms)",
+        "fastest peer",
+        "ours / fastest [95% CI]",
+        "rounds",
+        "ours is",
+    ]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
@@ -171,15 +193,28 @@ def naf_table(results: list[dict]) -> str:
     from tabulate import tabulate
 
     rows = [
-        [r["model"], r["dim"], f"{r['log_prob_s'] * 1e3:.3g}", f"{r['sample_s'] * 1e3:.3g}", f"{r['ratio']:.3g}"]
+        [r[Col.MODEL], r[Col.DIM], f"{r['log_prob_s'] * 1e3:.3g}", f"{r['sample_s'] * 1e3:.3g}", f"{r['ratio']:.3g}"]
         for r in results
     ]
-    headers = ["model", "d", "log_prob (ms)", "sample (ms)", "sample / log_prob"]
+    headers = [Col.MODEL, "d", "log_prob (ms)", "sample (ms)", "sample / log_prob"]
     return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
-FIELDS = ["contest", "dim", "batch", "threads", "rounds", "contender", "op", "median_s", "fastest", "ratio",
-          "ratio_low", "ratio_high", "verdict"]  # fmt: skip
+FIELDS = [
+    "contest",
+    Col.DIM,
+    Col.BATCH,
+    Col.THREADS,
+    "rounds",
+    "contender",
+    Col.OP,
+    Col.MEDIAN_S,
+    "fastest",
+    "ratio",
+    "ratio_low",
+    "ratio_high",
+    "verdict",
+]
 
 
 def write_csv(results: list[dict], naf: list[dict], path: Path) -> None:
@@ -190,17 +225,39 @@ def write_csv(results: list[dict], naf: list[dict], path: Path) -> None:
         w.writeheader()
         for r in results:
             for who, median in r["medians"].items():
-                w.writerow(dict(
-                    contest=r["contest"], dim=r["dim"], batch=r["batch"], threads=r["threads"], rounds=r["rounds"],
-                    contender=who, op=r["ops"][who], median_s=median, fastest=r["fastest"], ratio=r["ratio"],
-                    ratio_low=r["ratio_low"], ratio_high=r["ratio_high"], verdict=r["verdict"],
-                ))  # fmt: skip
+                w.writerow(
+                    dict(
+                        contest=r["contest"],
+                        dim=r[Col.DIM],
+                        batch=r[Col.BATCH],
+                        threads=r[Col.THREADS],
+                        rounds=r["rounds"],
+                        contender=who,
+                        op=r["ops"][who],
+                        median_s=median,
+                        fastest=r["fastest"],
+                        ratio=r["ratio"],
+                        ratio_low=r["ratio_low"],
+                        ratio_high=r["ratio_high"],
+                        verdict=r["verdict"],
+                    )
+                )
         for r in naf:
             for op in ("log_prob", "sample"):
-                w.writerow(dict(
-                    contest="naf.sample/log_prob", dim=r["dim"], batch=r["batch"], threads=1, rounds="",
-                    contender=r["model"], op=op, median_s=r[f"{op}_s"], fastest="", ratio=r["ratio"],
-                ))  # fmt: skip
+                w.writerow(
+                    dict(
+                        contest="naf.sample/log_prob",
+                        dim=r[Col.DIM],
+                        batch=r[Col.BATCH],
+                        threads=1,
+                        rounds="",
+                        contender=r[Col.MODEL],
+                        op=op,
+                        median_s=r[f"{op}_s"],
+                        fastest="",
+                        ratio=r["ratio"],
+                    )
+                )
 
 
 def main(
@@ -243,8 +300,10 @@ def main(
         bar.set_postfix_str(f"{name} d={dim}")
         r = run_contest(chosen[name], dim, batch=batch, rounds=rounds)
         results.append(r)
-        bar.write(f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
-                  f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)")  # fmt: skip
+        bar.write(
+            f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
+            f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)"
+        )
     bar.close()
     naf = naf_ratios(naf_dims, batch=batch) if naf_dims else []
     text = table(results)

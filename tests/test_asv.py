@@ -50,8 +50,9 @@ def test_reader_rejects_a_folder_without_benchmarks_json(tmp_path):
 
 
 def test_asv_conf_installs_the_project_without_deps():
-    text = "\n".join(line for line in (ROOT / "asv.conf.json").read_text().splitlines()
-                     if not line.strip().startswith("//"))  # fmt: skip
+    text = "\n".join(
+        line for line in (ROOT / "asv.conf.json").read_text().splitlines() if not line.strip().startswith("//")
+    )
     conf = json.loads(text)
     assert conf["environment_type"] == "virtualenv" and conf["benchmark_dir"] == "benchmarks"
     assert conf["matrix"]["req"]["torch"] == ["2.13.0"]
@@ -68,23 +69,49 @@ def test_asv_runs_for_real_and_reads_back(tmp_path):
     env = {**os.environ, "HOME": str(home)}  # asv keeps its machine file in ~
     results = tmp_path / "results"
     conf = tmp_path / "asv.conf.json"
-    text = "\n".join(line for line in (ROOT / "asv.conf.json").read_text().splitlines()
-                     if not line.strip().startswith("//"))  # fmt: skip
+    text = "\n".join(
+        line for line in (ROOT / "asv.conf.json").read_text().splitlines() if not line.strip().startswith("//")
+    )
     data = json.loads(text)
-    data.update(repo=str(ROOT), benchmark_dir=str(ROOT / "benchmarks"), results_dir=str(results),
-                html_dir=str(tmp_path / "html"), env_dir=str(tmp_path / "env"))  # fmt: skip
+    data.update(
+        repo=str(ROOT),
+        benchmark_dir=str(ROOT / "benchmarks"),
+        results_dir=str(results),
+        html_dir=str(tmp_path / "html"),
+        env_dir=str(tmp_path / "env"),
+    )
     conf.write_text(json.dumps(data))
-    subprocess.run([*asv, "machine", "--yes", "--machine", "ci", "--config", str(conf)],
-                   env=env, check=True, capture_output=True, cwd=ROOT)  # fmt: skip
+    subprocess.run(
+        [*asv, "machine", "--yes", "--machine", "ci", "--config", str(conf)],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     if not commit:
         pytest.skip("not a git checkout")
     bench = [r"track_params_stored\('maf', 2\)", r"time_log_prob\('maf', 2, 'c"]
     run = subprocess.run(
-        [*asv, "run", "--config", str(conf), "--python=same", "--quick", "--machine", "ci",
-         "--set-commit-hash", commit, *[a for b in bench for a in ("--bench", b)]],
-        env=env, capture_output=True, text=True, cwd=ROOT, timeout=600,
-    )  # fmt: skip
+        [
+            *asv,
+            "run",
+            "--config",
+            str(conf),
+            "--python=same",
+            "--quick",
+            "--machine",
+            "ci",
+            "--set-commit-hash",
+            commit,
+            *[a for b in bench for a in ("--bench", b)],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     df = read(results)
     ok = df[df["status"] == "ok"]

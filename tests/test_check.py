@@ -102,8 +102,17 @@ def test_unknown_specs_are_one_line_errors(capsys):
 
 
 def test_a_user_flow_runs_in_the_sweep_like_a_peer(tmp_path):
-    out = cli("sweep", "--models", "examples.linear_flow:make,maf", "--quick", "--device", "cpu", "--no-progress",
-              "--out", str(tmp_path))  # fmt: skip
+    out = cli(
+        "sweep",
+        "--models",
+        "examples.linear_flow:make,maf",
+        "--quick",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "results.csv").read_text()
     assert text.count("examples.linear_flow:make,") == 4 and ",error," not in text
@@ -121,8 +130,14 @@ def test_a_user_flow_joins_a_contest(tmp_path):
 
     if any(peers.unavailable(p) for p in ("zuko.maf", "nflows.maf")):
         pytest.skip("needs zuko and nflows")
-    results, _ = versus.main(dims=[4], naf_dims=[], rounds=5, out=tmp_path, progress=False,
-                             entrants=[("examples.linear_flow:make", "maf.sample")])  # fmt: skip
+    results, _ = versus.main(
+        dims=[4],
+        naf_dims=[],
+        rounds=5,
+        out=tmp_path,
+        progress=False,
+        entrants=[("examples.linear_flow:make", "maf.sample")],
+    )
     assert [r["contest"] for r in results] == ["maf.sample"]
     assert results[0]["ops"]["examples.linear_flow:make"] == "sample"
     assert "examples.linear_flow:make" in (tmp_path / VERSUS).read_text()

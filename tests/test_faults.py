@@ -22,13 +22,35 @@ from harness.table import COLUMNS, key_of
 from .conftest import cli as _cli
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--models", "made,maf", "--dims", "2,3,4,5", "--batch", "8", "--budget", "5", "--device", "cpu",
-         "--no-flops", "--no-memory", "--no-progress"]  # fmt: skip
+SMALL = [
+    "--models",
+    "made,maf",
+    "--dims",
+    "2,3,4,5",
+    "--batch",
+    "8",
+    "--budget",
+    "5",
+    "--device",
+    "cpu",
+    "--no-flops",
+    "--no-memory",
+    "--no-progress",
+]
 
 
 def small(**overrides) -> Config:
-    base = dict(models=("maf",), dims=(2, 3), batches=(8,), device="cpu", budget_s=5.0, min_run_time=0.01,
-                flops=False, memory=False, isolate=False)  # fmt: skip
+    base = dict(
+        models=("maf",),
+        dims=(2, 3),
+        batches=(8,),
+        device="cpu",
+        budget_s=5.0,
+        min_run_time=0.01,
+        flops=False,
+        memory=False,
+        isolate=False,
+    )
     return Config(**{**base, **overrides})
 
 
@@ -53,8 +75,13 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path):
     for _ in range(60):
         before = len(_lines(results)) if results.exists() else 0
         args = ["sweep", *SMALL, "--no-isolate", "--out", str(out)] + (["--resume"] if results.exists() else [])
-        proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", *args],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:  # until it has written something new
             if results.exists() and len(_lines(results)) > before:
@@ -89,9 +116,14 @@ def test_a_torn_last_line_is_dropped_and_measured_again(tmp_path, capsys):
 def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path):
     # a shell that started the tests in the background ignores SIGINT for its children:
     # give the sweep the default disposition a terminal gives it
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "sweep", *SMALL, "--out", str(tmp_path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "sweep", *SMALL, "--out", str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     results = tmp_path / "results.csv"
     deadline = time.time() + 60
     while time.time() < deadline and not (results.exists() and len(_lines(results)) >= 3):
@@ -119,8 +151,9 @@ def test_a_second_writer_is_refused_and_loses_nothing(tmp_path):
 
 def test_two_sweeps_started_on_one_out_keep_every_row(tmp_path):
     args = ["sweep", *SMALL, "--dims", "2,3", "--out", str(tmp_path)]
-    first = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     results = tmp_path / "results.csv"
     deadline = time.time() + 60
     while time.time() < deadline and not results.exists():
@@ -156,8 +189,16 @@ def test_resume_refuses_other_columns_or_settings(tmp_path):
 
 
 def test_a_configuration_past_its_deadline_is_killed_as_timeout(tmp_path):
-    config = small(models=("bnaf",), dims=(16, 32), ops=("sample",), solvers=("reference",), batches=(1024,),
-                   budget_s=0.01, deadline_margin_s=0.05, isolate=True)  # fmt: skip
+    config = small(
+        models=("bnaf",),
+        dims=(16, 32),
+        ops=("sample",),
+        solvers=("reference",),
+        batches=(1024,),
+        budget_s=0.01,
+        deadline_margin_s=0.05,
+        isolate=True,
+    )
     start = time.time()
     rows = sweep.run(config, tmp_path, progress=False)
     assert time.time() - start < 60

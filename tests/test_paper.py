@@ -8,8 +8,17 @@ from harness.paper import DATASETS, bnaf_paper, naf_paper, table1
 
 def test_every_ratio_matches_the_paper_to_two_decimals():
     df = table1()
-    assert list(df.columns[:9]) == ["dataset", "dim", "params_bnaf", "params_naf5", "params_naf10",
-                                    "ratio5", "ratio10", "paper_ratio5", "paper_ratio10"]  # fmt: skip
+    assert list(df.columns[:9]) == [
+        "dataset",
+        "dim",
+        "params_bnaf",
+        "params_naf5",
+        "params_naf10",
+        "ratio5",
+        "ratio10",
+        "paper_ratio5",
+        "paper_ratio10",
+    ]
     for r in df.itertuples():
         assert f"{r.ratio5:.2f}" == f"{r.paper_ratio5:.2f}", r.dataset
         assert f"{r.ratio10:.2f}" == f"{r.paper_ratio10:.2f}", r.dataset

@@ -144,8 +144,27 @@ def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
     for name in ("zuko.maf", "pyro.bnaf"):
         need(name)
     out = tmp_path / "s"
-    assert main(["sweep", "--models", "maf,zuko.maf,bnaf,pyro.bnaf", "--dims", "2,4", "--batch", "16",
-                 "--budget", "5", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "sweep",
+                "--models",
+                "maf,zuko.maf,bnaf,pyro.bnaf",
+                "--dims",
+                "2,4",
+                "--batch",
+                "16",
+                "--budget",
+                "5",
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {(r["model"], r["dim"], r["op"]): r for r in sweep.read_rows(out / "results.csv")}
     assert len(rows) == 4 * 2 * 2
     skipped = rows[("pyro.bnaf", "2", "sample")]

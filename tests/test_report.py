@@ -27,17 +27,33 @@ def synthetic(out: Path, devices=("cpu",)) -> Path:
                     *(("sample", kinds[1], 2 + (s == "sequential"), s) for s in solvers),
                 ):
                     skipped = model == "bnaf" and op == "sample" and dim == 32
-                    rows.append(dict(
-                        model=model, dim=dim, op=op, device=device, batch=100, kind=kind, solver=solver,
-                        evaluations=5 * dim if op == "sample" else "", iterations=5 * dim if op == "sample" else "",
-                        evaluations_per_dim=1 if op == "sample" else "",
-                        median_s="" if skipped else 1e-4 * dim**power, iqr_s="" if skipped else 1e-6,
-                        runs="" if skipped else 5, status="skipped" if skipped else "ok",
-                        reason="one call took 9 s; 3 runs > budget 20 s" if skipped else "",
-                        params_stored=100 * dim**2, params_effective=50 * dim**2 if model == "maf" else 10 * dim**2,
-                        flops=1e6 * dim, peak_mem_bytes=4096 * dim, threads=1, dtype="float32",
-                        source="sweep", commit="abc",
-                    ))  # fmt: skip
+                    rows.append(
+                        dict(
+                            model=model,
+                            dim=dim,
+                            op=op,
+                            device=device,
+                            batch=100,
+                            kind=kind,
+                            solver=solver,
+                            evaluations=5 * dim if op == "sample" else "",
+                            iterations=5 * dim if op == "sample" else "",
+                            evaluations_per_dim=1 if op == "sample" else "",
+                            median_s="" if skipped else 1e-4 * dim**power,
+                            iqr_s="" if skipped else 1e-6,
+                            runs="" if skipped else 5,
+                            status="skipped" if skipped else "ok",
+                            reason="one call took 9 s; 3 runs > budget 20 s" if skipped else "",
+                            params_stored=100 * dim**2,
+                            params_effective=50 * dim**2 if model == "maf" else 10 * dim**2,
+                            flops=1e6 * dim,
+                            peak_mem_bytes=4096 * dim,
+                            threads=1,
+                            dtype="float32",
+                            source="sweep",
+                            commit="abc",
+                        )
+                    )
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "results.csv", index=False)
     (out / "meta.json").write_text(json.dumps({"commit": "abc", "torch": "2.13.0", "threads": 1, "cpu": "test"}))
@@ -76,8 +92,14 @@ def test_report_from_a_synthetic_sweep(tmp_path):
     src = synthetic(tmp_path / "sweep", devices=("cpu", "cuda"))
     path = build_report([src], tmp_path / "out", paper=False)
     text = path.read_text()
-    for heading in ("## Scaling of log_prob against sample", "## Time on cpu, batch 100", "## Time on cuda, batch 100",
-                    "## Size and work on cpu", "## Parameters", "## Environment"):  # fmt: skip
+    for heading in (
+        "## Scaling of log_prob against sample",
+        "## Time on cpu, batch 100",
+        "## Time on cuda, batch 100",
+        "## Size and work on cpu",
+        "## Parameters",
+        "## Environment",
+    ):
         assert heading in text, heading
     assert "bnaf d=32 sample (newton): skipped (one call took 9 s; 3 runs > budget 20 s)" in text
     assert "## Algorithms for the slow direction" in text and "### maf sample on cpu, batch 100" in text
@@ -129,13 +151,27 @@ def _two_families(out: Path, devices=("cpu",), batches=(100,)) -> Path:
                 for dim in (2, 4, 8):
                     for op in ("log_prob", "sample"):
                         slow = (model == "maf") == (op == "sample")
-                        rows.append(dict(
-                            model=model, dim=dim, op=op, device=device, batch=batch,
-                            kind="sequential" if slow else "parallel", solver="incremental" if slow else "direct",
-                            median_s=scale * 1e-3 * dim * (10 if slow else 1) * batch / 100, iqr_s=1e-6, runs=5,
-                            status="ok", params_stored=10 * dim, params_effective=5 * dim, threads=1,
-                            dtype="float32", source="sweep", commit="abc",
-                        ))  # fmt: skip
+                        rows.append(
+                            dict(
+                                model=model,
+                                dim=dim,
+                                op=op,
+                                device=device,
+                                batch=batch,
+                                kind="sequential" if slow else "parallel",
+                                solver="incremental" if slow else "direct",
+                                median_s=scale * 1e-3 * dim * (10 if slow else 1) * batch / 100,
+                                iqr_s=1e-6,
+                                runs=5,
+                                status="ok",
+                                params_stored=10 * dim,
+                                params_effective=5 * dim,
+                                threads=1,
+                                dtype="float32",
+                                source="sweep",
+                                commit="abc",
+                            )
+                        )
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=COLUMNS).to_csv(out / "results.csv", index=False)
     (out / "meta.json").write_text(json.dumps({"commit": "abc"}))
@@ -143,8 +179,9 @@ def _two_families(out: Path, devices=("cpu",), batches=(100,)) -> Path:
 
 
 def test_findings_come_first_and_their_numbers_are_in_the_tables_below(tmp_path):
-    text = build_report([_two_families(tmp_path / "s", devices=("cpu", "cuda"))], tmp_path / "out",
-                        paper=False).read_text()  # fmt: skip
+    text = build_report(
+        [_two_families(tmp_path / "s", devices=("cpu", "cuda"))], tmp_path / "out", paper=False
+    ).read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Findings"
     findings, rest = text.split("## Scaling of log_prob against sample", 1)
@@ -193,16 +230,54 @@ def test_the_table_owner_needs_no_torch_and_owns_the_vocabulary():
 
     code = "import sys, harness.table; assert 'torch' not in sys.modules, 'harness.table imported torch'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
-    from harness.table import COLUMNS, OK, Status
+    from harness.table import COLUMNS, OK, Col, Status
 
     assert OK is Status.OK and OK == "ok" and f"{OK}" == "ok"
     assert {"family", "library", "flops_note"} <= set(COLUMNS)
-    # status values are compared through the owner, not as literals, across the package
-    root = Path(__file__).parents[1] / "harness"
-    for path in root.rglob("*.py"):
-        if path.name != "table.py":
+    assert [getattr(Col, c.upper()) for c in COLUMNS] == COLUMNS
+    assert len([k for k in vars(Col) if k.isupper()]) == len(COLUMNS)
+
+
+# literals that spell a column's name but belong to another vocabulary
+NOT_COLUMNS = {
+    ("harness/sweep.py", "status"): "git's subcommand (git status --porcelain)",
+    ("harness/sweep.py", "solver"): "the models' keyword argument",
+    ("benchmarks/bench_size.py", "flops"): "asv's unit of track_flops",
+}
+
+
+def test_no_module_outside_the_owner_spells_a_column_status_or_file_name():
+    import ast
+    import io
+    import tokenize
+
+    from harness import table
+
+    files = [getattr(table, n) for n in dir(table) if isinstance(getattr(table, n), str) and "." in getattr(table, n)]
+    vocabulary = set(table.COLUMNS) | {s.value for s in table.Status} | set(files)
+    assert {"results.csv", "meta.json", "checks.csv", "error"} <= vocabulary
+    root = Path(__file__).parents[1]
+    found = {}
+    for folder in ("harness", "benchmarks", "examples"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path.name == "table.py":
+                continue
             text = path.read_text()
-            assert '== "ok"' not in text and '!= "ok"' not in text, path
+            for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+                if tok.type != tokenize.STRING:
+                    continue
+                try:
+                    value = ast.literal_eval(tok.string)
+                except (ValueError, SyntaxError):  # an f-string: its fields are checked below
+                    value = None
+                    inner = {v for v in vocabulary if f"['{v}']" in tok.string or f'["{v}"]' in tok.string}
+                    for v in inner:
+                        found.setdefault((str(path.relative_to(root)), v), []).append(tok.start[0])
+                if isinstance(value, str) and value in vocabulary:
+                    found.setdefault((str(path.relative_to(root)), value), []).append(tok.start[0])
+    spelled = {k: lines for k, lines in found.items() if k not in NOT_COLUMNS}
+    assert not spelled, f"use harness.table's names (Col, Status, file names), not literals: {spelled}"
+    assert set(found) == set(NOT_COLUMNS), "an exception in NOT_COLUMNS is no longer needed"
 
 
 def test_a_table_from_before_family_and_library_gets_them_from_names(tmp_path):

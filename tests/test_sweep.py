@@ -54,11 +54,17 @@ def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
         assert key in meta, key
 
 
-@pytest.mark.parametrize("solvers, expected", [
-    (["fixed-point"], {"maf": {"fixed-point"}, "bnaf": {"fixed-point"}}),
-    (["all"], {"maf": {"sequential", "incremental", "fixed-point"}, "bnaf": {"bisection", "newton", "fixed-point"}}),
-    (["incremental"], {"maf": {"incremental"}, "bnaf": set()}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "solvers, expected",
+    [
+        (["fixed-point"], {"maf": {"fixed-point"}, "bnaf": {"fixed-point"}}),
+        (
+            ["all"],
+            {"maf": {"sequential", "incremental", "fixed-point"}, "bnaf": {"bisection", "newton", "fixed-point"}},
+        ),
+        (["incremental"], {"maf": {"incremental"}, "bnaf": set()}),
+    ],
+)
 def test_solvers_pick_each_family_s_own(tmp_path, solvers, expected):
     config = small(dims=(3,), solvers=solvers, ops=("sample",), flops=False, memory=False)
     rows = sweep.run(config, tmp_path, progress=False)

@@ -25,6 +25,8 @@ def tune() -> dict:
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):
         return {"allocator": "not glibc: left at its defaults"}
-    applied = {k: bool(mallopt({"M_MMAP_THRESHOLD": M_MMAP_THRESHOLD, "M_TRIM_THRESHOLD": M_TRIM_THRESHOLD}[k], v))
-               for k, v in SETTINGS.items()}  # fmt: skip
+    applied = {
+        k: bool(mallopt({"M_MMAP_THRESHOLD": M_MMAP_THRESHOLD, "M_TRIM_THRESHOLD": M_TRIM_THRESHOLD}[k], v))
+        for k, v in SETTINGS.items()
+    }
     return {"allocator": "glibc mallopt", **{k: SETTINGS[k] for k in SETTINGS}, "applied": all(applied.values())}

@@ -12,7 +12,7 @@ import re
 
 import pandas as pd
 
-from ..table import OK
+from ..table import OK, Col
 from . import tables
 
 PARALLEL = "parallel"
@@ -43,7 +43,7 @@ DEVICES = "CPU against GPU"
 
 
 def _quartiles(row: pd.Series) -> tuple[float, float, float]:
-    median, iqr = float(row["median_s"]), float(row["iqr_s"]) if pd.notna(row["iqr_s"]) else 0.0
+    median, iqr = float(row[Col.MEDIAN_S]), float(row[Col.IQR_S]) if pd.notna(row[Col.IQR_S]) else 0.0
     return median - iqr / 2, median, median + iqr / 2
 
 
@@ -60,14 +60,14 @@ def show(r: tuple[float, float, float]) -> str:
 
 
 def _row(df: pd.DataFrame, model: str, dim: int, op: str) -> pd.Series | None:
-    hit = df[(df["model"] == model) & (df["dim"] == dim) & (df["op"] == op) & (df["status"] == OK)]
+    hit = df[(df[Col.MODEL] == model) & (df[Col.DIM] == dim) & (df[Col.OP] == op) & (df[Col.STATUS] == OK)]
     return None if hit.empty else hit.iloc[0]
 
 
 def largest_common_dim(df: pd.DataFrame, models: list[str]) -> int | None:
     """The largest d at which every model in ``models`` has both ops ok."""
     done = tables.ok(df)
-    both = done.groupby(["model", "dim"])["op"].nunique()
+    both = done.groupby([Col.MODEL, Col.DIM])[Col.OP].nunique()
     dims = None
     for model in models:
         have = {int(d) for (m, d), n in both.items() if m == model and n == 2}
@@ -79,7 +79,7 @@ def sampling_table(df: pd.DataFrame) -> pd.DataFrame:
     """MAF against IAF sampling on one device and batch, per d: both times and
     MAF / IAF with its quartile interval."""
     rows = []
-    for dim in sorted(df[df["model"].isin(["maf", "iaf"])]["dim"].unique()):
+    for dim in sorted(df[df[Col.MODEL].isin(["maf", "iaf"])][Col.DIM].unique()):
         maf, iaf = _row(df, "maf", dim, "sample"), _row(df, "iaf", dim, "sample")
         if maf is None or iaf is None:
             continue
@@ -97,21 +97,21 @@ def sampling_table(df: pd.DataFrame) -> pd.DataFrame:
 def params_table(df: pd.DataFrame) -> pd.DataFrame:
     """NAF against B-NAF parameters with the harness defaults, per d, in both counting
     conventions: stored (numel of every tensor) and effective (non-zero entries)."""
-    sizes = df.drop_duplicates(["model", "dim"]).set_index(["model", "dim"])
+    sizes = df.drop_duplicates([Col.MODEL, Col.DIM]).set_index([Col.MODEL, Col.DIM])
     rows = []
-    for dim in sorted(df["dim"].unique()):
+    for dim in sorted(df[Col.DIM].unique()):
         if ("naf", dim) not in sizes.index or ("bnaf", dim) not in sizes.index:
             continue
         naf, bnaf = sizes.loc[("naf", dim)], sizes.loc[("bnaf", dim)]
         rows.append(
             {
                 "d": int(dim),
-                "naf stored": tables.fmt(naf["params_stored"]),
-                "naf effective": tables.fmt(naf["params_effective"]),
-                "bnaf stored": tables.fmt(bnaf["params_stored"]),
-                "bnaf effective": tables.fmt(bnaf["params_effective"]),
-                "naf / bnaf, stored": tables.fmt(naf["params_stored"] / bnaf["params_stored"]),
-                "naf / bnaf, effective": tables.fmt(naf["params_effective"] / bnaf["params_effective"]),
+                "naf stored": tables.fmt(naf[Col.PARAMS_STORED]),
+                "naf effective": tables.fmt(naf[Col.PARAMS_EFFECTIVE]),
+                "bnaf stored": tables.fmt(bnaf[Col.PARAMS_STORED]),
+                "bnaf effective": tables.fmt(bnaf[Col.PARAMS_EFFECTIVE]),
+                "naf / bnaf, stored": tables.fmt(naf[Col.PARAMS_STORED] / bnaf[Col.PARAMS_STORED]),
+                "naf / bnaf, effective": tables.fmt(naf[Col.PARAMS_EFFECTIVE] / bnaf[Col.PARAMS_EFFECTIVE]),
             }
         )
     return pd.DataFrame(rows)
@@ -121,28 +121,28 @@ def devices_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per model, op and batch at the largest d measured on every device: each device's
     time and CPU / GPU with its quartile interval."""
     done = tables.ok(tables.main_rows(df))
-    devices = list(dict.fromkeys(done["device"]))
+    devices = list(dict.fromkeys(done[Col.DEVICE]))
     if "cpu" not in devices or len(devices) < 2:
         return pd.DataFrame()
     rows = []
-    for (model, op, batch), g in done.groupby(["model", "op", "batch"], sort=False):
-        common = set.intersection(*(set(g[g["device"] == dev]["dim"]) for dev in devices))
+    for (model, op, batch), g in done.groupby([Col.MODEL, Col.OP, Col.BATCH], sort=False):
+        common = set.intersection(*(set(g[g[Col.DEVICE] == dev][Col.DIM]) for dev in devices))
         if not common:
             continue
         dim = max(common)
-        cpu = g[(g["device"] == "cpu") & (g["dim"] == dim)].iloc[0]
+        cpu = g[(g[Col.DEVICE] == "cpu") & (g[Col.DIM] == dim)].iloc[0]
         for dev in devices[1:] if devices[0] == "cpu" else [d for d in devices if d != "cpu"]:
-            other = g[(g["device"] == dev) & (g["dim"] == dim)].iloc[0]
+            other = g[(g[Col.DEVICE] == dev) & (g[Col.DIM] == dim)].iloc[0]
             rows.append(
                 {
-                    "model": model,
-                    "op": op,
-                    "batch": int(batch),
+                    Col.MODEL: model,
+                    Col.OP: op,
+                    Col.BATCH: int(batch),
                     "d": int(dim),
-                    "cpu solver": cpu["solver"],
-                    f"{dev} solver": other["solver"],
-                    "cpu ms": tables.fmt(cpu["median_s"] * 1e3),
-                    f"{dev} ms": tables.fmt(other["median_s"] * 1e3),
+                    "cpu solver": cpu[Col.SOLVER],
+                    f"{dev} solver": other[Col.SOLVER],
+                    "cpu ms": tables.fmt(cpu[Col.MEDIAN_S] * 1e3),
+                    f"{dev} ms": tables.fmt(other[Col.MEDIAN_S] * 1e3),
                     f"cpu / {dev} [quartile interval]": show(ratio(cpu, other)),
                 }
             )
@@ -150,14 +150,14 @@ def devices_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _per_family(df: pd.DataFrame, device: str, batch: float) -> str | None:
-    models = list(dict.fromkeys(df["model"]))
+    models = list(dict.fromkeys(df[Col.MODEL]))
     dim = largest_common_dim(df, models)
     if dim is None:
         return None
     parts = []
     for model in models:
         lp, smp = _row(df, model, dim, "log_prob"), _row(df, model, dim, "sample")
-        solver = smp["solver"] if smp["kind"] != PARALLEL else lp["solver"]
+        solver = smp[Col.SOLVER] if smp[Col.KIND] != PARALLEL else lp[Col.SOLVER]
         parts.append(f"{model} {show(ratio(smp, lp))} ({solver})")
     return (
         f"**Sampling against density evaluation** on {device}, batch {int(batch)}, at d={dim} (the largest d "
@@ -213,11 +213,11 @@ def _contests(versus: pd.DataFrame) -> str | None:
     parts = []
     vs = versus[versus["contest"] != "naf.sample/log_prob"]
     for contest, g in vs.groupby("contest", sort=False):
-        ours = g[(g["contender"] == "ours") & (g["dim"] == g["dim"].max())].iloc[0]
+        ours = g[(g["contender"] == "ours") & (g[Col.DIM] == g[Col.DIM].max())].iloc[0]
         winner = "ours" if ours["ratio"] < 1 else ours["fastest"]
         parts.append(
-            f"{contest} at d={int(ours['dim'])}: {winner} (ours / {ours['fastest']} "
-            f"{tables._interval(ours)}, {ours.get('verdict', '')})"
+            f"{contest} at d={int(ours[Col.DIM])}: {winner} (ours / {ours['fastest']} "
+            f"{tables.ratio_ci(ours)}, {ours.get('verdict', '')})"
         )
     return (
         f"**Fastest implementation per family** (A/B contests, 95% intervals): {'; '.join(parts)} ({link(CONTESTS)})."
@@ -229,9 +229,9 @@ def _slopes(df: pd.DataFrame) -> list[str]:
     if slopes.empty:
         return []
     lines = []
-    for (device, batch), g in slopes.groupby(["device", "batch"], sort=False):
-        par = g[g["kind"] == PARALLEL]["k"].dropna()
-        seq = g[g["kind"] != PARALLEL]["k"].dropna()
+    for (device, batch), g in slopes.groupby([Col.DEVICE, Col.BATCH], sort=False):
+        par = g[g[Col.KIND] == PARALLEL]["k"].dropna()
+        seq = g[g[Col.KIND] != PARALLEL]["k"].dropna()
         if par.empty or seq.empty:
             continue
         lines.append(
@@ -253,8 +253,8 @@ def _devices(df: pd.DataFrame) -> str | None:
     top = same[same["d"] == same["d"].max()]
     if top.empty:
         return None
-    parts = [f"{r['model']} {r['op']} {r[interval]}" for _, r in top.iterrows()]
-    batches = ", ".join(str(b) for b in sorted(set(top["batch"])))
+    parts = [f"{r[Col.MODEL]} {r[Col.OP]} {r[interval]}" for _, r in top.iterrows()]
+    batches = ", ".join(str(b) for b in sorted(set(top[Col.BATCH])))
     return (
         f"**CPU against GPU** ({interval.split(' [')[0]}) at d={int(top['d'].iloc[0])}, batch {batches}, "
         f"where both ran the same algorithm: {', '.join(parts)}; rows whose solvers differ are in "
@@ -267,7 +267,7 @@ def findings(df: pd.DataFrame, versus: pd.DataFrame | None, paper: bool) -> list
     and batches) and the contests ``versus``."""
     main = tables.main_rows(df)
     answers: list[str | None] = []
-    for (device, batch), g in main.groupby(["device", "batch"], sort=False):
+    for (device, batch), g in main.groupby([Col.DEVICE, Col.BATCH], sort=False):
         answers += [_per_family(g, device, batch), _iaf_maf(g, device, batch)]
     answers += [_params(df, paper), _contests(versus), *_slopes(df), _devices(df)]
     answers = [a for a in answers if a]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..models.solvers import DIRECT, NATIVE
-from ..table import COLUMNS, KEY, META, NUMERIC, OURS, RESULTS
+from ..table import COLUMNS, KEY, META, NUMERIC, OURS, RESULTS, Col
 
 
 def kind_of(path: Path) -> str:
@@ -28,7 +28,7 @@ def kind_of(path: Path) -> str:
     )
 
 
-REQUIRED = ("model", "dim", "op", "device", "batch", "status")
+REQUIRED = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.STATUS)
 
 
 def read_results(path: Path) -> pd.DataFrame:
@@ -50,24 +50,25 @@ def read_results(path: Path) -> pd.DataFrame:
         else:
             rows.append(row)
     df = pd.DataFrame(rows, columns=header).replace("", np.nan)
-    if "solver" not in df:  # a table from before the solvers: the slow op ran that commit's own algorithm
-        df["solver"] = np.where(df["kind"] == "parallel", DIRECT, NATIVE) if "kind" in df else DIRECT
+    if Col.SOLVER not in df:  # a table from before the solvers: the slow op ran that commit's own algorithm
+        df[Col.SOLVER] = np.where(df[Col.KIND] == "parallel", DIRECT, NATIVE) if Col.KIND in df else DIRECT
     for column in COLUMNS:
         if column not in df:
             df[column] = np.nan
     # tables from before the family and library columns named peers library.family and
     # ours plainly: blank cells take those names apart (rows written since carry both)
-    blank = df["library"].isna()
+    blank = df[Col.LIBRARY].isna()
     if blank.any():
-        df[["library", "family"]] = df[["library", "family"]].astype(object)
-        named = df["model"].astype(str).str.rpartition(".")
-        df.loc[blank, "library"] = np.where(named[0] == "", OURS, named[0])[blank.to_numpy()]
-        df.loc[blank, "family"] = named[2][blank]
+        df[[Col.LIBRARY, Col.FAMILY]] = df[[Col.LIBRARY, Col.FAMILY]].astype(object)
+        named = df[Col.MODEL].astype(str).str.rpartition(".")
+        df.loc[blank, Col.LIBRARY] = np.where(named[0] == "", OURS, named[0])[blank.to_numpy()]
+        df.loc[blank, Col.FAMILY] = named[2][blank]
     key = [k for k in KEY if k in df]
     dup = df.duplicated(key)
     if dup.any():
-        warnings.warn(f"{path}: {int(dup.sum())} rows repeat a key ({', '.join(key)}); the first of each kept",
-                      stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{path}: {int(dup.sum())} rows repeat a key ({', '.join(key)}); the first of each kept", stacklevel=2
+        )
         df = df[~dup]
     return df
 
@@ -93,6 +94,6 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
     for col in NUMERIC:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
-    df["source"] = df.get("source", kind)
-    meta["kind"], meta["path"] = kind, str(path)
+    df[Col.SOURCE] = df.get(Col.SOURCE, kind)
+    meta[Col.SOURCE], meta["path"] = kind, str(path)
     return df, meta

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex, to_rgb  # noqa: E402
 
-from ..table import OK  # noqa: E402
+from ..table import OK, Col  # noqa: E402
 from .tables import ROLE, fit_slope, main_rows, ok  # noqa: E402
 
 STYLE = {"log_prob": dict(marker="o", linestyle="-"), "sample": dict(marker="s", linestyle="--")}
@@ -59,7 +59,7 @@ def _legend(ax, **kwargs) -> None:
 
 def _groups(d: pd.DataFrame) -> list[tuple[str, float]]:
     """The (device, batch) pairs measured, in order of appearance."""
-    return list(dict.fromkeys(zip(ok(d)["device"], ok(d)["batch"])))
+    return list(dict.fromkeys(zip(ok(d)[Col.DEVICE], ok(d)[Col.BATCH])))
 
 
 def _save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
@@ -76,25 +76,36 @@ def _describe(g: pd.DataFrame) -> str:
     """A series' cost kind and fitted slope, e.g. 'sequential in d, slope 2.27'."""
     if g.empty:
         return "not measured"
-    k = fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
-    kind = KIND_LABEL.get(g["kind"].iloc[0], g["kind"].iloc[0])
+    k = fit_slope(g[Col.DIM].to_numpy(), g[Col.MEDIAN_S].to_numpy())
+    kind = KIND_LABEL.get(g[Col.KIND].iloc[0], g[Col.KIND].iloc[0])
     return f"{kind}, slope {k:.2f}" if np.isfinite(k) else kind
 
 
 def _curve(ax, g: pd.DataFrame, op: str, **style) -> None:
     """A series' medians, its IQR as a band, and an x at the top of the axes for each
     dim that was not measured (skipped, timeout, oom or error). ``op`` labels it."""
-    g = g.sort_values("dim")
-    done = g[g["status"] == OK]
-    line = ax.plot(done["dim"], done["median_s"], label=f"{op} ({_describe(done)})", **{**STYLE.get(op, {}), **style})
+    g = g.sort_values(Col.DIM)
+    done = g[g[Col.STATUS] == OK]
+    line = ax.plot(
+        done[Col.DIM], done[Col.MEDIAN_S], label=f"{op} ({_describe(done)})", **{**STYLE.get(op, {}), **style}
+    )
     color = line[0].get_color()
-    if "iqr_s" in done:
-        half = done["iqr_s"].fillna(0) / 2
-        ax.fill_between(done["dim"], done["median_s"] - half, done["median_s"] + half, color=color, alpha=0.2, lw=0)
-    missing = g[g["status"] != OK]
+    if Col.IQR_S in done:
+        half = done[Col.IQR_S].fillna(0) / 2
+        ax.fill_between(
+            done[Col.DIM], done[Col.MEDIAN_S] - half, done[Col.MEDIAN_S] + half, color=color, alpha=0.2, lw=0
+        )
+    missing = g[g[Col.STATUS] != OK]
     if not missing.empty:
-        ax.plot(missing["dim"], [0.97] * len(missing), "x", color=color, transform=ax.get_xaxis_transform(),
-                clip_on=False, label=f"{op}: not measured ({', '.join(sorted(set(missing['status'])))})")  # fmt: skip
+        ax.plot(
+            missing[Col.DIM],
+            [0.97] * len(missing),
+            "x",
+            color=color,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=f"{op}: not measured ({', '.join(sorted(set(missing[Col.STATUS])))})",
+        )
 
 
 def _axes(ax, title: str) -> None:
@@ -111,18 +122,19 @@ def scaling(df: pd.DataFrame, out: Path) -> list[str]:
     time against d with the default solver, each labelled with its cost kind and
     fitted slope."""
     d = main_rows(df)
-    models, groups = list(dict.fromkeys(ok(d)["model"])), _groups(d)
+    models, groups = list(dict.fromkeys(ok(d)[Col.MODEL])), _groups(d)
     if not models:
         return []
-    fig, axes = plt.subplots(len(models), len(groups), figsize=(8.4 * len(groups), 3.4 * len(models)),
-                             squeeze=False, layout="constrained")  # fmt: skip
+    fig, axes = plt.subplots(
+        len(models), len(groups), figsize=(8.4 * len(groups), 3.4 * len(models)), squeeze=False, layout="constrained"
+    )
     for i, model in enumerate(models):
         color = model_style(model)["color"]
         for j, (device, batch) in enumerate(groups):
             ax = axes[i][j]
-            here = d[(d["model"] == model) & (d["device"] == device) & (d["batch"] == batch)]
+            here = d[(d[Col.MODEL] == model) & (d[Col.DEVICE] == device) & (d[Col.BATCH] == batch)]
             for op in ("log_prob", "sample"):
-                g = here[here["op"] == op]
+                g = here[here[Col.OP] == op]
                 if not g.empty:
                     _curve(ax, g, op, color=color)
             _axes(ax, f"{model} on {device}, batch {int(batch)}")
@@ -141,8 +153,8 @@ def overview(df: pd.DataFrame, out: Path) -> list[str]:
     for i, (device, batch) in enumerate(groups):
         for j, op in enumerate(("sample", "log_prob")):
             ax = axes[i][j]
-            here = d[(d["device"] == device) & (d["batch"] == batch) & (d["op"] == op)]
-            for model, g in here.groupby("model", sort=False):
+            here = d[(d[Col.DEVICE] == device) & (d[Col.BATCH] == batch) & (d[Col.OP] == op)]
+            for model, g in here.groupby(Col.MODEL, sort=False):
                 _curve(ax, g, model, linestyle="-", **model_style(model))
             _axes(ax, f"{op} on {device}, batch {int(batch)}")
             _legend(ax)
@@ -153,16 +165,16 @@ def devices(df: pd.DataFrame, out: Path) -> list[str]:
     """CPU against GPU: a panel per model (rows) and op (columns), a line per (device,
     batch): solid on the CPU, dashed on CUDA, a marker per batch."""
     d = main_rows(df)
-    if len(set(ok(d)["device"])) < 2:
+    if len(set(ok(d)[Col.DEVICE])) < 2:
         return []
-    models = list(dict.fromkeys(ok(d)["model"]))
-    markers = dict(zip(sorted(set(ok(d)["batch"])), "os^Dv"))
+    models = list(dict.fromkeys(ok(d)[Col.MODEL]))
+    markers = dict(zip(sorted(set(ok(d)[Col.BATCH])), "os^Dv"))
     fig, axes = plt.subplots(len(models), 2, figsize=(14, 3.4 * len(models)), squeeze=False, layout="constrained")
     for i, model in enumerate(models):
         color = model_style(model)["color"]
         for j, op in enumerate(("log_prob", "sample")):
             ax = axes[i][j]
-            for (device, batch), g in d[(d["model"] == model) & (d["op"] == op)].groupby(["device", "batch"]):
+            for (device, batch), g in d[(d[Col.MODEL] == model) & (d[Col.OP] == op)].groupby([Col.DEVICE, Col.BATCH]):
                 style = dict(color=color, linestyle=DEVICE_LINE.get(device, ":"), marker=markers.get(batch, "o"))
                 _curve(ax, g, f"{device}, batch {int(batch)}", **style)
             _axes(ax, f"{model} {op}: CPU against GPU")
@@ -173,22 +185,22 @@ def devices(df: pd.DataFrame, out: Path) -> list[str]:
 def solvers(df: pd.DataFrame, out: Path) -> list[str]:
     """The slow direction per model, device and batch (rows): time against d for each
     solver, and the evaluations per dimension each spends."""
-    d = ok(df[(df["kind"] != "parallel") & df["solver"].isin(list(ROLE) + ["fixed-point"])])
-    panels = list(dict.fromkeys(zip(d["model"], d["device"], d["batch"])))
+    d = ok(df[(df[Col.KIND] != "parallel") & df[Col.SOLVER].isin(list(ROLE) + ["fixed-point"])])
+    panels = list(dict.fromkeys(zip(d[Col.MODEL], d[Col.DEVICE], d[Col.BATCH])))
     if not panels:
         return []
     fig, axes = plt.subplots(len(panels), 2, figsize=(15, 3.4 * len(panels)), squeeze=False, layout="constrained")
     for i, (model, device, batch) in enumerate(panels):
-        g = d[(d["model"] == model) & (d["device"] == device) & (d["batch"] == batch)]
-        for solver, h in g.groupby("solver", sort=False):
-            h = h.sort_values("dim")
+        g = d[(d[Col.MODEL] == model) & (d[Col.DEVICE] == device) & (d[Col.BATCH] == batch)]
+        for solver, h in g.groupby(Col.SOLVER, sort=False):
+            h = h.sort_values(Col.DIM)
             label = f"{solver} ({ROLE[solver]})" if solver in ROLE else solver
             style = dict(marker="o", linestyle="--" if ROLE.get(solver) == "reference" else "-")
-            axes[i][0].plot(h["dim"], h["median_s"], label=f"{label}, slope {_slope(h):.2f}", **style)
-            counted = h[h["evaluations_per_dim"] > 0]
+            axes[i][0].plot(h[Col.DIM], h[Col.MEDIAN_S], label=f"{label}, slope {_slope(h):.2f}", **style)
+            counted = h[h[Col.EVALUATIONS_PER_DIM] > 0]
             if not counted.empty:
-                axes[i][1].plot(counted["dim"], counted["evaluations_per_dim"], label=label, **style)
-        where = f"{model} {g['op'].iloc[0]} on {device}, batch {int(batch)}"
+                axes[i][1].plot(counted[Col.DIM], counted[Col.EVALUATIONS_PER_DIM], label=label, **style)
+        where = f"{model} {g[Col.OP].iloc[0]} on {device}, batch {int(batch)}"
         _axes(axes[i][0], f"{where}: time per call")
         axes[i][1].set_xscale("log", base=2)
         if axes[i][1].lines:
@@ -203,26 +215,28 @@ def solvers(df: pd.DataFrame, out: Path) -> list[str]:
 
 
 def _slope(g: pd.DataFrame) -> float:
-    return fit_slope(g["dim"].to_numpy(), g["median_s"].to_numpy())
+    return fit_slope(g[Col.DIM].to_numpy(), g[Col.MEDIAN_S].to_numpy())
 
 
 def params(df: pd.DataFrame, out: Path) -> list[str]:
     """Parameters (effective solid, stored dashed) against d, all models; models with
     identical counts share one line and one legend entry."""
-    sizes = main_rows(df).drop_duplicates(["model", "dim"]).sort_values("dim")
+    sizes = main_rows(df).drop_duplicates([Col.MODEL, Col.DIM]).sort_values(Col.DIM)
     if sizes.empty:
         return []
     fig, ax = plt.subplots(figsize=(8.6, 4.6), layout="constrained")
     same: dict[tuple, list[str]] = {}
-    for model, g in sizes.groupby("model", sort=False):
-        key = tuple(zip(g["dim"], g["params_effective"], g["params_stored"]))
+    for model, g in sizes.groupby(Col.MODEL, sort=False):
+        key = tuple(zip(g[Col.DIM], g[Col.PARAMS_EFFECTIVE], g[Col.PARAMS_STORED]))
         same.setdefault(key, []).append(model)
     for models in same.values():
-        g = sizes[sizes["model"] == models[0]]
+        g = sizes[sizes[Col.MODEL] == models[0]]
         style = model_style(models[0])
         name = " = ".join(models) + (" (identical)" if len(models) > 1 else "")
-        ax.plot(g["dim"], g["params_effective"], linestyle="-", label=f"{name} effective", **style)
-        ax.plot(g["dim"], g["params_stored"], linestyle="--", alpha=0.6, color=style["color"], label=f"{name} stored")
+        ax.plot(g[Col.DIM], g[Col.PARAMS_EFFECTIVE], linestyle="-", label=f"{name} effective", **style)
+        ax.plot(
+            g[Col.DIM], g[Col.PARAMS_STORED], linestyle="--", alpha=0.6, color=style["color"], label=f"{name} stored"
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("dimension d")
@@ -238,10 +252,10 @@ def history(df: pd.DataFrame, out: Path) -> list[str]:
     (when the benchmark has one) and a line per remaining parameter set; parameters
     shared by every line go into the title rather than each legend entry."""
     names: list[str] = []
-    d = df[df["status"] == OK]
+    d = df[df[Col.STATUS] == OK]
     for bench, g in d.groupby("benchmark", sort=True):
-        order = g.drop_duplicates("commit").sort_values("date")["commit"].tolist()
-        panels = list(dict.fromkeys(g["model"])) if "model" in g and g["model"].notna().all() else [None]
+        order = g.drop_duplicates(Col.COMMIT).sort_values("date")[Col.COMMIT].tolist()
+        panels = list(dict.fromkeys(g[Col.MODEL])) if Col.MODEL in g and g[Col.MODEL].notna().all() else [None]
         split = {p: [x for x in p.split(", ") if not x.startswith("model=")] for p in g["params"].unique()}
         shared = set.intersection(*(set(v) for v in split.values())) if split else set()
         cols = min(3, len(panels))
@@ -253,16 +267,16 @@ def history(df: pd.DataFrame, out: Path) -> list[str]:
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
         for ax, model in zip(axes, panels):
-            h = g if model is None else g[g["model"] == model]
+            h = g if model is None else g[g[Col.MODEL] == model]
             for params, line in h.groupby("params", sort=False):  # asv's order: dims ascending
-                line = line.set_index("commit").reindex(order)
+                line = line.set_index(Col.COMMIT).reindex(order)
                 label = ", ".join(x for x in split[params] if x not in shared)
                 ax.plot(range(len(order)), line["value"], marker="o", label=label or params)
             ax.set_xticks(range(len(order)), [c[:8] for c in order], rotation=45, fontsize=8)
             ax.set_yscale("log")
             ax.set_title(model or bench, fontsize=10)
             ax.grid(True, alpha=0.3)
-            ax.set_xlabel("commit")
+            ax.set_xlabel(Col.COMMIT)
             ax.set_ylabel(str(g["unit"].iloc[0]))
         _legend(axes[cols - 1])
         fig.suptitle(bench + (f" ({', '.join(sorted(shared))})" if shared else ""), fontsize=11)
