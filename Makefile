@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test report report-gpu asv-quick example lint format clean
+.PHONY: venv test report fit report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -16,15 +16,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# pytest exits 5 when it collected no test: that is a failure here, not a pass. Two
+# workers (pytest-xdist) share the suite; PYTEST_ARGS= runs it in one process.
+PYTEST_ARGS ?= -n 2
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
-# The default CPU sweep (all models, d = 2..256, both ops with the default solver, batch
-# 1024, 1 thread), the reference solvers where they fit a 10 s budget, the solver A/B at
-# d = 32 and 256, the peers at matched shapes (d = 8, 32, 128) where they fit, the A/B
-# contests against them, and the report: about 10 minutes on 2 cores. The default
+# The default CPU sweep (all models, d = 2..256, log_prob, sample with the default solver
+# and train_step, batch 1024, 1 thread), the reference solvers where they fit a 10 s
+# budget, the solver A/B at d = 32 and 256, the peers at matched shapes (d = 8, 32, 128)
+# where they fit, the A/B contests against them, the correctness checks, the default fit
+# (every model on four toys and digits, at most 60 s each), and the report. The default
 # grid is measured whatever the load; the budget cuts only reference solvers and
 # peers. A new run moves the tables it replaces aside into reports/cpu/previous/
 # (--fresh); after an interruption, `make report SWEEP_ARGS=--resume` keeps the rows
@@ -36,9 +39,19 @@ report: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
 	$(BIN)/python -m harness versus --out reports/cpu/peers
 	$(BIN)/python -m harness check all --out reports/cpu --exit-zero > reports/cpu/checks.txt
-	$(BIN)/python -m harness report reports/cpu reports/cpu/peers --out reports/cpu
+	mkdir -p reports/cpu/fit
+	$(BIN)/python -m harness fit --out reports/cpu/fit --no-progress $(SWEEP_ARGS) > reports/cpu/fit/output.txt
+	$(BIN)/python -m harness report reports/cpu reports/cpu/peers reports/cpu/fit --out reports/cpu
 	mkdir -p reports/cpu/quick
 	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --no-progress --fresh --out reports/cpu/quick > reports/cpu/quick/output.txt
+	$(BIN)/python -m harness readme
+
+# The default fit alone (every model on the four toys and digits, at most 60 s and 4000
+# steps each: about 20 minutes on 2 cores), then the report again.
+fit: $(STAMP)
+	mkdir -p reports/cpu/fit
+	$(BIN)/python -m harness fit --out reports/cpu/fit $(SWEEP_ARGS) | tee reports/cpu/fit/output.txt
+	$(BIN)/python -m harness report reports/cpu reports/cpu/peers reports/cpu/fit --out reports/cpu
 	$(BIN)/python -m harness readme
 
 # The same on a GPU machine, with larger dims and batches (bring your own CUDA torch).

@@ -1,8 +1,9 @@
-"""Time and peak memory of density evaluation and of sampling, per model, dimension and device."""
+"""Time and peak memory of density evaluation and of sampling, and the time of a training
+step, per model, dimension and device."""
 
 import torch
 
-from harness.models import run_op, unchecked
+from harness.models import run_op, train_step, unchecked
 from harness.table import Col
 
 from . import common
@@ -39,4 +40,21 @@ class Sample(_Op):
         self._call()
 
     def peakmem_sample(self, name, dim, device):
+        self._call()
+
+
+class TrainStep(_Op):
+    """One maximum-likelihood step (log_prob, backward, Adam): what fitting a flow costs."""
+
+    op = "train_step"
+
+    def setup(self, name, dim, device):
+        super().setup(name, dim, device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+
+    def _call(self):
+        with unchecked():
+            train_step(self.model, self.optimizer, self.x)
+
+    def time_train_step(self, name, dim, device):
         self._call()

@@ -46,14 +46,13 @@ def peers_table() -> str:
 def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .models import NAMES, OPS
+    from .models import NAMES
     from .sweep import GROUPS, Config, run, summary
     from .table import RESULTS, STATUSES
 
     models = [m for name in args.models or list(NAMES) for m in GROUPS.get(name, (name,))]
     fields = dict(
         models=list(dict.fromkeys(models)),
-        ops=args.ops or list(OPS),
         device=args.device,
         threads=args.threads,
         solvers=args.solvers or ["default", "reference"],
@@ -61,7 +60,7 @@ def _sweep(args: argparse.Namespace) -> int:
         memory=not args.no_memory,
         isolate=not args.no_isolate,
     )
-    given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget))
+    given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("ops", args.ops))
     for key, value in given:
         if value is not None:
             fields[key] = value
@@ -70,10 +69,26 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.resume and args.fresh:
         raise ValueError("--resume and --fresh exclude each other: complete the table, or move it aside")
-    rows = run(config, out, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+    if args.executor:
+        from .cluster import Cluster
+        from .cluster import run as run_jobs
+
+        cluster = Cluster(
+            executor=args.executor,
+            partition=args.slurm_partition,
+            gpus_per_job=args.gpus_per_job,
+            cpus_per_job=args.cpus_per_job,
+            max_parallel=args.max_parallel,
+            job_minutes=args.job_minutes,
+        )
+        rows = run_jobs(config, out, cluster, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+        verb = "merged"
+    else:
+        rows = run(config, out, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+        verb = "measured"
     print(summary(rows))
     counts = {s: sum(r[Col.STATUS] == s for r in rows) for s in STATUSES}
-    print(f"\n{len(rows)} rows measured ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / RESULTS}")
+    print(f"\n{len(rows)} rows {verb} ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / RESULTS}")
     return 0
 
 
@@ -98,7 +113,7 @@ def _asv_table(args: argparse.Namespace) -> int:
     from .asv_results import read
 
     df = read(args.results_dir)
-    cols = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, "machine"]
+    cols = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, Col.MACHINE]
     view = df[cols].assign(commit=df[Col.COMMIT].str[:8])
     print(view.to_markdown(index=False, disable_numparse=True) if len(view) else "(no results)")
     return 0
@@ -200,6 +215,27 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failures and not args.exit_zero else 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .fit import FitConfig, run, summary
+    from .models import NAMES
+    from .sweep import GROUPS
+    from .table import FIT
+
+    models = [m for name in args.models or list(NAMES) for m in GROUPS.get(name, (name,))]
+    fields = dict(models=list(dict.fromkeys(models)), threads=args.threads, seed=args.seed)
+    fields.update(model_config=dict(args.config or []), data_dir=args.data_dir)
+    for key, value in (("data", args.data), ("steps", args.steps), ("wall_s", args.wall)):
+        if value is not None:
+            fields[key] = value
+    config = FitConfig.quick(**fields) if args.quick else FitConfig(**fields)
+    rows = run(config, Path(args.out), resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+    print(summary(rows))
+    print(f"\n{len(rows)} fits -> {Path(args.out) / FIT}")
+    return 0
+
+
 def _config(text: str) -> tuple[str, object]:
     import ast
 
@@ -268,12 +304,18 @@ def parser() -> argparse.ArgumentParser:
         help="comma list of model and peer names, or ours, peers, all (default: ours, the reference models)",
     )
     s.add_argument("--dims", type=_dims, help="comma list (default 2,4,8,...,256)")
-    s.add_argument("--ops", type=_names, help="comma list of log_prob,sample (default both)")
+    s.add_argument(
+        "--ops",
+        type=_names,
+        help="comma list of log_prob,sample,train_step (default all three; --quick: the first two)",
+    )
     s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
     s.add_argument("--batch", type=_dims, help="points per call, comma list allowed (default 1024)")
     s.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     s.add_argument("--budget", type=_seconds, help="seconds of measuring per configuration (default 30)")
-    s.add_argument("--quick", action="store_true", help="small CI profile: dims 2,8, batch 64, budget 2 s")
+    s.add_argument(
+        "--quick", action="store_true", help="small CI profile: dims 2,8, log_prob and sample, batch 64, budget 2 s"
+    )
     s.add_argument("--out", required=True, help="output folder for results.csv and meta.json")
     s.add_argument("--resume", action="store_true", help="keep DIR/results.csv and skip rows already there")
     s.add_argument(
@@ -294,7 +336,41 @@ def parser() -> argparse.ArgumentParser:
         help="measure in this process, with no deadline (for profiling; by default a worker process is "
         "killed at 1.5 x the budget + 10 s)",
     )
+    s.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        help="run the grid as submitit jobs, one per (device, model, op, batch): slurm, or local to try it "
+        "without a cluster; rows go to DIR/machines/<machine>/ and merge into DIR/results.csv",
+    )
+    s.add_argument("--slurm-partition", help="Slurm partition of the jobs")
+    s.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job (default 0; a CUDA job takes 1)")
+    s.add_argument("--cpus-per-job", type=_positive, help="CPUs per job (default: --threads)")
+    s.add_argument("--max-parallel", type=_positive, default=1, help="jobs at once (default 1: a device each)")
+    s.add_argument("--job-minutes", type=_positive, default=60, help="time limit of one job (default 60)")
     s.set_defaults(func=_sweep)
+
+    f = sub.add_parser(
+        "fit", help="train each model on each data set; test NLL, gap to entropy, times into DIR/fit.csv"
+    )
+    f.add_argument("--models", type=_names, help="comma list of model and peer names, ours, peers (default: ours)")
+    f.add_argument(
+        "--data",
+        type=_names,
+        help="comma list of eight_gaussians, checkerboard, two_spirals, two_moons, digits, power, gas, hepmass, "
+        "miniboone, bsds300 (default: the four toys and digits)",
+    )
+    f.add_argument("--data-dir", help="folder of the MAF paper's preprocessed UCI files (see harness.data.uci)")
+    f.add_argument("--steps", type=_positive, help="optimiser steps per fit at most (default 4000)")
+    f.add_argument("--wall", type=_seconds, help="seconds of training per fit at most (default 60)")
+    f.add_argument("--threads", type=_positive, default=1, help="intra-op threads (default 1)")
+    f.add_argument("--seed", type=int, default=0, help="seed of weights, data and batches (default 0)")
+    f.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
+    f.add_argument("--quick", action="store_true", help="smoke profile: eight_gaussians and digits, 300 steps, 8 s")
+    f.add_argument("--out", required=True, help="output folder for fit.csv, curves.csv, checkpoints/, densities/")
+    f.add_argument("--resume", action="store_true", help="keep DIR/fit.csv's finished rows and fit the rest")
+    f.add_argument("--fresh", action="store_true", help="move an existing DIR/fit.csv aside into DIR/previous/")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.set_defaults(func=_fit)
 
     r = sub.add_parser("report", help="write REPORT.md and plots from sweep folders and/or asv results")
     r.add_argument("sources", nargs="+", help="sweep folders (results.csv, meta.json) or asv results folders")

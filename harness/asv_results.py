@@ -25,7 +25,7 @@ HINT = (
     "or `asv run HEAD^!`; `asv run --python=same` without --set-commit-hash saves no results"
 )
 
-COLUMNS = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, "date", "machine", "env", "type"]
+COLUMNS = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, "date", Col.MACHINE, "env", "type"]
 
 
 def _value(text: str):
@@ -113,7 +113,7 @@ def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
                 Col.STATUS: status,
                 Col.COMMIT: data.get("commit_hash", ""),
                 "date": pd.to_datetime(data.get("date", 0), unit="ms"),
-                "machine": machine,
+                Col.MACHINE: machine,
                 "env": data.get("env_name", ""),
                 "type": info.get("type", ""),
                 **parsed,

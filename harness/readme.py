@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from .table import RESULTS, Col
+from .table import FIT, RESULTS, Col
 
 QUICK = "quick/output.txt"  # make report saves the quick example's console output here
 
@@ -89,6 +89,24 @@ def paper(reports: Path) -> str:
     return table1_markdown()
 
 
+def quality(reports: Path) -> str:
+    """The default fit's test NLLs and the NLL-against-time figure of reports/cpu."""
+    from .report.quality import load_fit, nll_table
+    from .report.tables import markdown
+
+    folder = reports / "cpu" / "fit"
+    if not (folder / FIT).is_file():
+        raise ValueError(f"{str(folder / FIT)!r} is missing: run `make report` (or `make fit`) to write it")
+    df, meta = load_fit(folder)
+    config = meta.get("config", {})
+    head = (
+        f"Test NLL ± standard error from `{meta.get('command', 'python -m harness fit')}` (at most "
+        f"{config.get('steps', '?')} steps or {config.get('wall_s', '?')} s per fit, commit "
+        f"`{meta.get('commit', '')}`); lower is better, a toy's true entropy is its floor:"
+    )
+    return f"{head}\n\n{markdown(nll_table(df))}\n\n![test NLL against training time and size](reports/cpu/quality.png)"
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "findings": findings,
     "headline": headline,
@@ -96,6 +114,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "quick": quick,
     "versus": _file("cpu/peers/versus.md"),
     "paper": paper,
+    "quality": quality,
 }
 
 

@@ -7,6 +7,7 @@ loses nothing; ``resume`` skips keys already there), with ``DIR/meta.json`` besi
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import datetime as dt
 import functools
@@ -29,7 +30,7 @@ from .measure import allocator
 from .measure.counting import FLOPS_METHOD, count_params, count_work
 from .measure.stats import relative_deviation
 from .measure.timing import MIN_RUNS, gemm_rate, time_call, time_once
-from .models import NAMES, OPS, Cost, Measurable, build, run_op, unchecked
+from .models import NAMES, OPS, SWEEP_OPS, TRAIN_STEP, Cost, Measurable, build, run_op, train_step, unchecked
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
 from .table import COLUMNS, COUNTS, ERROR, META, OK, OOM, RESULTS, SKIPPED, TIMEOUT, UNITS, Col, Row, key_of
@@ -53,7 +54,7 @@ class Config:
 
     models: Sequence[str] = NAMES
     dims: Sequence[int] = DEFAULT_DIMS
-    ops: Sequence[str] = OPS
+    ops: Sequence[str] = SWEEP_OPS
     device: str = "auto"
     batches: Sequence[int] = (1024,)
     threads: int = 1
@@ -73,8 +74,8 @@ class Config:
 
     @classmethod
     def quick(cls, **overrides) -> Config:
-        """A small profile for CI and smoke tests: under a minute on two cores."""
-        base = dict(dims=(2, 8), batches=(64,), budget_s=2.0, min_run_time=0.05)
+        """A small profile for CI and smoke tests (the two directions only): under a minute on two cores."""
+        base = dict(dims=(2, 8), ops=OPS, batches=(64,), budget_s=2.0, min_run_time=0.05)
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
@@ -93,9 +94,9 @@ class Config:
                 f"unknown model {bad[0]!r}; allowed: {', '.join(ALL_NAMES)} (or {', '.join(GROUPS)}), "
                 "or module:factory for your own flow"
             )
-        bad = [o for o in self.ops if o not in OPS]
+        bad = [o for o in self.ops if o not in SWEEP_OPS]
         if bad:
-            raise ValueError(f"unknown op {bad[0]!r}; allowed: {', '.join(OPS)}")
+            raise ValueError(f"unknown op {bad[0]!r}; allowed: {', '.join(SWEEP_OPS)}")
         allowed = (*SOLVER_ALIASES, *ALL_SOLVERS)
         bad = [s for s in self.solvers if s not in allowed]
         if bad or not self.solvers:
@@ -195,17 +196,37 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_name(device: str) -> str:
+    """The hardware a row is measured on, as reports name machines: the GPU's name for
+    ``cuda``, the CPU model and its core count for ``cpu``."""
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
+
+
+def command_line() -> str:
+    """How this process was started, as a user would type it."""
+    import shlex
+
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    if program in ("__main__.py", "flowbench"):
+        return shlex.join(["python -m harness", *sys.argv[1:]]).replace("'python -m harness'", "python -m harness")
+    return shlex.join(sys.argv)
+
+
 def metadata(config: Config, roofline: bool = True) -> dict:
     """The environment of a sweep; ``roofline`` times each device's GEMM rate."""
     rates = {d: gemm_rate(d, threads=config.threads) for d in resolve_devices(config.device)} if roofline else {}
     return {
         "harness_version": __version__,
+        "command": command_line(),
         Col.COMMIT: git_commit(),
         "dirty": dirty_tree(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "hostname": platform.node(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "cpu_flags": cpu_flags(),
@@ -324,11 +345,16 @@ def measure(
     """
     torch.manual_seed(config.seed)
     x = torch.randn(batch, model.dim, device=device)
-    fn = lambda: run_op(model, op, x)  # noqa: E731
+    if op == TRAIN_STEP:  # on a copy: the steps change the weights the other ops time
+        trainee = copy.deepcopy(model)
+        optimizer = torch.optim.Adam(trainee.parameters(), lr=1e-3)
+        fn = lambda: train_step(trainee, optimizer, x)  # noqa: E731
+    else:
+        fn = lambda: run_op(model, op, x)  # noqa: E731
     budget = config.budget_s
     if not essential and estimate is not None and CALLS * estimate > budget:
         return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
-    with grad_off(model), unchecked():
+    with torch.enable_grad() if op == TRAIN_STEP else grad_off(model), unchecked():
         torch.set_num_threads(config.threads)
         out = None
 
@@ -451,8 +477,10 @@ class Measurer:
             self.built[key] = (flow, count_params(flow, flow.masks()))
         model, (stored, effective) = self.built[key]
         row = dict(kind=model.cost[task.op], params_stored=stored, params_effective=effective)
-        if task.op in model.unsupported:
-            return dict(row, status=SKIPPED, reason=model.unsupported[task.op])
+        # a training step is log_prob's gradient: it goes where log_prob goes
+        cannot = model.unsupported.get("log_prob" if task.op == TRAIN_STEP else task.op)
+        if cannot:
+            return dict(row, status=SKIPPED, reason=cannot)
         if task.skip:
             return dict(row, status=SKIPPED, reason=task.skip)
         measured, out = measure(
@@ -557,6 +585,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                     dtype="float32",
                     source="sweep",
                     commit=commit,
+                    machine=machine_name(device),
                 )
                 missing = peers.unavailable(name) if name in peers.NAMES else None
                 if missing:  # listed, not measured, and not recorded: it says nothing of larger d
@@ -611,11 +640,16 @@ SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config", Col
 
 
 class ResultsFolder:
-    """The sweep's output folder: locked while written, its table checked before reuse."""
+    """The sweep's output folder: locked while written, its table checked before reuse.
+    The class attributes name the table, its settings file, columns and the settings a
+    resume must share (``harness.fit`` keeps its own table the same way)."""
+
+    table, meta, columns, settings = RESULTS, META, COLUMNS, SETTINGS
+    what = "sweep"
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        self.results = self.out / RESULTS
+        self.results = self.out / self.table
         self._file = None
 
     def lock(self) -> contextlib.AbstractContextManager:
@@ -633,7 +667,7 @@ class ResultsFolder:
                 holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 raise ValueError(
-                    f"{str(self.out)!r} is being written by another sweep ({holder}); "
+                    f"{str(self.out)!r} is being written by another {self.what} ({holder}); "
                     "wait for it to end, or give another --out"
                 ) from None
             os.ftruncate(fd, 0)
@@ -659,7 +693,7 @@ class ResultsFolder:
                 )
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             (self.out / "previous").mkdir(exist_ok=True)
-            for name in (RESULTS, META):
+            for name in (self.table, self.meta):
                 if (self.out / name).exists():
                     (self.out / name).rename(self.out / "previous" / f"{Path(name).stem}-{stamp}{Path(name).suffix}")
             exists = False
@@ -674,7 +708,7 @@ class ResultsFolder:
         return rows
 
     def _check_settings(self, config: Config) -> None:
-        meta_path = self.out / META
+        meta_path = self.out / self.meta
         if not meta_path.exists():
             raise ValueError(f"{str(meta_path)!r} is missing: the settings of the rows to resume are unknown")
         try:
@@ -682,7 +716,7 @@ class ResultsFolder:
         except json.JSONDecodeError as e:
             raise ValueError(f"{str(meta_path)!r} is not valid JSON ({e})") from None
         new = json.loads(json.dumps(asdict(config)))
-        diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in SETTINGS if old.get(k) != new[k]]
+        diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in self.settings if old.get(k) != new[k]]
         if diff:
             raise ValueError(f"cannot resume {str(self.out)!r} with other settings ({'; '.join(diff)})")
 
@@ -690,9 +724,9 @@ class ResultsFolder:
         text = self.results.read_text()
         lines = text.splitlines(keepends=True)
         header = next(csv.reader([lines[0]]))
-        if header != COLUMNS:
-            missing = [c for c in COLUMNS if c not in header]
-            extra = [c for c in header if c not in COLUMNS]
+        if header != self.columns:
+            missing = [c for c in self.columns if c not in header]
+            extra = [c for c in header if c not in self.columns]
             raise ValueError(
                 f"{str(self.results)!r} has other columns than this version writes "
                 f"(missing: {', '.join(missing) or 'none'}; extra: {', '.join(extra) or 'none'}); "
@@ -705,22 +739,22 @@ class ResultsFolder:
             lines = lines[:-1]
         rows = []
         for number, row in enumerate(csv.reader(lines[1:]), start=2):
-            if len(row) != len(COLUMNS):
-                raise ValueError(f"{str(self.results)!r} line {number} has {len(row)} fields, not {len(COLUMNS)}")
-            rows.append(dict(zip(COLUMNS, row)))
+            if len(row) != len(self.columns):
+                raise ValueError(f"{str(self.results)!r} line {number} has {len(row)} fields, not {len(self.columns)}")
+            rows.append(dict(zip(self.columns, row)))
         return rows
 
     def _open(self, *, new: bool) -> None:
         self._file = self.results.open("w" if new else "a", newline="")
         if new:
-            self._file.write(",".join(COLUMNS) + "\r\n")
+            self._file.write(",".join(self.columns) + "\r\n")
             self._sync()
 
     def write(self, row: dict) -> None:
         """Appends one row as one write, flushed and synced: a kill leaves whole rows
         and at most one torn last line."""
         line = io.StringIO()
-        csv.DictWriter(line, fieldnames=COLUMNS, extrasaction="ignore").writerow(row)
+        csv.DictWriter(line, fieldnames=self.columns, extrasaction="ignore").writerow(row)
         self._file.write(line.getvalue())
         self._sync()
 
@@ -738,7 +772,7 @@ class ResultsFolder:
     def write_meta(self, config: Config, *, resume: bool) -> dict:
         """A new table's environment; a resumed one keeps its first and lists each resume."""
         meta = metadata(config, roofline=not resume)
-        path = self.out / META
+        path = self.out / self.meta
         if resume:
             first = json.loads(path.read_text())
             first.setdefault("resumed", []).append(
@@ -767,7 +801,7 @@ class ResultsFolder:
 
     def update_meta(self, **fields) -> None:
         """Adds fields to meta.json (whole or not at all); to a resumed run's entry if any."""
-        path = self.out / META
+        path = self.out / self.meta
         meta = json.loads(path.read_text())
         (meta["resumed"][-1] if meta.get("resumed") else meta).update(fields)
         tmp = path.with_suffix(".json.tmp")

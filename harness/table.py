@@ -18,6 +18,11 @@ VERSUS_MD = "versus.md"
 SOLVERS = "solvers.csv"  # the solver A/B (harness.algorithms)
 SOLVERS_MD = "solvers.md"
 CHECKS = "checks.csv"  # the exactness suite (harness.check)
+FIT = "fit.csv"  # one row per model x data set (harness.fit)
+FIT_META = "fit.json"
+CURVES = "curves.csv"  # the validation curve of every fit
+CHECKPOINTS = "checkpoints"  # folder: trained state dicts, <model>__<data>.pt
+DENSITIES = "densities"  # folder: log-density grids of the 2-D fits, <model>__<data>.npy
 
 OURS = "flowbench"  # the library column of the reference models
 
@@ -70,14 +75,54 @@ class Row(TypedDict, total=False):
     dtype: str
     source: str
     commit: str
+    machine: str  # the hardware: the GPU's name for cuda rows, the CPU model and cores for cpu rows
 
 
 COLUMNS = list(Row.__annotations__)
 
 
+class FitRow(TypedDict, total=False):
+    """One row of fit.csv: a model trained on a data set and judged on its test split."""
+
+    model: str
+    family: str
+    library: str
+    data: str
+    dim: int
+    params_stored: int
+    params_effective: int
+    steps: int  # optimiser steps taken
+    best_step: int  # the step of the weights kept (best on validation)
+    stopped: str  # why training ended: early stop, step budget or wall budget
+    train_s: float
+    step_s: float
+    test_nll: float
+    test_nll_se: float
+    val_nll: float
+    bits_per_dim: float
+    entropy: float
+    gap: float  # test_nll - entropy: an estimate of KL(truth || model)
+    baseline_nll: float  # the standard normal's test NLL in the same units
+    nll_units: str  # what test_nll is per: nats per point, nats per image
+    trained_log_prob_s: float  # the trained model's log_prob, seconds per call
+    trained_sample_s: float
+    solver: str
+    evaluations_per_dim: float
+    status: Status
+    reason: str
+    seed: int
+    threads: int
+    checkpoint: str
+    commit: str
+
+
+FIT_COLUMNS = list(FitRow.__annotations__)
+
+
 class Col:
-    """The results table's column names, one constant each: code outside this module
-    writes ``Col.MEDIAN_S``, never the literal, so a renamed column cannot be missed."""
+    """The column names of the results, fit and curve tables, one constant each: code
+    outside this module writes ``Col.MEDIAN_S``, never the literal, so a renamed column
+    cannot be missed."""
 
     MODEL = "model"
     FAMILY = "family"
@@ -107,7 +152,33 @@ class Col:
     DTYPE = "dtype"
     SOURCE = "source"
     COMMIT = "commit"
+    MACHINE = "machine"
+    DATA = "data"
+    STEPS = "steps"
+    BEST_STEP = "best_step"
+    STOPPED = "stopped"
+    TRAIN_S = "train_s"
+    STEP_S = "step_s"
+    TEST_NLL = "test_nll"
+    TEST_NLL_SE = "test_nll_se"
+    VAL_NLL = "val_nll"
+    BITS_PER_DIM = "bits_per_dim"
+    ENTROPY = "entropy"
+    GAP = "gap"
+    BASELINE_NLL = "baseline_nll"
+    NLL_UNITS = "nll_units"
+    TRAINED_LOG_PROB_S = "trained_log_prob_s"
+    TRAINED_SAMPLE_S = "trained_sample_s"
+    SEED = "seed"
+    CHECKPOINT = "checkpoint"
+    STEP = "step"
+    WALL_S = "wall_s"
+    TRAIN_NLL = "train_nll"
+    LEARNING_RATE = "learning_rate"
 
+
+FIT_KEY = (Col.MODEL, Col.DATA)
+CURVE_COLUMNS = [Col.MODEL, Col.DATA, Col.STEP, Col.WALL_S, Col.TRAIN_NLL, Col.VAL_NLL, Col.LEARNING_RATE]
 
 # One row per key. ``solver`` is the slow direction's algorithm (harness.models.solvers),
 # ``direct`` for a parallel op.
@@ -127,6 +198,7 @@ TEXT = (
     Col.DTYPE,
     Col.SOURCE,
     Col.COMMIT,
+    Col.MACHINE,
 )
 NUMERIC = [c for c in COLUMNS if c not in TEXT]
 
@@ -143,6 +215,11 @@ UNITS = {
     "params_effective": "scalars",
     "gemm_gflops": "GFLOP/s of torch.mm at the sweep's threads and dtype (the roofline)",
 }
+
+
+def fit_stem(model: str, data: str) -> str:
+    """The file stem of a fit's checkpoint and density grid (``truth`` for a toy's own)."""
+    return f"{model}__{data}".replace(":", "-").replace("/", "-")
 
 
 def key_of(row: dict) -> tuple[str, ...]:

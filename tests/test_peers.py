@@ -134,7 +134,15 @@ def test_without_the_extra_peers_are_listed_unavailable(monkeypatch, tmp_path, c
         peers.build("zuko.maf", 3)
     assert main(["models", "--dims", "2"]) == 0
     assert "unavailable: zuko is not installed" in capsys.readouterr().out
-    config = sweep.Config(models=("zuko.maf",), dims=(2,), batches=(8,), device="cpu", flops=False, memory=False)
+    config = sweep.Config(
+        models=("zuko.maf",),
+        dims=(2,),
+        ops=("log_prob", "sample"),
+        batches=(8,),
+        device="cpu",
+        flops=False,
+        memory=False,
+    )
     rows = sweep.run(config, tmp_path, progress=False)
     assert {(r["status"], r["op"]) for r in rows} == {("skipped", "log_prob"), ("skipped", "sample")}
     assert all("unavailable: zuko is not installed" in r["reason"] for r in rows)
@@ -154,6 +162,8 @@ def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
                 "2,4",
                 "--batch",
                 "16",
+                "--ops",
+                "log_prob,sample",
                 "--budget",
                 "5",
                 "--device",

@@ -16,21 +16,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small(**overrides) -> Config:
-    base = dict(models=("maf", "bnaf"), dims=(2, 4), batches=(16,), device="cpu", budget_s=5.0, min_run_time=0.01)
+    base = dict(
+        models=("maf", "bnaf"), dims=(2, 4), ops=("log_prob", "sample"), batches=(16,), device="cpu", budget_s=5.0
+    )
+    base["min_run_time"] = 0.01
     return Config(**{**base, **overrides})
 
 
 def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
-    rows = sweep.run(small(), tmp_path, progress=False)
+    rows = sweep.run(small(ops=("log_prob", "sample", "train_step")), tmp_path, progress=False)
     table = read_rows(tmp_path / "results.csv")
     assert list(table[0]) == COLUMNS
-    # models x dims x (log_prob, sample with the default and with the reference solver)
-    assert len(table) == len(rows) == 2 * 2 * 3
+    # models x dims x (log_prob, sample with the default and with the reference solver, train_step)
+    assert len(table) == len(rows) == 2 * 2 * 4
     assert {(r["model"], r["dim"], r["op"], r["solver"]) for r in table} == {
         (m, str(d), o, s)
         for m, slow in (("maf", ("sequential", "incremental")), ("bnaf", ("bisection", "newton")))
         for d in (2, 4)
-        for o, solvers in (("log_prob", ("direct",)), ("sample", slow))
+        for o, solvers in (("log_prob", ("direct",)), ("sample", slow), ("train_step", ("direct",)))
         for s in solvers
     }
     for r in table:

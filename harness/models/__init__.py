@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from .base import OPS, Cost, Flow, Measurable, Transform, run_op, unchecked
+from .base import OPS, SWEEP_OPS, TRAIN_STEP, Cost, Flow, Measurable, Transform, run_op, train_step, unchecked
 from .bnaf import build_bnaf
 from .iaf import build_iaf
 from .invert import InversionError
@@ -16,6 +16,8 @@ from .naf import build_naf
 __all__ = [
     "NAMES",
     "OPS",
+    "SWEEP_OPS",
+    "TRAIN_STEP",
     "Cost",
     "Flow",
     "InversionError",
@@ -24,6 +26,7 @@ __all__ = [
     "build",
     "keywords",
     "run_op",
+    "train_step",
     "unchecked",
 ]
 

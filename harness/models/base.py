@@ -20,7 +20,11 @@ from ..table import OURS
 from .solvers import DEFAULT, DIRECT, REFERENCE, SOLVERS, Family, SolveStats
 
 Kind = Literal["parallel", "sequential", "iterative"]
-OPS = ("log_prob", "sample")
+OPS = ("log_prob", "sample")  # the two directions
+# one step of maximum-likelihood training: log_prob, its gradient and an Adam step;
+# it costs what log_prob costs, times a constant (the backward pass and the update)
+TRAIN_STEP = "train_step"
+SWEEP_OPS = (*OPS, TRAIN_STEP)
 
 _CHECKS = True
 
@@ -55,9 +59,9 @@ class Cost:
     family: Family | None = None
 
     def __getitem__(self, op: str) -> Kind:
-        if op not in OPS:
-            raise ValueError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
-        return getattr(self, op)
+        if op not in SWEEP_OPS:
+            raise ValueError(f"unknown op {op!r}; allowed: {', '.join(SWEEP_OPS)}")
+        return getattr(self, "log_prob" if op == TRAIN_STEP else op)
 
     def describe(self, op: str, layers: int | None = None) -> str:
         """``op``'s cost in words, per autoregressive layer or, given ``layers``, in total."""
@@ -122,6 +126,16 @@ def run_op(flow: Measurable, op: str, x: Tensor) -> Tensor:
     if op == "sample":
         return flow.inverse(x)
     raise ValueError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
+
+
+def train_step(flow: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor) -> Tensor:
+    """One maximum-likelihood step on the batch x (batch, d): the loss -mean log_prob(x),
+    its gradient and the optimiser's update. Returns the loss, detached, shape ()."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = -flow.log_prob(x).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 class Transform(nn.Module):

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..table import CHECKS, OK, SOLVERS, VERSUS, Col
-from . import findings, plots, tables
+from ..table import CHECKS, FIT, OK, RESULTS, SOLVERS, VERSUS, Col
+from . import findings, plots, quality, tables
+from . import machines as machines_report
 from .load import load
 
 REGRESSION = 0.10  # flag changes over 10% between the two latest commits
@@ -226,21 +227,26 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
     Table 1 and the sweep's sections appear only where a sweep folder is among the sources."""
     out = Path(out)
     if not sources:
-        raise ValueError("no source given; pass a sweep folder or an asv results folder")
-    loaded = [load(s) for s in sources]
+        raise ValueError("no source given; pass a sweep folder, a fit folder or an asv results folder")
+    fit_folders = [Path(s) for s in sources if (Path(s) / FIT).is_file() and not (Path(s) / RESULTS).is_file()]
+    loaded = [load(s) for s in sources if Path(s) not in fit_folders]
+    fit_tables = [quality.load_fit(f)[0] for f in fit_folders]
     out.mkdir(parents=True, exist_ok=True)
     sweeps = [(df, meta) for df, meta in loaded if meta[Col.SOURCE] == "sweep"]
     asvs = [(df, meta) for df, meta in loaded if meta[Col.SOURCE] == "asv"]
     paper = paper and bool(sweeps)
     lines = ["# flowbench report", ""]
-    lines += ["Sources: " + ", ".join(f"`{m['path']}` ({m[Col.SOURCE]})" for _, m in loaded), ""]
+    named = [f"`{m['path']}` ({m[Col.SOURCE]})" for _, m in loaded] + [f"`{f}` (fit)" for f in fit_folders]
+    lines += ["Sources: " + ", ".join(named), ""]
 
     everything = pd.concat([d for d, _ in sweeps], ignore_index=True) if sweeps else pd.DataFrame()
     df = everything[~tables.is_peer(everything)] if sweeps else everything
     folders = [Path(m["path"]) for _, m in sweeps]
     versus = side_tables(folders, VERSUS)
+    fitted = [bullet for t in fit_tables for bullet in quality.findings(t)]
+    if sweeps or fitted:
+        lines += findings.findings(df, pd.concat(versus, ignore_index=True) if versus else None, paper, fitted)
     if sweeps:
-        lines += findings.findings(df, pd.concat(versus, ignore_index=True) if versus else None, paper)
         lines += [
             "Times are medians of blocked runs, seconds per call of `batch` points; FLOPs are counted op by "
             "op as dispatched (2 per multiply-add, element-wise ops 1 per element); memory is the peak of "
@@ -309,7 +315,10 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
         lines += [tables.markdown(findings.params_table(df)), ""]
         lines += ["Parameter ratios to B-NAF (effective parameters):", ""]
         lines += [tables.markdown(tables.param_ratios(df)), ""]
+    for folder in fit_folders:
+        lines += quality.section(folder, out)
     if sweeps:
+        lines += machines_report.section(everything[~tables.is_peer(everything)], out)
         lines += peers_section(everything, versus)
         lines += correctness_section(folders)
         lines += ["## Environment", ""]
@@ -323,8 +332,8 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
     if asvs:
         asv = pd.concat([d for d, _ in asvs], ignore_index=True)
         lines += ["## asv history", ""]
-        machines = {k: v for _, m in asvs for k, v in m.get("asv_machines", {}).items()}
-        lines += asv_parameters([Path(m["path"]) for _, m in asvs], machines)
+        asv_machines = {k: v for _, m in asvs for k, v in m.get("asv_machines", {}).items()}
+        lines += asv_parameters([Path(m["path"]) for _, m in asvs], asv_machines)
         reg = regressions(asv)
         if not reg.empty:
             lines += [f"Latest commit against the previous one (changes over {REGRESSION:.0%} flagged):", ""]

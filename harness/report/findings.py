@@ -9,9 +9,11 @@ intervals.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import pandas as pd
 
+from ..models.base import TRAIN_STEP
 from ..table import OK, Col
 from . import tables
 
@@ -67,6 +69,7 @@ def _row(df: pd.DataFrame, model: str, dim: int, op: str) -> pd.Series | None:
 def largest_common_dim(df: pd.DataFrame, models: list[str]) -> int | None:
     """The largest d at which every model in ``models`` has both ops ok."""
     done = tables.ok(df)
+    done = done[done[Col.OP].isin(["log_prob", "sample"])]
     both = done.groupby([Col.MODEL, Col.DIM])[Col.OP].nunique()
     dims = None
     for model in models:
@@ -166,6 +169,27 @@ def _per_family(df: pd.DataFrame, device: str, batch: float) -> str | None:
     )
 
 
+def _train_step(df: pd.DataFrame, device: str, batch: float) -> str | None:
+    """train_step / log_prob per model at the largest d every model has both."""
+    done = tables.ok(df)
+    models = list(dict.fromkeys(done[done[Col.OP] == TRAIN_STEP][Col.MODEL]))
+    if not models:
+        return None
+    have = None
+    for model in models:
+        mine = done[done[Col.MODEL] == model]
+        dims = set(mine[mine[Col.OP] == TRAIN_STEP][Col.DIM]) & set(mine[mine[Col.OP] == "log_prob"][Col.DIM])
+        have = dims if have is None else have & dims
+    if not have:
+        return None
+    dim = int(max(have))
+    parts = [f"{m} {show(ratio(_row(df, m, dim, TRAIN_STEP), _row(df, m, dim, 'log_prob')))}" for m in models]
+    return (
+        f"**A training step against density evaluation** on {device}, batch {int(batch)}, at d={dim}: "
+        f"train_step (log_prob, backward, Adam) / log_prob: {', '.join(parts)} ({link(SLOPES)})."
+    )
+
+
 def _iaf_maf(df: pd.DataFrame, device: str, batch: float) -> str | None:
     table = sampling_table(df)
     if table.empty:
@@ -262,14 +286,16 @@ def _devices(df: pd.DataFrame) -> str | None:
     )
 
 
-def findings(df: pd.DataFrame, versus: pd.DataFrame | None, paper: bool) -> list[str]:
+def findings(df: pd.DataFrame, versus: pd.DataFrame | None, paper: bool, fitted: Sequence[str] = ()) -> list[str]:
     """The Findings section's lines, from the reference models' rows ``df`` (all devices
-    and batches) and the contests ``versus``."""
-    main = tables.main_rows(df)
+    and batches), the contests ``versus`` and the fits' answers ``fitted``."""
     answers: list[str | None] = []
-    for (device, batch), g in main.groupby([Col.DEVICE, Col.BATCH], sort=False):
-        answers += [_per_family(g, device, batch), _iaf_maf(g, device, batch)]
-    answers += [_params(df, paper), _contests(versus), *_slopes(df), _devices(df)]
+    if not df.empty:
+        main = tables.main_rows(df)
+        for (device, batch), g in main.groupby([Col.DEVICE, Col.BATCH], sort=False):
+            answers += [_per_family(g, device, batch), _iaf_maf(g, device, batch), _train_step(g, device, batch)]
+        answers += [_params(df, paper), _contests(versus), *_slopes(df), _devices(df)]
+    answers += list(fitted)
     answers = [a for a in answers if a]
     if not answers:
         return []

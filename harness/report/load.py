@@ -95,5 +95,9 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     df[Col.SOURCE] = df.get(Col.SOURCE, kind)
+    if kind == "sweep" and df[Col.MACHINE].isna().any():  # rows from before the machine column
+        cpu = f"{meta.get('cpu', 'unknown CPU')} ({meta.get('cpu_count', '?')} cores)"
+        named = np.where(df[Col.DEVICE] == "cuda", meta.get("gpu") or "unknown GPU", cpu)
+        df[Col.MACHINE] = df[Col.MACHINE].astype(object).where(df[Col.MACHINE].notna(), named)
     meta[Col.SOURCE], meta["path"] = kind, str(path)
     return df, meta

@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex, to_rgb  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from ..table import OK, Col  # noqa: E402
+from ..table import OK, Col, fit_stem  # noqa: E402
 from .tables import ROLE, fit_slope, main_rows, ok  # noqa: E402
 
 STYLE = {"log_prob": dict(marker="o", linestyle="-"), "sample": dict(marker="s", linestyle="--")}
@@ -282,3 +283,114 @@ def history(df: pd.DataFrame, out: Path) -> list[str]:
         fig.suptitle(bench + (f" ({', '.join(sorted(shared))})" if shared else ""), fontsize=11)
         names += _save(fig, out, f"history_{bench.replace('.', '_')}", svg=False)
     return names
+
+
+def _pareto(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """True where no other point is at least as low in x and y and lower in one."""
+    return np.array([not np.any((xs <= x) & (ys <= y) & ((xs < x) | (ys < y))) for x, y in zip(xs, ys)], dtype=bool)
+
+
+def quality(fits: pd.DataFrame, out: Path) -> list[str]:
+    """Per data set, test NLL against training time (top) and against effective
+    parameters (bottom); the Pareto front ringed, N(0, I) and the true entropy dashed."""
+    done = fits[fits[Col.STATUS] == OK]
+    if done.empty:
+        return []
+    sets = list(dict.fromkeys(done[Col.DATA]))
+    fig, axes = plt.subplots(2, len(sets), figsize=(3.1 * len(sets) + 1.6, 6.2), layout="constrained", squeeze=False)
+    for col, data in enumerate(sets):
+        g = done[done[Col.DATA] == data]
+        for row, x, label in ((0, Col.TRAIN_S, "training time (s)"), (1, Col.PARAMS_EFFECTIVE, "parameters")):
+            ax = axes[row][col]
+            front = _pareto(g[x].to_numpy(float), g[Col.TEST_NLL].to_numpy(float))
+            for r, on_front in zip(g.itertuples(), front):
+                style = model_style(r.model)
+                ax.errorbar(getattr(r, x), r.test_nll, yerr=r.test_nll_se, linestyle="none", label=r.model, **style)
+                if on_front:
+                    ax.plot(getattr(r, x), r.test_nll, marker="o", ms=13, mfc="none", mec="black", lw=0)
+            order = np.argsort(g[x].to_numpy(float)[front])
+            ax.plot(g[x].to_numpy(float)[front][order], g[Col.TEST_NLL].to_numpy(float)[front][order], "k:", lw=0.8)
+            ax.axhline(g[Col.BASELINE_NLL].iloc[0], color="grey", linestyle="--", lw=0.8, label="N(0, I)")
+            if g[Col.ENTROPY].notna().any():
+                ax.axhline(g[Col.ENTROPY].iloc[0], color="black", linestyle="-.", lw=0.8, label="true entropy")
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+            if row == 0:
+                ax.set_title(f"{data} (d={int(g[Col.DIM].iloc[0])})", fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"test NLL ({g[Col.NLL_UNITS].iloc[0]})")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes.flat:  # the union of the legends, once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+    fig.suptitle("Test NLL against training time and size (lower is better)", fontsize=10)
+    return _save(fig, out, "quality")
+
+
+def densities(fits: pd.DataFrame, grids: list[Path], out: Path) -> list[str]:
+    """The trained 2-D densities beside the truth: one row per toy, the truth first.
+    ``grids``: the fit folder's ``densities/<model>__<toy>.npy`` (log-density grids)."""
+    by_name = {p.stem: p for p in grids}
+    toys = [p.stem.split("__", 1)[1] for p in grids if p.stem.startswith(fit_stem("truth", ""))]
+    done = fits[fits[Col.STATUS] == OK]
+    models = list(dict.fromkeys(done[Col.MODEL]))
+    toys = [t for t in dict.fromkeys(toys) if (done[Col.DATA] == t).any()]
+    if not toys or not models:
+        return []
+    columns = ["truth", *models]
+    fig, axes = plt.subplots(
+        len(toys), len(columns), figsize=(1.7 * len(columns), 1.7 * len(toys) + 0.4), squeeze=False
+    )
+    for i, toy in enumerate(toys):
+        truth = np.exp(np.load(by_name[fit_stem("truth", toy)]))
+        top = float(truth.max())
+        for j, name in enumerate(columns):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            stem = fit_stem(name, toy)
+            if stem in by_name:
+                ax.imshow(np.exp(np.load(by_name[stem])), origin="lower", cmap="magma", vmin=0, vmax=top)
+            else:
+                ax.text(0.5, 0.5, "not fitted", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(toy, fontsize=8)
+    fig.suptitle("Densities of the 2-D toys (same colour scale per row)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out, "densities", svg=False)
+
+
+MACHINE_LINES = ("-", "--", ":", "-.")
+
+
+def machines(df: pd.DataFrame, op: str, out: Path) -> list[str]:
+    """``op``'s median time against d for each model on each machine (one line style
+    per machine, one colour per model), at the first batch measured on two machines."""
+    done = main_rows(df)
+    done = done[(done[Col.OP] == op) & (done[Col.STATUS] == OK)]
+    shared = [b for b, g in done.groupby(Col.BATCH, sort=False) if g[Col.MACHINE].nunique() >= 2]
+    if not shared:
+        return []
+    done = done[done[Col.BATCH] == shared[0]]
+    names = list(dict.fromkeys(done[Col.MACHINE]))
+    fig, ax = plt.subplots(figsize=(8.6, 4.8), layout="constrained")
+    for (model, machine), g in done.groupby([Col.MODEL, Col.MACHINE], sort=False):
+        g = g.sort_values(Col.DIM)
+        style = model_style(model)
+        line = MACHINE_LINES[names.index(machine) % len(MACHINE_LINES)]
+        ax.plot(g[Col.DIM], g[Col.MEDIAN_S], linestyle=line, label=f"{model}, {machine}", **style)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("seconds per call")
+    ax.set_title(f"{op} on each machine, batch {int(shared[0])} (line style: machine)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax)
+    return _save(fig, out, f"machines_{op}")

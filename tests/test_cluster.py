@@ -1,0 +1,121 @@
+"""Sweeps as submitit jobs (the local executor): the merged table against a direct run,
+a parent killed mid-run and resumed, and a report across machines."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import sweep
+from harness.__main__ import main
+from harness.cluster import FINISHED, JOBS, MACHINES, Cluster, jobs_of, run
+from harness.table import KEY, META, RESULTS, Col, key_of
+
+pytest.importorskip("submitit")
+
+ROOT = Path(__file__).parents[1]
+ARGS = ["--dims", "2,3", "--ops", "log_prob,sample", "--batch", "8", "--budget", "5", "--device", "cpu"]
+ARGS += ["--no-flops", "--no-memory", "--no-progress"]
+
+
+def config(models=("maf", "made")) -> sweep.Config:
+    dims, ops = (2, 3), ("log_prob", "sample")
+    return sweep.Config(
+        models=models, dims=dims, ops=ops, batches=(8,), device="cpu", budget_s=5.0, flops=False, memory=False
+    )
+
+
+def rows_of(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory):
+    out = tmp_path_factory.mktemp("direct")
+    sweep.run(config(), out, progress=False)
+    return {key_of(r) for r in rows_of(out / RESULTS)}
+
+
+def test_jobs_hold_whole_series_and_every_solver_of_a_problem():
+    jobs = jobs_of(config())
+    assert [name for name, _ in jobs] == ["cpu-maf-log-prob-b8", "cpu-maf-sample-b8", "cpu-made-log-prob-b8"] + [
+        "cpu-made-sample-b8"
+    ]
+    for _, job in jobs:
+        assert job.dims == (2, 3) and len(job.models) == len(job.ops) == len(job.batches) == 1
+        assert job.solvers == config().solvers
+
+
+def test_local_jobs_merge_into_exactly_the_direct_runs_configurations(tmp_path, direct):
+    out = tmp_path / "jobs"
+    assert (
+        main(["sweep", "--models", "maf,made", *ARGS, "--executor", "local", "--max-parallel", "2", "--out", str(out)])
+        == 0
+    )
+    merged = rows_of(out / RESULTS)
+    keys = [key_of(r) for r in merged]
+    assert len(keys) == len(set(keys)) and set(keys) == direct  # once each, the same configurations
+    machines = {r[Col.MACHINE] for r in merged}
+    assert len(machines) == 1 and all(machines) and "cores" in next(iter(machines))
+    [machine_dir] = (out / MACHINES).iterdir()
+    assert len(list((machine_dir / JOBS).iterdir())) == 4
+    assert len(rows_of(machine_dir / RESULTS)) == len(merged)
+    assert main(["sweep", "--models", "maf,made", *ARGS, "--executor", "local", "--out", str(out)]) == 2  # refused
+
+
+def test_a_killed_parent_resumes_collecting_finished_jobs(tmp_path, direct):
+    out = tmp_path / "jobs"
+    cmd = [sys.executable, "-m", "harness", "sweep", "--models", "maf,made", *ARGS, "--executor", "local"]
+    parent = subprocess.Popen([*cmd, "--out", str(out)], cwd=ROOT, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")):
+        time.sleep(0.05)
+    os.kill(parent.pid, signal.SIGKILL)  # the parent dies with jobs left to run
+    parent.wait()
+    finished_before = {p.parent.name for p in (out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")}
+    assert 1 <= len(finished_before) < 4
+    rows = run(config(), out, Cluster(executor="local"), resume=True, progress=False)
+    keys = [tuple(str(r[k]) for k in KEY) for r in rows]
+    assert len(keys) == len(set(keys)) and set(keys) == direct
+    assert len({p.parent.name for p in (out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")}) == 4
+
+
+def test_bad_cluster_settings_name_the_value():
+    with pytest.raises(ValueError, match="unknown executor 'pbs'; allowed: local, slurm"):
+        Cluster(executor="pbs").validate()
+    with pytest.raises(ValueError, match="max-parallel must be an int >= 1, got 0"):
+        Cluster(max_parallel=0).validate()
+    with pytest.raises(ValueError, match="--slurm-partition needs --executor slurm"):
+        Cluster(partition="gpu").validate()
+
+
+def test_a_report_over_two_machines_puts_them_side_by_side(tmp_path):
+    cpu = tmp_path / "cpu"
+    cfg = sweep.Config(models=("maf",), dims=(2, 4), ops=("log_prob",), batches=(1024,), device="cpu")
+    cfg.flops = cfg.memory = False
+    cfg.min_run_time, cfg.isolate = 0.02, False
+    sweep.run(cfg, cpu, progress=False)
+    # the committed GPU folder's MAF log_prob rows, with its meta.json (the whole folder only costs plots)
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    shutil.copy(ROOT / "reports" / "gpu" / META, gpu / META)
+    committed = rows_of(ROOT / "reports" / "gpu" / RESULTS)
+    with (gpu / RESULTS).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(committed[0]))
+        w.writeheader()
+        w.writerows(r for r in committed if r[Col.MODEL] == "maf" and r[Col.OP] == "log_prob")
+    assert main(["report", str(gpu), str(cpu), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "REPORT.md").read_text()
+    section = report.split("## Machines side by side", 1)[1].split("\n## ", 1)[0]
+    machine = rows_of(cpu / RESULTS)[0][Col.MACHINE]
+    assert "NVIDIA H100 80GB HBM3 ms" in section and f"{machine} ms" in section
+    assert "| maf     | 2   | 1024" in section and (tmp_path / "rep" / "machines_log_prob.png").is_file()

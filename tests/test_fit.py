@@ -1,0 +1,168 @@
+"""Fitting flows on tiny budgets: rows, checkpoints, resume, failures, the train_step op
+and the report's quality section."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+from harness import data, registry
+from harness.__main__ import main
+from harness.fit import FitConfig, fit_one, nll_per_point, run, train
+from harness.table import CHECKPOINTS, CURVES, DENSITIES, ERROR, FIT, FIT_COLUMNS, OK, Col
+
+TINY = dict(steps=40, wall_s=20.0, eval_every=10, time_batch=64, time_s=0.01)
+
+
+def rows_of(folder):
+    with (folder / FIT).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    config = FitConfig(models=["maf", "bnaf"], data=["eight_gaussians"], **TINY)
+    rows = run(config, out, progress=False)
+    return out, rows, config
+
+
+def test_a_fit_writes_one_row_per_model_and_data_set_with_units(fitted):
+    out, rows, _ = fitted
+    on_disk = rows_of(out)
+    assert [(r[Col.MODEL], r[Col.DATA]) for r in on_disk] == [("maf", "eight_gaussians"), ("bnaf", "eight_gaussians")]
+    assert list(on_disk[0]) == FIT_COLUMNS
+    for r in on_disk:
+        assert r[Col.STATUS] == OK and r[Col.NLL_UNITS] == "nats per point"
+        nll, entropy = float(r[Col.TEST_NLL]), float(r[Col.ENTROPY])
+        assert float(r[Col.GAP]) == pytest.approx(nll - entropy)
+        assert float(r[Col.TEST_NLL_SE]) > 0 and int(r[Col.STEPS]) <= 40
+        assert float(r[Col.TRAINED_LOG_PROB_S]) > 0 and float(r[Col.TRAINED_SAMPLE_S]) > 0
+        assert int(r[Col.PARAMS_EFFECTIVE]) <= int(r[Col.PARAMS_STORED])
+        assert (out / DENSITIES / f"{r[Col.MODEL]}__eight_gaussians.npy").is_file()
+    assert (out / DENSITIES / "truth__eight_gaussians.npy").is_file()
+    with (out / CURVES).open() as f:
+        curve = list(csv.DictReader(f))
+    assert {c[Col.MODEL] for c in curve} == {"maf", "bnaf"} and all(math.isfinite(float(c[Col.VAL_NLL])) for c in curve)
+
+
+def test_the_checkpoint_loads_with_weights_only_and_gives_the_test_nll(fitted):
+    out, _, config = fitted
+    row = rows_of(out)[0]
+    state = torch.load(out / row[Col.CHECKPOINT], weights_only=True)
+    flow = registry.build_any("maf", 2)
+    flow.load_state_dict(state)
+    flow.eval()
+    ds = data.load("eight_gaussians", config.seed)
+    assert float(nll_per_point(flow, ds.test).mean()) == pytest.approx(float(row[Col.TEST_NLL]), rel=1e-6)
+
+
+def test_training_improves_on_the_initial_weights_and_keeps_the_best():
+    ds = data.load("eight_gaussians", 0)
+    torch.manual_seed(0)
+    flow = registry.build_any("maf", 2)
+    before = float(nll_per_point(flow, ds.val).mean())
+    trained = train(flow, ds, FitConfig(**TINY))
+    after = float(nll_per_point(flow, ds.val).mean())
+    assert after < before and after == pytest.approx(trained.val_nll, rel=1e-6)
+    assert trained.best_step in [c[Col.STEP] for c in trained.curve]
+
+
+def test_resume_skips_finished_rows_and_refuses_other_settings(fitted, tmp_path):
+    out, _, config = fitted
+    again = run(FitConfig(models=["maf", "bnaf", "made"], data=["eight_gaussians"], **TINY), out, resume=True)
+    assert [r[Col.MODEL] for r in again] == ["made"]
+    assert [r[Col.MODEL] for r in rows_of(out)] == ["maf", "bnaf", "made"]
+    with pytest.raises(ValueError, match="steps"):
+        run(FitConfig(models=["maf"], data=["eight_gaussians"], **{**TINY, "steps": 41}), out, resume=True)
+    with pytest.raises(ValueError, match="--resume"):
+        run(FitConfig(models=["maf"], data=["eight_gaussians"], **TINY), out)
+
+
+def _nan_module():
+    module = types.ModuleType("nan_flow_for_fit")
+
+    class NanFlow(torch.nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(dim))
+
+        def forward(self, x):
+            return x + self.w, torch.zeros(x.shape[0])
+
+        def inverse(self, z):
+            return z - self.w
+
+        def log_prob(self, x):
+            return (x * self.w).sum(-1) * float("nan")
+
+    module.make = NanFlow
+    return module
+
+
+def test_a_non_finite_loss_is_an_error_row_and_the_others_go_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nan_flow_for_fit", _nan_module())
+    config = FitConfig(models=["nan_flow_for_fit:make", "made"], data=["eight_gaussians"], **TINY)
+    rows = run(config, tmp_path, progress=False)
+    assert rows[0][Col.STATUS] == ERROR and "non-finite training loss at step 1" in rows[0][Col.REASON]
+    assert rows[1][Col.STATUS] == OK
+    # resume fits the failed one again, and the table keeps one row per key
+    run(config, tmp_path, resume=True, progress=False)
+    assert [r[Col.MODEL] for r in rows_of(tmp_path)] == ["made", "nan_flow_for_fit:make"]
+
+
+def test_bad_settings_name_the_value_and_the_allowed_ones():
+    with pytest.raises(ValueError, match="unknown data set 'mnist'; allowed: eight_gaussians"):
+        FitConfig(data=["mnist"]).validate()
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
+        FitConfig(steps=0).validate()
+    with pytest.raises(ValueError, match="--data-dir"):
+        FitConfig(data=["gas"]).validate()
+
+
+def test_the_fit_command_and_the_report_quality_section(tmp_path, capsys):
+    out = tmp_path / "fit"
+    code = main(
+        ["fit", "--models", "made,iaf", "--data", "two_moons", "--steps", "20", "--out", str(out), "--no-progress"]
+    )
+    assert code == 0 and "2 fits" in capsys.readouterr().out
+    assert all((out / CHECKPOINTS / f"{m}__two_moons.pt").is_file() for m in ("made", "iaf"))
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "REPORT.md").read_text()
+    assert "## Quality: density against size and training time" in report
+    assert "**Quality on two_moons**" in report.split("## Quality")[0]  # answered in the Findings
+    assert (tmp_path / "rep" / "quality.png").is_file() and (tmp_path / "rep" / "densities.png").is_file()
+
+
+def test_digits_fit_reports_bits_per_dimension():
+    ds = data.load("digits", 0)
+    row, curve = fit_one("made", ds, FitConfig(**{**TINY, "steps": 10}), _tmp_out())
+    assert row[Col.BITS_PER_DIM] == pytest.approx(row[Col.TEST_NLL] / (64 * math.log(2)))
+    assert row[Col.NLL_UNITS] == "nats per image" and Col.GAP not in row and curve
+
+
+def _tmp_out():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp())
+
+
+def test_train_step_is_a_sweep_op_that_leaves_the_model_as_it_was():
+    from harness.sweep import Config, measure
+
+    torch.manual_seed(0)
+    flow = registry.build_any("maf", 4)
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    config = Config(min_run_time=0.02, budget_s=5.0, memory=False)
+    row, out = measure(flow, "train_step", "cpu", 32, config, None, essential=True)
+    assert row[Col.STATUS] == OK and row[Col.FLOPS] > 0 and out.shape == ()
+    lp_row, _ = measure(flow, "log_prob", "cpu", 32, config, None, essential=True)
+    assert row[Col.FLOPS] > 2 * lp_row[Col.FLOPS]  # forward, backward and the update
+    assert all(torch.equal(v, before[k]) for k, v in flow.state_dict().items())
+    assert flow.cost["train_step"] == flow.cost["log_prob"]
