@@ -126,7 +126,10 @@ def finished(out: Path, name: str) -> bool:
 def _executor(out: Path, cluster: Cluster, config: Config):
     import submitit
 
-    executor = submitit.AutoExecutor(folder=out / SUBMITIT, cluster=cluster.executor)
+    try:
+        executor = submitit.AutoExecutor(folder=out / SUBMITIT, cluster=cluster.executor)
+    except RuntimeError as e:  # no srun on this machine
+        raise ValueError(f"--executor slurm needs a Slurm cluster ({e}); --executor local runs the jobs here") from None
     gpus = max(cluster.gpus_per_job, 1 if config.device == "cuda" else 0)
     executor.update_parameters(
         timeout_min=cluster.job_minutes,
@@ -197,8 +200,12 @@ def run(
         if todo:
             executor = _executor(out, cluster, config)
             queue, running = list(todo), []
+            if cluster.executor == "slurm":  # one job array: Slurm keeps max_parallel of them running
+                with executor.batch():
+                    running = [(n, executor.submit(run_job, c, str(out), n)) for n, c in queue]
+                queue = []
             while queue or running:
-                while queue and len(running) < cluster.max_parallel:
+                while queue and len(running) < cluster.max_parallel:  # local: the parent keeps the limit
                     name, job_config = queue.pop(0)
                     running.append((name, executor.submit(run_job, job_config, str(out), name)))
                 time.sleep(0.2)

@@ -119,3 +119,20 @@ def test_a_report_over_two_machines_puts_them_side_by_side(tmp_path):
     machine = rows_of(cpu / RESULTS)[0][Col.MACHINE]
     assert "NVIDIA H100 80GB HBM3 ms" in section and f"{machine} ms" in section
     assert "| maf     | 2   | 1024" in section and (tmp_path / "rep" / "machines_log_prob.png").is_file()
+
+
+def test_slurm_settings_map_to_submitits_parameters(tmp_path, monkeypatch):
+    from submitit.slurm.slurm import SlurmExecutor
+
+    from harness.cluster import _executor
+
+    if shutil.which("srun") is None:
+        with pytest.raises(ValueError, match="needs a Slurm cluster"):
+            _executor(tmp_path, Cluster(executor="slurm"), sweep.Config(device="cpu"))
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as on a node with srun
+
+    cluster = Cluster(executor="slurm", partition="gpu", gpus_per_job=1, cpus_per_job=8, max_parallel=4, job_minutes=90)
+    executor = _executor(tmp_path, cluster, sweep.Config(device="cpu", threads=2))
+    params = executor._executor.parameters
+    assert params["partition"] == "gpu" and params["array_parallelism"] == 4 and params["exclusive"] is True
+    assert params["gpus_per_node"] == 1 and params["cpus_per_task"] == 8 and params["time"] == 90

@@ -121,7 +121,10 @@ def findings(df: pd.DataFrame) -> list[str]:
             f"({fmt(best[Col.PARAMS_EFFECTIVE])} parameters, {best[Col.TRAIN_S]:.0f} s of training)"
         )
         if pd.notna(best[Col.GAP]):
-            text += f", {best[Col.GAP]:.3f} nats above the true entropy {best[Col.ENTROPY]:.3f}"
+            text += (
+                f"; gap to the true entropy {best[Col.ENTROPY]:.3f}: {best[Col.GAP]:+.3f} ± "
+                f"{best[Col.TEST_NLL_SE]:.3f} nats (KL(truth || model) estimated)"
+            )
         beaten = int((g[Col.TEST_NLL] < g[Col.BASELINE_NLL]).sum())
         text += f"; {beaten} of {len(g)} models beat N(0, I) ({best[Col.BASELINE_NLL]:.3f})."
         bullets.append(text)
