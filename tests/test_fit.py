@@ -166,3 +166,17 @@ def test_train_step_is_a_sweep_op_that_leaves_the_model_as_it_was():
     assert row[Col.FLOPS] > 2 * lp_row[Col.FLOPS]  # forward, backward and the update
     assert all(torch.equal(v, before[k]) for k, v in flow.state_dict().items())
     assert flow.cost["train_step"] == flow.cost["log_prob"]
+
+
+def test_a_uci_fit_is_reported_beside_the_papers_numbers():
+    import pandas as pd
+
+    from harness.report.quality import published_table
+
+    fits = pd.DataFrame(
+        [{Col.MODEL: "maf", Col.DATA: "power", Col.STATUS: OK, Col.TEST_NLL: -0.21, Col.TEST_NLL_SE: 0.01}]
+    )
+    table = published_table(fits)
+    assert list(table[Col.DATA]) == ["power"]
+    assert table.loc[0, "B-NAF (paper)"] == "0.61 ± .01" and table.loc[0, "maf (ours)"] == "0.21 ± 0.01"
+    assert published_table(fits.assign(**{Col.DATA: "eight_gaussians"})).empty
