@@ -70,18 +70,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.resume and args.fresh:
         raise ValueError("--resume and --fresh exclude each other: complete the table, or move it aside")
     if args.executor:
-        from .cluster import Cluster
         from .cluster import run as run_jobs
 
-        cluster = Cluster(
-            executor=args.executor,
-            partition=args.slurm_partition,
-            gpus_per_job=args.gpus_per_job,
-            cpus_per_job=args.cpus_per_job,
-            max_parallel=args.max_parallel,
-            job_minutes=args.job_minutes,
+        rows = run_jobs(
+            config, out, _cluster(args), resume=args.resume, fresh=args.fresh, progress=not args.no_progress
         )
-        rows = run_jobs(config, out, cluster, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
         verb = "merged"
     else:
         rows = run(config, out, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
@@ -230,7 +223,13 @@ def _fit(args: argparse.Namespace) -> int:
         if value is not None:
             fields[key] = value
     config = FitConfig.quick(**fields) if args.quick else FitConfig(**fields)
-    rows = run(config, Path(args.out), resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+    if args.executor:
+        from .cluster import run as run_jobs
+
+        cluster = _cluster(args)
+        rows = run_jobs(config, Path(args.out), cluster, args.resume, args.fresh, progress=not args.no_progress)
+    else:
+        rows = run(config, Path(args.out), resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     print(summary(rows))
     print(f"\n{len(rows)} fits -> {Path(args.out) / FIT}")
     return 0
@@ -285,6 +284,33 @@ def _dims(text: str) -> list[int]:
     return dims
 
 
+def _executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        help="run as submitit jobs (a sweep: one per device, model, op and batch; a fit: one per model and data "
+        "set): slurm, or local to try it without a cluster; rows go to DIR/machines/<machine>/ and are merged",
+    )
+    p.add_argument("--slurm-partition", help="Slurm partition of the jobs")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job (default 0; a CUDA job takes 1)")
+    p.add_argument("--cpus-per-job", type=_positive, help="CPUs per job (default: --threads)")
+    p.add_argument("--max-parallel", type=_positive, default=1, help="jobs at once (default 1: a device each)")
+    p.add_argument("--job-minutes", type=_positive, default=60, help="time limit of one job (default 60)")
+
+
+def _cluster(args: argparse.Namespace):
+    from .cluster import Cluster
+
+    return Cluster(
+        executor=args.executor,
+        partition=args.slurm_partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        max_parallel=args.max_parallel,
+        job_minutes=args.job_minutes,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -336,17 +362,7 @@ def parser() -> argparse.ArgumentParser:
         help="measure in this process, with no deadline (for profiling; by default a worker process is "
         "killed at 1.5 x the budget + 10 s)",
     )
-    s.add_argument(
-        "--executor",
-        choices=("local", "slurm"),
-        help="run the grid as submitit jobs, one per (device, model, op, batch): slurm, or local to try it "
-        "without a cluster; rows go to DIR/machines/<machine>/ and merge into DIR/results.csv",
-    )
-    s.add_argument("--slurm-partition", help="Slurm partition of the jobs")
-    s.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job (default 0; a CUDA job takes 1)")
-    s.add_argument("--cpus-per-job", type=_positive, help="CPUs per job (default: --threads)")
-    s.add_argument("--max-parallel", type=_positive, default=1, help="jobs at once (default 1: a device each)")
-    s.add_argument("--job-minutes", type=_positive, default=60, help="time limit of one job (default 60)")
+    _executor_arguments(s)
     s.set_defaults(func=_sweep)
 
     f = sub.add_parser(
@@ -370,6 +386,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true", help="keep DIR/fit.csv's finished rows and fit the rest")
     f.add_argument("--fresh", action="store_true", help="move an existing DIR/fit.csv aside into DIR/previous/")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _executor_arguments(f)
     f.set_defaults(func=_fit)
 
     r = sub.add_parser("report", help="write REPORT.md and plots from sweep folders and/or asv results")

@@ -1,4 +1,7 @@
-"""Sweeps beyond one machine: ``python -m harness sweep --executor local|slurm``.
+"""Sweeps (and fits) beyond one machine: ``python -m harness sweep --executor local|slurm``.
+
+A fit (``python -m harness fit --executor ...``) runs one job per (model, data set) and
+merges fit.csv, curves.csv, checkpoints and density grids the same way.
 
 The grid is split into jobs, one per (device, model, op, batch): each job holds whole
 series along d (so the budget extrapolates along its dims as in a direct sweep) and
@@ -30,9 +33,23 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .files import ensure_folder
+from .fit import FitConfig
 from .sweep import GRID, Config, ResultsFolder, grid, machine_name, metadata
 from .sweep import run as run_sweep
-from .table import COLUMNS, META, RESULTS, Col, key_of
+from .table import (
+    CHECKPOINTS,
+    COLUMNS,
+    CURVE_COLUMNS,
+    CURVES,
+    DENSITIES,
+    FIT,
+    FIT_COLUMNS,
+    FIT_META,
+    META,
+    RESULTS,
+    Col,
+    key_of,
+)
 
 EXECUTORS = ("local", "slurm")
 MACHINES = "machines"  # DIR/machines/<machine>/
@@ -74,8 +91,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80] or "unknown"
 
 
-def jobs_of(config: Config) -> list[tuple[str, Config]]:
-    """(job name, job config) per (device, model, op, batch) of the grid, in grid order."""
+def jobs_of(config: Config | FitConfig) -> list[tuple[str, Config | FitConfig]]:
+    """(job name, job config) per (device, model, op, batch) of the grid, in grid order;
+    for a fit, per (data set, model)."""
+    if isinstance(config, FitConfig):
+        return [
+            (slug(f"fit-{m}-{d}"), replace(config, models=(m,), data=(d,))) for d in config.data for m in config.models
+        ]
     seen: dict[tuple, Config] = {}
     for device, model, _dim, op, batch, _solver in grid(config):
         key = (device, model, op, batch)
@@ -84,13 +106,17 @@ def jobs_of(config: Config) -> list[tuple[str, Config]]:
     return [(slug(f"{d}-{m}-{o}-b{b}"), c) for (d, m, o, b), c in seen.items()]
 
 
-def run_job(config: Config, out: str, name: str) -> dict:
-    """One job, on whatever machine runs it: a sweep into its machine's job folder
-    (resumed where an earlier attempt left rows), then the finished mark."""
+def run_job(config: Config | FitConfig, out: str, name: str) -> dict:
+    """One job, on whatever machine runs it: a sweep (or a fit) into its machine's job
+    folder (resumed where an earlier attempt left rows), then the finished mark."""
     machine = slug(machine_name(config.device))
     folder = Path(out) / MACHINES / machine / JOBS / name
-    resume = (folder / RESULTS).is_file()
-    rows = run_sweep(config, folder, resume=resume, progress=False)
+    if isinstance(config, FitConfig):
+        from .fit import run as run_fit
+
+        rows = run_fit(config, folder, resume=(folder / FIT).is_file(), progress=False)
+    else:
+        rows = run_sweep(config, folder, resume=(folder / RESULTS).is_file(), progress=False)
     mark = {Col.MACHINE: machine, "rows_now": len(rows), "date": dt.datetime.now(dt.timezone.utc).isoformat()}
     tmp = folder / f"{FINISHED}.tmp"
     tmp.write_text(json.dumps(mark) + "\n")
@@ -157,7 +183,7 @@ def _prepare(out: Path, config: Config, cluster: Cluster, names: list[str], resu
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         aside = out / "previous" / f"distributed-{stamp}"
         aside.mkdir(parents=True)
-        for name in (MACHINES, PLAN, RESULTS, META, SUBMITIT):
+        for name in (MACHINES, PLAN, RESULTS, META, SUBMITIT, FIT, FIT_META, CURVES, CHECKPOINTS, DENSITIES):
             if (out / name).exists():
                 shutil.move(str(out / name), str(aside / name))
     elif plan_path.exists():
@@ -165,8 +191,8 @@ def _prepare(out: Path, config: Config, cluster: Cluster, names: list[str], resu
         if old.get("config") != settings["config"]:
             diff = [k for k in settings["config"] if old.get("config", {}).get(k) != settings["config"][k]]
             raise ValueError(f"cannot resume {str(out)!r} with other settings ({', '.join(diff)} differ)")
-    elif (out / RESULTS).exists() and not fresh:
-        raise ValueError(f"{str(out / RESULTS)!r} exists from a direct sweep: give another --out, or --fresh")
+    elif ((out / RESULTS).exists() or (out / FIT).exists()) and not fresh:
+        raise ValueError(f"{str(out)!r} holds a direct run's table: give another --out, or --fresh")
     settings["executor"] = asdict(cluster)
     tmp = plan_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(settings, indent=2) + "\n")
@@ -174,7 +200,12 @@ def _prepare(out: Path, config: Config, cluster: Cluster, names: list[str], resu
 
 
 def run(
-    config: Config, out: Path, cluster: Cluster, resume: bool = False, fresh: bool = False, progress: bool = True
+    config: Config | FitConfig,
+    out: Path,
+    cluster: Cluster,
+    resume: bool = False,
+    fresh: bool = False,
+    progress: bool = True,
 ) -> list[dict]:
     """Runs the sweep as jobs and merges their rows; returns the merged rows. A job
     that fails leaves its rows on disk and is named in the ValueError raised after the
@@ -218,7 +249,7 @@ def run(
                     bar.update(1)
                     bar.set_postfix_str(f"{name} done")
         bar.close()
-        rows = merge(out)
+        rows = merge_fit(out) if isinstance(config, FitConfig) else merge(out)
     if failures:
         named = "; ".join(f"{n} ({why})" for n, why in failures.items())
         raise ValueError(f"{len(failures)} job(s) failed, their rows so far merged: {named}; --resume retries them")
@@ -260,13 +291,41 @@ def merge(out: Path) -> list[dict]:
     return everything
 
 
+def merge_fit(out: Path) -> list[dict]:
+    """Every fit job's rows into DIR/fit.csv, its curves into DIR/curves.csv, and its
+    checkpoints and density grids into DIR/checkpoints and DIR/densities: a folder the
+    report reads like a direct fit's."""
+    rows, curves, metas = [], [], {}
+    for job in sorted((out / MACHINES).glob(f"*/{JOBS}/*")):
+        if (job / FIT).is_file():
+            rows += _read(job / FIT)
+        if (job / CURVES).is_file():
+            curves += _read(job / CURVES)
+        if (job / FIT_META).is_file():
+            metas[job.parent.parent.name] = json.loads((job / FIT_META).read_text())
+        for folder in (CHECKPOINTS, DENSITIES):
+            if (job / folder).is_dir():
+                (out / folder).mkdir(exist_ok=True)
+                for file in (job / folder).iterdir():
+                    shutil.copy2(file, out / folder / file.name)
+    rows = list({(r[Col.MODEL], r[Col.DATA]): r for r in rows}.values())
+    _write(out / FIT, rows, FIT_COLUMNS)
+    _write(out / CURVES, curves, CURVE_COLUMNS)
+    plan = json.loads((out / PLAN).read_text()) if (out / PLAN).exists() else {}
+    first = next(iter(metas.values()), {})
+    combined = {**first, "machines": {m: {k: v.get(k) for k in MACHINE_FIELDS} for m, v in metas.items()}}
+    combined["executor"] = plan.get("executor")
+    (out / FIT_META).write_text(json.dumps(combined, indent=2) + "\n")
+    return rows
+
+
 MACHINE_FIELDS = ("hostname", "cpu", "cpu_count", "gpu", "gpu_driver", "torch", Col.COMMIT, "date")
 
 
-def _write(path: Path, rows: list[dict]) -> None:
+def _write(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
         w.writeheader()
         w.writerows(rows)
     tmp.replace(path)

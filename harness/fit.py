@@ -38,7 +38,7 @@ from .measure.counting import count_params
 from .models import NAMES, train_step
 from .models.base import normal_log_prob
 from .sweep import Config as SweepConfig
-from .sweep import ResultsFolder, git_commit, grad_off, measure
+from .sweep import ResultsFolder, git_commit, grad_off, machine_name, measure
 from .table import (
     CHECKPOINTS,
     CURVE_COLUMNS,
@@ -355,6 +355,7 @@ def run(config: FitConfig, out: Path, resume: bool = False, fresh: bool = False,
                     seed=config.seed,
                     threads=config.threads,
                     commit=commit,
+                    machine=machine_name(config.device),
                 )  # type: ignore[typeddict-item]
 
                 def show(step: int, val: float, model=model, data_name=data_name) -> None:

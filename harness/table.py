@@ -114,6 +114,7 @@ class FitRow(TypedDict, total=False):
     threads: int
     checkpoint: str
     commit: str
+    machine: str
 
 
 FIT_COLUMNS = list(FitRow.__annotations__)

@@ -136,3 +136,21 @@ def test_slurm_settings_map_to_submitits_parameters(tmp_path, monkeypatch):
     params = executor._executor.parameters
     assert params["partition"] == "gpu" and params["array_parallelism"] == 4 and params["exclusive"] is True
     assert params["gpus_per_node"] == 1 and params["cpus_per_task"] == 8 and params["time"] == 90
+
+
+def test_a_fit_runs_as_jobs_and_merges_into_a_folder_the_report_reads(tmp_path):
+    from harness.table import DENSITIES, FIT
+
+    out = tmp_path / "fit"
+    args = ["fit", "--models", "made,maf", "--data", "eight_gaussians", "--steps", "20", "--no-progress"]
+    assert main([*args, "--executor", "local", "--max-parallel", "2", "--out", str(out)]) == 0
+    rows = rows_of(out / FIT)
+    assert sorted((r[Col.MODEL], r[Col.DATA]) for r in rows) == [
+        ("made", "eight_gaussians"),
+        ("maf", "eight_gaussians"),
+    ]
+    assert all(r[Col.STATUS] == "ok" and r[Col.MACHINE] for r in rows)
+    assert all((out / r[Col.CHECKPOINT]).is_file() for r in rows)
+    assert (out / DENSITIES / "truth__eight_gaussians.npy").is_file()
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "## Quality" in (tmp_path / "rep" / "REPORT.md").read_text()
