@@ -75,6 +75,7 @@ def test_local_jobs_merge_into_exactly_the_direct_runs_configurations(tmp_path, 
 def test_a_killed_parent_resumes_collecting_finished_jobs(tmp_path, direct):
     out = tmp_path / "jobs"
     cmd = [sys.executable, "-m", "harness", "sweep", "--models", "maf,made", *ARGS, "--executor", "local"]
+    cmd += ["--max-parallel", "2"]
     parent = subprocess.Popen([*cmd, "--out", str(out)], cwd=ROOT, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")):
@@ -83,7 +84,7 @@ def test_a_killed_parent_resumes_collecting_finished_jobs(tmp_path, direct):
     parent.wait()
     finished_before = {p.parent.name for p in (out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")}
     assert 1 <= len(finished_before) < 4
-    rows = run(config(), out, Cluster(executor="local"), resume=True, progress=False)
+    rows = run(config(), out, Cluster(executor="local", max_parallel=2), resume=True, progress=False)
     keys = [tuple(str(r[k]) for k in KEY) for r in rows]
     assert len(keys) == len(set(keys)) and set(keys) == direct
     assert len({p.parent.name for p in (out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")}) == 4
