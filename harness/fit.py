@@ -199,6 +199,8 @@ def train(flow, ds: datasets.Dataset, config: FitConfig, on_eval=None) -> Traine
         if step % config.eval_every == 0 or last:
             flow.eval()
             val = float(nll_per_point(flow, ds.val.to(config.device)).mean())
+            if not math.isfinite(val):  # never kept as a best, never reported
+                raise NonFinite(f"non-finite validation NLL at step {step}")
             flow.train()
             lr = optimizer.param_groups[0]["lr"]
             curve.append(

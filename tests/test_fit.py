@@ -180,3 +180,14 @@ def test_a_uci_fit_is_reported_beside_the_papers_numbers():
     assert list(table[Col.DATA]) == ["power"]
     assert table.loc[0, "B-NAF (paper)"] == "0.61 ± .01" and table.loc[0, "maf (ours)"] == "0.21 ± 0.01"
     assert published_table(fits.assign(**{Col.DATA: "eight_gaussians"})).empty
+
+
+def test_a_non_finite_validation_nll_raises(monkeypatch):
+    import harness.fit as fit
+
+    ds = data.load("eight_gaussians", 0)
+    torch.manual_seed(0)
+    flow = registry.build_any("made", 2)
+    monkeypatch.setattr(fit, "nll_per_point", lambda flow, x: torch.full((len(x),), float("inf")))
+    with pytest.raises(fit.NonFinite, match="non-finite validation NLL at step 10"):
+        train(flow, ds, FitConfig(**TINY))
