@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from .files import ensure_folder
+from .files import ensure_folder, write_table
 from .fit import FitConfig
 from .sweep import GRID, Config, ResultsFolder, grid, machine_name, metadata
 from .sweep import run as run_sweep
@@ -276,18 +276,14 @@ def merge(out: Path) -> list[dict]:
             continue
         unique = {(key_of(r), r[Col.MACHINE]): r for r in rows}
         rows = list(unique.values())
-        _write(machine_dir / RESULTS, rows)
+        write_table(machine_dir / RESULTS, rows, COLUMNS)
         first = next(iter(jobs.values()))
         meta = {**first, "jobs": sorted(jobs), "finished": sorted(j for j in jobs if finished(out, j))}
         (machine_dir / META).write_text(json.dumps(meta, indent=2) + "\n")
         metas[machine_dir.name] = meta
         everything += rows
-    _write(out / RESULTS, everything)
-    plan = json.loads((out / PLAN).read_text()) if (out / PLAN).exists() else {}
-    first = next(iter(metas.values()), metadata(Config(), roofline=False))
-    combined = {**first, "machines": {m: {k: v.get(k) for k in MACHINE_FIELDS} for m, v in metas.items()}}
-    combined["executor"] = plan.get("executor")
-    (out / META).write_text(json.dumps(combined, indent=2) + "\n")
+    write_table(out / RESULTS, everything, COLUMNS)
+    _combined_meta(out, META, metas, metadata(Config(), roofline=False))
     return everything
 
 
@@ -309,26 +305,23 @@ def merge_fit(out: Path) -> list[dict]:
                 for file in (job / folder).iterdir():
                     shutil.copy2(file, out / folder / file.name)
     rows = list({(r[Col.MODEL], r[Col.DATA]): r for r in rows}.values())
-    _write(out / FIT, rows, FIT_COLUMNS)
-    _write(out / CURVES, curves, CURVE_COLUMNS)
-    plan = json.loads((out / PLAN).read_text()) if (out / PLAN).exists() else {}
-    first = next(iter(metas.values()), {})
-    combined = {**first, "machines": {m: {k: v.get(k) for k in MACHINE_FIELDS} for m, v in metas.items()}}
-    combined["executor"] = plan.get("executor")
-    (out / FIT_META).write_text(json.dumps(combined, indent=2) + "\n")
+    write_table(out / FIT, rows, FIT_COLUMNS)
+    write_table(out / CURVES, curves, CURVE_COLUMNS)
+    _combined_meta(out, FIT_META, metas, {})
     return rows
 
 
+def _combined_meta(out: Path, name: str, metas: dict[str, dict], fallback: dict) -> None:
+    """DIR's settings file: the first machine's environment (``fallback`` if none),
+    each machine's hardware under ``machines`` and the executor's settings."""
+    plan = json.loads((out / PLAN).read_text()) if (out / PLAN).exists() else {}
+    first = next(iter(metas.values()), fallback)
+    combined = {**first, "machines": {m: {k: v.get(k) for k in MACHINE_FIELDS} for m, v in metas.items()}}
+    combined["executor"] = plan.get("executor")
+    (out / name).write_text(json.dumps(combined, indent=2) + "\n")
+
+
 MACHINE_FIELDS = ("hostname", "cpu", "cpu_count", "gpu", "gpu_driver", "torch", Col.COMMIT, "date")
-
-
-def _write(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
 
 
 __all__ = ["Cluster", "EXECUTORS", "GRID", "jobs_of", "merge", "run", "run_job"]

@@ -34,6 +34,7 @@ from torch import Tensor
 from . import data as datasets
 from . import registry
 from .data import toys
+from .files import write_table
 from .measure.counting import count_params
 from .models import NAMES, train_step
 from .models.base import normal_log_prob
@@ -139,12 +140,7 @@ class FitFolder(ResultsFolder):
     def keep_only(self, rows: list[dict]) -> None:
         """Replaces the table by ``rows`` (whole or not at all), open for appending."""
         self.close()
-        tmp = self.results.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\r\n")
-            w.writeheader()
-            w.writerows(rows)
-        tmp.replace(self.results)
+        write_table(self.results, rows, self.columns)
         self._open(new=False)
 
 
