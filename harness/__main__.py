@@ -10,6 +10,7 @@ import sys
 
 from tabulate import tabulate
 
+from .cli import parser
 from .table import Col
 
 
@@ -46,8 +47,9 @@ def peers_table() -> str:
 def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .grid import GROUPS, Config
     from .models import NAMES
-    from .sweep import GROUPS, Config, run, summary
+    from .sweep import TRACK, run, summary
     from .table import RESULTS, STATUSES
 
     models = [m for name in args.models or list(NAMES) for m in GROUPS.get(name, (name,))]
@@ -65,15 +67,12 @@ def _sweep(args: argparse.Namespace) -> int:
         if value is not None:
             fields[key] = value
     config = Config.quick(**fields) if args.quick else Config(**fields)
-    config.validate()
     out = Path(args.out)
-    if args.resume and args.fresh:
-        raise ValueError("--resume and --fresh exclude each other: complete the table, or move it aside")
     if args.executor:
         from .cluster import run as run_jobs
 
         rows = run_jobs(
-            config, out, _cluster(args), resume=args.resume, fresh=args.fresh, progress=not args.no_progress
+            TRACK, config, out, _cluster(args), resume=args.resume, fresh=args.fresh, progress=not args.no_progress
         )
         verb = "merged"
     else:
@@ -86,8 +85,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .files import ensure_folder
     from .report import build_report
+    from .store import ensure_folder
 
     ensure_folder(args.out)
     path = build_report(args.sources, args.out, paper=not args.no_paper)
@@ -115,7 +114,7 @@ def _asv_table(args: argparse.Namespace) -> int:
 def _versus(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .files import ensure_folder
+    from .store import ensure_folder
     from .versus import main as versus
 
     if args.out:
@@ -139,8 +138,8 @@ def _solvers(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .algorithms import main as algorithms
-    from .files import ensure_folder
     from .models import NAMES
+    from .store import ensure_folder
 
     if args.out:
         ensure_folder(args.out)
@@ -155,34 +154,12 @@ def _solvers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
-    return value
-
-
 def _check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import check, registry
-    from .files import ensure_folder
-    from .sweep import GROUPS
+    from .grid import GROUPS
+    from .store import ensure_folder
     from .table import CHECKS
 
     specs = list(dict.fromkeys(m for name in args.spec for m in GROUPS.get(name, (name,))))
@@ -198,7 +175,7 @@ def _check(args: argparse.Namespace) -> int:
         failures += [f"{spec} {r.check} d={r.dim}" for r in results if r.passed is False]
         total += len(results)
         if args.out:
-            check.write(Path(args.out) / CHECKS, spec, *registry.identity(spec), results)
+            check.write(Path(args.out), spec, *registry.identity(spec), results)
     print(
         f"{'FAIL' if failures else 'pass'}: {len(failures)} of {total} checks failed"
         + (f" ({', '.join(failures)})" if failures else "")
@@ -211,9 +188,9 @@ def _check(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .fit import FitConfig, run, summary
+    from .fit import TRACK, FitConfig, run, summary
+    from .grid import GROUPS
     from .models import NAMES
-    from .sweep import GROUPS
     from .table import FIT
 
     models = [m for name in args.models or list(NAMES) for m in GROUPS.get(name, (name,))]
@@ -227,24 +204,12 @@ def _fit(args: argparse.Namespace) -> int:
         from .cluster import run as run_jobs
 
         cluster = _cluster(args)
-        rows = run_jobs(config, Path(args.out), cluster, args.resume, args.fresh, progress=not args.no_progress)
+        rows = run_jobs(TRACK, config, Path(args.out), cluster, args.resume, args.fresh, progress=not args.no_progress)
     else:
         rows = run(config, Path(args.out), resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     print(summary(rows))
     print(f"\n{len(rows)} fits -> {Path(args.out) / FIT}")
     return 0
-
-
-def _config(text: str) -> tuple[str, object]:
-    import ast
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def _readme(args: argparse.Namespace) -> int:
@@ -260,44 +225,6 @@ def _readme(args: argparse.Namespace) -> int:
     return 0
 
 
-def _entrant(text: str) -> tuple[str, str]:
-    spec, sep, contest = text.rpartition("=")
-    if not sep or not spec or not contest:
-        raise argparse.ArgumentTypeError(f"expected SPEC=CONTEST such as mine.flow:make=maf.sample, got {text!r}")
-    return spec, contest
-
-
-def _names(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected a comma list of names, got {text!r}")
-    return names
-
-
-def _dims(text: str) -> list[int]:
-    try:
-        dims = [int(t) for t in text.split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"dims must be comma-separated ints, got {text!r}") from None
-    if not dims or any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"dims must be ints >= 1, got {text!r}")
-    return dims
-
-
-def _executor_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--executor",
-        choices=("local", "slurm"),
-        help="run as submitit jobs (a sweep: one per device, model, op and batch; a fit: one per model and data "
-        "set): slurm, or local to try it without a cluster; rows go to DIR/machines/<machine>/ and are merged",
-    )
-    p.add_argument("--slurm-partition", help="Slurm partition of the jobs")
-    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per job (default 0; a CUDA job takes 1)")
-    p.add_argument("--cpus-per-job", type=_positive, help="CPUs per job (default: --threads)")
-    p.add_argument("--max-parallel", type=_positive, default=1, help="jobs at once (default 1: a device each)")
-    p.add_argument("--job-minutes", type=_positive, default=60, help="time limit of one job (default 60)")
-
-
 def _cluster(args: argparse.Namespace):
     from .cluster import Cluster
 
@@ -311,165 +238,37 @@ def _cluster(args: argparse.Namespace):
     )
 
 
-def parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = argparse.ArgumentParser(
-        prog="python -m harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--version", action="version", version=f"flowbench {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("models", help="list the reference models with their cost and size")
-    m.add_argument("--dims", type=_dims, default=[2, 64, 256], help="comma list (default 2,64,256)")
-    m.set_defaults(func=_models)
-
-    s = sub.add_parser("sweep", help="measure time, parameters, FLOPs and memory into DIR/results.csv")
-    s.add_argument(
-        "--models",
-        type=_names,
-        help="comma list of model and peer names, or ours, peers, all (default: ours, the reference models)",
-    )
-    s.add_argument("--dims", type=_dims, help="comma list (default 2,4,8,...,256)")
-    s.add_argument(
-        "--ops",
-        type=_names,
-        help="comma list of log_prob,sample,train_step (default all three; --quick: the first two)",
-    )
-    s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
-    s.add_argument("--batch", type=_dims, help="points per call, comma list allowed (default 1024)")
-    s.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    s.add_argument("--budget", type=_seconds, help="seconds of measuring per configuration (default 30)")
-    s.add_argument(
-        "--quick", action="store_true", help="small CI profile: dims 2,8, log_prob and sample, batch 64, budget 2 s"
-    )
-    s.add_argument("--out", required=True, help="output folder for results.csv and meta.json")
-    s.add_argument("--resume", action="store_true", help="keep DIR/results.csv and skip rows already there")
-    s.add_argument(
-        "--fresh", action="store_true", help="move an existing DIR/results.csv aside into DIR/previous/ and start anew"
-    )
-    s.add_argument(
-        "--solvers",
-        type=_names,
-        help="slow-direction solvers: default, reference, or names such as incremental,fixed-point,newton "
-        "(default: default,reference; each model takes those of its family)",
-    )
-    s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
-    s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument(
-        "--no-isolate",
-        action="store_true",
-        help="measure in this process, with no deadline (for profiling; by default a worker process is "
-        "killed at 1.5 x the budget + 10 s)",
-    )
-    _executor_arguments(s)
-    s.set_defaults(func=_sweep)
-
-    f = sub.add_parser(
-        "fit", help="train each model on each data set; test NLL, gap to entropy, times into DIR/fit.csv"
-    )
-    f.add_argument("--models", type=_names, help="comma list of model and peer names, ours, peers (default: ours)")
-    f.add_argument(
-        "--data",
-        type=_names,
-        help="comma list of eight_gaussians, checkerboard, two_spirals, two_moons, digits, power, gas, hepmass, "
-        "miniboone, bsds300 (default: the four toys and digits)",
-    )
-    f.add_argument("--data-dir", help="folder of the MAF paper's preprocessed UCI files (see harness.data.uci)")
-    f.add_argument("--steps", type=_positive, help="optimiser steps per fit at most (default 4000)")
-    f.add_argument("--wall", type=_seconds, help="seconds of training per fit at most (default 60)")
-    f.add_argument("--threads", type=_positive, default=1, help="intra-op threads (default 1)")
-    f.add_argument("--seed", type=int, default=0, help="seed of weights, data and batches (default 0)")
-    f.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
-    f.add_argument("--quick", action="store_true", help="smoke profile: eight_gaussians and digits, 300 steps, 8 s")
-    f.add_argument("--out", required=True, help="output folder for fit.csv, curves.csv, checkpoints/, densities/")
-    f.add_argument("--resume", action="store_true", help="keep DIR/fit.csv's finished rows and fit the rest")
-    f.add_argument("--fresh", action="store_true", help="move an existing DIR/fit.csv aside into DIR/previous/")
-    f.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _executor_arguments(f)
-    f.set_defaults(func=_fit)
-
-    r = sub.add_parser("report", help="write REPORT.md and plots from sweep folders and/or asv results")
-    r.add_argument("sources", nargs="+", help="sweep folders (results.csv, meta.json) or asv results folders")
-    r.add_argument("--out", required=True, help="output folder for REPORT.md and plots")
-    r.add_argument("--no-paper", action="store_true", help="leave out the B-NAF paper's Table 1")
-    r.set_defaults(func=_report)
-
-    t = sub.add_parser("paper-table", help="the B-NAF paper's Table 1 ratios: ours beside the paper's")
-    t.set_defaults(func=_paper_table)
-
-    v = sub.add_parser("versus", help="A/B timing of the reference models against the peers (needs the peers extra)")
-    v.add_argument("--contests", type=_names, help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob")
-    v.add_argument(
-        "--contest",
-        type=_entrant,
-        action="append",
-        metavar="SPEC=CONTEST",
-        help="add a flow to a contest's rivals, e.g. mine.flow:make=maf.sample (repeatable); "
-        "without --contests, only the contests joined this way run",
-    )
-    v.add_argument("--dims", type=_dims, help="comma list (default 8,32,128)")
-    v.add_argument("--naf-dims", type=_dims, default=[8], help="dims of the NAF sample/log_prob ratios (default 8)")
-    v.add_argument("--no-naf", dest="naf_dims", action="store_const", const=[], help="skip the NAF ratios")
-    v.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")
-    v.add_argument(
-        "--rounds",
-        type=_positive,
-        default=15,
-        help="alternating rounds at most (default 15); a contest stops after 5 once its interval is clearly off 1",
-    )
-    v.add_argument("--out", help="folder for versus.csv and versus.md")
-    v.set_defaults(func=_versus)
-
-    g = sub.add_parser("solvers", help="A/B timing of every slow-direction solver against its family's reference")
-    g.add_argument("--models", type=_names, help="comma list of reference models (default all)")
-    g.add_argument(
-        "--dims", type=_dims, help="comma list (default per model: 8,64,256 for MAF/IAF, 8,32,64 for NAF/B-NAF)"
-    )
-    g.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")
-    g.add_argument("--rounds", type=_positive, default=7, help="alternating rounds (default 7)")
-    g.add_argument("--max-call-s", type=_seconds, default=10.0, help="solvers slower than this per call are timed once")
-    g.add_argument("--out", help="folder for solvers.csv and solvers.md")
-    g.set_defaults(func=_solvers)
-
-    c = sub.add_parser(
-        "check",
-        help="the exactness suite for any flow: log-det, round trips, normalisation, samples against density",
-    )
-    c.add_argument(
-        "spec",
-        type=_names,
-        help="comma list of model or peer names, ours, peers, all, or module:factory (factory(dim, **config) "
-        "returns the flow)",
-    )
-    c.add_argument("--dims", type=_dims, default=[1, 2, 5], help="dims of the per-dimension checks (default 1,2,5)")
-    c.add_argument("--config", type=_config, action="append", help="key=value passed to the factory (repeatable)")
-    c.add_argument("--out", help="folder for checks.csv (the report's Correctness table)")
-    c.add_argument("--exit-zero", action="store_true", help="exit 0 even where a check fails (recording for a report)")
-    c.set_defaults(func=_check)
-
-    m2 = sub.add_parser("readme", help="rewrite the README's generated blocks from the committed reports")
-    m2.add_argument("--check", action="store_true", help="only say which blocks are stale (exit 1 if any)")
-    m2.add_argument("--readme", default="README.md", help="the README (default README.md)")
-    m2.add_argument("--reports", default="reports", help="the reports folder (default reports)")
-    m2.set_defaults(func=_readme)
-
-    a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
-    a.add_argument("results_dir", nargs="?", default=".asv/results", help="asv's results folder (default .asv/results)")
-    a.set_defaults(func=_asv_table)
-    return p
+COMMANDS = {
+    "models": _models,
+    "sweep": _sweep,
+    "fit": _fit,
+    "report": _report,
+    "paper-table": _paper_table,
+    "versus": _versus,
+    "solvers": _solvers,
+    "check": _check,
+    "readme": _readme,
+    "asv-table": _asv_table,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command. A user error (a bad value, a missing or malformed file, a
+    refusal) is one line and exit 2, as argparse's own; anything else is a bug and keeps
+    its traceback."""
+    import traceback
     import warnings
 
+    from .errors import UserError
     from .sweep import Interrupted
 
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ValueError, OSError) as e:  # bad values or files the parser could not see: exit 2 like argparse
+        return COMMANDS[args.command](args)
+    except (UserError, OSError) as e:  # bad values or files the parser could not see: exit 2 like argparse
+        if args.traceback:
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:

@@ -11,7 +11,6 @@ median over rounds of reference / solver with a bootstrap 95% interval.
 
 from __future__ import annotations
 
-import csv
 import functools
 import statistics
 from collections.abc import Sequence
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from . import store
+from .errors import UserError
 from .measure import allocator
 from .measure.stats import ratio_interval, relative_deviation
 from .measure.timing import time_once, time_rounds
@@ -170,12 +171,9 @@ def table(rows: list[dict]) -> str:
     return tabulate(body, headers, tablefmt="github", disable_numparse=True)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+def write_csv(rows: list[dict], folder: Path) -> None:
+    with store.lock(folder, "solvers"):
+        store.write_table(folder / SOLVERS, rows, FIELDS)
 
 
 DEFAULT_DIMS = {"made": (64, 256), "maf": (8, 64, 256), "iaf": (8, 64, 256), "naf": (8, 32, 64), "bnaf": (8, 32, 64)}
@@ -195,7 +193,7 @@ def main(
     ``out/solvers.csv`` and ``out/solvers.md`` if ``out``."""
     bad = [m for m in models if m not in NAMES]
     if bad:
-        raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}")
+        raise UserError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}")
     allocator.tune()
     rows: list[dict] = []
     for name in models:
@@ -208,6 +206,6 @@ def main(
     text = table(rows)
     print(text)
     if out is not None:
-        write_csv(rows, out / SOLVERS)
-        (out / SOLVERS_MD).write_text(text + "\n")
+        write_csv(rows, out)
+        store.write_text(out / SOLVERS_MD, text + "\n")
     return rows

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ast
 import itertools
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from . import store
+from .errors import UserError
 from .table import ERROR, OK, SKIPPED, Col, Status
 
 # What to run when a folder holds no results: asv's development loop (`--python=same`)
@@ -45,14 +46,8 @@ def _status(value) -> Status:
 
 
 def _json(path: Path, kind: type = dict):
-    """A JSON file's contents, of the expected top-level type; ValueError naming the file."""
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({e})") from None
-    if not isinstance(data, kind):
-        raise ValueError(f"{str(path)!r} holds a {type(data).__name__}, not the {kind.__name__} asv writes")
-    return data
+    """A JSON file's contents, of the expected top-level type; UserError naming the file."""
+    return store.read_json(path, kind)
 
 
 def read_machines(results_dir: str | Path) -> dict[str, dict]:
@@ -71,7 +66,7 @@ def read(results_dir: str | Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     index = results_dir / "benchmarks.json"
     if not index.is_file():
-        raise ValueError(f"{str(results_dir)!r} is not an asv results folder: no benchmarks.json; {HINT}")
+        raise UserError(f"{str(results_dir)!r} is not an asv results folder: no benchmarks.json; {HINT}")
     benchmarks = _json(index)
     rows = []
     for path in sorted(results_dir.glob("*/*.json")):
@@ -82,10 +77,10 @@ def read(results_dir: str | Path) -> pd.DataFrame:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             if str(path) in str(e):
                 raise
-            raise ValueError(f"{str(path)!r} does not have asv's results structure ({type(e).__name__}: {e})") from None
+            raise UserError(f"{str(path)!r} does not have asv's results structure ({type(e).__name__}: {e})") from None
     df = pd.DataFrame(rows)
     if df.empty:
-        raise ValueError(f"{str(results_dir)!r} holds asv's benchmark list but no results; {HINT}")
+        raise UserError(f"{str(results_dir)!r} holds asv's benchmark list but no results; {HINT}")
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import store
 from .models.base import Measurable, normal_log_prob
-from .table import Col
+from .table import CHECKS, Col, TableSpec
 
 LOGDET_TOL = 1e-6
 ROUND_TRIP_TOL = 1e-6  # relative: |error| / (1 + |value|)
@@ -223,35 +224,27 @@ VERDICT = {True: "pass", False: "FAIL", None: "-"}
 FIELDS = (Col.MODEL, Col.FAMILY, Col.LIBRARY, "check", Col.DIM, "measured", "tolerance", "result", "note")
 
 
-def write(path: Path, model: str, family: str, library: str, results: list[Result]) -> None:
-    """Appends one model's results to ``path`` (checks.csv), a header first if new;
-    rows of an earlier check of the same model are replaced."""
-    import csv
+CHECKS_TABLE = TableSpec(CHECKS, FIELDS, (Col.MODEL, "check", Col.DIM))
 
-    kept = []
-    if path.exists():
-        with path.open(newline="") as f:
-            kept = [r for r in csv.DictReader(f) if r[Col.MODEL] != model]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(kept)
-        for r in results:
-            w.writerow(
-                dict(
-                    model=model,
-                    family=family,
-                    library=library,
-                    check=r.check,
-                    dim=r.dim,
-                    measured="" if r.measured is None else r.measured,
-                    tolerance="" if r.tolerance is None else r.tolerance,
-                    result=VERDICT[r.passed],
-                    note=r.note,
-                )
-            )
-    tmp.replace(path)  # whole or not at all
+
+def write(folder: Path, model: str, family: str, library: str, results: list[Result]) -> None:
+    """Adds one model's results to ``folder/checks.csv`` (whole or not at all, under the
+    folder's lock); rows of an earlier check of the same model are replaced."""
+    rows = [
+        dict(
+            model=model,
+            family=family,
+            library=library,
+            check=r.check,
+            dim=r.dim,
+            measured=r.measured,
+            tolerance=r.tolerance,
+            result=VERDICT[r.passed],
+            note=r.note,
+        )
+        for r in results
+    ]
+    store.side_table(Path(folder), CHECKS_TABLE, rows, replace={Col.MODEL: model}, what="check")
 
 
 def passed(results: list[Result]) -> bool:

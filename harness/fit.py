@@ -20,11 +20,11 @@ grids to ``densities/`` for the report's heatmaps.
 from __future__ import annotations
 
 import copy
-import csv
+import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,29 +32,28 @@ import torch
 from torch import Tensor
 
 from . import data as datasets
-from . import registry
+from . import env, registry, store
 from .data import toys
-from .files import write_table
+from .errors import UserError
+from .measure.call import Settings, grad_off, measure
 from .measure.counting import count_params
 from .models import NAMES, train_step
 from .models.base import normal_log_prob
-from .sweep import Config as SweepConfig
-from .sweep import ResultsFolder, git_commit, grad_off, machine_name, measure
 from .table import (
     CHECKPOINTS,
-    CURVE_COLUMNS,
     CURVES,
+    CURVES_TABLE,
     DENSITIES,
     ERROR,
-    FIT,
-    FIT_COLUMNS,
-    FIT_KEY,
     FIT_META,
+    FIT_TABLE,
+    FIT_UNITS,
     OK,
     Col,
     FitRow,
     fit_stem,
 )
+from .track import Track
 
 DEFAULT_DATA = (*datasets.TOYS, datasets.DIGITS)
 EVAL_CHUNK = 4096
@@ -89,59 +88,34 @@ class FitConfig:
         )
         return cls(**{**base, **overrides})
 
-    def validate(self) -> None:
+    def validate(self, here: bool = True) -> None:
+        """Raises a UserError naming a bad setting; ``here`` False leaves the device's
+        presence to the machine a job runs on."""
         if not self.models or not self.data:
-            raise ValueError("name at least one model and one data set")
+            raise UserError("name at least one model and one data set")
         bad = [m for m in self.models if not registry.known(m)]
         if bad:
-            raise ValueError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}, peers, or module:factory")
+            raise UserError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}, peers, or module:factory")
         bad = [d for d in self.data if d not in datasets.NAMES]
         if bad:
-            raise ValueError(f"unknown data set {bad[0]!r}; allowed: {', '.join(datasets.NAMES)}")
+            raise UserError(f"unknown data set {bad[0]!r}; allowed: {', '.join(datasets.NAMES)}")
         uci = [d for d in self.data if d in datasets.UCI]
         if uci and self.data_dir is None:
-            raise ValueError(f"{uci[0]} is read from your files: pass --data-dir (see harness.data.uci)")
+            raise UserError(f"{uci[0]} is read from your files: pass --data-dir (see harness.data.uci)")
         for setting in fields(self):  # every int and float setting but the seed is a positive count or amount
             v = getattr(self, setting.name)
             if setting.name == "seed":
                 if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise ValueError(f"seed must be an int >= 0, got {v!r}")
+                    raise UserError(f"seed must be an int >= 0, got {v!r}")
                 continue
             if setting.type == "int" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{setting.name} must be an int >= 1, got {v!r}")
+                raise UserError(f"{setting.name} must be an int >= 1, got {v!r}")
             if setting.type == "float" and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{setting.name} must be a finite number > 0, got {v!r}")
-        if self.device != "cpu" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} is not available here; allowed: cpu")
-
-
-# a resume must share these: they decide what a row holds (the rest say what to fit or
-# how to time the result)
-SETTINGS = (
-    "steps",
-    "wall_s",
-    "batch_size",
-    "lr",
-    "eval_every",
-    "plateau",
-    "patience",
-    "seed",
-    "model_config",
-    "data_dir",
-)
-
-
-class FitFolder(ResultsFolder):
-    """fit.csv and fit.json, kept like the sweep's table."""
-
-    table, meta, columns, settings = FIT, FIT_META, FIT_COLUMNS, SETTINGS
-    what = "fit"
-
-    def keep_only(self, rows: list[dict]) -> None:
-        """Replaces the table by ``rows`` (whole or not at all), open for appending."""
-        self.close()
-        write_table(self.results, rows, self.columns)
-        self._open(new=False)
+                raise UserError(f"{setting.name} must be a finite number > 0, got {v!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r}; allowed: cpu, cuda")
+        if here and self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {self.device!r} is not available here; present: cpu")
 
 
 class NonFinite(ValueError):
@@ -280,11 +254,11 @@ def fit_one(name: str, ds: datasets.Dataset, config: FitConfig, out: Path, on_ev
 
 
 def time_trained(flow, config: FitConfig) -> dict:
-    """The trained model's log_prob and sample times (the sweep's timer: median of
-    repeated calls on a batch of ``time_batch``), and the solver's evaluations per dimension."""
-    timing = SweepConfig(
-        threads=config.threads, min_run_time=config.time_s, budget_s=60.0, flops=False, memory=False, seed=config.seed
-    )
+    """The trained model's log_prob and sample times (the sweep's measuring of one
+    configuration: median of repeated calls on a batch of ``time_batch``), and the
+    solver's evaluations per dimension."""
+    timing = Settings(config.threads, budget_s=60.0, min_run_time=config.time_s, flops=False, memory=False)
+    timing = replace(timing, seed=config.seed)
     out: dict = {}
     for op, column in (("log_prob", Col.TRAINED_LOG_PROB_S), ("sample", Col.TRAINED_SAMPLE_S)):
         if op in flow.unsupported:
@@ -306,34 +280,44 @@ def truth_grids(data: Sequence[str], out: Path) -> None:
             np.save(out / DENSITIES / f"{fit_stem('truth', name)}.npy", toys.density_grid(toy.log_density, toy.extent))
 
 
-def _curve_writer(out: Path, fresh_table: bool):
-    path = out / CURVES
-    new = fresh_table or not path.exists()
-    f = path.open("w" if new else "a", newline="")
-    w = csv.DictWriter(f, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
-    if new:
-        w.writeheader()
-    return f, w
+def metadata(new: bool = True) -> dict:
+    """The environment of a fit, with the units of its columns."""
+    return {**env.environment(), "units": FIT_UNITS}
 
 
 def run(config: FitConfig, out: Path, resume: bool = False, fresh: bool = False, progress: bool = True) -> list[dict]:
     """Fits every model on every data set into ``out``; returns the rows written now.
-    A fit that fails (a non-finite loss, a model that cannot be built) is an ``error``
-    row with the reason, and the others go on."""
+    A fit that fails (a non-finite loss, a model that cannot be built, any exception of
+    a user's flow) is an ``error`` row with the reason, and the others go on.
+
+    The folder follows :mod:`harness.store`'s rules; ``--resume`` keeps the finished
+    fits (their curves too) and fits the rest again, ``--fresh`` moves everything aside
+    (table, curves, checkpoints, density grids)."""
     from tqdm.auto import tqdm
 
     config.validate()
     torch.set_num_threads(config.threads)
     out = Path(out)
-    folder = FitFolder(out)
-    with folder.lock():
-        kept = folder.prepare(config, resume=resume, fresh=fresh)
-        done = {tuple(r[k] for k in FIT_KEY) for r in kept if r[Col.STATUS] == OK}
-        if len(kept) != len(done):  # failed rows are fitted again: keep only the finished ones
-            folder.keep_only([r for r in kept if r[Col.STATUS] == OK])
-        curves_f, curves = _curve_writer(out, fresh_table=not kept)
-        todo = [(d, m) for d in config.data for m in config.models if (m, d) not in done]
-        commit, rows = git_commit(), []
+    settings = json.loads(json.dumps(asdict(config)))
+    todo = [(d, m) for d in config.data for m in config.models]
+    folder = store.Run(
+        out,
+        FIT_TABLE,
+        what="fit",
+        meta_name=FIT_META,
+        config=settings,
+        meta=metadata,
+        resume=resume,
+        fresh=fresh,
+        doing=f"fitting {len(todo)} models x data sets",
+    )
+    with folder:
+        done = {tuple(r[k] for k in FIT_TABLE.key) for r in folder.rows if r[Col.STATUS] == OK}
+        if len(folder.rows) != len(done):  # failed rows are fitted again: keep only the finished ones
+            folder.keep_only([r for r in folder.rows if r[Col.STATUS] == OK])
+        curves = _curves(out, done)
+        todo = [(d, m) for d, m in todo if (m, d) not in done]
+        commit, rows = env.git_commit(), []
         truth_grids(config.data, out)
         bar = tqdm(todo, desc="fit", unit="fit", disable=not progress, dynamic_ncols=True)
         loaded: dict[str, datasets.Dataset] = {}
@@ -353,7 +337,7 @@ def run(config: FitConfig, out: Path, resume: bool = False, fresh: bool = False,
                     seed=config.seed,
                     threads=config.threads,
                     commit=commit,
-                    machine=machine_name(config.device),
+                    machine=env.machine_name(config.device),
                 )  # type: ignore[typeddict-item]
 
                 def show(step: int, val: float, model=model, data_name=data_name) -> None:
@@ -362,17 +346,28 @@ def run(config: FitConfig, out: Path, resume: bool = False, fresh: bool = False,
                 try:
                     measured, curve = fit_one(model, ds, config, out, on_eval=show)
                     row.update(measured, status=OK, reason="")  # type: ignore[typeddict-item]
-                    curves.writerows([{Col.MODEL: model, Col.DATA: data_name, **c} for c in curve])
-                    curves_f.flush()
-                except (NonFinite, ValueError, RuntimeError) as e:
+                    # the curve before the row: a kill between them leaves a curve that resume drops
+                    curves.write_all([{Col.MODEL: model, Col.DATA: data_name, **c} for c in curve])
+                except Exception as e:  # a fit that failed is a row, and the others go on
                     row.update(status=ERROR, reason=f"{type(e).__name__}: {e}".replace("\n", " ")[:300])
                 folder.write(row)
                 rows.append(row)
         finally:
             bar.close()
-            curves_f.close()
-            folder.close()
+            curves.close()
     return rows
+
+
+def _curves(out: Path, done: set[tuple]) -> store.Appender:
+    """curves.csv open for appending, holding only the curves of the fits ``done``
+    (those of a fit cut short are dropped: it is fitted again)."""
+    path = out / CURVES
+    if not path.exists() or not done:
+        return store.Appender(path, CURVES_TABLE.columns, new=True)
+    store.repair(path)
+    kept = [r for r in store.read_table(path, CURVES_TABLE.columns) if (r[Col.MODEL], r[Col.DATA]) in done]
+    store.write_table(path, kept, CURVES_TABLE.columns)
+    return store.Appender(path, CURVES_TABLE.columns, new=False)
 
 
 def summary(rows: Sequence[dict]) -> str:
@@ -397,3 +392,32 @@ def summary(rows: Sequence[dict]) -> str:
     ]
     headers = [Col.MODEL, Col.DATA, "test NLL", "se", "gap to entropy", "N(0, I) NLL", Col.STEPS, "train s", Col.STATUS]
     return tabulate(table, headers, tablefmt="github")
+
+
+def jobs(config: FitConfig) -> list[tuple[str, FitConfig]]:
+    """One job per (data set, model)."""
+    return [
+        (store.slug(f"fit-{m}-{d}"), replace(config, models=(m,), data=(d,)))
+        for d in config.data
+        for m in config.models
+    ]
+
+
+def _device(config: FitConfig) -> str:
+    return config.device
+
+
+def _validate(config: FitConfig, here: bool) -> None:
+    config.validate(here)
+
+
+TRACK = Track(
+    name="fit",
+    tables=(FIT_TABLE, CURVES_TABLE),
+    meta=FIT_META,
+    folders=(CHECKPOINTS, DENSITIES),
+    jobs=jobs,
+    run=run,
+    device=_device,
+    validate=_validate,
+)

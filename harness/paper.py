@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from .errors import UserError
 from .measure.counting import count_params, params_stored
 from .models import Flow, build
 from .table import Col
@@ -62,7 +63,7 @@ DATASETS: dict[str, Dataset] = {
 
 def _dataset(name: str) -> Dataset:
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+        raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 

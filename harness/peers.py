@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .errors import UserError
 from .models import BUILDERS
 from .models.base import Cost, normal_log_prob
 from .models.masked import default_hidden
@@ -166,7 +167,7 @@ def _nflows_maf(dim: int, flows: int, hidden: Sequence[int]) -> nn.Module:
     from nflows.flows import MaskedAutoregressiveFlow
 
     if len(set(hidden)) != 1:
-        raise ValueError(f"nflows.maf needs equal hidden widths, got {tuple(hidden)!r}")
+        raise UserError(f"nflows.maf needs equal hidden widths, got {tuple(hidden)!r}")
     return MaskedAutoregressiveFlow(
         features=dim,
         hidden_features=hidden[0],
@@ -271,7 +272,7 @@ def _pyro_naf(dim: int, flows: int, hidden: Sequence[int], ds_hidden: int, ds_la
     from pyro.nn import AutoRegressiveNN
 
     if ds_layers != 1:
-        raise ValueError(f"pyro.naf is a DSF (one sigmoid layer): ds_layers must be 1, got {ds_layers!r}")
+        raise UserError(f"pyro.naf is a DSF (one sigmoid layer): ds_layers must be 1, got {ds_layers!r}")
     return [
         NeuralAutoregressive(
             AutoRegressiveNN(dim, list(hidden), param_dims=[ds_hidden] * 3, permutation=p), hidden_units=ds_hidden
@@ -285,7 +286,7 @@ def _pyro_bnaf(dim: int, flows: int, layers: int, hidden_factor: int, residual: 
 
     residuals = {"gated": "gated", "none": None}
     if residual not in residuals:
-        raise ValueError(f"pyro.bnaf residual must be one of {', '.join(residuals)}, got {residual!r}")
+        raise UserError(f"pyro.bnaf residual must be one of {', '.join(residuals)}, got {residual!r}")
     out: list = []
     for k in range(flows):
         if k > 0 and dim > 1:  # the reference flow's Reverse between flows
@@ -328,7 +329,7 @@ def unavailable(name: str) -> str | None:
 
 def _peer(name: str) -> Peer:
     if name not in PEERS:
-        raise ValueError(f"unknown peer {name!r}; allowed: {', '.join(NAMES)}")
+        raise UserError(f"unknown peer {name!r}; allowed: {', '.join(NAMES)}")
     return PEERS[name]
 
 
@@ -342,12 +343,12 @@ def build(name: str, dim: int, **config: object) -> PeerFlow:
     peer = _peer(name)
     missing = unavailable(name)
     if missing:
-        raise ValueError(f"peer {name!r} is unavailable: {missing}")
+        raise UserError(f"peer {name!r} is unavailable: {missing}")
     params = inspect.signature(peer.builder).parameters
     allowed = [p for p in params if p != Col.DIM]
     for key in config:
         if key not in allowed:
-            raise ValueError(f"unknown keyword {key!r} for peer {name!r}; allowed: {', '.join(allowed)}")
+            raise UserError(f"unknown keyword {key!r} for peer {name!r}; allowed: {', '.join(allowed)}")
     # the family's reference defaults, then the peer's own (pyro's NAF is a DSF), then config
     kwargs = {**_defaults(BUILDERS[peer.family]), **_defaults(peer.builder), **config}
     if "hidden" in params:

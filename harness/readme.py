@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from . import store
+from .errors import UserError
 from .table import FIT, RESULTS, Col
 
 QUICK = "quick/output.txt"  # make report saves the quick example's console output here
@@ -56,10 +58,10 @@ def findings(reports: Path) -> str:
     for folder in ("cpu", "gpu"):
         path = reports / folder / "REPORT.md"
         if not path.is_file():
-            raise ValueError(f"{str(path)!r} is missing: run `make report` to write it")
+            raise UserError(f"{str(path)!r} is missing: run `make report` to write it")
         text = path.read_text()
         if "## Findings" not in text:
-            raise ValueError(f"{str(path)!r} has no Findings section: run `python -m harness report` again")
+            raise UserError(f"{str(path)!r} has no Findings section: run `python -m harness report` again")
         section = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
         bullets = [line for line in section.splitlines() if line.startswith("- ") and line not in seen]
         seen.update(bullets)
@@ -73,7 +75,7 @@ def _file(relative: str) -> Callable[[Path], str]:
     def read(reports: Path) -> str:
         path = reports / relative
         if not path.is_file():
-            raise ValueError(f"{str(path)!r} is missing: run `make report` to write it")
+            raise UserError(f"{str(path)!r} is missing: run `make report` to write it")
         return path.read_text().strip()
 
     return read
@@ -96,7 +98,7 @@ def quality(reports: Path) -> str:
 
     folder = reports / "cpu" / "fit"
     if not (folder / FIT).is_file():
-        raise ValueError(f"{str(folder / FIT)!r} is missing: run `make report` (or `make fit`) to write it")
+        raise UserError(f"{str(folder / FIT)!r} is missing: run `make report` (or `make fit`) to write it")
     df, meta = load_fit(folder)
     config = meta.get("config", {})
     head = (
@@ -128,7 +130,7 @@ def render(text: str, reports: Path) -> tuple[str, list[str]]:
     for name, make in BLOCKS.items():
         pattern = _pattern(name)
         if not pattern.search(text):
-            raise ValueError(f"README has no block {name!r} (<!-- {name}:start --> ... <!-- {name}:end -->)")
+            raise UserError(f"README has no block {name!r} (<!-- {name}:start --> ... <!-- {name}:end -->)")
         body = make(reports)
         new = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
         if new != text:
@@ -140,8 +142,8 @@ def render(text: str, reports: Path) -> tuple[str, list[str]]:
 def main(readme: Path = Path("README.md"), reports: Path = Path("reports"), check: bool = False) -> list[str]:
     """Rewrites the blocks (or, with ``check``, only reports which are stale)."""
     if not (reports / "cpu" / RESULTS).is_file():
-        raise ValueError(f"{str(reports / 'cpu' / RESULTS)!r} is missing: run `make report` first")
+        raise UserError(f"{str(reports / 'cpu' / RESULTS)!r} is missing: run `make report` first")
     text, changed = render(readme.read_text(), reports)
     if not check and changed:
-        readme.write_text(text)
+        store.write_text(readme, text)
     return changed

@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from torch import Tensor, nn
 
 from . import peers
+from .errors import UserError
 from .models import NAMES, Cost, Flow, Measurable, build
 from .table import OURS, Col
 
@@ -35,7 +36,7 @@ class UserFlow(peers.PeerFlow):
 
     def __init__(self, dim: int, module: nn.Module, name: str, library: str = ""):
         if not callable(getattr(module, "log_prob", None)):
-            raise ValueError(f"{name} built a {type(module).__name__} without log_prob(x); a flow needs one")
+            raise UserError(f"{name} built a {type(module).__name__} without log_prob(x); a flow needs one")
         unsupported = {}
         if not callable(getattr(module, "inverse", None)):
             unsupported["sample"] = f"{name} has no inverse(z): sampling is timed on given base points"
@@ -69,10 +70,10 @@ def _import(spec: str) -> Callable[..., object]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
+        raise UserError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ValueError(f"model {spec!r}: {module_name!r} has no callable {attr!r}")
+        raise UserError(f"model {spec!r}: {module_name!r} has no callable {attr!r}")
     return factory
 
 
@@ -97,7 +98,7 @@ def factory(name: str) -> Callable[..., Measurable]:
     elif ":" in name:
         make = _import(name)
     else:
-        raise ValueError(
+        raise UserError(
             f"unknown model {name!r}; allowed: {', '.join(NAMES + peers.NAMES)}, a flow registered under "
             f"{GROUP!r}, or module:factory (factory(dim, **config) returns the flow)"
         )
@@ -107,7 +108,7 @@ def factory(name: str) -> Callable[..., Measurable]:
         if isinstance(flow, (Flow, peers.PeerFlow)):
             return flow
         if not isinstance(flow, nn.Module):
-            raise ValueError(f"{name} returned a {type(flow).__name__}, not a torch.nn.Module flow")
+            raise UserError(f"{name} returned a {type(flow).__name__}, not a torch.nn.Module flow")
         return UserFlow(dim, flow, name)
 
     return user

@@ -7,6 +7,7 @@ these names from here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import TypedDict
 
@@ -23,6 +24,16 @@ FIT_META = "fit.json"
 CURVES = "curves.csv"  # the validation curve of every fit
 CHECKPOINTS = "checkpoints"  # folder: trained state dicts, <model>__<data>.pt
 DENSITIES = "densities"  # folder: log-density grids of the 2-D fits, <model>__<data>.npy
+# a distributed run's folders and files (harness.cluster)
+MACHINES = "machines"  # DIR/machines/<machine>/
+JOBS = "jobs"  # DIR/machines/<machine>/jobs/<job>/
+FINISHED = "finished.json"  # a job's mark: all its rows are on disk
+PLAN = "plan.json"  # the parent's settings and jobs, checked on resume
+SUBMITIT = "submitit"  # submitit's own logs and pickles
+# the store's own (harness.store)
+LOCK = ".lock"  # held while a command writes the folder; names the holder
+WORKER_LOCK = ".worker.lock"  # held by a sweep's measuring worker while it lives
+PREVIOUS = "previous"  # --fresh moves a folder's contents into previous/<time>/
 
 OURS = "flowbench"  # the library column of the reference models
 
@@ -215,6 +226,43 @@ UNITS = {
     "params_stored": "scalars",
     "params_effective": "scalars",
     "gemm_gflops": "GFLOP/s of torch.mm at the sweep's threads and dtype (the roofline)",
+}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A CSV table a command writes: its file name, columns (in order), the key that
+    names a row once, and the settings (keys of the command's config) a resume must
+    share with the run that wrote it."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    settings: tuple[str, ...] = ()
+
+
+# Settings that change what a row means: resuming with others would mix rows.
+SWEEP_SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config", Col.FLOPS, "memory")
+FIT_SETTINGS = ("steps", "wall_s", "batch_size", "lr", "eval_every", "plateau", "patience", "seed", "model_config")
+FIT_SETTINGS += ("data_dir",)
+RESULTS_TABLE = TableSpec(RESULTS, tuple(COLUMNS), KEY, SWEEP_SETTINGS)
+FIT_TABLE = TableSpec(FIT, tuple(FIT_COLUMNS), FIT_KEY, FIT_SETTINGS)
+CURVES_TABLE = TableSpec(CURVES, tuple(CURVE_COLUMNS), (Col.MODEL, Col.DATA, Col.STEP))
+
+FIT_UNITS = {
+    "test_nll": "nll_units of the row: nats per point (toys, UCI) or nats per image (digits)",
+    "test_nll_se": "the same units: standard error of the test split's mean",
+    "val_nll": "the same units as test_nll",
+    "bits_per_dim": "bits per dimension",
+    "entropy": "nats per point",
+    "gap": "nats per point",
+    "baseline_nll": "the same units as test_nll",
+    "train_s": "seconds",
+    "step_s": "seconds per optimiser step",
+    "trained_log_prob_s": "seconds per call",
+    "trained_sample_s": "seconds per call",
+    "params_stored": "scalars",
+    "params_effective": "scalars",
 }
 
 

@@ -13,7 +13,6 @@ the single-pass work an IAF sample does.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import statistics
@@ -24,12 +23,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import peers, registry
+from . import peers, registry, store
+from .errors import UserError
 from .measure import allocator
 from .measure.stats import ratio_interval, verdict
 from .measure.timing import time_rounds
 from .models import Measurable, build, run_op, unchecked
-from .table import VERSUS, VERSUS_MD, Col
+from .table import VERSUS, VERSUS_MD, Col, TableSpec
 
 
 @dataclass(frozen=True)
@@ -217,47 +217,46 @@ FIELDS = [
 ]
 
 
-def write_csv(results: list[dict], naf: list[dict], path: Path) -> None:
+VERSUS_TABLE = TableSpec(VERSUS, tuple(FIELDS), ("contest", Col.DIM, "contender", Col.OP))
+
+
+def write_csv(results: list[dict], naf: list[dict], folder: Path) -> None:
     """Tidy rows: one per contender, contest and d; the NAF ratios as contest ``naf.sample/log_prob``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in results:
-            for who, median in r["medians"].items():
-                w.writerow(
-                    dict(
-                        contest=r["contest"],
-                        dim=r[Col.DIM],
-                        batch=r[Col.BATCH],
-                        threads=r[Col.THREADS],
-                        rounds=r["rounds"],
-                        contender=who,
-                        op=r["ops"][who],
-                        median_s=median,
-                        fastest=r["fastest"],
-                        ratio=r["ratio"],
-                        ratio_low=r["ratio_low"],
-                        ratio_high=r["ratio_high"],
-                        verdict=r["verdict"],
-                    )
-                )
-        for r in naf:
-            for op in ("log_prob", "sample"):
-                w.writerow(
-                    dict(
-                        contest="naf.sample/log_prob",
-                        dim=r[Col.DIM],
-                        batch=r[Col.BATCH],
-                        threads=1,
-                        rounds="",
-                        contender=r[Col.MODEL],
-                        op=op,
-                        median_s=r[f"{op}_s"],
-                        fastest="",
-                        ratio=r["ratio"],
-                    )
-                )
+    rows = [
+        dict(
+            contest=r["contest"],
+            dim=r[Col.DIM],
+            batch=r[Col.BATCH],
+            threads=r[Col.THREADS],
+            rounds=r["rounds"],
+            contender=who,
+            op=r["ops"][who],
+            median_s=median,
+            fastest=r["fastest"],
+            ratio=r["ratio"],
+            ratio_low=r["ratio_low"],
+            ratio_high=r["ratio_high"],
+            verdict=r["verdict"],
+        )
+        for r in results
+        for who, median in r["medians"].items()
+    ]
+    rows += [
+        dict(
+            contest="naf.sample/log_prob",
+            dim=r[Col.DIM],
+            batch=r[Col.BATCH],
+            threads=1,
+            contender=r[Col.MODEL],
+            op=op,
+            median_s=r[f"{op}_s"],
+            ratio=r["ratio"],
+        )
+        for r in naf
+        for op in ("log_prob", "sample")
+    ]
+    with store.lock(folder, "versus"):
+        store.write_table(folder / VERSUS, rows, FIELDS)
 
 
 def main(
@@ -277,19 +276,19 @@ def main(
     a flow (a user's ``module:factory`` or any registered name) to a contest's rivals."""
     for spec, contest in entrants:
         if contest not in CONTESTS:
-            raise ValueError(f"unknown contest {contest!r} for {spec!r}; allowed: {', '.join(CONTESTS)}")
+            raise UserError(f"unknown contest {contest!r} for {spec!r}; allowed: {', '.join(CONTESTS)}")
         if not registry.known(spec):
             registry.factory(spec)  # raises, naming the allowed forms
     names = list(contests or dict.fromkeys(c for _, c in entrants) or CONTESTS)
     bad = [n for n in names if n not in CONTESTS]
     if bad:
-        raise ValueError(f"unknown contest {bad[0]!r}; allowed: {', '.join(CONTESTS)}")
+        raise UserError(f"unknown contest {bad[0]!r}; allowed: {', '.join(CONTESTS)}")
     chosen = {n: CONTESTS[n].joined([s for s, c in entrants if c == n]) for n in names}
     needed = {p for n in names for p, _ in chosen[n].rivals if p in peers.NAMES}
     needed |= {"zuko.naf"} if naf_dims else set()
     missing = {p: why for p in sorted(needed) if (why := peers.unavailable(p))}
     if missing:
-        raise ValueError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
+        raise UserError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
     from tqdm.auto import tqdm
 
     allocator.tune()
@@ -311,6 +310,6 @@ def main(
         text += "\n\nNAF sampling against density evaluation:\n\n" + naf_table(naf)
     print(text)
     if out is not None:
-        write_csv(results, naf, out / VERSUS)
-        (out / VERSUS_MD).write_text(text + "\n")
+        write_csv(results, naf, out)
+        store.write_text(out / VERSUS_MD, text + "\n")
     return results, naf

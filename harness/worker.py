@@ -4,47 +4,88 @@ One long-lived worker imports torch once and measures configuration after
 configuration; a configuration that outlives its deadline is killed with the worker,
 which is started anew for the next one. The parent never blocks on a call it cannot
 stop, and a crash of the worker (a segfault, out of memory) costs one row, not the sweep.
+
+The worker dies with its parent: the kernel kills it when the parent dies (Linux's
+parent-death signal), and a watchdog thread does where that is not available. While it
+lives it holds a lock file in the run's folder, so a resumed run can wait until no
+orphan of an earlier one shares the machine (:func:`harness.store.wait_free`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing as mp
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from . import store
+
+PR_SET_PDEATHSIG = 1
 
 
 class WorkerDied(RuntimeError):
     """The worker exited without answering (a crash, or killed from outside)."""
 
 
-def _serve(conn, make: Callable[[], Callable[[Any], Any]]) -> None:
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies: prctl on Linux, and a watchdog thread
+    that polls the parent's pid everywhere (the signal cannot be missed either way)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError, TypeError):
+        pass
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+def _serve(conn, make: Callable[[], Callable[[Any], Any]], parent: int, lock_path: str | None) -> None:
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C ends
-    handle = make()
-    conn.send("ready")
-    while True:
-        try:
+    if lock_path is not None and store.hold(Path(lock_path), "measuring worker") is None:
+        os._exit(3)  # the worker before this one still holds it: it is being reaped
+    try:
+        handle = make()
+        conn.send("ready")
+        while True:
             task = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if task is None:
-            return
-        conn.send(handle(task))
+            if task is None:
+                return
+            conn.send(handle(task))
+    except (EOFError, OSError):  # the parent is gone: nobody to answer
+        os._exit(0)
 
 
 class Worker:
     """Runs ``make()(task)`` in a child process; ``run(task, timeout)`` returns its answer,
-    or None when the deadline passed (the child is then killed)."""
+    or None when the deadline passed (the child is then killed). ``lock_path``: a file
+    the child holds while it lives."""
 
-    def __init__(self, make: Callable[[], Callable[[Any], Any]]):
+    def __init__(self, make: Callable[[], Callable[[Any], Any]], lock_path: Path | None = None):
         self.make = make
+        self.lock_path = None if lock_path is None else str(lock_path)
         self.proc: mp.process.BaseProcess | None = None
         self.conn = None
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")  # a clean interpreter: no forked torch state
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, self.make), daemon=True)
+        self.proc = ctx.Process(
+            target=_serve, args=(child, self.make, os.getpid(), self.lock_path), daemon=True, name="flowbench-worker"
+        )
         self.proc.start()
         child.close()
         if not self.conn.poll(300) or self.conn.recv() != "ready":

@@ -166,8 +166,8 @@ def test_the_report_has_a_correctness_table_with_failures_spelled_out(tmp_path):
     src = synthetic(tmp_path / "sweep")
     bad = [check.Result("log-det", 2, 0.5, 1e-6, False, "against slogdet")]
     good = [check.Result("log-det", 2, 1e-15, 1e-6, True), check.Result("structure", 2, 0.25, None, None)]
-    check.write(src / CHECKS, "mine:make", "", "mine", bad)
-    check.write(src / CHECKS, "maf", "maf", OURS, good)
+    check.write(src, "mine:make", "", "mine", bad)
+    check.write(src, "maf", "maf", OURS, good)
     text = build_report([src], tmp_path / "out", paper=False).read_text()
     assert "## Correctness" in text
     assert "| mine:make | mine      | FAIL 0.5" in text and "| pass 1e-15 " in text and "(0.25)" in text

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import sweep
+from harness import grid, sweep
 from harness.__main__ import main
-from harness.cluster import FINISHED, JOBS, MACHINES, Cluster, jobs_of, run
-from harness.table import KEY, META, RESULTS, Col, key_of
+from harness.cluster import Cluster, run
+from harness.table import FINISHED, JOBS, KEY, MACHINES, META, RESULTS, Col, key_of
 
 pytest.importorskip("submitit")
 
@@ -26,9 +26,9 @@ ARGS = ["--dims", "2,3", "--ops", "log_prob,sample", "--batch", "8", "--budget",
 ARGS += ["--no-flops", "--no-memory", "--no-progress"]
 
 
-def config(models=("maf", "made")) -> sweep.Config:
+def config(models=("maf", "made")) -> grid.Config:
     dims, ops = (2, 3), ("log_prob", "sample")
-    return sweep.Config(
+    return grid.Config(
         models=models, dims=dims, ops=ops, batches=(8,), device="cpu", budget_s=5.0, flops=False, memory=False
     )
 
@@ -46,7 +46,7 @@ def direct(tmp_path_factory):
 
 
 def test_jobs_hold_whole_series_and_every_solver_of_a_problem():
-    jobs = jobs_of(config())
+    jobs = sweep.jobs(config())
     assert [name for name, _ in jobs] == ["cpu-maf-log-prob-b8", "cpu-maf-sample-b8", "cpu-made-log-prob-b8"] + [
         "cpu-made-sample-b8"
     ]
@@ -84,7 +84,7 @@ def test_a_killed_parent_resumes_collecting_finished_jobs(tmp_path, direct):
     parent.wait()
     finished_before = {p.parent.name for p in (out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")}
     assert 1 <= len(finished_before) < 4
-    rows = run(config(), out, Cluster(executor="local", max_parallel=2), resume=True, progress=False)
+    rows = run(sweep.TRACK, config(), out, Cluster(executor="local", max_parallel=2), resume=True, progress=False)
     keys = [tuple(str(r[k]) for k in KEY) for r in rows]
     assert len(keys) == len(set(keys)) and set(keys) == direct
     assert len({p.parent.name for p in (out / MACHINES).glob(f"*/{JOBS}/*/{FINISHED}")}) == 4
@@ -101,7 +101,7 @@ def test_bad_cluster_settings_name_the_value():
 
 def test_a_report_over_two_machines_puts_them_side_by_side(tmp_path):
     cpu = tmp_path / "cpu"
-    cfg = sweep.Config(models=("maf",), dims=(2, 4), ops=("log_prob",), batches=(1024,), device="cpu")
+    cfg = grid.Config(models=("maf",), dims=(2, 4), ops=("log_prob",), batches=(1024,), device="cpu")
     cfg.flops = cfg.memory = False
     cfg.min_run_time, cfg.isolate = 0.02, False
     sweep.run(cfg, cpu, progress=False)
@@ -129,11 +129,11 @@ def test_slurm_settings_map_to_submitits_parameters(tmp_path, monkeypatch):
 
     if shutil.which("srun") is None:
         with pytest.raises(ValueError, match="needs a Slurm cluster"):
-            _executor(tmp_path, Cluster(executor="slurm"), sweep.Config(device="cpu"))
+            _executor(tmp_path, Cluster(executor="slurm"), "cpu", 1, "sweep")
     monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as on a node with srun
 
     cluster = Cluster(executor="slurm", partition="gpu", gpus_per_job=1, cpus_per_job=8, max_parallel=4, job_minutes=90)
-    executor = _executor(tmp_path, cluster, sweep.Config(device="cpu", threads=2))
+    executor = _executor(tmp_path, cluster, "cpu", 2, "sweep")
     params = executor._executor.parameters
     assert params["partition"] == "gpu" and params["array_parallelism"] == 4 and params["exclusive"] is True
     assert params["gpus_per_node"] == 1 and params["cpus_per_task"] == 8 and params["time"] == 90

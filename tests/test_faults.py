@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import sweep
+from harness import store, sweep
 from harness.__main__ import main
+from harness.grid import Config
 from harness.models import InversionError, build
-from harness.sweep import Config, ResultsFolder
 from harness.table import COLUMNS, key_of
 
 from .conftest import cli as _cli
@@ -105,17 +105,6 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path):
     assert sorted(key_of(dict(zip(COLUMNS, r))) for r in lines[1:]) == expected
 
 
-def test_a_torn_last_line_is_dropped_and_measured_again(tmp_path, capsys):
-    sweep.run(small(), tmp_path, progress=False)
-    results = tmp_path / "results.csv"
-    text = results.read_text()
-    results.write_text(text[: len(text) - 7])  # a kill in the middle of the last row's write
-    rows = sweep.run(small(), tmp_path, resume=True, progress=False)
-    assert len(rows) == 1 and "dropped a torn last line" in capsys.readouterr().err
-    lines = _lines(results)
-    assert all(len(r) == len(COLUMNS) for r in lines) and len(lines) == 1 + 2 * 3
-
-
 def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path):
     # a shell that started the tests in the background ignores SIGINT for its children:
     # give the sweep the default disposition a terminal gives it
@@ -145,9 +134,10 @@ def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path):
 def test_a_second_writer_is_refused_and_loses_nothing(tmp_path):
     sweep.run(small(dims=(2,)), tmp_path, progress=False)
     before = (tmp_path / "results.csv").read_text()
-    with ResultsFolder(tmp_path).lock():
+    with store.lock(tmp_path, "sweep", "testing"):
         for resume in (False, True):
-            with pytest.raises(ValueError, match="is being written by another sweep \\(pid"):
+            message = "is being written by another run \\(sweep, pid \\d+; since .*; testing"
+            with pytest.raises(ValueError, match=message):
                 sweep.run(small(), tmp_path, resume=resume, progress=False)
     assert (tmp_path / "results.csv").read_text() == before
 
@@ -162,7 +152,7 @@ def test_two_sweeps_started_on_one_out_keep_every_row(tmp_path):
     while time.time() < deadline and not results.exists():
         time.sleep(0.01)
     second = _cli(*args)
-    assert second.returncode == 2 and "being written by another sweep" in second.stderr
+    assert second.returncode == 2 and "being written by another run (sweep, pid" in second.stderr
     assert first.wait(timeout=120) == 0
     assert len(_lines(results)) == 1 + 2 * 2 * 3
 
@@ -174,7 +164,7 @@ def test_an_existing_table_is_never_deleted(tmp_path):
         sweep.run(small(), tmp_path, progress=False)
     assert (tmp_path / "results.csv").read_text() == before
     sweep.run(small(), tmp_path, fresh=True, progress=False)
-    (moved,) = (tmp_path / "previous").glob("results-*.csv")
+    (moved,) = (tmp_path / "previous").glob("*/results.csv")
     assert moved.read_text() == before
 
 
@@ -210,7 +200,9 @@ def test_a_configuration_past_its_deadline_is_killed_as_timeout(tmp_path):
 
 
 def test_non_finite_output_is_an_error_not_ok(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "run_op", lambda model, op, x: torch.full_like(x, float("nan")))
+    from harness.measure import call
+
+    monkeypatch.setattr(call, "run_op", lambda model, op, x: torch.full_like(x, float("nan")))
     rows = sweep.run(small(isolate=False, dims=(2,)), tmp_path, progress=False)
     assert rows and all(r["status"] == "error" and r["reason"].startswith("non-finite output") for r in rows)
 

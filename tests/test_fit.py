@@ -154,12 +154,12 @@ def _tmp_out():
 
 
 def test_train_step_is_a_sweep_op_that_leaves_the_model_as_it_was():
-    from harness.sweep import Config, measure
+    from harness.measure.call import Settings, measure
 
     torch.manual_seed(0)
     flow = registry.build_any("maf", 4)
     before = {k: v.clone() for k, v in flow.state_dict().items()}
-    config = Config(min_run_time=0.02, budget_s=5.0, memory=False)
+    config = Settings(min_run_time=0.02, budget_s=5.0, memory=False)
     row, out = measure(flow, "train_step", "cpu", 32, config, None, essential=True)
     assert row[Col.STATUS] == OK and row[Col.FLOPS] > 0 and out.shape == ()
     lp_row, _ = measure(flow, "log_prob", "cpu", 32, config, None, essential=True)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness import peers, sweep, versus
+from harness import grid, peers, store, sweep, versus
 from harness.__main__ import main
 from harness.measure.counting import count_params
 from harness.models import build
@@ -134,7 +134,7 @@ def test_without_the_extra_peers_are_listed_unavailable(monkeypatch, tmp_path, c
         peers.build("zuko.maf", 3)
     assert main(["models", "--dims", "2"]) == 0
     assert "unavailable: zuko is not installed" in capsys.readouterr().out
-    config = sweep.Config(
+    config = grid.Config(
         models=("zuko.maf",),
         dims=(2,),
         ops=("log_prob", "sample"),
@@ -175,7 +175,7 @@ def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
         )
         == 0
     )
-    rows = {(r["model"], r["dim"], r["op"]): r for r in sweep.read_rows(out / "results.csv")}
+    rows = {(r["model"], r["dim"], r["op"]): r for r in store.read_table(out / "results.csv")}
     assert len(rows) == 4 * 2 * 2
     skipped = rows[("pyro.bnaf", "2", "sample")]
     assert (
@@ -208,7 +208,7 @@ def test_versus_times_every_contender_and_reports(tmp_path):
     )
     assert [n["model"] for n in naf] == ["naf", "zuko.naf"] and all(n["ratio"] > 0 for n in naf)
     out = tmp_path / "sweep"
-    sweep.run(sweep.Config.quick(models=("maf",), dims=(4,), device="cpu"), out, progress=False)
+    sweep.run(grid.Config.quick(models=("maf",), dims=(4,), device="cpu"), out, progress=False)
     (out / "versus.csv").write_text((tmp_path / "versus.csv").read_text())
     report = build_report([out], tmp_path / "r", paper=False).read_text()
     assert "### A/B: ours against the fastest peer" in report and "sample / log_prob" in report

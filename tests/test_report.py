@@ -9,7 +9,7 @@ import pytest
 
 from harness.report import build_report, load
 from harness.report.tables import fit_slope, param_ratios, slopes, time_table
-from harness.sweep import COLUMNS
+from harness.table import COLUMNS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -242,8 +242,8 @@ def test_the_table_owner_needs_no_torch_and_owns_the_vocabulary():
 
 # literals that spell a column's name but belong to another vocabulary
 NOT_COLUMNS = {
-    ("harness/sweep.py", "status"): "git's subcommand (git status --porcelain)",
-    ("harness/sweep.py", "solver"): "the models' keyword argument",
+    ("harness/env.py", "status"): "git's subcommand (git status --porcelain)",
+    ("harness/measurer.py", "solver"): "the models' keyword argument",
     ("benchmarks/bench_size.py", "flops"): "asv's unit of track_flops",
     ("harness/asv_results.py", "machine"): "the key of asv's result files (read into the machine column)",
     ("harness/report/build.py", "machine"): "a key of asv's machine.json",

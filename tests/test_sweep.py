@@ -6,9 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import sweep
+from harness import measurer, sweep
 from harness.__main__ import main
-from harness.sweep import COLUMNS, Config, read_rows
+from harness.grid import Config
+from harness.measure import call
+from harness.store import read_table
+from harness.table import COLUMNS
 
 from .conftest import cli as _cli
 
@@ -25,7 +28,7 @@ def small(**overrides) -> Config:
 
 def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
     rows = sweep.run(small(ops=("log_prob", "sample", "train_step")), tmp_path, progress=False)
-    table = read_rows(tmp_path / "results.csv")
+    table = read_table(tmp_path / "results.csv")
     assert list(table[0]) == COLUMNS
     # models x dims x (log_prob, sample with the default and with the reference solver, train_step)
     assert len(table) == len(rows) == 2 * 2 * 4
@@ -99,13 +102,13 @@ def test_oom_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
             raise RuntimeError("something else broke")
         return dict(status="ok", reason="", median_s=1e-3, iqr_s=0.0, runs=3), None
 
-    monkeypatch.setattr(sweep, "measure", boom)
+    monkeypatch.setattr(measurer, "measure", boom)
     rows = sweep.run(small(models=("maf",), solvers=["default"], isolate=False), tmp_path, progress=False)
     status = {(r["dim"], r["op"]): (r["status"], r["reason"]) for r in rows}
     assert status[(2, "sample")][0] == "oom"
     assert status[(4, "sample")] == ("skipped", "oom already at d=2")
     assert status[(4, "log_prob")] == ("error", "RuntimeError: something else broke")
-    assert len(read_rows(tmp_path / "results.csv")) == 4
+    assert len(read_table(tmp_path / "results.csv")) == 4
 
 
 @pytest.mark.parametrize(
@@ -147,22 +150,22 @@ def test_quick_cli_prints_a_summary(tmp_path):
 
 
 def test_budget_estimate_follows_the_counted_work():
-    from harness.sweep import estimate_seconds
+    from harness.grid import estimate_seconds
 
-    assert estimate_seconds([], 16, "parallel") is None
-    assert estimate_seconds([(8, 1.0, None)], 16, "parallel") == pytest.approx(2.0)
+    assert estimate_seconds([], 16) is None
+    assert estimate_seconds([(8, 1.0, None)], 16) == pytest.approx(2.0)
     # without FLOPs: the local slope of the times, 0.26 raised to 1, 4 capped at 2.5
-    assert estimate_seconds([(8, 1.0, None), (16, 1.2, None)], 32, "iterative") == pytest.approx(2.4)
-    assert estimate_seconds([(8, 1.0, None), (16, 16.0, None)], 32, "iterative") == pytest.approx(16 * 2**2.5)
+    assert estimate_seconds([(8, 1.0, None), (16, 1.2, None)], 32) == pytest.approx(2.4)
+    assert estimate_seconds([(8, 1.0, None), (16, 16.0, None)], 32) == pytest.approx(16 * 2**2.5)
     # with FLOPs: the work's own power law (here d^3), whatever the times did
-    assert estimate_seconds([(8, 1.0, 1e6), (16, 1.1, 8e6)], 32, "sequential") == pytest.approx(1.1 * 8)
+    assert estimate_seconds([(8, 1.0, 1e6), (16, 1.1, 8e6)], 32) == pytest.approx(1.1 * 8)
 
 
 def test_flops_do_not_depend_on_load(tmp_path, monkeypatch):
     """The same configurations counted on a quiet and on a loaded machine (every timed
     call made 20x slower, on the same code path) give identical FLOPs and memory."""
     quiet = sweep.run(small(isolate=False, solvers=["default"]), tmp_path / "quiet", progress=False)
-    real_once, real_call = sweep.time_once, sweep.time_call
+    real_once, real_call = call.time_once, call.time_call
 
     def slow_once(fn, device):
         return 20 * real_once(fn, device)
@@ -171,8 +174,8 @@ def test_flops_do_not_depend_on_load(tmp_path, monkeypatch):
         t = real_call(fn, device, **kwargs)
         return type(t)(20 * t.median_s, 20 * t.iqr_s, t.runs, t.number_per_run, t.threads)
 
-    monkeypatch.setattr(sweep, "time_once", slow_once)
-    monkeypatch.setattr(sweep, "time_call", slow_call)
+    monkeypatch.setattr(call, "time_once", slow_once)
+    monkeypatch.setattr(call, "time_call", slow_call)
     loaded = sweep.run(small(isolate=False, solvers=["default"]), tmp_path / "loaded", progress=False)
     key = lambda r: (r["model"], r["dim"], r["op"], r["solver"])  # noqa: E731
     assert {key(r): (r["flops"], r["peak_mem_bytes"]) for r in quiet} == {
@@ -195,14 +198,17 @@ def test_counts_are_cached_per_configuration(tmp_path, monkeypatch):
     sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, progress=False)
     counts = json.loads((tmp_path / "counts.json").read_text())
     assert len(counts) == 3 and all(c["flops"] > 0 for c in counts.values())
-    monkeypatch.setattr(sweep, "count_work", lambda *a, **k: pytest.fail("counted again"))
-    rows = sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, fresh=True, progress=False)
+    monkeypatch.setattr(call, "count_work", lambda *a, **k: pytest.fail("counted again"))
+    rows = sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, resume=True, progress=False)
+    assert rows == []  # every configuration was there: resume measures nothing
+    (tmp_path / "results.csv").write_bytes(b"".join((tmp_path / "results.csv").read_bytes().splitlines(True)[:1]))
+    rows = sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, resume=True, progress=False)
     assert sorted(r["flops"] for r in rows) == sorted(c["flops"] for c in counts.values())
 
 
 def test_cli_help_lists_every_command_and_the_version(capsys):
     from harness import __version__
-    from harness.__main__ import parser
+    from harness.cli import parser
 
     with pytest.raises(SystemExit):
         main(["--help"])

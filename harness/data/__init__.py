@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from . import toys, uci
 
 TOYS = tuple(toys.TOYS)
@@ -107,6 +108,6 @@ def load(name: str, seed: int = 0, data_dir: str | Path | None = None) -> Datase
         return digits(seed)
     if name in uci.LOADERS:
         if data_dir is None:
-            raise ValueError(f"{name} is read from your files: pass --data-dir (see harness.data.uci)")
+            raise UserError(f"{name} is read from your files: pass --data-dir (see harness.data.uci)")
         return tabular(name, Path(data_dir))
-    raise ValueError(f"unknown data set {name!r}; allowed: {', '.join(NAMES)}")
+    raise UserError(f"unknown data set {name!r}; allowed: {', '.join(NAMES)}")

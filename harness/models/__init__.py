@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from ..errors import UserError
 from .base import OPS, SWEEP_OPS, TRAIN_STEP, Cost, Flow, Measurable, Transform, run_op, train_step, unchecked
 from .bnaf import build_bnaf
 from .iaf import build_iaf
@@ -54,7 +55,7 @@ def keywords(name: str) -> tuple[str, ...]:
 
 def _check_name(name: str) -> None:
     if name not in BUILDERS:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(NAMES)}")
+        raise UserError(f"unknown model {name!r}; allowed: {', '.join(NAMES)}")
 
 
 def _positive_int(value: object) -> bool:
@@ -69,21 +70,21 @@ def build(name: str, dim: int, **config: object) -> Flow:
     """
     _check_name(name)
     if not _positive_int(dim):
-        raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+        raise UserError(f"dim must be an int >= 1, got {dim!r}")
     allowed = keywords(name)
     defaults = {p.name: p.default for p in inspect.signature(BUILDERS[name]).parameters.values()}
     for key, value in config.items():
         if key not in allowed:
-            raise ValueError(f"unknown keyword {key!r} for model {name!r}; allowed: {', '.join(allowed)}")
+            raise UserError(f"unknown keyword {key!r} for model {name!r}; allowed: {', '.join(allowed)}")
         if key in _POSITIVE and not _positive_int(value) and not (value is None and defaults[key] is None):
-            raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+            raise UserError(f"{key} must be an int >= 1, got {value!r}")
         if key in _BOOLS and not isinstance(value, bool):
-            raise ValueError(f"{key} must be True or False, got {value!r}")
+            raise UserError(f"{key} must be True or False, got {value!r}")
     hidden = config.get("hidden")
     if hidden is not None:
         if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
-            raise ValueError(f"hidden must be a non-empty sequence of ints >= 1, e.g. (64, 64); got {hidden!r}")
+            raise UserError(f"hidden must be a non-empty sequence of ints >= 1, e.g. (64, 64); got {hidden!r}")
         config["hidden"] = tuple(hidden)  # type: ignore[arg-type]
         if not config["hidden"] or not all(_positive_int(h) for h in config["hidden"]):
-            raise ValueError(f"hidden must be a non-empty sequence of ints >= 1, got {hidden!r}")
+            raise UserError(f"hidden must be a non-empty sequence of ints >= 1, got {hidden!r}")
     return BUILDERS[name](dim, **config)

@@ -16,6 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..table import OURS
 from .solvers import DEFAULT, DIRECT, REFERENCE, SOLVERS, Family, SolveStats
 
@@ -60,7 +61,7 @@ class Cost:
 
     def __getitem__(self, op: str) -> Kind:
         if op not in SWEEP_OPS:
-            raise ValueError(f"unknown op {op!r}; allowed: {', '.join(SWEEP_OPS)}")
+            raise UserError(f"unknown op {op!r}; allowed: {', '.join(SWEEP_OPS)}")
         return getattr(self, "log_prob" if op == TRAIN_STEP else op)
 
     def describe(self, op: str, layers: int | None = None) -> str:
@@ -125,7 +126,7 @@ def run_op(flow: Measurable, op: str, x: Tensor) -> Tensor:
         return flow.log_prob(x)
     if op == "sample":
         return flow.inverse(x)
-    raise ValueError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
+    raise UserError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
 
 
 def train_step(flow: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor) -> Tensor:
@@ -245,15 +246,15 @@ class Flow(nn.Module):
 
     def _check(self, x: Tensor, what: str) -> None:
         if not isinstance(x, Tensor):
-            raise ValueError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+            raise UserError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[-1] != self.dim:
-            raise ValueError(f"{what} must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+            raise UserError(f"{what} must have shape (batch, {self.dim}), got {tuple(x.shape)}")
         dtype = next(iter(self.parameters()), x).dtype
         if x.dtype != dtype:
-            raise ValueError(f"{what} has dtype {x.dtype}, the model {dtype}; convert one (x.to({dtype}))")
+            raise UserError(f"{what} has dtype {x.dtype}, the model {dtype}; convert one (x.to({dtype}))")
         if _CHECKS and not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
+            raise UserError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
 
     @staticmethod
     def _check_out(out: Tensor, what: str, error: type[Exception]) -> Tensor:
@@ -295,7 +296,7 @@ class Flow(nn.Module):
         """n samples (n, d), on the model's device and dtype, drawn without gradients
         (``inverse(z)`` of your own base draws keeps them)."""
         if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+            raise UserError(f"n must be a positive int, got {n!r}")
         ref = next(self.parameters())
         z = torch.randn(n, self.dim, device=ref.device, dtype=ref.dtype)
         with torch.no_grad():

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .base import Cost, Flow, Transform, stack
 from .invert import implicit_grad, invert_autoregressive, invert_coupled
 from .solvers import DEFAULT, check_solver
@@ -185,7 +186,7 @@ def build_bnaf(
     ``log_prob`` is one pass; ``sample`` inverts each layer numerically.
     """
     if residual not in RESIDUALS:
-        raise ValueError(f"unknown residual {residual!r}; allowed: {', '.join(RESIDUALS)}")
+        raise UserError(f"unknown residual {residual!r}; allowed: {', '.join(RESIDUALS)}")
     gated = [residual == "gated" or (residual == "gated-but-last" and k < flows - 1) for k in range(flows)]
     layers_ = [BlockAutoregressive(dim, layers, hidden_factor, g, solver) for g in gated]
     return Flow(

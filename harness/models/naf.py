@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .base import Cost, Flow, Transform, stack
 from .invert import implicit_grad, invert_autoregressive, invert_coupled
 from .masked import ACTIVATIONS, LOG_SCALE_BOUND, MADE, default_hidden, in_place_ok
@@ -246,7 +247,7 @@ def build_naf(
     ``log_prob`` is one MADE pass per layer; ``sample`` inverts each layer numerically.
     """
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        raise UserError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
     hidden = default_hidden(dim) if hidden is None else hidden
     channels = 3 * ds_layers * max(1, hidden[-1] // dim) if ds_channels is None else ds_channels
     layers: list[Transform] = [

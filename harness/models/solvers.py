@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import UserError
+
 Family = Literal["affine", "monotone"]
 
 SOLVERS: dict[str, tuple[str, ...]] = {
@@ -41,7 +43,7 @@ ALL: tuple[str, ...] = tuple(dict.fromkeys(s for names in SOLVERS.values() for s
 def check_solver(family: Family, solver: str) -> str:
     """Returns ``solver`` if ``family`` has it; raises ValueError naming the allowed ones."""
     if solver not in SOLVERS[family]:
-        raise ValueError(f"unknown solver {solver!r}; allowed: {', '.join(SOLVERS[family])}")
+        raise UserError(f"unknown solver {solver!r}; allowed: {', '.join(SOLVERS[family])}")
     return solver
 
 

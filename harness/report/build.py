@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import store
+from ..errors import UserError
 from ..table import CHECKS, FIT, OK, RESULTS, SOLVERS, VERSUS, Col
 from . import findings, plots, quality, tables
 from . import machines as machines_report
-from .load import load
+from .load import frame, load
 
 REGRESSION = 0.10  # flag changes over 10% between the two latest commits
 
@@ -41,9 +43,9 @@ def regressions(asv: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def side_tables(folders: list[Path], name: str, **read) -> list[pd.DataFrame]:
+def side_tables(folders: list[Path], name: str) -> list[pd.DataFrame]:
     """The side table ``name`` (versus.csv, solvers.csv, checks.csv) of each folder that holds one."""
-    return [pd.read_csv(f / name, **read) for f in folders if (f / name).is_file()]
+    return [frame(store.read_table(f / name, strict=False)) for f in folders if (f / name).is_file()]
 
 
 def peers_section(df: pd.DataFrame, versus: list[pd.DataFrame]) -> list[str]:
@@ -93,7 +95,7 @@ def peers_section(df: pd.DataFrame, versus: list[pd.DataFrame]) -> list[str]:
 def correctness_section(folders: list[Path]) -> list[str]:
     """Every checked model (``python -m harness check --out``): per check, the worst error
     over the dims against its tolerance, and the failures spelled out."""
-    frames = side_tables(folders, CHECKS, keep_default_na=False)
+    frames = side_tables(folders, CHECKS)
     if not frames:
         return []
     checks = pd.concat(frames, ignore_index=True).drop_duplicates([Col.MODEL, "check", Col.DIM])
@@ -227,7 +229,7 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
     Table 1 and the sweep's sections appear only where a sweep folder is among the sources."""
     out = Path(out)
     if not sources:
-        raise ValueError("no source given; pass a sweep folder, a fit folder or an asv results folder")
+        raise UserError("no source given; pass a sweep folder, a fit folder or an asv results folder")
     fit_folders = [Path(s) for s in sources if (Path(s) / FIT).is_file() and not (Path(s) / RESULTS).is_file()]
     loaded = [load(s) for s in sources if Path(s) not in fit_folders]
     fit_tables = [quality.load_fit(f)[0] for f in fit_folders]
@@ -341,5 +343,5 @@ def build_report(sources: list[str | Path], out: str | Path, paper: bool = True)
         for name in plots.history(asv, out):
             lines += [f"![{name}]({name})", ""]
     path = out / "REPORT.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    store.write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .. import store
+from ..errors import UserError
 from ..models.solvers import DIRECT, NATIVE
 from ..table import COLUMNS, KEY, META, NUMERIC, OURS, RESULTS, Col
 
@@ -18,12 +18,12 @@ def kind_of(path: Path) -> str:
     """``sweep`` (results.csv) or ``asv`` (asv's results folder, machine subfolders with
     benchmarks.json beside them); ValueError otherwise."""
     if not path.exists():
-        raise ValueError(f"source {str(path)!r} does not exist; expected a sweep folder or an asv results folder")
+        raise UserError(f"source {str(path)!r} does not exist; expected a sweep folder or an asv results folder")
     if (path / RESULTS).is_file():
         return "sweep"
     if (path / "benchmarks.json").is_file():
         return "asv"
-    raise ValueError(
+    raise UserError(
         f"source {str(path)!r} holds neither results.csv (a sweep folder) nor benchmarks.json (an asv results folder)"
     )
 
@@ -31,25 +31,29 @@ def kind_of(path: Path) -> str:
 REQUIRED = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.STATUS)
 
 
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """A table's rows (strings, as the store reads them) as a DataFrame: columns whose
+    every non-blank value is a number become numbers (blanks NaN), the rest stay text."""
+    df = pd.DataFrame(rows)
+    for column in df.columns:
+        values = df[column].replace("", np.nan)
+        numbers = pd.to_numeric(values, errors="coerce")
+        if values.notna().any() and numbers.notna().sum() == values.notna().sum():
+            df[column] = numbers
+    return df
+
+
 def read_results(path: Path) -> pd.DataFrame:
     """A sweep's results.csv. Rows that cannot be read (a torn or foreign line) are left
     out with a warning naming file and line; duplicate keys keep their first row, with a
     warning; missing columns are an error naming them."""
-    with path.open(newline="") as f:
-        lines = list(csv.reader(f))
-    if not lines:
-        raise ValueError(f"source {str(path)!r} is empty")
-    header, body = lines[0], lines[1:]
-    missing = [c for c in REQUIRED if c not in header]
+    rows = store.read_table(path, strict=False)
+    missing = [c for c in REQUIRED if rows and c not in rows[0]]
     if missing:
-        raise ValueError(f"{str(path)!r} is not a sweep table: no column {', '.join(missing)}")
-    rows = []
-    for number, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            warnings.warn(f"{path}:{number}: {len(row)} fields, not {len(header)}; row left out", stacklevel=2)
-        else:
-            rows.append(row)
-    df = pd.DataFrame(rows, columns=header).replace("", np.nan)
+        raise UserError(f"{str(path)!r} is not a sweep table: no column {', '.join(missing)}")
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    df = pd.DataFrame(rows).replace("", np.nan)
     if Col.SOLVER not in df:  # a table from before the solvers: the slow op ran that commit's own algorithm
         df[Col.SOLVER] = np.where(df[Col.KIND] == "parallel", DIRECT, NATIVE) if Col.KIND in df else DIRECT
     for column in COLUMNS:
@@ -79,18 +83,14 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
     kind = kind_of(path)
     if kind == "sweep":
         df = read_results(path / RESULTS)
-        meta_path = path / META
-        try:
-            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{str(meta_path)!r} is not valid JSON ({e})") from None
+        meta = store.read_json(path / META, missing={})
     else:
         from ..asv_results import read, read_machines
 
         df = read(path)
         meta = {"asv_machines": read_machines(path)}
     if df.empty:
-        raise ValueError(f"source {str(path)!r} has no rows")
+        raise UserError(f"source {str(path)!r} has no rows")
     for col in NUMERIC:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .. import store
 from ..paper import PUBLISHED_LL, PUBLISHED_SOURCE
 from ..table import DENSITIES, FIT, FIT_COLUMNS, FIT_META, OK, Col
 from . import plots
@@ -39,12 +38,10 @@ NUMERIC = [
 
 def load_fit(folder: Path) -> tuple[pd.DataFrame, dict]:
     """fit.csv of ``folder`` with its numbers parsed, and fit.json."""
-    with (folder / FIT).open(newline="") as f:
-        df = pd.DataFrame(list(csv.DictReader(f)), columns=FIT_COLUMNS).replace("", np.nan)
+    df = pd.DataFrame(store.read_table(folder / FIT, strict=False), columns=FIT_COLUMNS).replace("", np.nan)
     for column in NUMERIC:
         df[column] = pd.to_numeric(df[column], errors="coerce")
-    meta_path = folder / FIT_META
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = store.read_json(folder / FIT_META, missing={})
     return df, meta
 
 

@@ -1,0 +1,173 @@
+"""Provenance: what ran, where and when. Every track's settings file starts from
+:func:`environment`; counts are cached under :func:`code_version`, a hash of the code
+that ran, so an uncommitted change is counted anew."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import importlib.util
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from . import __version__
+from .table import Col
+
+PACKAGE = Path(__file__).parent
+# The code a measurement runs: the models, the measuring and the adapters of peers and
+# users' flows. A change to any of them changes the version its counts are kept under.
+MEASURED = ("models", "measure", "peers.py", "registry.py")
+PEER_LIBRARIES = ("zuko", "pyro", "nflows")
+
+
+def _git(*args: str, path: Path | None = None) -> str | None:
+    """git's output in ``path`` (this package's folder by default), None outside git."""
+    try:
+        out = subprocess.run(["git", *args], cwd=path or PACKAGE, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+@functools.cache
+def git_commit(path: Path | None = None) -> str:
+    return _git("rev-parse", "--short=12", "HEAD", path=path) or "unknown"
+
+
+def dirty_tree(path: Path | None = None) -> bool | None:
+    """Whether the working tree has uncommitted changes (None outside git)."""
+    out = _git("status", "--porcelain", "--untracked-files=no", path=path)
+    return None if out is None else bool(out)
+
+
+def _cpuinfo(field: str) -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags (/proc/cpuinfo), e.g. for the vector units a GEMM uses."""
+    return _cpuinfo("flags")
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def gpu_driver() -> str | None:
+    if gpu_name() is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def machine_name(device: str) -> str:
+    """The hardware a row is measured on, as reports name machines: the GPU's name for
+    ``cuda``, the CPU model and its core count for ``cpu``."""
+    if device == "cuda" and gpu_name():
+        return str(gpu_name())
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
+
+
+def command_line() -> str:
+    """How this process was started, as a user would type it."""
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    if program in ("__main__.py", "flowbench"):
+        return "python -m harness " + shlex.join(sys.argv[1:])
+    return shlex.join(sys.argv)
+
+
+def environment() -> dict:
+    """The environment every settings file starts with."""
+    import torch
+
+    return {
+        "harness_version": __version__,
+        "command": command_line(),
+        Col.COMMIT: git_commit(),
+        "dirty": dirty_tree(),
+        "code_version": code_version(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
+        "load_start": load_average(),
+        "gpu": gpu_name(),
+        "gpu_driver": gpu_driver(),
+        "cuda": torch.version.cuda if gpu_name() else None,
+    }
+
+
+def _hash_files(files: list[Path], digest: hashlib._Hash) -> None:
+    for file in sorted(files):
+        digest.update(str(file.relative_to(file.anchor)).encode())
+        digest.update(file.read_bytes())
+
+
+@functools.cache
+def code_version(spec: str = "") -> str:
+    """A hash of the code a measurement of model ``spec`` runs: this package's models,
+    measuring code and adapters (:data:`MEASURED`), torch's and the peer libraries'
+    versions, and for a user's ``module:factory`` the module's source file. Counts
+    cached under it are counted anew after any change, committed or not."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+    files = []
+    for part in MEASURED:
+        path = PACKAGE / part
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    _hash_files(files, digest)
+    for library in ("torch", "zuko", "pyro-ppl", "nflows"):
+        try:
+            digest.update(f"{library} {version(library)}".encode())
+        except PackageNotFoundError:
+            pass
+    module = spec.partition(":")[0] if ":" in spec else ""
+    if module:
+        if os.getcwd() not in sys.path:  # where registry imports it from
+            sys.path.insert(0, os.getcwd())
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        origin = found.origin if found is not None else None
+        if origin and Path(origin).is_file():
+            _hash_files([Path(origin).resolve()], digest)
+    return digest.hexdigest()[:16]

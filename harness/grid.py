@@ -1,0 +1,229 @@
+"""What a sweep measures: its settings (:class:`Config`), the grid of configurations in
+measuring order, and what the parent knows of each before measuring it (the budget's
+estimate from the series so far, the deadline)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import peers, registry
+from .errors import UserError
+from .measure.call import CALLS, Settings
+from .models import NAMES, OPS, SWEEP_OPS, Cost, build
+from .models.solvers import ALL as ALL_SOLVERS
+from .models.solvers import DIRECT, NATIVE
+from .table import Col
+
+ALL_NAMES = NAMES + peers.NAMES
+# --models shorthands
+GROUPS = {"ours": NAMES, "peers": peers.NAMES, "all": ALL_NAMES}
+
+DEVICES = ("auto", "cpu", "cuda")
+# --solvers shorthands, resolved per family
+SOLVER_ALIASES = ("default", "reference", "all")
+
+DEFAULT_DIMS = (2, 4, 8, 16, 32, 64, 128, 256)
+# Above these a model or its input does not fit a machine's memory: refused up front.
+MAX_DIM, MAX_BATCH = 65536, 1 << 24
+
+
+@dataclass
+class Config:
+    """What to sweep and how. ``budget_s`` caps the measuring time of one configuration."""
+
+    models: Sequence[str] = NAMES
+    dims: Sequence[int] = DEFAULT_DIMS
+    ops: Sequence[str] = SWEEP_OPS
+    device: str = "auto"
+    batches: Sequence[int] = (1024,)
+    threads: int = 1
+    budget_s: float = 30.0
+    min_run_time: float = 0.3
+    # slow directions: solver names, or ``default`` and ``reference`` (each family's own)
+    solvers: Sequence[str] = ("default", "reference")
+    flops: bool = True
+    memory: bool = True
+    seed: int = 0
+    model_config: dict = field(default_factory=dict)
+    # measure in a worker process killed at the deadline (harness.worker); False measures
+    # in this process, with no deadline
+    isolate: bool = True
+    # the deadline is 1.5 x the budget plus this, for building the model and the timer's own calls
+    deadline_margin_s: float = 10.0
+
+    @classmethod
+    def quick(cls, **overrides) -> Config:
+        """A small profile for CI and smoke tests (the two directions only): under a minute on two cores."""
+        base = dict(dims=(2, 8), ops=OPS, batches=(64,), budget_s=2.0, min_run_time=0.05)
+        return cls(**{**base, **overrides})
+
+    @property
+    def measuring(self) -> Settings:
+        """How each configuration is measured (harness.measure.call)."""
+        return Settings(self.threads, self.budget_s, self.min_run_time, self.flops, self.memory, self.seed)
+
+    def validate(self, here: bool = True) -> None:
+        """Raises a UserError naming a bad setting; ``here`` False leaves the device's
+        presence to the machine a job runs on."""
+        for name, values in (
+            ("models", self.models),
+            ("ops", self.ops),
+            ("dims", self.dims),
+            ("batches", self.batches),
+            ("solvers", self.solvers),
+        ):
+            if not values:
+                raise UserError(f"{name} is empty; name at least one")
+        bad = [m for m in self.models if not registry.known(m)]
+        if bad:
+            raise UserError(
+                f"unknown model {bad[0]!r}; allowed: {', '.join(ALL_NAMES)} (or {', '.join(GROUPS)}), "
+                "or module:factory for your own flow"
+            )
+        bad = [o for o in self.ops if o not in SWEEP_OPS]
+        if bad:
+            raise UserError(f"unknown op {bad[0]!r}; allowed: {', '.join(SWEEP_OPS)}")
+        allowed = (*SOLVER_ALIASES, *ALL_SOLVERS)
+        bad = [s for s in self.solvers if s not in allowed]
+        if bad:
+            raise UserError(f"unknown solver {bad[0]!r}; allowed: {', '.join(allowed)}")
+        for name, values, top in ((Col.DIM, self.dims, MAX_DIM), (Col.BATCH, self.batches, MAX_BATCH)):
+            for v in values:
+                if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+                    raise UserError(f"{name} must be an int in 1..{top}, got {v!r}")
+        most = 4 * (os.cpu_count() or 1)
+        if not isinstance(self.threads, int) or not 1 <= self.threads <= most:
+            raise UserError(f"threads must be an int in 1..{most} (4x this machine's cores), got {self.threads!r}")
+        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise UserError(f"budget must be a finite number of seconds > 0, got {self.budget_s!r}")
+        if here:
+            resolve_devices(self.device)  # raises for a bad or absent device
+        elif self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
+
+
+def devices() -> list[str]:
+    """Devices present on this machine."""
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def resolve_devices(device: str) -> list[str]:
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    if device == "auto":
+        return devices()
+    if device not in devices():
+        raise UserError(f"device {device!r} is not available here; present: {', '.join(devices())}")
+    return [device]
+
+
+@functools.cache
+def cost_of(name: str) -> Cost:
+    """A model's cost kinds, from a build at d = 1."""
+    return peers.PEERS[name].cost if name in peers.NAMES else registry.build_any(name, 1).cost
+
+
+def solvers_for(name: str, op: str, requested: Sequence[str]) -> list[str]:
+    """The solver column values to sweep for ``name``'s ``op``: ``direct`` for a parallel
+    op, ``native`` for a peer's own algorithm, else the requested solvers the family has
+    (``default``, ``reference`` and ``all`` resolved), the reference first."""
+    if name not in NAMES:
+        return [DIRECT if cost_of(name)[op] == "parallel" else NATIVE]
+    flow = build(name, 1)
+    if flow.cost[op] == "parallel":
+        return [DIRECT]
+    named = {"default": {flow.solver}, "reference": {flow.reference_solver}, "all": set(flow.solvers)}
+    chosen = set().union(*(named.get(s, {s}) for s in requested)) & set(flow.solvers)
+    return [s for s in dict.fromkeys((flow.reference_solver, *flow.solvers)) if s in chosen]
+
+
+@functools.cache
+def essential(name: str, solver: str) -> bool:
+    """A cell of the default grid (our models' parallel passes and default solvers):
+    measured whatever the budget, cut only by the deadline."""
+    return name in NAMES and solver in (DIRECT, build(name, 1).solver)
+
+
+GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER)  # the fields of a grid entry
+
+
+def grid(config: Config) -> list[tuple[str, str, int, str, int, str]]:
+    """(device, model, dim, op, batch, solver) in measuring order: dims ascending, so
+    budgets can be extrapolated from the previous dim; at each dim the reference solver
+    first, so the others' deviation from it is known."""
+    ours = [m for m in config.models if m in NAMES]
+    bad = [s for s in config.solvers if s not in SOLVER_ALIASES and not any(s in build(m, 1).solvers for m in ours)]
+    if bad and ours:
+        raise UserError(f"solver {bad[0]!r} belongs to no model of this sweep ({', '.join(config.models)})")
+    return [
+        (device, name, dim, op, batch, solver)
+        for device in resolve_devices(config.device)
+        for name in config.models
+        for batch in config.batches
+        for op in config.ops
+        for dim in sorted(config.dims)
+        for solver in solvers_for(name, op, config.solvers)
+    ]
+
+
+def estimate_seconds(history: list[tuple], dim: int) -> float | None:
+    """Seconds of one call at ``dim``, predicted from earlier dims of the same series,
+    entries (dim, seconds, flops or None).
+
+    The work grows as the counted FLOPs do: with two counted dims, FLOPs at ``dim`` are
+    extrapolated along their local power law (deterministic, whatever the load), and
+    the last measured time is scaled by that growth. Otherwise the exponent is the
+    local slope of the last two times, kept within [1, 2.5]; with one point it is 1 (a
+    fast solver's cost grows about linearly in d; for a slow one the timed check call,
+    whose time the budget also bounds, decides).
+    """
+    if not history:
+        return None
+    (d1, t1, *f1), (d2, t2, *f2) = ([(0, 0.0, None)] + list(history))[-2:]
+    flops1, flops2 = (f1 or [None])[0], (f2 or [None])[0]
+    if d1 > 0 and d2 > d1 and flops1 and flops2:
+        k = max(math.log(flops2 / flops1) / math.log(d2 / d1), 0.0)
+        return t2 * (dim / d2) ** k
+    k = 1.0
+    if d1 > 0 and t1 > 0 and d2 > d1:
+        k = min(max(math.log(t2 / t1) / math.log(d2 / d1), 1.0), 2.5)
+    return t2 * (dim / d2) ** k
+
+
+def deadline_s(config: Config, is_essential: bool = False) -> float:
+    """Seconds a configuration may take before its worker is killed: the budget, plus
+    half of it and a margin (10 s) for building the model and the timer's own calls. A
+    cell of the default grid, which the budget does not cut, gets 4 budgets and at
+    least 5 minutes: only a hang stops it."""
+    if is_essential:
+        return max(4.0 * config.budget_s, 300.0) + config.deadline_margin_s
+    return 1.5 * config.budget_s + config.deadline_margin_s
+
+
+def predicted_seconds(history: list[tuple], dim: int) -> float:
+    """Seconds a configuration is predicted to take in all: CALLS calls at the
+    extrapolated time, a second where nothing is known yet."""
+    est = estimate_seconds(history, dim)
+    return CALLS * est if est is not None else 1.0
+
+
+@dataclass(frozen=True)
+class Task:
+    """One grid entry for the measurer, with what the parent knows of it."""
+
+    device: str
+    model: str
+    dim: int
+    op: str
+    batch: int
+    solver: str
+    estimate: float | None = None
+    skip: str = ""  # a reason to record without measuring
+    essential: bool = False  # a cell of the default grid: measured whatever the budget
+    counts: dict | None = None  # cached FLOPs and peak memory of this configuration

@@ -1,0 +1,184 @@
+"""The store's files: CSV tables and JSON, written whole or not at all, or appended a
+row at a time. No torch here; :mod:`harness.store` keeps folders of them.
+
+- **Tables** are CSV with csv's ``\\r\\n`` line ends and one row per line (line breaks
+  inside a value are written as spaces). A whole table is written to a temporary file
+  and renamed over the old one (:func:`write_table`); an appended table gets one row per
+  write, flushed and synced (:class:`Appender`), so a kill leaves whole rows and at most
+  one torn last line, which :func:`repair` cuts off by bytes. :func:`read_table` is the
+  one reader, :func:`encode` the one writer's encoding.
+- **JSON** files are written whole or not at all (:func:`write_json`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .errors import UserError
+
+# ---- JSON -------------------------------------------------------------------------
+
+
+def write_text(path: Path, text: str) -> None:
+    """``text`` into ``path``, whole or not at all (a temporary file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def write_json(path: Path, data: object) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, kind: type = dict, missing: object = ...) -> object:
+    """A JSON file's contents of the expected top-level type; UserError naming the file
+    otherwise. ``missing``: returned when the file does not exist (else an error)."""
+    if not path.exists() and missing is not ...:
+        return missing
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{str(path)!r} is not valid JSON ({e})") from None
+    if not isinstance(data, kind):
+        raise UserError(f"{str(path)!r} holds a JSON {type(data).__name__}, not the {kind.__name__} expected")
+    return data
+
+
+# ---- tables -----------------------------------------------------------------------
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.replace("\r", " ").replace("\n", " ")
+    return value
+
+
+def encode(rows: Iterable[dict], columns: Sequence[str], header: bool = False) -> str:
+    """CSV text of ``rows`` in ``columns`` (csv's ``\\r\\n`` line ends, one line per row;
+    keys outside ``columns`` are ignored, missing ones blank)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\r\n")
+    if header:
+        writer.writeheader()
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def write_table(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> None:
+    """A whole CSV table, written atomically."""
+    write_text(path, encode(rows, columns, header=True))
+
+
+def repair(path: Path) -> int:
+    """Cuts a torn last line (no line end: a kill or a full disk mid-write) off the
+    file, measured on its bytes; returns the bytes cut."""
+    with path.open("rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data) - keep
+
+
+def read_table(
+    path: Path, columns: Sequence[str] | None = None, *, strict: bool = True, key: Sequence[str] = ()
+) -> list[dict]:
+    """The rows of a CSV table as dicts (every value a string).
+
+    ``columns``: the header the table must have (else a UserError naming what is missing
+    and extra). A line whose field count differs from the header's, or a torn last line,
+    is an error naming the file and line when ``strict``; otherwise it is left out with a
+    warning. ``key``: columns that name a row once; a repeated key is an error when
+    ``strict``, else the first row is kept with a warning.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{str(path)!r} is missing") from None
+    text = data.decode("utf-8", errors="replace")
+    lines = list(csv.reader(io.StringIO(text, newline="")))
+    if not lines:
+        raise UserError(f"{str(path)!r} is empty: it has no header")
+    header, body = lines[0], lines[1:]
+    if columns is not None and header != list(columns):
+        missing = [c for c in columns if c not in header]
+        extra = [c for c in header if c not in columns]
+        raise UserError(
+            f"{str(path)!r} has other columns than this version writes (missing: {', '.join(missing) or 'none'}; "
+            f"extra: {', '.join(extra) or 'none'}, or another order); use the version that wrote it, or "
+            "start anew with --fresh"
+        )
+    torn = bool(data) and not data.endswith(b"\n") and len(lines) > 1
+    rows, seen = [], set()
+
+    def bad(message: str) -> None:
+        if strict:
+            raise UserError(message)
+        warnings.warn(message, stacklevel=3)
+
+    for number, fields in enumerate(body, start=2):
+        if torn and number == len(lines):
+            bad(f"{path}:{number}: a torn last line (no line end); row left out")
+            continue
+        if len(fields) != len(header):
+            bad(f"{path}:{number}: {len(fields)} fields, not {len(header)}; row left out")
+            continue
+        row = dict(zip(header, fields))
+        if key:
+            k = tuple(row.get(c, "") for c in key)
+            if k in seen:
+                bad(f"{path}:{number}: repeats the key {k} of an earlier row; row left out")
+                continue
+            seen.add(k)
+        rows.append(row)
+    return rows
+
+
+def count_rows(path: Path) -> int:
+    """Whole rows in a table now (the header and a torn last line not counted)."""
+    if not path.exists():
+        return 0
+    return max(path.read_bytes().count(b"\n") - 1, 0)
+
+
+class Appender:
+    """Appends rows to a CSV table one at a time, each as one write, flushed and synced."""
+
+    def __init__(self, path: Path, columns: Sequence[str], *, new: bool):
+        self.path, self.columns = path, list(columns)
+        self._file = path.open("w" if new else "a", newline="")
+        if new:
+            self._write(encode([], self.columns, header=True))
+
+    def _write(self, text: str) -> None:
+        self._file.write(text)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def write(self, row: dict) -> None:
+        self._write(encode([row], self.columns))
+
+    def write_all(self, rows: Iterable[dict]) -> None:
+        text = encode(rows, self.columns)
+        if text:
+            self._write(text)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
