@@ -39,6 +39,7 @@ report: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
 	$(BIN)/python -m harness versus --out reports/cpu/peers
 	$(BIN)/python -m harness check all --out reports/cpu --exit-zero > reports/cpu/checks.txt
+	$(BIN)/python -m harness paper-table --out reports/cpu > /dev/null
 	$(BIN)/python -m harness report reports/cpu reports/cpu/peers reports/cpu/fit --out reports/cpu
 	mkdir -p reports/cpu/quick
 	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --no-progress --fresh --out reports/cpu/quick > reports/cpu/quick/output.txt

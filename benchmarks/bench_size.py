@@ -1,7 +1,7 @@
 """Size and work per model and dimension: parameters and FLOPs."""
 
-from harness.measure.counting import count_flops, count_params
-from harness.models import run_op
+from harness.measure.counting import count_params, count_work
+from harness.models import op_call, op_context
 from harness.table import Col
 
 from . import common
@@ -33,6 +33,7 @@ class Flops:
         self.model, self.x = common.setup_model(name, dim, "cpu", op)
 
     def track_flops(self, name, dim, op):
-        return count_flops(self.model, lambda m, x: run_op(m, op, x), self.x)[0]
+        with op_context(self.model, op):
+            return count_work(op_call(self.model, op, self.x), "cpu", memory=False)[0]
 
     track_flops.unit = "flops"

@@ -1,9 +1,9 @@
-"""Time and peak memory of density evaluation and of sampling, and the time of a training
-step, per model, dimension and device."""
+"""Time and peak memory of every op the harness times (harness.ops: density evaluation,
+sampling, a training step), per model, dimension and device: one class per op, made
+from the vocabulary, so a new op is benchmarked without an edit here."""
 
-import torch
-
-from harness.models import run_op, train_step, unchecked
+from harness import ops
+from harness.models import op_call, op_context, unchecked
 from harness.table import Col
 
 from . import common
@@ -13,48 +13,27 @@ class _Op:
     params = (common.MODELS, common.DIMS, common.DEVICES)
     param_names = [Col.MODEL, Col.DIM, Col.DEVICE]
     timer = common.timer
-    op = ""
+    op_name = ""
 
     def setup(self, name, dim, device):
-        self.model, self.x = common.setup_model(name, dim, device, self.op)
+        self.model, x = common.setup_model(name, dim, device, self.op_name)
+        self.call = op_call(self.model, self.op_name, x)
 
     def _call(self):
-        with torch.inference_mode(), unchecked():
-            run_op(self.model, self.op, self.x)
+        with op_context(self.model, self.op_name), unchecked():
+            self.call()
 
 
-class LogProb(_Op):
-    op = "log_prob"
-
-    def time_log_prob(self, name, dim, device):
+def _benchmark(op: ops.Op) -> type:
+    def time_op(self, name, dim, device):
         self._call()
 
-    def peakmem_log_prob(self, name, dim, device):
+    def peakmem_op(self, name, dim, device):
         self._call()
 
-
-class Sample(_Op):
-    op = "sample"
-
-    def time_sample(self, name, dim, device):
-        self._call()
-
-    def peakmem_sample(self, name, dim, device):
-        self._call()
+    time_op.__name__, peakmem_op.__name__ = op.asv, f"peakmem_{op.name}"
+    return type(op.asv_class, (_Op,), {"op_name": op.name, time_op.__name__: time_op, peakmem_op.__name__: peakmem_op})
 
 
-class TrainStep(_Op):
-    """One maximum-likelihood step (log_prob, backward, Adam): what fitting a flow costs."""
-
-    op = "train_step"
-
-    def setup(self, name, dim, device):
-        super().setup(name, dim, device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-
-    def _call(self):
-        with unchecked():
-            train_step(self.model, self.optimizer, self.x)
-
-    def time_train_step(self, name, dim, device):
-        self._call()
+for _op in ops.OPS.values():
+    globals()[_op.asv_class] = _benchmark(_op)

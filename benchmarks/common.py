@@ -7,7 +7,7 @@ A thin layer over ``harness``: models come from its registry, counts from
 import torch
 import torch.utils.benchmark
 
-from harness import models
+from harness import models, ops
 from harness.models import build
 
 THREADS = 1
@@ -16,7 +16,7 @@ torch.set_num_threads(THREADS)  # fixed, so results compare across commits and m
 MODELS = list(models.NAMES)
 DIMS = [2, 8, 32, 128]
 DEVICES = ["cpu", "cuda"]
-OPS = list(models.OPS)
+OPS = list(ops.OPS)
 BATCH = 256
 SEED = 0
 

@@ -95,9 +95,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _paper_table(args: argparse.Namespace) -> int:
-    from .paper import table1_markdown
+    from pathlib import Path
+
+    from .paper import table1_markdown, write
+    from .store import ensure_folder
+    from .table import PAPER
 
     print(table1_markdown())
+    if args.out:
+        write(ensure_folder(args.out))
+        print(f"-> {Path(args.out) / PAPER}")
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import store
+from . import ops, store
 from .errors import UserError
 from .measure import allocator
 from .measure.stats import ratio_interval, relative_deviation
@@ -132,51 +132,16 @@ def compare(
 
 
 def table(rows: list[dict]) -> str:
-    from tabulate import tabulate
+    """The A/B as markdown (the report's table)."""
+    from .report.load import frame
+    from .report.sections.algorithms import ab_table
 
-    def interval(r: dict) -> str:
-        if r["reference"]:
-            return "1 (reference)"
-        if "speedup_low" not in r:
-            return f"{r['speedup']:.3g} (single calls)"
-        return f"{r['speedup']:.3g} [{r['speedup_low']:.3g}, {r['speedup_high']:.3g}]"
-
-    body = [
-        [
-            r[Col.MODEL],
-            r[Col.OP],
-            r[Col.DIM],
-            r[Col.SOLVER],
-            f"{r[Col.MEDIAN_S] * 1e3:.4g}",
-            interval(r),
-            f"{r[Col.EVALUATIONS_PER_DIM]:.3g}",
-            r[Col.ITERATIONS],
-            f"{r[Col.MAX_REL_DEV]:.2g}",
-            f"{r['slow_over_fast']:.3g}",
-        ]
-        for r in rows
-    ]
-    headers = [
-        Col.MODEL,
-        Col.OP,
-        "d",
-        Col.SOLVER,
-        "time (ms)",
-        "speed-up over reference [95% CI]",
-        "evaluations / dim",
-        Col.ITERATIONS,
-        "max rel. deviation from reference",
-        "slow op / fast op",
-    ]
-    return tabulate(body, headers, tablefmt="github", disable_numparse=True)
+    return ab_table(frame(rows))
 
 
 def write_csv(rows: list[dict], folder: Path) -> None:
     with store.lock(folder, "solvers"):
         store.write_table(folder / SOLVERS, rows, FIELDS)
-
-
-DEFAULT_DIMS = {"made": (64, 256), "maf": (8, 64, 256), "iaf": (8, 64, 256), "naf": (8, 32, 64), "bnaf": (8, 32, 64)}
 
 
 def main(
@@ -197,7 +162,7 @@ def main(
     allocator.tune()
     rows: list[dict] = []
     for name in models:
-        for dim in dims or DEFAULT_DIMS[name]:
+        for dim in dims or ops.FAMILIES[name].solver_dims:
             new = compare(name, dim, batch=batch, rounds=rounds, max_call_s=max_call_s)
             rows += new
             if progress:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import store
 from .errors import UserError
+from .ops import OPS
 from .table import ERROR, OK, SKIPPED, Col, Status
 
 # What to run when a folder holds no results: asv's development loop (`--python=same`)
@@ -26,6 +27,7 @@ HINT = (
     "or `asv run HEAD^!`; `asv run --python=same` without --set-commit-hash saves no results"
 )
 
+TIMED = {op.asv: name for name, op in OPS.items()}  # time_log_prob -> log_prob, for every op
 COLUMNS = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, "date", Col.MACHINE, "env", "type"]
 
 
@@ -113,8 +115,9 @@ def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
                 "type": info.get("type", ""),
                 **parsed,
             }
-            if name.split(".")[-1] in ("time_log_prob", "time_sample"):
-                row[Col.OP] = name.split(".")[-1].removeprefix("time_")
+            op = TIMED.get(name.split(".")[-1])
+            if op is not None:  # a time benchmark of an op: the sweep's columns too
+                row[Col.OP] = op
                 row[Col.MEDIAN_S] = row["value"]
             rows.append(row)
     return rows

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import ops
+
 
 def _positive(text: str) -> int:
     try:
@@ -117,7 +119,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--ops",
         type=_names,
-        help="comma list of log_prob,sample,train_step (default all three; --quick: the first two)",
+        help=f"comma list of {','.join(ops.SWEEP_OPS)} (default all; --quick: {','.join(ops.QUICK_OPS)})",
     )
     s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
     s.add_argument("--batch", type=_dims, help="points per call, comma list allowed (default 1024)")
@@ -131,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--solvers",
         type=_names,
-        help="slow-direction solvers: default, reference, or names such as incremental,fixed-point,newton "
+        help=f"slow-direction solvers: default, reference, all, or names of {', '.join(ops.ALL_SOLVERS)} "
         "(default: default,reference; each model takes those of its family)",
     )
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
@@ -172,7 +174,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder for REPORT.md and plots")
     r.add_argument("--no-paper", action="store_true", help="leave out the B-NAF paper's Table 1")
 
-    sub.add_parser("paper-table", help="the B-NAF paper's Table 1 ratios: ours beside the paper's")
+    t = sub.add_parser("paper-table", help="the B-NAF paper's Table 1 ratios: ours beside the paper's")
+    t.add_argument("--out", help="folder for paper.csv (the report's paper section)")
 
     v = sub.add_parser("versus", help="A/B timing of the reference models against the peers (needs the peers extra)")
     v.add_argument("--contests", type=_names, help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob")
@@ -199,7 +202,11 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("solvers", help="A/B timing of every slow-direction solver against its family's reference")
     g.add_argument("--models", type=_names, help="comma list of reference models (default all)")
     g.add_argument(
-        "--dims", type=_dims, help="comma list (default per model: 8,64,256 for MAF/IAF, 8,32,64 for NAF/B-NAF)"
+        "--dims",
+        type=_dims,
+        help="comma list (default per model: "
+        + "; ".join(f"{n} {','.join(map(str, f.solver_dims))}" for n, f in ops.FAMILIES.items())
+        + ")",
     )
     g.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")
     g.add_argument("--rounds", type=_positive, default=7, help="alternating rounds (default 7)")

@@ -35,10 +35,11 @@ from . import data as datasets
 from . import env, registry, store
 from .data import toys
 from .errors import UserError
-from .measure.call import Settings, grad_off, measure
+from .measure.call import Settings, measure
 from .measure.counting import count_params
-from .models import NAMES, train_step
+from .models import NAMES, op_context, train_step
 from .models.base import normal_log_prob
+from .ops import LOG_PROB, SAMPLE
 from .table import (
     CHECKPOINTS,
     CURVES,
@@ -124,7 +125,7 @@ class NonFinite(ValueError):
 
 def nll_per_point(flow, x: Tensor) -> Tensor:
     """-log_prob of each row of x, in chunks, without gradients (float64 out)."""
-    with grad_off(flow):
+    with op_context(flow, LOG_PROB):
         return torch.cat([-flow.log_prob(chunk).double() for chunk in x.split(EVAL_CHUNK)])
 
 
@@ -260,13 +261,13 @@ def time_trained(flow, config: FitConfig) -> dict:
     timing = Settings(config.threads, budget_s=60.0, min_run_time=config.time_s, flops=False, memory=False)
     timing = replace(timing, seed=config.seed)
     out: dict = {}
-    for op, column in (("log_prob", Col.TRAINED_LOG_PROB_S), ("sample", Col.TRAINED_SAMPLE_S)):
+    for op, column in ((LOG_PROB, Col.TRAINED_LOG_PROB_S), (SAMPLE, Col.TRAINED_SAMPLE_S)):
         if op in flow.unsupported:
             continue
         measured, _ = measure(flow, op, config.device, config.time_batch, timing, None, essential=True)
         if measured.get(Col.STATUS) == OK:
             out[column] = measured[Col.MEDIAN_S]
-            if op == "sample" and measured.get(Col.EVALUATIONS_PER_DIM) is not None:
+            if op == SAMPLE and measured.get(Col.EVALUATIONS_PER_DIM) is not None:
                 out[Col.EVALUATIONS_PER_DIM] = measured[Col.EVALUATIONS_PER_DIM]
     return out
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from . import peers, registry
 from .errors import UserError
 from .measure.call import CALLS, Settings
-from .models import NAMES, OPS, SWEEP_OPS, Cost, build
+from .models import NAMES, SWEEP_OPS, Cost, build
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
+from .ops import QUICK_OPS
 from .table import Col
 
 ALL_NAMES = NAMES + peers.NAMES
@@ -58,7 +59,7 @@ class Config:
     @classmethod
     def quick(cls, **overrides) -> Config:
         """A small profile for CI and smoke tests (the two directions only): under a minute on two cores."""
-        base = dict(dims=(2, 8), ops=OPS, batches=(64,), budget_s=2.0, min_run_time=0.05)
+        base = dict(dims=(2, 8), ops=QUICK_OPS, batches=(64,), budget_s=2.0, min_run_time=0.05)
         return cls(**{**base, **overrides})
 
     @property

@@ -19,26 +19,17 @@ tensor (``params_stored``: masked MADE entries included).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
+from . import store
 from .errors import UserError
 from .measure.counting import count_params, params_stored
 from .models import Flow, build
-from .table import Col
-
-# The B-NAF paper's Table 1 (top): test log-likelihood in nats per point, higher is
-# better, mean over 3 trainings (the paper's +- std in the text), on the MAF paper's
-# normalised UCI sets. Shown beside ours where a fit used that data set.
-PUBLISHED_SOURCE = "De Cao et al., 2019, Table 1: mean ± std over 3 models"
-PUBLISHED_LL: dict[str, dict[str, str]] = {
-    "power": {"MAF-affine": "0.24 ± .01", "NAF-DDSF": "0.62 ± .01", "B-NAF": "0.61 ± .01"},
-    "gas": {"MAF-affine": "10.08 ± .02", "NAF-DDSF": "11.96 ± .33", "B-NAF": "12.06 ± .09"},
-    "hepmass": {"MAF-affine": "-17.73 ± .02", "NAF-DDSF": "-15.09 ± .40", "B-NAF": "-14.71 ± .38"},
-    "miniboone": {"MAF-affine": "-12.24 ± .45", "NAF-DDSF": "-8.86 ± .15", "B-NAF": "-8.95 ± .07"},
-    "bsds300": {"MAF-affine": "155.69 ± .28", "NAF-DDSF": "157.43 ± .30", "B-NAF": "157.36 ± .03"},
-}
+from .published import PUBLISHED_LL, PUBLISHED_SOURCE  # noqa: F401  (re-exported)
+from .table import PAPER, Col, TableSpec
 
 
 @dataclass(frozen=True)
@@ -96,6 +87,10 @@ def naf_paper(dataset: str, flows: int = 5, device: str | torch.device = "cpu") 
         return build("naf", _dataset(dataset).dim, **naf_paper_config(dataset, flows))
 
 
+TABLE1_COLUMNS = ["dataset", Col.DIM, "params_bnaf", "params_naf5", "params_naf10", "ratio5", "ratio10"]
+TABLE1_COLUMNS += ["paper_ratio5", "paper_ratio10", "params_bnaf_stored"]
+
+
 def table1() -> pd.DataFrame:
     """Parameter counts of the presets and their ratios, beside the paper's.
 
@@ -121,32 +116,20 @@ def table1() -> pd.DataFrame:
                 "params_bnaf_stored": bnaf_stored,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TABLE1_COLUMNS)
+
+
+PAPER_TABLE = TableSpec(PAPER, tuple(TABLE1_COLUMNS), ("dataset",))
 
 
 def table1_markdown(df: pd.DataFrame | None = None) -> str:
-    """Ours beside the paper's, with each ratio's relative difference."""
-    df = table1() if df is None else df
-    out = pd.DataFrame(
-        {
-            "dataset": df["dataset"],
-            "d": df[Col.DIM],
-            "B-NAF params (non-zero)": df["params_bnaf"].map("{:,}".format),
-            "NAF(5) params (numel)": df["params_naf5"].map("{:,}".format),
-            "NAF(10) params (numel)": df["params_naf10"].map("{:,}".format),
-            "NAF(5)/B-NAF": df["ratio5"].map("{:.2f}".format),
-            "paper": df["paper_ratio5"].map("{:.2f}".format),
-            "diff": ((df["ratio5"] / df["paper_ratio5"] - 1) * 100).map("{:+.2f}%".format),
-            "NAF(10)/B-NAF": df["ratio10"].map("{:.2f}".format),
-            "paper ": df["paper_ratio10"].map("{:.2f}".format),
-            "diff ": ((df["ratio10"] / df["paper_ratio10"] - 1) * 100).map("{:+.2f}%".format),
-        }
-    )
-    note = (
-        "\n\nCounting conventions, as the authors counted: B-NAF counts non-zero weight entries "
-        "(masked-out blocks excluded, `params_effective`); NAF counts numel of every tensor "
-        "(masked MADE entries included, `params_stored`). The B-NAF presets store "
-        + ", ".join(f"{r.dataset} {r.params_bnaf_stored:,}" for r in df.itertuples())
-        + " parameters including masked-out entries."
-    )
-    return out.to_markdown(index=False, disable_numparse=True) + note
+    """Ours beside the paper's, with each ratio's relative difference (the report's table)."""
+    from .report.sections.paper import table1_markdown as render
+
+    return render(table1() if df is None else df)
+
+
+def write(folder: Path) -> None:
+    """Table 1 with our presets' counts into ``folder/paper.csv`` (the report's paper section)."""
+    with store.lock(folder, "paper-table"):
+        store.write_table(folder / PAPER, table1().to_dict("records"), PAPER_TABLE.columns)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import store
 from .errors import UserError
-from .table import FIT, RESULTS, Col
+from .table import FIT, PAPER, REPORT, RESULTS, Col
 
 QUICK = "quick/output.txt"  # make report saves the quick example's console output here
 
@@ -23,9 +23,11 @@ def headline(reports: Path) -> str:
     """Our models at d = 16, 64, 256: times with the default solver, sample / log_prob
     with it and with the reference solver, and parameters."""
     from .report.load import load
-    from .report.tables import fmt, main_rows, markdown, time_table
+    from .report.sections.time import time_table
+    from .report.tables import flows, fmt, main_rows, markdown
 
     df, meta = load(reports / "cpu")
+    df = flows(df)
     t = time_table(df)
     t = t[t["d"].isin([16, 64, 256])].copy()
     sizes = main_rows(df).drop_duplicates([Col.MODEL, Col.DIM]).set_index([Col.MODEL, Col.DIM])[Col.PARAMS_EFFECTIVE]
@@ -51,24 +53,22 @@ def headline(reports: Path) -> str:
 
 
 def findings(reports: Path) -> str:
-    """The Findings of ``reports/cpu/REPORT.md`` and ``reports/gpu/REPORT.md``, their
-    links pointing into the reports; a finding the CPU report already gave is not
-    repeated."""
-    parts, seen = [], set()
+    """The Findings of ``reports/cpu`` and ``reports/gpu`` (their findings.json), linking
+    into each REPORT.md; a finding the CPU report already gave is not repeated."""
+    from .report.findings import FINDINGS, from_dict
+
+    parts, seen, notes = [], set(), {}
     for folder in ("cpu", "gpu"):
-        path = reports / folder / "REPORT.md"
+        path = reports / folder / FINDINGS
         if not path.is_file():
-            raise UserError(f"{str(path)!r} is missing: run `make report` to write it")
-        text = path.read_text()
-        if "## Findings" not in text:
-            raise UserError(f"{str(path)!r} has no Findings section: run `python -m harness report` again")
-        section = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
-        bullets = [line for line in section.splitlines() if line.startswith("- ") and line not in seen]
-        seen.update(bullets)
-        body = re.sub(r"\]\(#", f"](reports/{folder}/REPORT.md#", "\n".join(bullets))
-        parts.append(f"From [reports/{folder}](reports/{folder}/REPORT.md):\n\n{body}")
-    note = next(line for line in section.splitlines() if line.startswith("Ratios from"))
-    return "\n\n".join([*parts, note])
+            raise UserError(f"{str(path)!r} is missing: run `python -m harness report` (make report) to write it")
+        found = [from_dict(d) for d in store.read_json(path).get("findings", [])]
+        base = f"reports/{folder}/{REPORT}"
+        bullets = [f"- {f.markdown(base)}" for f in found if (f.question, f.text) not in seen]
+        seen.update((f.question, f.text) for f in found)
+        notes.update(dict.fromkeys(f.interval for f in found if f.interval))
+        parts.append(f"From [reports/{folder}]({base}):\n\n" + "\n".join(bullets))
+    return "\n\n".join([*parts, "Intervals: " + "; ".join(notes) + "."])
 
 
 def _file(relative: str) -> Callable[[Path], str]:
@@ -86,14 +86,20 @@ def quick(reports: Path) -> str:
 
 
 def paper(reports: Path) -> str:
-    from .paper import table1_markdown
+    """The B-NAF paper's Table 1 beside our presets' counts (reports/cpu/paper.csv)."""
+    from .report.load import frame
+    from .report.sections.paper import table1_markdown
 
-    return table1_markdown()
+    path = reports / "cpu" / PAPER
+    if not path.is_file():
+        raise UserError(f"{str(path)!r} is missing: run `python -m harness paper-table --out reports/cpu`")
+    return table1_markdown(frame(store.read_table(path)))
 
 
 def quality(reports: Path) -> str:
     """The default fit's test NLLs and the NLL-against-time figure of reports/cpu."""
-    from .report.quality import load_fit, nll_table
+    from .report.load import load_fit
+    from .report.sections.quality import nll_table
     from .report.tables import markdown
 
     folder = reports / "cpu" / "fit"

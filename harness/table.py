@@ -19,6 +19,8 @@ VERSUS_MD = "versus.md"
 SOLVERS = "solvers.csv"  # the solver A/B (harness.algorithms)
 SOLVERS_MD = "solvers.md"
 CHECKS = "checks.csv"  # the exactness suite (harness.check)
+PAPER = "paper.csv"  # the B-NAF paper's Table 1 with our presets' counts (harness.paper)
+REPORT = "REPORT.md"
 FIT = "fit.csv"  # one row per model x data set (harness.fit)
 FIT_META = "fit.json"
 CURVES = "curves.csv"  # the validation curve of every fit
@@ -34,8 +36,6 @@ SUBMITIT = "submitit"  # submitit's own logs and pickles
 LOCK = ".lock"  # held while a command writes the folder; names the holder
 WORKER_LOCK = ".worker.lock"  # held by a sweep's measuring worker while it lives
 PREVIOUS = "previous"  # --fresh moves a folder's contents into previous/<time>/
-
-OURS = "flowbench"  # the library column of the reference models
 
 
 class Status(str, Enum):

@@ -26,10 +26,12 @@ from torch import Tensor
 from . import peers, registry, store
 from .errors import UserError
 from .measure import allocator
+from .measure.contract import PASS, violation
 from .measure.stats import ratio_interval, verdict
 from .measure.timing import time_rounds
 from .models import Measurable, build, run_op, unchecked
-from .table import VERSUS, VERSUS_MD, Col, TableSpec
+from .ops import LOG_PROB, SAMPLE
+from .table import ERROR, OK, VERSUS, VERSUS_MD, Col, TableSpec
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ BATCH = 1024
 
 def call(model: Measurable, op: str) -> Callable[[Tensor], object]:
     """What is timed: ``run_op``'s ``log_prob`` or ``sample``, or ``pass`` = ``model(x)``."""
-    if op == "pass":
+    if op == PASS:
         return model
     return lambda x: run_op(model, op, x)
 
@@ -79,6 +81,7 @@ def call(model: Measurable, op: str) -> Callable[[Tensor], object]:
 # direction); otherwise they go on to ``rounds``.
 CLEAR = 0.05
 MIN_ROUNDS = 5
+OURS_ROLE, PEER, ENTRANT = "ours", "peer", "entrant"
 
 
 def per_round(times: dict[str, list[float]], ours: str, rivals: Sequence[str]) -> tuple[list[float], list[float]]:
@@ -94,41 +97,75 @@ def _timed(fns: dict[str, Callable[[], object]], rounds: int, block_s: float, th
         return time_rounds(fns, rounds=rounds, min_rounds=MIN_ROUNDS, block_s=block_s, threads=threads, enough=enough)
 
 
+def _checked(name: str, fn: Callable[[], object], op: str, x: Tensor) -> str:
+    """'' if one call of ``fn`` keeps the contract; else what is wrong (a contender that
+    breaks it is never timed, and never named fastest)."""
+    try:
+        with unchecked(), torch.no_grad():
+            out = fn()
+    except Exception as e:  # a user's flow may raise anything: it is reported, not timed
+        return f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+    return violation(op, out, x)
+
+
 def run_contest(
     contest: Contest, dim: int, *, batch: int = BATCH, rounds: int = 11, block_s: float = 0.2, threads: int = 1
 ) -> dict:
-    """Times one contest at one d; returns medians (s per call) per contender and the ratio."""
+    """Times one contest at one d: medians (s per call) per contender, ours over the
+    fastest peer of each round, and ours over each contender, with bootstrap intervals.
+
+    The contest's own rivals are its peers; a flow that joined it (an entrant) is timed
+    beside them and compared with ours, but is the fastest peer only if it declares the
+    contest's family. A contender whose call breaks the contract is reported, not timed.
+    """
     torch.manual_seed(0)
     x = torch.randn(batch, dim)
-    models = {"ours": build(contest.model, dim, **contest.config).eval()}
-    ops = {"ours": contest.op}
+    models = {OURS_ROLE: build(contest.model, dim, **contest.config).eval()}
+    ops, roles, broken = {OURS_ROLE: contest.op}, {OURS_ROLE: OURS_ROLE}, {}
     for rival, op in contest.rivals:
         torch.manual_seed(0)
         # a peer is built from the contest's config, as its family's reference; another
         # flow (a user's) from its own factory's defaults
         config = contest.config if rival in peers.NAMES else {}
-        models[rival] = registry.build_any(rival, dim, **config).eval()
         ops[rival] = op
+        is_peer = rival in dict(CONTESTS[contest.name].rivals) or registry.identity(rival)[0] == contest.model
+        roles[rival] = PEER if is_peer else ENTRANT
+        try:
+            models[rival] = registry.build_any(rival, dim, **config).eval()
+        except Exception as e:  # a user's factory may raise anything
+            broken[rival] = f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
     fns = {k: functools.partial(call(m, ops[k]), x) for k, m in models.items()}
-    rivals = [p for p, _ in contest.rivals]
+    for k in list(fns):
+        why = _checked(k, fns[k], ops[k], x)
+        if why:
+            broken[k] = why
+            del fns[k]
+    if OURS_ROLE in broken:
+        raise RuntimeError(f"our {contest.name} breaks the contract at d={dim}: {broken[OURS_ROLE]}")
+    rivals = [p for p, _ in contest.rivals if p in fns and roles[p] == PEER]
+    if not rivals:
+        raise UserError(f"{contest.name} at d={dim}: no peer could be timed ({'; '.join(broken.values())})")
 
     def enough(times: dict[str, list[float]]) -> bool:
-        _, low, high = ratio_interval(*per_round(times, "ours", rivals), resamples=500)
+        _, low, high = ratio_interval(*per_round(times, OURS_ROLE, rivals), resamples=500)
         return high < 1 - CLEAR or low > 1 + CLEAR
 
     times = _timed(fns, rounds, block_s, threads, enough)
-    ratio, low, high = ratio_interval(*per_round(times, "ours", rivals))
+    ratio, low, high = ratio_interval(*per_round(times, OURS_ROLE, rivals))
     medians = {k: statistics.median(v) for k, v in times.items()}
-    fastest = min(rivals, key=medians.__getitem__)
+    each = {k: ratio_interval(times[OURS_ROLE], times[k]) for k in times if k != OURS_ROLE}
     return dict(
         contest=contest.name,
         dim=dim,
         batch=batch,
         threads=threads,
-        rounds=len(times["ours"]),
+        rounds=len(times[OURS_ROLE]),
         medians=medians,
         ops=ops,
-        fastest=fastest,
+        roles=roles,
+        broken=broken,
+        each=each,
+        fastest=min(rivals, key=medians.__getitem__),
         ratio=ratio,
         ratio_low=low,
         ratio_high=high,
@@ -139,7 +176,8 @@ def run_contest(
 def naf_ratios(
     dims: Sequence[int] = NAF_DIMS, *, batch: int = BATCH, rounds: int = 5, block_s: float = 0.2, threads: int = 1
 ) -> list[dict]:
-    """sample / log_prob time of our NAF and of zuko's, A/B, at each d."""
+    """sample / log_prob of our NAF and of zuko's, the four calls timed in alternating
+    rounds at each d: each ratio is the median over rounds with a bootstrap interval."""
     out = []
     for dim in dims:
         x = torch.randn(batch, dim)
@@ -147,57 +185,29 @@ def naf_ratios(
         for name in ("naf", "zuko.naf"):
             torch.manual_seed(0)
             m = (build(name, dim) if name == "naf" else peers.build(name, dim)).eval()
-            for op in ("log_prob", "sample"):
+            for op in (LOG_PROB, SAMPLE):
                 fns[f"{name} {op}"] = functools.partial(call(m, op), x)
         times = _timed(fns, rounds, block_s, threads)
-        med = {k: statistics.median(v) for k, v in times.items()}
         for name in ("naf", "zuko.naf"):
-            lp, s = med[f"{name} log_prob"], med[f"{name} sample"]
-            out.append(dict(model=name, dim=dim, batch=batch, log_prob_s=lp, sample_s=s, ratio=s / lp))
+            lp, s = times[f"{name} {LOG_PROB}"], times[f"{name} {SAMPLE}"]
+            ratio, low, high = ratio_interval(s, lp)
+            family, library = registry.identity(name)
+            out.append(
+                dict(
+                    model=name,
+                    family=family,
+                    library=library,
+                    dim=dim,
+                    batch=batch,
+                    rounds=len(lp),
+                    log_prob_s=statistics.median(lp),
+                    sample_s=statistics.median(s),
+                    ratio=ratio,
+                    ratio_low=low,
+                    ratio_high=high,
+                )
+            )
     return out
-
-
-def table(results: list[dict]) -> str:
-    """Markdown: one row per contest and d, times in ms, ratio ours / fastest peer."""
-    from tabulate import tabulate
-
-    rows = []
-    for r in results:
-        peers_ms = ", ".join(f"{p} {r['ops'][p]} {r['medians'][p] * 1e3:.3g}" for p in r["medians"] if p != "ours")
-        rows.append(
-            [
-                r["contest"],
-                r[Col.DIM],
-                f"{r['medians']['ours'] * 1e3:.3g}",
-                peers_ms,
-                r["fastest"],
-                f"{r['ratio']:.3f} [{r['ratio_low']:.3f}, {r['ratio_high']:.3f}]",
-                r["rounds"],
-                r["verdict"],
-            ]
-        )
-    headers = [
-        "ours (model.op)",
-        "d",
-        "ours (ms)",
-        "peers (ms)",
-        "fastest peer",
-        "ours / fastest [95% CI]",
-        "rounds",
-        "ours is",
-    ]
-    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
-
-
-def naf_table(results: list[dict]) -> str:
-    from tabulate import tabulate
-
-    rows = [
-        [r[Col.MODEL], r[Col.DIM], f"{r['log_prob_s'] * 1e3:.3g}", f"{r['sample_s'] * 1e3:.3g}", f"{r['ratio']:.3g}"]
-        for r in results
-    ]
-    headers = [Col.MODEL, "d", "log_prob (ms)", "sample (ms)", "sample / log_prob"]
-    return tabulate(rows, headers, tablefmt="github", disable_numparse=True)
 
 
 FIELDS = [
@@ -207,56 +217,94 @@ FIELDS = [
     Col.THREADS,
     "rounds",
     "contender",
+    "role",
+    Col.FAMILY,
+    Col.LIBRARY,
     Col.OP,
     Col.MEDIAN_S,
+    Col.STATUS,
+    Col.REASON,
     "fastest",
     "ratio",
     "ratio_low",
     "ratio_high",
     "verdict",
 ]
-
-
+NAF_CONTEST = "naf.sample/log_prob"
 VERSUS_TABLE = TableSpec(VERSUS, tuple(FIELDS), ("contest", Col.DIM, "contender", Col.OP))
 
 
-def write_csv(results: list[dict], naf: list[dict], folder: Path) -> None:
-    """Tidy rows: one per contender, contest and d; the NAF ratios as contest ``naf.sample/log_prob``."""
-    rows = [
-        dict(
-            contest=r["contest"],
-            dim=r[Col.DIM],
-            batch=r[Col.BATCH],
-            threads=r[Col.THREADS],
-            rounds=r["rounds"],
-            contender=who,
-            op=r["ops"][who],
-            median_s=median,
-            fastest=r["fastest"],
-            ratio=r["ratio"],
-            ratio_low=r["ratio_low"],
-            ratio_high=r["ratio_high"],
-            verdict=r["verdict"],
-        )
-        for r in results
-        for who, median in r["medians"].items()
-    ]
-    rows += [
-        dict(
-            contest="naf.sample/log_prob",
-            dim=r[Col.DIM],
-            batch=r[Col.BATCH],
-            threads=1,
-            contender=r[Col.MODEL],
-            op=op,
-            median_s=r[f"{op}_s"],
-            ratio=r["ratio"],
-        )
-        for r in naf
-        for op in ("log_prob", "sample")
-    ]
-    with store.lock(folder, "versus"):
-        store.write_table(folder / VERSUS, rows, FIELDS)
+def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
+    """Tidy rows: one per contender, contest and d (ratio: ours over the fastest peer on
+    our row, ours over that contender on the others'); the NAF ratios as contest
+    ``naf.sample/log_prob``."""
+    rows = []
+    for r in results:
+        for who, op in r["ops"].items():
+            family, library = registry.identity(contest_model(r["contest"]) if who == OURS_ROLE else who)
+            row = dict(
+                contest=r["contest"],
+                dim=r[Col.DIM],
+                batch=r[Col.BATCH],
+                threads=r[Col.THREADS],
+                rounds=r["rounds"],
+                contender=who,
+                role=r["roles"][who],
+                family=family,
+                library=library,
+                op=op,
+                fastest=r["fastest"],
+            )
+            if who in r["broken"]:
+                row.update(status=ERROR, reason=r["broken"][who])
+            elif who == OURS_ROLE:
+                row.update(median_s=r["medians"][who], status=OK, ratio=r["ratio"], ratio_low=r["ratio_low"])
+                row.update(ratio_high=r["ratio_high"], verdict=r["verdict"])
+            else:
+                ratio, low, high = r["each"][who]
+                row.update(median_s=r["medians"][who], status=OK, ratio=ratio, ratio_low=low, ratio_high=high)
+                row.update(verdict=verdict(low, high))
+            rows.append(row)
+    for r in naf:
+        for op in (LOG_PROB, SAMPLE):
+            rows.append(
+                dict(
+                    contest=NAF_CONTEST,
+                    dim=r[Col.DIM],
+                    batch=r[Col.BATCH],
+                    threads=1,
+                    rounds=r["rounds"],
+                    contender=r[Col.MODEL],
+                    role=OURS_ROLE if r[Col.MODEL] == "naf" else PEER,
+                    family=r[Col.FAMILY],
+                    library=r[Col.LIBRARY],
+                    op=op,
+                    median_s=r[f"{op}_s"],
+                    status=OK,
+                    ratio=r["ratio"],
+                    ratio_low=r["ratio_low"],
+                    ratio_high=r["ratio_high"],
+                )
+            )
+    return rows
+
+
+def contest_model(contest: str) -> str:
+    return contest.partition(".")[0]
+
+
+def text_of(rows: list[dict]) -> str:
+    """The contests and the NAF ratios as markdown (the report's tables)."""
+    from .report.load import frame
+    from .report.sections.peers import naf_table, versus_table
+    from .report.tables import markdown
+
+    df = frame(rows)
+    text = markdown(versus_table(df))
+    naf = naf_table(df)
+    if not naf.empty:
+        text += "\n\nNAF sampling against density evaluation:\n\n" + markdown(naf)
+    return text
 
 
 def main(
@@ -302,14 +350,15 @@ def main(
         bar.write(
             f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
             f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)"
+            + "".join(f"; {k} not timed: {why}" for k, why in r["broken"].items())
         )
     bar.close()
     naf = naf_ratios(naf_dims, batch=batch) if naf_dims else []
-    text = table(results)
-    if naf:
-        text += "\n\nNAF sampling against density evaluation:\n\n" + naf_table(naf)
+    rows = rows_of(results, naf)
+    text = text_of(rows)
     print(text)
     if out is not None:
-        write_csv(results, naf, out)
-        store.write_text(out / VERSUS_MD, text + "\n")
+        with store.lock(out, "versus"):
+            store.write_table(out / VERSUS, rows, FIELDS)
+            store.write_text(out / VERSUS_MD, text + "\n")
     return results, naf

@@ -1,5 +1,7 @@
 """``python -m harness check``: the exactness suite for any flow, and user flows by name."""
 
+import csv
+
 import pandas as pd
 import pytest
 import torch
@@ -7,8 +9,9 @@ import torch
 from harness import check, registry
 from harness.__main__ import main
 from harness.models import NAMES
+from harness.ops import OURS
 from harness.report import build_report
-from harness.table import CHECKS, OURS, VERSUS
+from harness.table import CHECKS, VERSUS
 
 from .conftest import cli
 
@@ -121,8 +124,67 @@ def test_a_user_flow_runs_in_the_sweep_like_a_peer(tmp_path):
     mine, ours = rows[rows["model"] == "examples.linear_flow:make"], rows[rows["model"] == "maf"]
     assert set(mine["library"]) == {"examples.linear_flow"} and set(mine["family"]) == {""}
     assert set(ours["library"]) == {OURS} and set(ours["family"]) == {"maf"}
+    # a report of the user's flow beside MAF: the flow in the overview figure and in the
+    # time and size tables, every section with data, no peer section (it is no peer)
     report = build_report([tmp_path], tmp_path / "report", paper=False).read_text()
-    assert "### flows of no reference family: time on cpu" in report
+    spec = "examples.linear_flow:make"
+    for heading in ("## Time on cpu, batch 64", "## Size and work on cpu, batch 64"):
+        section = report.split(heading, 1)[1].split("\n## ", 1)[0]
+        assert f"| {spec}" in section, heading
+    assert spec in (tmp_path / "report" / "overview.svg").read_text()
+    assert "## Ours against peers" not in report and "no rows" not in report
+    assert "B-NAF paper" not in report and "## Quality" not in report
+    assert "fastest" not in report.split("## Contents")[0]
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    for heading, nxt in zip(headings, headings[1:] + [None]):
+        body = report.split(heading + "\n", 1)[1]
+        body = body.split(nxt + "\n", 1)[0] if nxt else body
+        assert body.strip(), f"{heading} is empty"
+
+
+def _quick_maf(out):
+    from harness import grid, sweep
+
+    sweep.run(
+        grid.Config.quick(models=("maf",), dims=(2,), device="cpu", flops=False, memory=False), out, progress=False
+    )
+
+
+NAN_INVERSE = """
+import torch
+from examples.linear_flow import LinearFlow
+
+
+class Broken(LinearFlow):
+    def inverse(self, z):
+        return super().inverse(z) * float("nan")
+
+
+def make(dim):
+    return Broken(dim)
+"""
+
+
+def test_a_contender_that_breaks_the_contract_is_never_timed_nor_fastest(tmp_path, monkeypatch):
+    from harness import peers, versus
+
+    if any(peers.unavailable(p) for p in ("zuko.maf", "nflows.maf")):
+        pytest.skip("needs zuko and nflows")
+    (tmp_path / "nan_inverse_flow.py").write_text(NAN_INVERSE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results, _ = versus.main(
+        dims=[4],
+        naf_dims=[],
+        rounds=3,
+        out=tmp_path,
+        progress=False,
+        entrants=[("nan_inverse_flow:make", "maf.sample")],
+    )
+    (r,) = results
+    assert "nan_inverse_flow:make" not in r["medians"] and r["fastest"] != "nan_inverse_flow:make"
+    assert "non-finite values" in r["broken"]["nan_inverse_flow:make"]
+    rows = {row["contender"]: row for row in csv.DictReader((tmp_path / VERSUS).open())}
+    assert rows["nan_inverse_flow:make"]["status"] == "error" and rows["nan_inverse_flow:make"]["median_s"] == ""
 
 
 def test_a_user_flow_joins_a_contest(tmp_path):
@@ -139,8 +201,19 @@ def test_a_user_flow_joins_a_contest(tmp_path):
         entrants=[("examples.linear_flow:make", "maf.sample")],
     )
     assert [r["contest"] for r in results] == ["maf.sample"]
-    assert results[0]["ops"]["examples.linear_flow:make"] == "sample"
+    (r,) = results
+    assert r["ops"]["examples.linear_flow:make"] == "sample"
+    assert r["roles"]["examples.linear_flow:make"] == "entrant" and r["fastest"] in ("zuko.maf", "nflows.maf")
     assert "examples.linear_flow:make" in (tmp_path / VERSUS).read_text()
+    # the report compares ours with the entrant on its own, and never calls it the fastest MAF
+    sweep_dir = tmp_path / "s"
+    sweep_dir.mkdir()
+    for name in ("versus.csv",):
+        (sweep_dir / name).write_text((tmp_path / name).read_text())
+    _quick_maf(sweep_dir)
+    report = build_report([sweep_dir], tmp_path / "r", paper=False).read_text()
+    found = report.split("## Contents")[0]
+    assert "examples.linear_flow" not in found and "joined (ours / it [95% CI])" in report
     with pytest.raises(ValueError, match="unknown contest 'maf.nope'.*allowed: maf.log_prob"):
         versus.main(entrants=[("examples.linear_flow:make", "maf.nope")], progress=False)
 

@@ -202,9 +202,13 @@ def test_a_configuration_past_its_deadline_is_killed_as_timeout(tmp_path):
 def test_non_finite_output_is_an_error_not_ok(tmp_path, monkeypatch):
     from harness.measure import call
 
-    monkeypatch.setattr(call, "run_op", lambda model, op, x: torch.full_like(x, float("nan")))
+    def nan(model, op, x):
+        return lambda: torch.full((len(x),) if op == "log_prob" else x.shape, float("nan"))
+
+    monkeypatch.setattr(call, "op_call", nan)
     rows = sweep.run(small(isolate=False, dims=(2,)), tmp_path, progress=False)
-    assert rows and all(r["status"] == "error" and r["reason"].startswith("non-finite output") for r in rows)
+    assert rows and all(r["status"] == "error" for r in rows)
+    assert all("breaks the contract" in r["reason"] and "non-finite values (nan or inf)" in r["reason"] for r in rows)
 
 
 # ---- one-line errors, exit 2 ------------------------------------------------------

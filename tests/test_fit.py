@@ -171,7 +171,7 @@ def test_train_step_is_a_sweep_op_that_leaves_the_model_as_it_was():
 def test_a_uci_fit_is_reported_beside_the_papers_numbers():
     import pandas as pd
 
-    from harness.report.quality import published_table
+    from harness.report.sections.quality import published_table
 
     fits = pd.DataFrame(
         [{Col.MODEL: "maf", Col.DATA: "power", Col.STATUS: OK, Col.TEST_NLL: -0.21, Col.TEST_NLL_SE: 0.01}]

@@ -258,7 +258,7 @@ def test_run_op_is_log_prob_or_sampling_on_given_base_points():
     x = torch.randn(5, 3, dtype=torch.float64)
     torch.testing.assert_close(run_op(m, "log_prob", x), m.log_prob(x))
     torch.testing.assert_close(run_op(m, "sample", x), m.inverse(x))
-    with pytest.raises(ValueError, match="unknown op 'train'; allowed: log_prob, sample"):
+    with pytest.raises(ValueError, match="unknown direction 'train'; allowed: log_prob, sample"):
         run_op(m, "train", x)
 
 

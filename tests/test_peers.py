@@ -212,7 +212,7 @@ def test_versus_times_every_contender_and_reports(tmp_path):
     (out / "versus.csv").write_text((tmp_path / "versus.csv").read_text())
     report = build_report([out], tmp_path / "r", paper=False).read_text()
     assert "### A/B: ours against the fastest peer" in report and "sample / log_prob" in report
-    assert "ours / fastest [95% CI]" in report and r["verdict"] in report
+    assert "ours / fastest peer [95% CI]" in report and r["verdict"] in report
 
 
 def test_versus_names_a_bad_contest():

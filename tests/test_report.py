@@ -8,9 +8,13 @@ import pandas as pd
 import pytest
 
 from harness.report import build_report, load
-from harness.report.tables import fit_slope, param_ratios, slopes, time_table
+from harness.report.sections.parameters import ratios_to
+from harness.report.sections.scaling import slope_values
+from harness.report.sections.time import time_table
+from harness.report.tables import fit_slope
 from harness.table import COLUMNS
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -82,9 +86,9 @@ def test_tables_from_a_synthetic_sweep(tmp_path):
     assert t[(t["model"] == "maf") & (t["d"] == 2)].iloc[0]["log_prob ms [IQR]"] == "0.2 [0.001]"
     noisy = df.assign(iqr_s=df["median_s"] * 0.5)
     assert time_table(noisy[noisy["device"] == "cpu"]).iloc[0]["log_prob ms [IQR]"].endswith(" noisy")
-    s = slopes(df).set_index(["model", "op"])
-    assert s.loc[("maf", "log_prob"), "slope k"] == "1" and s.loc[("maf", "sample"), "slope k"] == "2"
-    r = param_ratios(df)
+    s = slope_values(df).set_index(["model", "op"])
+    assert s.loc[("maf", "log_prob"), "k"] == pytest.approx(1) and s.loc[("maf", "sample"), "k"] == pytest.approx(2)
+    r = ratios_to(df.drop_duplicates(["model", "dim"]))
     assert r[r["d"] == 4].iloc[0]["maf / bnaf"] == "5"
 
 
@@ -93,7 +97,7 @@ def test_report_from_a_synthetic_sweep(tmp_path):
     path = build_report([src], tmp_path / "out", paper=False)
     text = path.read_text()
     for heading in (
-        "## Scaling of log_prob against sample",
+        "## Scaling with d",
         "## Time on cpu, batch 100",
         "## Time on cuda, batch 100",
         "## Size and work on cpu",
@@ -125,12 +129,17 @@ def test_report_from_asv_results(tmp_path):
 
 
 def test_report_includes_the_paper_table(tmp_path):
-    text = build_report([synthetic(tmp_path / "sweep")], tmp_path / "out").read_text()
+    from harness import paper
+
+    src = synthetic(tmp_path / "sweep")
+    assert "B-NAF paper" not in build_report([src], tmp_path / "out").read_text()  # only where a folder holds it
+    paper.write(src)
+    text = build_report([src], tmp_path / "out").read_text()
     assert "B-NAF paper, Table 1" in text and "MINIBOONE" in text
 
 
 def test_missing_or_empty_source_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="does not exist; expected a sweep folder or an asv results folder"):
+    with pytest.raises(ValueError, match="does not exist; expected a sweep, fit or asv results folder"):
         build_report([tmp_path / "nope"], tmp_path / "out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds neither results.csv"):
@@ -184,13 +193,13 @@ def test_findings_come_first_and_their_numbers_are_in_the_tables_below(tmp_path)
     ).read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Findings"
-    findings, rest = text.split("## Scaling of log_prob against sample", 1)
+    findings, rest = text.split("## Contents", 1)
     # IAF samples 10x as fast as MAF at every d; the sentence's ratio is the table's cell
     assert "IAF samples 10 [" in findings and "at d=8" in findings
     assert "| 8   | 80 [0.001]" in rest and "| 10 [" in rest
     assert "(#iaf-against-maf-sampling-on-cpu-batch-100)" in findings and "## IAF against MAF sampling on cpu" in rest
     # sample / log_prob per family at the largest common d, and CPU against GPU (4x)
-    assert "maf 10 [" in findings and "iaf 0.1 [" in findings and "(incremental)" in findings
+    assert "maf (incremental) 10 [" in findings and "iaf (incremental) 0.1 [" in findings
     assert "**CPU against GPU** (cpu / cuda) at d=8" in findings and "maf log_prob 4 [" in findings
     assert "## CPU against GPU" in rest and (tmp_path / "out" / "devices.png").is_file()
 
@@ -199,8 +208,8 @@ def test_series_are_grouped_by_batch_with_slopes_per_batch(tmp_path):
     src = _two_families(tmp_path / "s", batches=(100, 400))
     text = build_report([src], tmp_path / "out", paper=False).read_text()
     df, _ = load(src)
-    s = slopes(df)
-    assert set(s["batch"]) == {100, 400} and len(s) == 8 and set(s["slope k"]) == {"1"}
+    s = slope_values(df)
+    assert set(s["batch"]) == {100, 400} and len(s) == 8 and np.allclose(s["k"], 1)
     svg = (tmp_path / "out" / "scaling.svg").read_text()
     assert "maf on cpu, batch 100" in svg and "maf on cpu, batch 400" in svg
     overview = (tmp_path / "out" / "overview.svg").read_text()
@@ -208,13 +217,18 @@ def test_series_are_grouped_by_batch_with_slopes_per_batch(tmp_path):
     assert "## Time on cpu, batch 400" in text
 
 
-def test_model_styles_are_fixed_and_peers_take_a_shade_of_their_family():
-    from harness.report.plots import model_style
+def test_every_flow_has_its_own_style_and_peers_take_a_shade_of_their_family():
+    from harness.report.plots import styles
 
-    assert model_style("maf") == model_style("maf") and model_style("maf") != model_style("iaf")
-    zuko = model_style("zuko.maf")
-    assert zuko["color"] != model_style("maf")["color"] and zuko["marker"] != model_style("maf")["marker"]
-    assert model_style("mine.flow:make", ["mine.flow:make"])["marker"] == "h"
+    names = [("maf", "maf", "flowbench"), ("iaf", "iaf", "flowbench"), ("zuko.maf", "maf", "zuko")]
+    names += [("mine.flow:make", "", "mine.flow"), ("other:make", "maf", "other")]
+    style = styles(pd.DataFrame(names, columns=["model", "family", "library"]))
+    assert style["maf"] != style["iaf"]
+    assert style["zuko.maf"]["color"] != style["maf"]["color"] and style["zuko.maf"]["marker"] != style["maf"]["marker"]
+    users = [style["mine.flow:make"], style["other:make"]]  # users' flows: each its own colour and marker
+    assert users[0] != users[1] and all(
+        u["marker"] not in {s["marker"] for s in style.values() if s not in users} for u in users
+    )
 
 
 def test_an_asv_report_states_asv_parameters_and_leaves_out_sweep_sections(tmp_path):
@@ -246,7 +260,7 @@ NOT_COLUMNS = {
     ("harness/measurer.py", "solver"): "the models' keyword argument",
     ("benchmarks/bench_size.py", "flops"): "asv's unit of track_flops",
     ("harness/asv_results.py", "machine"): "the key of asv's result files (read into the machine column)",
-    ("harness/report/build.py", "machine"): "a key of asv's machine.json",
+    ("harness/report/sections/asv.py", "machine"): "a key of asv's machine.json",
 }
 
 
@@ -299,3 +313,54 @@ def test_a_table_from_before_family_and_library_gets_them_from_names(tmp_path):
     df, _ = load(src)
     assert df.loc[0, "library"] == "zuko" and df.loc[0, "family"] == "maf"
     assert set(df.loc[1:, "library"]) == {"flowbench"}
+
+
+def test_reading_and_rendering_a_results_folder_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    src = synthetic(tmp_path / "sweep", devices=("cpu", "cuda"))
+    code = (
+        "import sys, harness.report\n"
+        "assert 'torch' not in sys.modules, 'importing harness.report imported torch'\n"
+        f"harness.report.build_report([{str(src)!r}], {str(tmp_path / 'out')!r})\n"
+        "assert 'torch' not in sys.modules, 'rendering a report imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "REPORT.md").is_file() and (tmp_path / "out" / "findings.json").is_file()
+
+
+def test_every_ops_asv_timings_reach_the_table(tmp_path):
+    """time_<op> of every op in the vocabulary (train_step too) is read with its op."""
+    import shutil
+
+    from harness.asv_results import read
+    from harness.ops import OPS
+
+    src = tmp_path / "asv"
+    shutil.copytree(FIXTURES / "asv_results", src)
+    index = json.loads((src / "benchmarks.json").read_text())
+    result = json.loads(next((src / "ci-box").glob("bbbb*.json")).read_text())
+    for op in OPS.values():
+        bench = f"bench_time.{op.asv_class}.{op.asv}"
+        index[bench] = {**index["bench_time.LogProb.time_log_prob"], "name": bench}
+        result["results"][bench] = result["results"]["bench_time.LogProb.time_log_prob"]
+    (src / "benchmarks.json").write_text(json.dumps(index))
+    next((src / "ci-box").glob("bbbb*.json")).write_text(json.dumps(result))
+    df = read(src)
+    timed = df[df["benchmark"].str.startswith("bench_time.")]
+    assert set(timed["op"]) == set(OPS) and timed["median_s"].notna().any()
+
+
+def test_findings_are_data_beside_each_committed_report():
+    from harness.report.findings import from_dict
+
+    for folder in ("cpu", "gpu"):
+        data = json.loads((ROOT / "reports" / folder / "findings.json").read_text())
+        found = [from_dict(d) for d in data["findings"]]
+        report = (ROOT / "reports" / folder / "REPORT.md").read_text()
+        assert found and all(f"- {f.markdown()}" in report for f in found)
+        headings = {line.lstrip("# ") for line in report.splitlines() if line.startswith("#")}
+        for f in found:  # every finding carries its values and links to a heading of the report
+            assert f.values and f.title in headings, f

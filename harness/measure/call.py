@@ -6,14 +6,13 @@ its trained models with it; both pass their own :class:`Settings`.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 from dataclasses import dataclass
 
 import torch
 
-from ..models import TRAIN_STEP, Measurable, run_op, train_step, unchecked
+from ..models import Measurable, op_call, op_context, unchecked
 from ..table import ERROR, OK, SKIPPED, Col
+from .contract import violation
 from .counting import FLOPS_METHOD, count_work
 from .timing import MIN_RUNS, time_call, time_once
 
@@ -39,11 +38,6 @@ class Settings:
     seed: int = 0
 
 
-def grad_off(model: Measurable) -> contextlib.AbstractContextManager:
-    """Inference mode, or no_grad for peers that take autograd derivatives inside a call."""
-    return torch.inference_mode() if model.inference_mode else torch.no_grad()
-
-
 def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
@@ -66,7 +60,8 @@ def measure(
     """Times, counts and records one configuration; returns the measured columns and
     the output of its checked call (for the deviation of other solvers from the reference).
 
-    One call outside timing checks the output (non-finite is an error, never ``ok``),
+    One call outside timing checks the output against the flow contract (a wrong shape,
+    dtype, device or a non-finite value is an error, never ``ok``: harness.measure.contract),
     reads the solver's counters and serves as the warm-up. The budget bounds all
     :data:`CALLS` calls: a configuration whose calls would not fit is skipped, unless it
     is ``essential`` (a cell of the default grid: only the deadline cuts those). FLOPs
@@ -75,16 +70,11 @@ def measure(
     """
     torch.manual_seed(settings.seed)
     x = torch.randn(batch, model.dim, device=device)
-    if op == TRAIN_STEP:  # on a copy: the steps change the weights the other ops time
-        trainee = copy.deepcopy(model)
-        optimizer = torch.optim.Adam(trainee.parameters(), lr=1e-3)
-        fn = lambda: train_step(trainee, optimizer, x)  # noqa: E731
-    else:
-        fn = lambda: run_op(model, op, x)  # noqa: E731
+    fn = op_call(model, op, x)
     budget = settings.budget_s
     if not essential and estimate is not None and CALLS * estimate > budget:
         return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
-    with torch.enable_grad() if op == TRAIN_STEP else grad_off(model), unchecked():
+    with op_context(model, op), unchecked():
         torch.set_num_threads(settings.threads)
         out = None
 
@@ -102,9 +92,9 @@ def measure(
                 iterations=stats.iterations,
                 evaluations_per_dim=stats.evaluations / (model.dim * model.solving_layers),
             )
-        if not bool(torch.isfinite(out).all()):
-            bad = int((~torch.isfinite(out)).sum())
-            return dict(row, status=ERROR, reason=f"non-finite output: {bad} of {out.numel()} entries"), None
+        broken = violation(op, out, x)
+        if broken:  # less work, or none that can be trusted: an error, never timed
+            return dict(row, status=ERROR, reason=f"breaks the contract: {broken}"), None
         if not essential and CALLS * one > budget:
             reason = f"one call took {one:.3g} s; {CALLS} calls > budget {budget:g} s"
             return dict(row, status=SKIPPED, reason=reason), out

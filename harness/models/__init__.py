@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 
+from .. import ops
 from ..errors import UserError
-from .base import OPS, SWEEP_OPS, TRAIN_STEP, Cost, Flow, Measurable, Transform, run_op, train_step, unchecked
-from .bnaf import build_bnaf
-from .iaf import build_iaf
+from .base import (
+    OPS,
+    SWEEP_OPS,
+    TRAIN_STEP,
+    Cost,
+    Flow,
+    Measurable,
+    Transform,
+    op_call,
+    op_context,
+    run_op,
+    train_step,
+    unchecked,
+)
 from .invert import InversionError
-from .made import build_made
-from .maf import build_maf
-from .naf import build_naf
 
 __all__ = [
     "NAMES",
@@ -26,18 +36,21 @@ __all__ = [
     "Transform",
     "build",
     "keywords",
+    "op_call",
+    "op_context",
     "run_op",
     "train_step",
     "unchecked",
 ]
 
-BUILDERS: dict[str, Callable[..., Flow]] = {
-    "made": build_made,
-    "maf": build_maf,
-    "iaf": build_iaf,
-    "naf": build_naf,
-    "bnaf": build_bnaf,
-}
+
+def _builder(spec: str) -> Callable[..., Flow]:
+    module, _, function = spec.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+# every reference family's builder, as the vocabulary names it (harness.ops.FAMILIES)
+BUILDERS: dict[str, Callable[..., Flow]] = {name: _builder(f.builder) for name, f in ops.FAMILIES.items()}
 NAMES: tuple[str, ...] = tuple(BUILDERS)
 
 # Keywords that must be positive ints wherever a family accepts them (None: the default,

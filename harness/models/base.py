@@ -8,24 +8,23 @@ the base (data->base) and returns the log-absolute-determinant of that map;
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from .. import ops
 from ..errors import UserError
-from ..table import OURS
+from ..ops import OURS
 from .solvers import DEFAULT, DIRECT, REFERENCE, SOLVERS, Family, SolveStats
 
 Kind = Literal["parallel", "sequential", "iterative"]
-OPS = ("log_prob", "sample")  # the two directions
-# one step of maximum-likelihood training: log_prob, its gradient and an Adam step;
-# it costs what log_prob costs, times a constant (the backward pass and the update)
-TRAIN_STEP = "train_step"
-SWEEP_OPS = (*OPS, TRAIN_STEP)
+OPS = ops.DIRECTIONS  # the two directions
+TRAIN_STEP, SWEEP_OPS = ops.TRAIN_STEP, ops.SWEEP_OPS
 
 _CHECKS = True
 
@@ -60,9 +59,9 @@ class Cost:
     family: Family | None = None
 
     def __getitem__(self, op: str) -> Kind:
-        if op not in SWEEP_OPS:
-            raise UserError(f"unknown op {op!r}; allowed: {', '.join(SWEEP_OPS)}")
-        return getattr(self, "log_prob" if op == TRAIN_STEP else op)
+        if op not in ops.OPS:
+            raise UserError(f"unknown op {op!r}; allowed: {', '.join(ops.OPS)}")
+        return getattr(self, ops.OPS[op].cost_of)
 
     def describe(self, op: str, layers: int | None = None) -> str:
         """``op``'s cost in words, per autoregressive layer or, given ``layers``, in total."""
@@ -120,13 +119,34 @@ class Measurable(Protocol):
 
 
 def run_op(flow: Measurable, op: str, x: Tensor) -> Tensor:
-    """One call of ``op`` as the harness measures it: ``log_prob`` of x, or ``sample``
-    as base->data on pre-drawn base points x (so the draw is not timed)."""
-    if op == "log_prob":
+    """One call of a direction as the harness measures it: ``log_prob`` of x, or
+    ``sample`` as base->data on pre-drawn base points x (so the draw is not timed)."""
+    if op == ops.LOG_PROB:
         return flow.log_prob(x)
-    if op == "sample":
+    if op == ops.SAMPLE:
         return flow.inverse(x)
-    raise UserError(f"unknown op {op!r}; allowed: {', '.join(OPS)}")
+    raise UserError(f"unknown direction {op!r}; allowed: {', '.join(OPS)}")
+
+
+def op_context(flow: Measurable, op: str) -> contextlib.AbstractContextManager:
+    """The autograd mode ``op`` is timed under: gradients for a training step; inference
+    mode otherwise, or no_grad for flows that take autograd derivatives inside a call."""
+    if op == ops.TRAIN_STEP:
+        return torch.enable_grad()
+    return torch.inference_mode() if flow.inference_mode else torch.no_grad()
+
+
+def op_call(flow: Measurable, op: str, x: Tensor) -> Callable[[], Tensor]:
+    """What is timed for ``op`` (any of :data:`harness.ops.OPS`) on the input x: a
+    direction's call, or a training step on a copy of the flow (the steps change the
+    weights the other ops time) with its own Adam optimiser."""
+    if op == ops.TRAIN_STEP:
+        trainee = copy.deepcopy(flow)
+        optimizer = torch.optim.Adam(trainee.parameters(), lr=1e-3)
+        return lambda: train_step(trainee, optimizer, x)
+    if op in OPS:
+        return lambda: run_op(flow, op, x)
+    raise UserError(f"unknown op {op!r}; allowed: {', '.join(ops.OPS)}")
 
 
 def train_step(flow: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor) -> Tensor:

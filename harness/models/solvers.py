@@ -2,9 +2,10 @@
 
 The slow direction is the one that is not a single parallel pass: MADE/MAF ``sample``
 and IAF ``log_prob`` (an affine autoregressive system), NAF and B-NAF ``sample`` (a
-monotone autoregressive root-find). This module owns their names, the reference
-solver of each (the textbook algorithm every other one is checked against) and the
-default (the fastest exact one on the CPU, from ``python -m harness solvers``).
+monotone autoregressive root-find). Their names, the reference solver of each (the
+textbook algorithm every other one is checked against) and the default (the fastest
+exact one on the CPU, from ``python -m harness solvers``) are :mod:`harness.ops`'s;
+this module keeps what a solve costs.
 
 Counters, per call of the slow direction, summed over the flow's layers:
 
@@ -22,22 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .. import ops
 from ..errors import UserError
 
 Family = Literal["affine", "monotone"]
 
-SOLVERS: dict[str, tuple[str, ...]] = {
-    "affine": ("sequential", "incremental", "fixed-point"),
-    "monotone": ("bisection", "newton", "fixed-point"),
-}
-REFERENCE: dict[str, str] = {"affine": "sequential", "monotone": "bisection"}
-# Fastest exact solvers on the CPU at batch 1024 (README, "Algorithms for the slow direction").
-DEFAULT: dict[str, str] = {"affine": "incremental", "monotone": "newton"}
-# The solver column of an op that is one parallel pass, and of a peer's own algorithm.
-DIRECT = "direct"
-NATIVE = "native"
-
-ALL: tuple[str, ...] = tuple(dict.fromkeys(s for names in SOLVERS.values() for s in names))
+# the vocabulary's solvers (harness.ops), by solver family
+SOLVERS: dict[str, tuple[str, ...]] = {f: ops.solvers_of(f) for f in ops.SOLVER_FAMILIES}
+REFERENCE: dict[str, str] = {f: ops.reference_of(f) for f in ops.SOLVER_FAMILIES}
+DEFAULT: dict[str, str] = {f: ops.default_of(f) for f in ops.SOLVER_FAMILIES}
+DIRECT, NATIVE, ALL = ops.DIRECT, ops.NATIVE, ops.ALL_SOLVERS
 
 
 def check_solver(family: Family, solver: str) -> str:

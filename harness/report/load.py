@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,24 +11,44 @@ import pandas as pd
 
 from .. import store
 from ..errors import UserError
-from ..models.solvers import DIRECT, NATIVE
-from ..table import COLUMNS, KEY, META, NUMERIC, OURS, RESULTS, Col
+from ..ops import DIRECT, NATIVE, OURS
+from ..table import (
+    CHECKS,
+    COLUMNS,
+    FIT,
+    FIT_COLUMNS,
+    FIT_META,
+    FIT_UNITS,
+    KEY,
+    META,
+    NUMERIC,
+    OK,
+    PAPER,
+    RESULTS,
+    SOLVERS,
+    VERSUS,
+    Col,
+)
 
 
 def kind_of(path: Path) -> str:
-    """``sweep`` (results.csv) or ``asv`` (asv's results folder, machine subfolders with
-    benchmarks.json beside them); ValueError otherwise."""
+    """``sweep`` (results.csv), ``fit`` (fit.csv) or ``asv`` (asv's results folder,
+    machine subfolders with benchmarks.json beside them); a UserError otherwise."""
     if not path.exists():
-        raise UserError(f"source {str(path)!r} does not exist; expected a sweep folder or an asv results folder")
+        raise UserError(f"source {str(path)!r} does not exist; expected a sweep, fit or asv results folder")
     if (path / RESULTS).is_file():
         return "sweep"
+    if (path / FIT).is_file():
+        return "fit"
     if (path / "benchmarks.json").is_file():
         return "asv"
     raise UserError(
-        f"source {str(path)!r} holds neither results.csv (a sweep folder) nor benchmarks.json (an asv results folder)"
+        f"source {str(path)!r} holds neither results.csv (a sweep folder), fit.csv (a fit folder) nor "
+        "benchmarks.json (an asv results folder)"
     )
 
 
+ORIGIN = "origin"  # the report's own column: the folder a row was read from (its settings file)
 REQUIRED = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.STATUS)
 
 
@@ -78,7 +99,7 @@ def read_results(path: Path) -> pd.DataFrame:
 
 
 def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """(table, metadata) of one source; ValueError for a missing or empty source."""
+    """(table, metadata) of one sweep or asv source; a UserError for a missing or empty one."""
     path = Path(path)
     kind = kind_of(path)
     if kind == "sweep":
@@ -100,4 +121,71 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
         named = np.where(df[Col.DEVICE] == "cuda", meta.get("gpu") or "unknown GPU", cpu)
         df[Col.MACHINE] = df[Col.MACHINE].astype(object).where(df[Col.MACHINE].notna(), named)
     meta[Col.SOURCE], meta["path"] = kind, str(path)
+    df[ORIGIN] = str(path)
     return df, meta
+
+
+FIT_NUMERIC = [c for c in FIT_COLUMNS if c in FIT_UNITS or c in (Col.DIM, Col.STEPS, Col.BEST_STEP, Col.SEED)]
+FIT_NUMERIC += [Col.EVALUATIONS_PER_DIM, Col.THREADS]
+
+
+def load_fit(folder: Path) -> tuple[pd.DataFrame, dict]:
+    """fit.csv of ``folder`` with its numbers parsed, and fit.json."""
+    df = pd.DataFrame(store.read_table(folder / FIT, strict=False), columns=FIT_COLUMNS).replace("", np.nan)
+    for column in FIT_NUMERIC:
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    return df, store.read_json(folder / FIT_META, missing={})
+
+
+SIDE_TABLES = (VERSUS, SOLVERS, CHECKS, PAPER)
+
+
+@dataclass
+class Sources:
+    """Everything a report reads: each sweep folder's rows and settings, the fits, asv's
+    results, and the side tables (contests, solver A/B, checks, the paper's Table 1) of
+    the sweep folders, concatenated per table (empty where none holds one)."""
+
+    sweeps: list[tuple[pd.DataFrame, dict]]
+    fits: list[tuple[Path, pd.DataFrame, dict]]
+    asv: list[tuple[pd.DataFrame, dict]]
+    side: dict[str, pd.DataFrame]
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """Every sweep row of every folder."""
+        return pd.concat([d for d, _ in self.sweeps], ignore_index=True) if self.sweeps else pd.DataFrame()
+
+    @property
+    def folders(self) -> list[Path]:
+        return [Path(m["path"]) for _, m in self.sweeps]
+
+    def meta_of(self, origin: str) -> dict:
+        """The settings file of the folder a row was read from."""
+        return next((m for _, m in self.sweeps if m["path"] == origin), {})
+
+    def names(self) -> list[str]:
+        named = [f"`{m['path']}` (sweep)" for _, m in self.sweeps] + [f"`{p}` (fit)" for p, _, _ in self.fits]
+        return named + [f"`{m['path']}` (asv)" for _, m in self.asv]
+
+
+def load_sources(paths: list[str | Path]) -> Sources:
+    """Reads every source (sweep, fit or asv results folder); a UserError names a bad one."""
+    if not paths:
+        raise UserError("no source given; pass a sweep folder, a fit folder or an asv results folder")
+    sweeps, fits, asv = [], [], []
+    for path in map(Path, paths):
+        kind = kind_of(path)
+        if kind == "fit":
+            fits.append((path, *load_fit(path)))
+        else:
+            (sweeps if kind == "sweep" else asv).append(load(path))
+    folders = [Path(m["path"]) for _, m in sweeps]
+    side = {}
+    for name in SIDE_TABLES:
+        frames = [frame(store.read_table(f / name, strict=False)) for f in folders if (f / name).is_file()]
+        side[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not side[VERSUS].empty and "role" not in side[VERSUS]:  # contests from before roles: every rival a peer
+        vs = side[VERSUS]
+        side[VERSUS] = vs.assign(role=np.where(vs["contender"] == "ours", "ours", "peer"), status=OK, reason="")
+    return Sources(sweeps, fits, asv, side)

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..table import OK, Col
-from . import plots
-from .tables import fmt, main_rows, markdown
+from ...table import OK, Col
+from .. import plots
+from ..findings import Finding
+from ..load import Sources
+from ..tables import flows, fmt, main_rows, markdown
 
 TITLE = "Machines side by side"
+MACHINE_LINES = ("-", "--", ":", "-.")
 CONFIG = [Col.MODEL, Col.DIM, Col.BATCH, Col.SOLVER]
 
 
@@ -44,8 +47,9 @@ def table(df: pd.DataFrame, op: str) -> pd.DataFrame:
     return shown.rename(columns={Col.DIM: "d"})
 
 
-def section(df: pd.DataFrame, out: Path) -> list[str]:
+def render(src: Sources, out: Path) -> list[str]:
     """Per op, the configurations measured on two or more machines; empty with one machine."""
+    df = flows(src.rows) if not src.rows.empty else src.rows
     names = machines(df)
     if len(names) < 2:
         return []
@@ -60,7 +64,38 @@ def section(df: pd.DataFrame, out: Path) -> list[str]:
         if t.empty:
             continue
         lines += [f"### {op}", ""]
-        for name in plots.machines(df, op, out)[:1]:
+        for name in figure(df, op, out)[:1]:
             lines += [f"![machines {op}]({name})", ""]
         lines += [markdown(t), ""]
     return lines
+
+
+def figure(df: pd.DataFrame, op: str, out: Path) -> list[str]:
+    """``op``'s median time against d for each model on each machine (one line style
+    per machine, one colour per model), at the first batch measured on two machines."""
+    done = main_rows(df)
+    done = done[(done[Col.OP] == op) & (done[Col.STATUS] == OK)]
+    shared = [b for b, g in done.groupby(Col.BATCH, sort=False) if g[Col.MACHINE].nunique() >= 2]
+    if not shared:
+        return []
+    done = done[done[Col.BATCH] == shared[0]]
+    names = list(dict.fromkeys(done[Col.MACHINE]))
+    style = plots.styles(df)
+    fig, axes = plots.grid(1, 1, 8.6, 4.8)
+    ax = axes[0][0]
+    for (model, machine), g in done.groupby([Col.MODEL, Col.MACHINE], sort=False):
+        g = g.sort_values(Col.DIM)
+        line = MACHINE_LINES[names.index(machine) % len(MACHINE_LINES)]
+        ax.plot(g[Col.DIM], g[Col.MEDIAN_S], linestyle=line, label=f"{model}, {machine}", **style[model])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("seconds per call")
+    ax.set_title(f"{op} on each machine, batch {int(shared[0])} (line style: machine)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    plots.legend(ax)
+    return plots.save(fig, out, f"machines_{op}")
+
+
+def findings(src: Sources) -> list[Finding]:
+    return []

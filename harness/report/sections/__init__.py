@@ -1,0 +1,38 @@
+"""The report's sections, in the order REPORT.md shows them. Each is a module with a
+``TITLE``, ``render(sources, out) -> markdown lines`` (its tables and figures; no lines
+when it has no data, and then it is left out) and ``findings(sources) -> [Finding]``
+(its answers as data). A new section is a module here and a line below."""
+
+from . import (
+    algorithms,
+    asv,
+    correctness,
+    devices,
+    environment,
+    machines,
+    paper,
+    parameters,
+    peers,
+    quality,
+    sampling,
+    scaling,
+    time,
+    work,
+)
+
+SECTIONS = (
+    time,
+    sampling,
+    scaling,
+    parameters,
+    peers,
+    quality,
+    work,
+    algorithms,
+    devices,
+    machines,
+    correctness,
+    asv,
+    paper,
+    environment,
+)

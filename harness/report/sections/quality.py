@@ -1,0 +1,253 @@
+"""Quality: what each flow's density reaches for its size and training time (the fit
+folders: fit.csv, curves, density grids), beside N(0, I), the true entropy of the toys
+and the published numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import NullFormatter
+
+from ...published import PUBLISHED_LL, PUBLISHED_SOURCE
+from ...table import DENSITIES, OK, Col, fit_stem
+from .. import plots, tables
+from ..findings import Finding, Value
+from ..load import Sources
+
+TITLE = "Quality: density against size and training time"
+
+
+def _pareto(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """True where no other point is at least as low in x and y and lower in one."""
+    return np.array([not np.any((xs <= x) & (ys <= y) & ((xs < x) | (ys < y))) for x, y in zip(xs, ys)], dtype=bool)
+
+
+def nll_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Test NLL +- standard error per data set (rows) and model (columns), with the
+    standard normal's and, for the toys, the true entropy."""
+    done = df[df[Col.STATUS] == OK]
+    rows = []
+    for data, g in done.groupby(Col.DATA, sort=False):
+        row = {Col.DATA: data, "d": int(g[Col.DIM].iloc[0]), "NLL in": g[Col.NLL_UNITS].iloc[0]}
+        if g[Col.ENTROPY].notna().any():
+            row["true entropy"] = tables.fmt(g[Col.ENTROPY].iloc[0], 4)
+        row["N(0, I)"] = tables.fmt(g[Col.BASELINE_NLL].iloc[0], 4)
+        for r in g.itertuples():
+            row[r.model] = f"{r.test_nll:.3f} ± {r.test_nll_se:.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def gap_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per toy, each model's gap test NLL - entropy (an estimate of KL(truth || model), nats)."""
+    done = df[(df[Col.STATUS] == OK) & df[Col.GAP].notna()]
+    if done.empty:
+        return pd.DataFrame()
+    t = done.pivot_table(index=Col.DATA, columns=Col.MODEL, values=Col.GAP, sort=False)
+    t = t.map(lambda v: tables.fmt(v, 3)).reset_index()
+    best = done.loc[done.groupby(Col.DATA, sort=False)[Col.GAP].idxmin()]
+    t["best"] = [f"{r.model} ({r.gap:.3f} ± {r.test_nll_se:.3f})" for r in best.itertuples()]
+    return t
+
+
+def cost_table(df: pd.DataFrame) -> pd.DataFrame:
+    """What each fit cost and what the trained model costs to use."""
+    done = df[df[Col.STATUS] == OK]
+    return pd.DataFrame(
+        {
+            Col.DATA: done[Col.DATA],
+            Col.MODEL: done[Col.MODEL],
+            "params (effective)": done[Col.PARAMS_EFFECTIVE].map(tables.fmt),
+            "steps (best at)": [f"{int(s)} ({int(b)})" for s, b in zip(done[Col.STEPS], done[Col.BEST_STEP])],
+            Col.STOPPED: done[Col.STOPPED],
+            "train s": done[Col.TRAIN_S].map(lambda v: tables.fmt(v, 3)),
+            "ms per step": (done[Col.STEP_S] * 1e3).map(tables.fmt),
+            "log_prob ms": (done[Col.TRAINED_LOG_PROB_S] * 1e3).map(tables.fmt),
+            "sample ms": (done[Col.TRAINED_SAMPLE_S] * 1e3).map(tables.fmt),
+            "sample evals / d": done[Col.EVALUATIONS_PER_DIM].map(lambda v: tables.fmt(v, 3)),
+        }
+    ).fillna("")
+
+
+def published_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Our test log-likelihoods beside the B-NAF paper's Table 1 on the UCI sets fitted."""
+    done = df[(df[Col.STATUS] == OK) & df[Col.DATA].isin(list(PUBLISHED_LL))]
+    rows = []
+    for data, g in done.groupby(Col.DATA, sort=False):
+        row = {Col.DATA: data}
+        row.update({f"{m} (paper)": v for m, v in PUBLISHED_LL[data].items()})
+        row.update({f"{r.model} (ours)": f"{-r.test_nll:.2f} ± {r.test_nll_se:.2f}" for r in g.itertuples()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _findings(df: pd.DataFrame) -> list[Finding]:
+    """Per data set: the best density, its gap to the true entropy, and how many models
+    beat N(0, I)."""
+    done = df[df[Col.STATUS] == OK]
+    found = []
+    for data, g in done.groupby(Col.DATA, sort=False):
+        best = g.loc[g[Col.TEST_NLL].idxmin()]
+        units = str(best[Col.NLL_UNITS])
+        values = [Value(f"{best[Col.MODEL]} test NLL", float(best[Col.TEST_NLL]), units=units)]
+        text = (
+            f"(d={int(best[Col.DIM])}): best test NLL {best[Col.TEST_NLL]:.3f} ± {best[Col.TEST_NLL_SE]:.3f} {units} "
+            f"by {best[Col.MODEL]} ({tables.fmt(best[Col.PARAMS_EFFECTIVE])} parameters, {best[Col.TRAIN_S]:.0f} s "
+            "of training)"
+        )
+        if pd.notna(best[Col.GAP]):
+            values.append(Value(f"{best[Col.MODEL]} gap to the entropy", float(best[Col.GAP]), units="nats"))
+            text += (
+                f"; gap to the true entropy {best[Col.ENTROPY]:.3f}: {best[Col.GAP]:+.3f} ± "
+                f"{best[Col.TEST_NLL_SE]:.3f} nats (KL(truth || model) estimated)"
+            )
+        beaten = int((g[Col.TEST_NLL] < g[Col.BASELINE_NLL]).sum())
+        text += f"; {beaten} of {len(g)} models beat N(0, I) ({best[Col.BASELINE_NLL]:.3f})"
+        found.append(Finding(f"Quality on {data}", text, TITLE, tuple(values), "", dict(data=data)))
+    return found
+
+
+def _section(folder: Path, df: pd.DataFrame, meta: dict, out: Path) -> list[str]:
+    """The quality section of one fit folder."""
+    config = meta.get("config", {})
+    lines = [f"## {TITLE}", ""]
+    lines += [
+        f"Source: `{folder}`. Each model trained by maximum likelihood with Adam (lr {config.get('lr', '?')}, "
+        f"batch {config.get('batch_size', '?')}), at most {config.get('steps', '?')} steps or "
+        f"{config.get('wall_s', '?')} s per fit, the learning rate halved after {config.get('plateau', '?')} "
+        f"validations without improvement and early stopping after {config.get('patience', '?')}; the "
+        "weights best on validation are judged on the test split (see `harness.fit`). The toys' true "
+        "entropies come from quadrature (`harness.data.toys`); the gap test NLL - entropy estimates "
+        "KL(truth || model), with the test NLL's standard error.",
+        "",
+    ]
+    lines += [tables.markdown(nll_table(df)), ""]
+    gaps = gap_table(df)
+    if not gaps.empty:
+        lines += [
+            "Gap to the true entropy (nats per point; lower is better, 0 is the truth):",
+            "",
+            tables.markdown(gaps),
+            "",
+        ]
+    for name in quality_figure(df, out)[:1]:
+        lines += [
+            "Test NLL against training time and against parameters; the Pareto front (no model both "
+            "faster to train and better) is ringed:",
+            "",
+            f"![quality]({name})",
+            "",
+        ]
+    grids = sorted((folder / DENSITIES).glob("*.npy")) if (folder / DENSITIES).is_dir() else []
+    for name in densities_figure(df, grids, out)[:1]:
+        lines += ["Trained densities of the 2-D toys beside the truth:", "", f"![densities]({name})", ""]
+    lines += ["Cost of each fit and of the trained model (log_prob and sample on the fit's timing batch):", ""]
+    lines += [tables.markdown(cost_table(df)), ""]
+    published = published_table(df)
+    if not published.empty:
+        used = config.get("model_config") or "none: each family's harness defaults (`python -m harness models`)"
+        lines += [
+            f"Beside the published test log-likelihoods ({PUBLISHED_SOURCE}; higher is better). Ours: the "
+            f"configuration above, model settings {used}; the papers' models are larger and trained longer.",
+            "",
+        ]
+        lines += [tables.markdown(published), ""]
+    failed = df[df[Col.STATUS] != OK]
+    if not failed.empty:
+        lines += ["Fits that did not finish:", ""]
+        lines += [f"- {r.model} on {r.data}: {r.status} ({r.reason})" for r in failed.itertuples()]
+        lines += [""]
+    return lines
+
+
+def quality_figure(fits: pd.DataFrame, out: Path) -> list[str]:
+    """Per data set, test NLL against training time (top) and against effective
+    parameters (bottom); the Pareto front ringed, N(0, I) and the true entropy dashed."""
+    done = fits[fits[Col.STATUS] == OK]
+    if done.empty:
+        return []
+    style = plots.styles(done)
+    sets = list(dict.fromkeys(done[Col.DATA]))
+    fig, axes = plt.subplots(2, len(sets), figsize=(3.1 * len(sets) + 1.6, 6.2), layout="constrained", squeeze=False)
+    for col, data in enumerate(sets):
+        g = done[done[Col.DATA] == data]
+        for row, x, label in ((0, Col.TRAIN_S, "training time (s)"), (1, Col.PARAMS_EFFECTIVE, "parameters")):
+            ax = axes[row][col]
+            front = _pareto(g[x].to_numpy(float), g[Col.TEST_NLL].to_numpy(float))
+            for r, on_front in zip(g.itertuples(), front):
+                ax.errorbar(
+                    getattr(r, x), r.test_nll, yerr=r.test_nll_se, linestyle="none", label=r.model, **style[r.model]
+                )
+                if on_front:
+                    ax.plot(getattr(r, x), r.test_nll, marker="o", ms=13, mfc="none", mec="black", lw=0)
+            order = np.argsort(g[x].to_numpy(float)[front])
+            ax.plot(g[x].to_numpy(float)[front][order], g[Col.TEST_NLL].to_numpy(float)[front][order], "k:", lw=0.8)
+            ax.axhline(g[Col.BASELINE_NLL].iloc[0], color="grey", linestyle="--", lw=0.8, label="N(0, I)")
+            if g[Col.ENTROPY].notna().any():
+                ax.axhline(g[Col.ENTROPY].iloc[0], color="black", linestyle="-.", lw=0.8, label="true entropy")
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+            if row == 0:
+                ax.set_title(f"{data} (d={int(g[Col.DIM].iloc[0])})", fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"test NLL ({g[Col.NLL_UNITS].iloc[0]})")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes.flat:  # the union of the legends, once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+    fig.suptitle("Test NLL against training time and size (lower is better)", fontsize=10)
+    return plots.save(fig, out, "quality")
+
+
+def densities_figure(fits: pd.DataFrame, grids: list[Path], out: Path) -> list[str]:
+    """The trained 2-D densities beside the truth: one row per toy, the truth first.
+    ``grids``: the fit folder's ``densities/<model>__<toy>.npy`` (log-density grids)."""
+    by_name = {p.stem: p for p in grids}
+    toys = [p.stem.split("__", 1)[1] for p in grids if p.stem.startswith(fit_stem("truth", ""))]
+    done = fits[fits[Col.STATUS] == OK]
+    models = list(dict.fromkeys(done[Col.MODEL]))
+    toys = [t for t in dict.fromkeys(toys) if (done[Col.DATA] == t).any()]
+    if not toys or not models:
+        return []
+    columns = ["truth", *models]
+    fig, axes = plt.subplots(
+        len(toys), len(columns), figsize=(1.7 * len(columns), 1.7 * len(toys) + 0.4), squeeze=False
+    )
+    for i, toy in enumerate(toys):
+        truth = np.exp(np.load(by_name[fit_stem("truth", toy)]))
+        top = float(truth.max())
+        for j, name in enumerate(columns):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            stem = fit_stem(name, toy)
+            if stem in by_name:
+                ax.imshow(np.exp(np.load(by_name[stem])), origin="lower", cmap="magma", vmin=0, vmax=top)
+            else:
+                ax.text(0.5, 0.5, "not fitted", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(toy, fontsize=8)
+    fig.suptitle("Densities of the 2-D toys (same colour scale per row)", fontsize=10)
+    fig.tight_layout()
+    return plots.save(fig, out, "densities", svg=False)
+
+
+def render(src: Sources, out: Path) -> list[str]:
+    lines = []
+    for folder, df, meta in src.fits:
+        lines += _section(folder, df, meta, out)
+    return lines
+
+
+def findings(src: Sources) -> list[Finding]:
+    return [f for _, df, _ in src.fits for f in _findings(df)]

@@ -1,0 +1,130 @@
+"""How time grows with d: every flow's curves per op (the overview), the fitted
+exponents, and each flow's ops side by side labelled with their cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...ops import OPS
+from ...table import Col
+from .. import plots, tables
+from ..findings import Finding, Value
+from ..load import Sources
+
+TITLE = "Scaling with d"
+
+
+def slope_values(df: pd.DataFrame) -> pd.DataFrame:
+    """Fitted exponent k in time ~ d^k per device, batch, model and op (default
+    algorithms), with the dims it was fitted over."""
+    rows = []
+    groups = tables.ok(tables.main_rows(df)).groupby([Col.DEVICE, Col.BATCH, Col.MODEL, Col.OP], sort=False)
+    for (device, batch, model, op), g in groups:
+        k = tables.fit_slope(g[Col.DIM].to_numpy(), g[Col.MEDIAN_S].to_numpy())
+        rows.append(
+            {
+                Col.DEVICE: device,
+                Col.BATCH: int(batch),
+                Col.MODEL: model,
+                Col.OP: op,
+                Col.KIND: g[Col.KIND].iloc[0],
+                "k": k,
+                "dims fitted": tables.fitted_dims(g[Col.DIM].to_numpy(), k),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def overview(df: pd.DataFrame, out: Path) -> list[str]:
+    """Every flow's curve (default algorithms), a panel per op (columns) and (device,
+    batch) (rows)."""
+    d = tables.main_rows(df)
+    groups, measured = tables.groups(tables.ok(d)), [op for op in OPS if (d[Col.OP] == op).any()]
+    if not groups or not measured:
+        return []
+    style = plots.styles(df)
+    fig, axes = plots.grid(len(groups), len(measured), 7.2, 4.6)
+    for i, (device, batch) in enumerate(groups):
+        for j, op in enumerate(measured):
+            ax = axes[i][j]
+            here = tables.in_group(d, device, batch)
+            for model, g in here[here[Col.OP] == op].groupby(Col.MODEL, sort=False):
+                plots.curve(ax, g, model, linestyle="-", **style[model])
+            plots.log_axes(ax, f"{op} on {device}, batch {batch}")
+            plots.legend(ax)
+    return plots.save(fig, out, "overview")
+
+
+def per_flow(df: pd.DataFrame, out: Path) -> list[str]:
+    """One panel per flow (rows) and (device, batch) (columns): each op's time against d,
+    labelled with its cost kind and fitted slope."""
+    d = tables.main_rows(df)
+    models, groups = list(dict.fromkeys(tables.ok(d)[Col.MODEL])), tables.groups(tables.ok(d))
+    if not models:
+        return []
+    style = plots.styles(df)
+    fig, axes = plots.grid(len(models), len(groups), 8.4, 3.4)
+    for i, model in enumerate(models):
+        for j, (device, batch) in enumerate(groups):
+            ax = axes[i][j]
+            here = tables.in_group(d[d[Col.MODEL] == model], device, batch)
+            for op, g in here.groupby(Col.OP, sort=False):
+                plots.curve(ax, g, op, color=style[model]["color"], marker=style[model]["marker"], **plots.OP_STYLE[op])
+            plots.log_axes(ax, f"{model} on {device}, batch {batch}")
+            plots.legend(ax)
+    return plots.save(fig, out, "scaling")
+
+
+def render(src: Sources, out: Path) -> list[str]:
+    rows = src.rows
+    if rows.empty:
+        return []
+    values = slope_values(tables.flows(rows))
+    if values.empty:
+        return []
+    lines = [f"## {TITLE}", ""]
+    for name in overview(rows, out)[:1]:
+        lines += ["Every flow's time against d, peers included, each op in its panel:", "", f"![overview]({name})", ""]
+    shown = values.assign(k=values["k"].map(lambda k: tables.fmt(k, 2))).rename(columns={"k": "slope k"})
+    lines += [
+        "Fitted exponent k of time ~ d^k over the upper half of the dims, per device and batch (parallel passes "
+        "grow with the networks' widths; sequential ones make d passes):",
+        "",
+        tables.markdown(shown),
+        "",
+    ]
+    for name in per_flow(tables.flows(rows), out)[:1]:
+        lines += ["Per flow, each op labelled with its cost:", "", f"![scaling]({name})", ""]
+    return lines
+
+
+def findings(src: Sources) -> list[Finding]:
+    rows = src.rows
+    if rows.empty:
+        return []
+    values = slope_values(rows[tables.is_ours(rows)])
+    found = []
+    for (device, batch), g in values.groupby([Col.DEVICE, Col.BATCH], sort=False) if not values.empty else []:
+        par = g[g[Col.KIND] == "parallel"]["k"].dropna()
+        seq = g[g[Col.KIND] != "parallel"]["k"].dropna()
+        if par.empty or seq.empty:
+            continue
+        text = (
+            f"on {device}, batch {batch}: time grows as d^k with k from {tables.fmt(par.min(), 2)} to "
+            f"{tables.fmt(par.max(), 2)} for the parallel ops and {tables.fmt(seq.min(), 2)} to "
+            f"{tables.fmt(seq.max(), 2)} for the sequential and iterative ones, with the default solvers"
+        )
+        found.append(
+            Finding(
+                "Scaling",
+                text,
+                TITLE,
+                tuple(Value(f"{r[Col.MODEL]} {r[Col.OP]}", float(r["k"]), units="exponent") for _, r in g.iterrows()),
+                "",
+                dict(device=device, batch=int(batch)),
+            )
+        )
+    return found if not np.isnan(values["k"]).all() else []
