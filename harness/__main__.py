@@ -61,6 +61,7 @@ def _sweep(args: argparse.Namespace) -> int:
         flops=not args.no_flops,
         memory=not args.no_memory,
         isolate=not args.no_isolate,
+        model_config=dict(args.config or []),
     )
     given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("ops", args.ops))
     for key, value in given:
@@ -173,40 +174,46 @@ def _check(args: argparse.Namespace) -> int:
     if args.out:
         ensure_folder(args.out)
     config = dict(args.config or [])
-    failures, total = [], 0
-    for spec in specs:
-        make = registry.factory(spec)
-        results = check.run(lambda dim, make=make: make(dim, **config), args.dims)
+    for spec in specs:  # refused before any check runs: an unknown name, a module that does not import, a key not taken
+        registry.factory(spec)
+        registry.check_config(spec, config)
+    failures, ran, applicable = [], 0, 0
+    for spec, family, library, results in check.run_isolated(specs, args.dims, config, args.deadline):
         print(f"{spec}: float64, seed 0\n")
         print(check.table(results) + "\n")
         failures += [f"{spec} {r.check} d={r.dim}" for r in results if r.passed is False]
-        total += len(results)
+        ran += sum(r.passed is not None for r in results)
+        applicable += len(results)
         if args.out:
-            check.write(Path(args.out), spec, *registry.identity(spec), results)
+            check.write(Path(args.out), spec, family, library, results)
+    verdict = "pass" if not failures and ran else "FAIL"
     print(
-        f"{'FAIL' if failures else 'pass'}: {len(failures)} of {total} checks failed"
+        f"{verdict}: {ran - len(failures)} of {ran} checks ran and passed, {len(failures)} failed, "
+        f"{applicable - ran} reported only or not applicable"
         + (f" ({', '.join(failures)})" if failures else "")
+        + ("; no check ran" if not ran else "")
     )
     if args.out:
         print(f"-> {Path(args.out) / CHECKS}")
-    return 1 if failures and not args.exit_zero else 0
+    return 1 if verdict == "FAIL" and not args.exit_zero else 0
 
 
 def _fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .fit import TRACK, FitConfig, run, summary
+    from .fit import SMOKE, TRACK, FitConfig, run, summary
     from .grid import GROUPS
     from .models import NAMES
     from .table import FIT
 
     models = [m for name in args.models or list(NAMES) for m in GROUPS.get(name, (name,))]
-    fields = dict(models=list(dict.fromkeys(models)), threads=args.threads, seed=args.seed)
+    fields = dict(models=list(dict.fromkeys(models)), threads=args.threads, isolate=not args.no_isolate)
     fields.update(model_config=dict(args.config or []), data_dir=args.data_dir)
-    for key, value in (("data", args.data), ("steps", args.steps), ("wall_s", args.wall)):
+    given = (("data", args.data), ("steps", args.steps), ("wall_s", args.wall), ("seeds", args.seeds))
+    for key, value in given:
         if value is not None:
             fields[key] = value
-    config = FitConfig.quick(**fields) if args.quick else FitConfig(**fields)
+    config = FitConfig.quick_profile(**fields) if args.quick else FitConfig(**fields)
     if args.executor:
         from .cluster import run as run_jobs
 
@@ -215,7 +222,7 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         rows = run(config, Path(args.out), resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     print(summary(rows))
-    print(f"\n{len(rows)} fits -> {Path(args.out) / FIT}")
+    print(f"\n{len(rows)} fits -> {Path(args.out) / FIT}" + (f"\nnote: this was {SMOKE}" if config.quick else ""))
     return 0
 
 
@@ -245,7 +252,16 @@ def _cluster(args: argparse.Namespace):
     )
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import main as compare
+
+    rows, _ = compare(args.a, args.b, min_effect=args.min_effect, out=args.out)
+    slower = int((rows["verdict"] == "slower").sum())
+    return 1 if slower and not args.exit_zero else 0
+
+
 COMMANDS = {
+    "compare": _compare,
     "models": _models,
     "sweep": _sweep,
     "fit": _fit,

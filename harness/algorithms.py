@@ -21,6 +21,7 @@ import torch
 from . import ops, store
 from .errors import UserError
 from .measure import allocator
+from .measure.contract import violation
 from .measure.stats import ratio_interval, relative_deviation
 from .measure.timing import time_once, time_rounds
 from .models import NAMES, build, run_op, unchecked
@@ -89,6 +90,9 @@ def compare(
                     out = run_op(flow, op, x)
 
                 seconds = time_once(checked, "cpu")
+                broken = violation(op, out, x)
+                if broken:  # an output that breaks the contract is reported, never timed nor compared
+                    raise RuntimeError(f"{name} {op} with solver {solver} breaks the contract at d={dim}: {broken}")
                 stats = flow.solve_stats()
                 if ref_out is None:
                     ref_out = out

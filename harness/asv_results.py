@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from asv.results import Results
 
 from . import store
 from .errors import UserError
@@ -58,12 +59,15 @@ def read_machines(results_dir: str | Path) -> dict[str, dict]:
 
 
 def read(results_dir: str | Path) -> pd.DataFrame:
-    """The tidy table of every result in an asv results folder.
+    """The tidy table of every result in an asv results folder, read by asv's own
+    ``asv.results.Results``.
 
     One row per benchmark, parameter combination, commit, machine and environment,
     with the parameters also split into columns of their own (``model``, ``dim``, ...),
-    ``value`` in ``unit``, and ``status`` ok, skipped (NaN) or error (asv's null: failed). Time
-    benchmarks also carry ``op`` and ``median_s``, as the sweep's table does.
+    ``value`` in ``unit``, asv's 99% interval of it (``ci_low``, ``ci_high``) and its
+    samples where asv recorded them (``round_s``, with ``asv run --record-samples``), and
+    ``status`` ok, skipped (NaN) or error (asv's null: failed). Time benchmarks also
+    carry ``op`` and ``median_s``, as the sweep's table does.
     """
     results_dir = Path(results_dir)
     index = results_dir / "benchmarks.json"
@@ -74,11 +78,10 @@ def read(results_dir: str | Path) -> pd.DataFrame:
     for path in sorted(results_dir.glob("*/*.json")):
         if path.name == "machine.json":
             continue
+        _json(path)  # a file that is not a JSON object is named before asv reads it
         try:
-            rows += _rows(_json(path), benchmarks, path)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            if str(path) in str(e):
-                raise
+            rows += _rows(Results.load(str(path)), benchmarks, path)
+        except Exception as e:  # asv's loader raises many kinds on a malformed file
             raise UserError(f"{str(path)!r} does not have asv's results structure ({type(e).__name__}: {e})") from None
     df = pd.DataFrame(rows)
     if df.empty:
@@ -86,20 +89,18 @@ def read(results_dir: str | Path) -> pd.DataFrame:
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 
 
-def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
+def _rows(res: Results, benchmarks: dict, path: Path) -> list[dict]:
     """The tidy rows of one asv results file."""
     rows = []
-    columns = data.get("result_columns", ["result", "params"])
-    machine = data.get("params", {}).get("machine", path.parent.name)
-    for name, entry in data.get("results", {}).items():
-        fields = dict(zip(columns, entry))
+    machine = res.params.get("machine", path.parent.name)
+    for name in res.get_all_result_keys():
         info = benchmarks.get(name, {})
         names = info.get("param_names", [])
-        params = fields.get("params") or []
+        params = res.get_result_params(name)
         combos = list(itertools.product(*params)) if params else [()]
-        values = fields.get("result")
-        values = values if isinstance(values, list) else [values] * len(combos)
-        for combo, value in zip(combos, values):
+        values, stats = res.get_result_value(name, params), res.get_result_stats(name, params)
+        samples = res.get_result_samples(name, params)
+        for combo, value, stat, sample in zip(combos, values, stats, samples):
             parsed = {k: _value(v) for k, v in zip(names, combo)}
             status = _status(value)
             row = {
@@ -108,11 +109,14 @@ def _rows(data: dict, benchmarks: dict, path: Path) -> list[dict]:
                 "value": float(value) if status == OK else math.nan,
                 "unit": info.get("unit", ""),
                 Col.STATUS: status,
-                Col.COMMIT: data.get("commit_hash", ""),
-                "date": pd.to_datetime(data.get("date", 0), unit="ms"),
+                Col.COMMIT: res.commit_hash or "",
+                "date": pd.to_datetime(res.date or 0, unit="ms"),
                 Col.MACHINE: machine,
-                "env": data.get("env_name", ""),
+                "env": res.env_name or "",
                 "type": info.get("type", ""),
+                "ci_low": (stat or {}).get("ci_99_a", math.nan),
+                "ci_high": (stat or {}).get("ci_99_b", math.nan),
+                Col.ROUND_S: " ".join(f"{t:.6g}" for t in sample) if sample else "",
                 **parsed,
             }
             op = TIMED.get(name.split(".")[-1])

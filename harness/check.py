@@ -11,8 +11,12 @@ Each check measures an error and compares it with a stated tolerance, in float64
 - ``samples match density``: total variation between samples and the density's
   mass in 10 x 10 bins at d = 2.
 
-A check the flow cannot take (no data->base map, no inverse) is reported as such,
-with the reason, and does not fail the flow.
+- ``contract``: what ``log_prob`` and ``inverse`` return: shape, dtype, finiteness.
+
+A check the flow declares it cannot take (no data->base map, no inverse) is reported
+as not applicable, with the reason. Any other check that could not run (the flow does
+not build, a call raises, the deadline passed) is a failure with its reason: a pass is
+only ever printed for a check that ran.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import torch
 from torch import Tensor
 
 from . import store
+from .measure.contract import violation
 from .models.base import Measurable, normal_log_prob
+from .ops import LOG_PROB, SAMPLE
 from .table import CHECKS, Col, TableSpec
 
 LOGDET_TOL = 1e-6
@@ -110,9 +116,23 @@ def can(flow: Measurable, op: str) -> str:
     return ""
 
 
+def contract(flow: Measurable, dim: int, points: int = 4) -> list[Result]:
+    """What ``log_prob`` and ``inverse`` return against the contract (harness.measure.contract)."""
+    torch.manual_seed(1)
+    x = torch.randn(points, dim, dtype=torch.float64)
+    out = []
+    with torch.no_grad():
+        broken = violation(LOG_PROB, flow.log_prob(x), x)
+        out.append(Result("contract log_prob", dim, None, None, not broken, broken or "(batch,) float64, finite"))
+        if not can(flow, "inverse"):
+            broken = violation(SAMPLE, flow.inverse(x), x)
+            out.append(Result("contract inverse", dim, None, None, not broken, broken or "(batch, d) float64, finite"))
+    return out
+
+
 def check_dim(flow: Measurable, dim: int, points: int = 4) -> list[Result]:
-    """Structure, log-det, log_prob and round trips of ``flow`` (float64) at ``dim``."""
-    out: list[Result] = []
+    """The contract, structure, log-det, log_prob and round trips of ``flow`` (float64) at ``dim``."""
+    out: list[Result] = contract(flow, dim, points)
     torch.manual_seed(0)
     x = torch.randn(points, dim, dtype=torch.float64)
     no_forward = can(flow, "forward")
@@ -194,8 +214,9 @@ def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> lis
     def guarded(what: str, dim: int, fn: Callable[[], list[Result]]) -> list[Result]:
         try:
             return fn()
-        except (ValueError, TypeError, AssertionError, RuntimeError, NotImplementedError) as e:
-            return [Result(what, dim, None, None, None, f"cannot build or run it here: {type(e).__name__}: {e}")]
+        except Exception as e:  # a user's flow may raise anything: the check could not run, so it fails
+            message = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+            return [Result(what, dim, None, None, False, f"could not run: {message}")]
 
     results: list[Result] = []
     # float64 as the default too: tensors a library creates inside a call without a
@@ -210,6 +231,55 @@ def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> lis
         torch.set_default_dtype(default)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One flow's checks, for a worker: its spec, dims and the keywords its factory takes."""
+
+    spec: str
+    dims: tuple[int, ...]
+    config: dict
+
+
+def checker() -> Callable[[Job], tuple[str, str, list[Result]]]:
+    """The worker's handler: (family, library, results) of a job."""
+    from . import registry
+
+    def handle(job: Job) -> tuple[str, str, list[Result]]:
+        try:
+            make = registry.factory(job.spec)
+            family, library = registry.identity(job.spec)
+        except Exception as e:
+            message = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+            return "", job.spec.partition(":")[0], [Result("build", 0, None, None, False, f"could not run: {message}")]
+        return family, library, run(lambda dim: make(dim, **job.config), job.dims)
+
+    return handle
+
+
+DEADLINE_S = 600.0
+
+
+def run_isolated(specs: Sequence[str], dims: Sequence[int], config: dict, deadline_s: float = DEADLINE_S):
+    """Each flow's checks in a worker process killed at ``deadline_s``: yields (spec,
+    family, library, results); a flow that hangs or kills its process fails its checks."""
+    from .worker import Worker, WorkerDied
+
+    worker = Worker(checker)
+    try:
+        for spec in specs:
+            try:
+                answer = worker.run(Job(spec, tuple(dims), dict(config)), deadline_s)
+                why = "" if answer is not None else f"did not finish within the deadline of {deadline_s:g} s: killed"
+            except WorkerDied as e:
+                answer, why = None, f"the checking process died: {e}"
+            if answer is None:
+                yield spec, "", spec.partition(":")[0], [Result("deadline", 0, None, None, False, why)]
+            else:
+                yield spec, *answer
+    finally:
+        worker.close()
+
+
 def table(results: list[Result]) -> str:
     from tabulate import tabulate
 
@@ -220,7 +290,7 @@ def table(results: list[Result]) -> str:
     return tabulate(rows, ["check", "d", "measured", "tolerance", "result", "note"], tablefmt="github")
 
 
-VERDICT = {True: "pass", False: "FAIL", None: "-"}
+VERDICT = {True: "pass", False: "FAIL", None: "n/a"}
 FIELDS = (Col.MODEL, Col.FAMILY, Col.LIBRARY, "check", Col.DIM, "measured", "tolerance", "result", "note")
 
 
@@ -248,4 +318,5 @@ def write(folder: Path, model: str, family: str, library: str, results: list[Res
 
 
 def passed(results: list[Result]) -> bool:
-    return all(r.passed is not False for r in results)
+    """Every check that applies ran and passed, and at least one did."""
+    return all(r.passed is not False for r in results) and any(r.passed for r in results)

@@ -69,6 +69,26 @@ def _dims(text: str) -> list[int]:
     return dims
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated ints, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be ints >= 0, got {text!r}")
+    return seeds
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.05, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
 def _again(p: argparse.ArgumentParser, resume: str, moved: str) -> None:
     """--resume or --fresh, never both."""
     again = p.add_mutually_exclusive_group()
@@ -136,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"slow-direction solvers: default, reference, all, or names of {', '.join(ops.ALL_SOLVERS)} "
         "(default: default,reference; each model takes those of its family)",
     )
+    s.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -157,13 +178,31 @@ def parser() -> argparse.ArgumentParser:
         help="comma list of eight_gaussians, checkerboard, two_spirals, two_moons, digits, power, gas, hepmass, "
         "miniboone, bsds300 (default: the four toys and digits)",
     )
-    f.add_argument("--data-dir", help="folder of the MAF paper's preprocessed UCI files (see harness.data.uci)")
+    f.add_argument(
+        "--data-dir",
+        help="folder of the MAF paper's preprocessed UCI files (see harness.data.uci; GAS is a pandas pickle, "
+        "which is unpickled: point it at trusted files only)",
+    )
     f.add_argument("--steps", type=_positive, help="optimiser steps per fit at most (default 4000)")
-    f.add_argument("--wall", type=_seconds, help="seconds of training per fit at most (default 60)")
+    f.add_argument("--wall", type=_seconds, help="seconds of training per fit at most (default 30)")
     f.add_argument("--threads", type=_positive, default=1, help="intra-op threads (default 1)")
-    f.add_argument("--seed", type=int, default=0, help="seed of weights, data and batches (default 0)")
+    f.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="comma list of seeds, each a fit of its own: weights, batches, a toy's samples (default 0,1,2)",
+    )
     f.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
-    f.add_argument("--quick", action="store_true", help="smoke profile: eight_gaussians and digits, 300 steps, 8 s")
+    f.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke test, not a quality result: eight_gaussians and digits, one seed, 300 steps or 8 s per fit",
+    )
+    f.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="fit in this process, with no deadline (by default each fit's worker "
+        "is killed at 2 x the wall budget + 180 s)",
+    )
     f.add_argument("--out", required=True, help="output folder for fit.csv, curves.csv, checkpoints/, densities/")
     _again(f, "keep DIR/fit.csv's finished rows and fit the rest", "fit.csv, curves, checkpoints, density grids")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -227,11 +266,33 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=_config, action="append", help="key=value passed to the factory (repeatable)")
     c.add_argument("--out", help="folder for checks.csv (the report's Correctness table)")
     c.add_argument("--exit-zero", action="store_true", help="exit 0 even where a check fails (recording for a report)")
+    c.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=600.0,
+        help="seconds one flow's checks may take before they are killed and fail (default 600)",
+    )
 
     m2 = sub.add_parser("readme", help="rewrite the README's generated blocks from the committed reports")
     m2.add_argument("--check", action="store_true", help="only say which blocks are stale (exit 1 if any)")
     m2.add_argument("--readme", default="README.md", help="the README (default README.md)")
     m2.add_argument("--reports", default="reports", help="the reports folder (default reports)")
+
+    k = sub.add_parser(
+        "compare",
+        help="B against A per configuration: B / A with a 95%% interval and a verdict past the minimum effect; "
+        "exit 1 if any is slower",
+    )
+    k.add_argument("a", help="the baseline: a sweep folder, or an asv results folder at a commit (DIR@COMMIT)")
+    k.add_argument("b", help="the candidate, of the same kind")
+    k.add_argument(
+        "--min-effect",
+        type=_fraction,
+        default=0.05,
+        help="the smallest change called slower or faster (default 0.05: the interval must clear 5%%)",
+    )
+    k.add_argument("--out", help="write the table and summary to this markdown file")
+    k.add_argument("--exit-zero", action="store_true", help="exit 0 even where a configuration is slower")
 
     a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")
     a.add_argument("results_dir", nargs="?", default=".asv/results", help="asv's results folder (default .asv/results)")

@@ -16,7 +16,7 @@ from .measure.call import CALLS, Settings
 from .models import NAMES, SWEEP_OPS, Cost, build
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
-from .ops import QUICK_OPS
+from .ops import QUICK_OPS, role
 from .table import Col
 
 ALL_NAMES = NAMES + peers.NAMES
@@ -28,6 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SOLVER_ALIASES = ("default", "reference", "all")
 
 DEFAULT_DIMS = (2, 4, 8, 16, 32, 64, 128, 256)
+DEFAULT_BATCHES = (1024,)
 # Above these a model or its input does not fit a machine's memory: refused up front.
 MAX_DIM, MAX_BATCH = 65536, 1 << 24
 
@@ -40,7 +41,7 @@ class Config:
     dims: Sequence[int] = DEFAULT_DIMS
     ops: Sequence[str] = SWEEP_OPS
     device: str = "auto"
-    batches: Sequence[int] = (1024,)
+    batches: Sequence[int] = DEFAULT_BATCHES
     threads: int = 1
     budget_s: float = 30.0
     min_run_time: float = 0.3
@@ -85,6 +86,8 @@ class Config:
                 f"unknown model {bad[0]!r}; allowed: {', '.join(ALL_NAMES)} (or {', '.join(GROUPS)}), "
                 "or module:factory for your own flow"
             )
+        for m in self.models:
+            registry.importable(m)
         bad = [o for o in self.ops if o not in SWEEP_OPS]
         if bad:
             raise UserError(f"unknown op {bad[0]!r}; allowed: {', '.join(SWEEP_OPS)}")
@@ -124,10 +127,9 @@ def resolve_devices(device: str) -> list[str]:
     return [device]
 
 
-@functools.cache
 def cost_of(name: str) -> Cost:
-    """A model's cost kinds, from a build at d = 1."""
-    return peers.PEERS[name].cost if name in peers.NAMES else registry.build_any(name, 1).cost
+    """A model's cost kinds (harness.registry.describe)."""
+    return registry.describe(name).cost
 
 
 def solvers_for(name: str, op: str, requested: Sequence[str]) -> list[str]:
@@ -145,19 +147,26 @@ def solvers_for(name: str, op: str, requested: Sequence[str]) -> list[str]:
 
 
 @functools.cache
-def essential(name: str, solver: str) -> bool:
-    """A cell of the default grid (our models' parallel passes and default solvers):
-    measured whatever the budget, cut only by the deadline."""
-    return name in NAMES and solver in (DIRECT, build(name, 1).solver)
+def _default_solver(name: str) -> str:
+    return build(name, 1).solver
+
+
+def essential(name: str, solver: str, dim: int, batch: int) -> bool:
+    """A cell of the default grid (our models' parallel passes and default solvers at
+    the default dims and batch): measured whatever the budget, cut only by the
+    deadline. Every other configuration is bounded by the budget."""
+    in_grid = dim in DEFAULT_DIMS and batch in DEFAULT_BATCHES
+    return in_grid and name in NAMES and solver in (DIRECT, _default_solver(name))
 
 
 GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER)  # the fields of a grid entry
 
 
-def grid(config: Config) -> list[tuple[str, str, int, str, int, str]]:
+def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int, str, int, str]]:
     """(device, model, dim, op, batch, solver) in measuring order: dims ascending, so
     budgets can be extrapolated from the previous dim; at each dim the reference solver
-    first, so the others' deviation from it is known."""
+    first, so the others' deviation from it is known. A ``broken`` model (one that
+    could not be described) has one ``direct`` entry per op, to record why."""
     ours = [m for m in config.models if m in NAMES]
     bad = [s for s in config.solvers if s not in SOLVER_ALIASES and not any(s in build(m, 1).solvers for m in ours)]
     if bad and ours:
@@ -169,7 +178,7 @@ def grid(config: Config) -> list[tuple[str, str, int, str, int, str]]:
         for batch in config.batches
         for op in config.ops
         for dim in sorted(config.dims)
-        for solver in solvers_for(name, op, config.solvers)
+        for solver in ([DIRECT] if name in broken else solvers_for(name, op, config.solvers))
     ]
 
 
@@ -207,11 +216,19 @@ def deadline_s(config: Config, is_essential: bool = False) -> float:
     return 1.5 * config.budget_s + config.deadline_margin_s
 
 
-def predicted_seconds(history: list[tuple], dim: int) -> float:
+def predicted_seconds(history: list[tuple], dim: int, unknown: float = 1.0) -> float:
     """Seconds a configuration is predicted to take in all: CALLS calls at the
-    extrapolated time, a second where nothing is known yet."""
+    extrapolated time, ``unknown`` where nothing is known yet."""
     est = estimate_seconds(history, dim)
-    return CALLS * est if est is not None else 1.0
+    return CALLS * est if est is not None else unknown
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Ask the worker what a user's flow is (harness.registry.describe): building it
+    runs the user's code, which may raise anything or hang."""
+
+    model: str
 
 
 @dataclass(frozen=True)
@@ -228,3 +245,40 @@ class Task:
     skip: str = ""  # a reason to record without measuring
     essential: bool = False  # a cell of the default grid: measured whatever the budget
     counts: dict | None = None  # cached FLOPs and peak memory of this configuration
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What the worker measures in one call, at one (device, d, batch): configurations
+    timed ``alone`` (solvers other than the default, each against the reference solver's
+    output), or the default algorithms of every flow timed ``together`` in interleaved
+    rounds, their rows sharing the round ``group``."""
+
+    device: str
+    dim: int
+    batch: int
+    alone: tuple[Task, ...] = ()
+    together: tuple[Task, ...] = ()
+    group: str = ""
+    prepare_only: bool = False  # together's checked calls only, kept in the worker for the rounds
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        return self.alone + self.together
+
+
+def paired(solver: str) -> bool:
+    """Whether a configuration is timed with the others of its problem: one parallel
+    pass, a peer's own algorithm, or a family's default solver."""
+    return solver in (DIRECT, NATIVE) or role(solver) == "default"
+
+
+def units(entries: list[tuple]) -> list[tuple[tuple[str, int, int], list[tuple], list[tuple]]]:
+    """Grid entries grouped by (device, batch, d), dims ascending within each device and
+    batch: ((device, batch, dim), timed alone, timed together)."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    order = {k: i for i, k in enumerate(dict.fromkeys((e[0], e[4]) for e in entries))}
+    for e in sorted(entries, key=lambda e: (order[(e[0], e[4])], e[2])):
+        alone, together = groups.setdefault((e[0], e[4], e[2]), ([], []))
+        (together if paired(e[5]) else alone).append(e)
+    return [(k, a, t) for k, (a, t) in groups.items()]

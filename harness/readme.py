@@ -38,16 +38,16 @@ def headline(reports: Path) -> str:
         Col.SOLVER,
         "log_prob ms [IQR]",
         "sample ms [IQR]",
-        "sample / log_prob",
-        "sample / log_prob, reference solver",
+        "sample / log_prob [95% CI]",
         "params (effective)",
     ]
+    keep = [k for k in keep if k in t.columns]
     cpu = " ".join(str(meta.get("cpu", "")).split()[:2])
     head = (
         f"Medians [IQR] in milliseconds per call of 1024 points, 1 thread, float32, from `make report` (commit "
         f"`{meta.get('commit', '')}`, {cpu}, torch {meta.get('torch', '')}); each model's default solver, and "
-        "sample / log_prob with its family's reference solver beside it (`skipped`: over the 10 s budget "
-        "`make report` gives reference solvers)."
+        "sample / log_prob over runs timed in the same interleaved rounds, with a 95% bootstrap interval "
+        "(the reference solvers' ratios are in the report)."
     )
     return head + "\n\n" + markdown(t[keep])
 

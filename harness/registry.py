@@ -9,18 +9,18 @@ not already behind the harness's contract (:class:`harness.models.Flow` or a
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from torch import Tensor, nn
 
 from . import peers
 from .errors import UserError
-from .models import NAMES, Cost, Flow, Measurable, build
+from .models import NAMES, Cost, Flow, Measurable, build, keywords
 from .ops import OURS
 from .table import Col
 
@@ -72,6 +72,8 @@ def _import(spec: str) -> Callable[..., object]:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise UserError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
+    except Exception as e:  # a user's module may fail at import with anything
+        raise UserError(f"importing {module_name!r} for model {spec!r} raised {type(e).__name__}: {e}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UserError(f"model {spec!r}: {module_name!r} has no callable {attr!r}")
@@ -81,6 +83,13 @@ def _import(spec: str) -> Callable[..., object]:
 def plugins() -> dict[str, object]:
     """Flows that installed packages register under the ``flowbench.models`` group."""
     return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def importable(name: str) -> None:
+    """Refuses (UserError, one line) a ``module:factory`` or plugin name whose module
+    cannot be imported or has no such factory: a usage error, found before any work."""
+    if name not in NAMES and name not in peers.NAMES and (":" in name or name in plugins()):
+        factory_of(name)
 
 
 def known(name: str) -> bool:
@@ -94,10 +103,8 @@ def factory(name: str) -> Callable[..., Measurable]:
         return lambda dim, **config: build(name, dim, **config)
     if name in peers.NAMES:
         return lambda dim, **config: peers.build(name, dim, **config)
-    if name in plugins():
-        make = plugins()[name].load()
-    elif ":" in name:
-        make = _import(name)
+    if name in plugins() or ":" in name:
+        make = factory_of(name)
     else:
         raise UserError(
             f"unknown model {name!r}; allowed: {', '.join(NAMES + peers.NAMES)}, a flow registered under "
@@ -115,21 +122,86 @@ def factory(name: str) -> Callable[..., Measurable]:
     return user
 
 
+def check_config(name: str, config: dict) -> None:
+    """Refuses keywords ``name``'s factory does not take, naming them and the allowed ones."""
+    import inspect
+
+    if not config:
+        return
+    if name in NAMES:
+        allowed = list(keywords(name))
+    elif name in peers.NAMES:
+        allowed = [p for p in inspect.signature(peers.PEERS[name].builder).parameters if p != Col.DIM]
+    else:
+        params = list(inspect.signature(factory_of(name)).parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return
+        allowed = [p.name for p in params]
+    bad = [k for k in config if k not in allowed]
+    if bad:
+        raise UserError(f"unknown keyword {bad[0]!r} for model {name!r}; allowed: {', '.join(allowed) or 'none'}")
+
+
+def factory_of(name: str) -> Callable[..., object]:
+    """The user's own factory of a plugin or ``module:factory`` name (unwrapped)."""
+    if name in plugins():
+        try:
+            return plugins()[name].load()
+        except Exception as e:
+            raise UserError(f"the {GROUP!r} entry point {name!r} cannot be loaded: {type(e).__name__}: {e}") from None
+    return _import(name)
+
+
 def build_any(name: str, dim: int, **config: object) -> Measurable:
     """The flow of any model name at ``dim``."""
     return factory(name)(dim, **config)
 
 
-@functools.cache
-def identity(name: str) -> tuple[str, str]:
-    """(family, library) of any model name: the reference family it matches ('' if
-    none) and who wrote it (``flowbench`` for ours)."""
+@dataclass(frozen=True)
+class Identity:
+    """What the harness knows of a flow without measuring it: the reference family it
+    matches ('' if none), who wrote it (``flowbench`` for ours) and its ops' costs."""
+
+    family: str
+    library: str
+    cost: Cost
+
+
+_LEARNED: dict[str, Identity] = {}  # users' flows described by a probe (a worker built them)
+
+
+def learn(name: str, found: Identity) -> None:
+    """Records what a probe found of a user's flow, so it is not built here."""
+    _LEARNED[name] = found
+
+
+def describe(name: str) -> Identity:
+    """The identity of any model name; a user's flow is built at d = 1 to learn it
+    (unless a probe in a worker already did: :func:`learn`)."""
     if name in NAMES:
-        return name, OURS
+        return Identity(name, OURS, build(name, 1).cost)
     if name in peers.NAMES:
-        return peers.PEERS[name].family, peers.PEERS[name].library
-    flow = build_any(name, 1)
-    return flow.family, flow.library
+        p = peers.PEERS[name]
+        return Identity(p.family, p.library, p.cost)
+    if name not in _LEARNED:
+        flow = build_any(name, 1)
+        _LEARNED[name] = Identity(flow.family, flow.library, flow.cost)
+    return _LEARNED[name]
 
 
-__all__ = ["GROUP", "UserFlow", "build_any", "factory", "identity", "known", "plugins"]
+def identity(name: str) -> tuple[str, str]:
+    """(family, library) of any model name."""
+    found = describe(name)
+    return found.family, found.library
+
+
+def identity_or_module(name: str) -> tuple[str, str]:
+    """(family, library) of a model name, or ('', its module) when building it fails:
+    for labelling the row of a flow that could not be measured."""
+    try:
+        return identity(name)
+    except Exception:  # a user's factory may raise anything; the row says why elsewhere
+        return "", name.partition(":")[0]
+
+
+__all__ = ["GROUP", "Identity", "UserFlow", "build_any", "describe", "factory", "identity", "known", "learn", "plugins"]

@@ -38,6 +38,7 @@ from .table import (
     LOCK,
     MACHINES,
     META,
+    NLL,
     PAPER,
     PLAN,
     PREVIOUS,
@@ -53,7 +54,7 @@ from .table import (
 
 # What the store owns in a folder: --fresh moves these aside, and nothing else (a
 # report's pages, or another run's subfolder, are not the run's).
-OWNED = (RESULTS, META, COUNTS, FIT, FIT_META, CURVES, CHECKPOINTS, DENSITIES, CHECKS, VERSUS, VERSUS_MD)
+OWNED = (RESULTS, META, COUNTS, FIT, FIT_META, CURVES, CHECKPOINTS, DENSITIES, NLL, CHECKS, VERSUS, VERSUS_MD)
 OWNED += (SOLVERS, SOLVERS_MD, PAPER, MACHINES, PLAN, SUBMITIT)
 DIRECT, DISTRIBUTED = "direct", "distributed"
 __all__ = ["Appender", "Run", "count_rows", "encode", "lock", "move_aside", "read_json", "read_table", "repair"]

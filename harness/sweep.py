@@ -10,6 +10,7 @@ worker process killed at its deadline (:mod:`harness.worker`), by
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, replace
 from functools import partial
@@ -17,9 +18,22 @@ from pathlib import Path
 
 from . import env, peers, registry, store
 from .errors import UserError
-from .grid import GRID, Config, Task, deadline_s, essential, estimate_seconds, grid, predicted_seconds
+from .grid import (
+    GRID,
+    Config,
+    Probe,
+    Task,
+    Unit,
+    deadline_s,
+    essential,
+    estimate_seconds,
+    grid,
+    predicted_seconds,
+    units,
+)
 from .measure import allocator
-from .measurer import Measurer
+from .measurer import READY, Measurer
+from .models import NAMES
 from .table import (
     COUNTS,
     ERROR,
@@ -37,6 +51,7 @@ from .table import (
     key_of,
 )
 from .track import Track
+from .worker import Worker, WorkerDied
 
 __all__ = ["Config", "Interrupted", "TRACK", "run", "summary"]
 
@@ -101,9 +116,16 @@ class _Series:
             return f"over budget already at d={over_at}"
         return ""
 
-    def eta(self, remaining: list[tuple]) -> float:
-        """Seconds the remaining configurations are predicted to take."""
-        return sum(predicted_seconds(self.history.get((dv, m, op, b, s), []), d) for dv, m, d, op, b, s in remaining)
+    def eta(self, remaining: list[tuple], config: Config) -> float:
+        """Seconds the remaining configurations (the current one included) are predicted
+        to take: from their series where it has times, else a second for a cell of the
+        default grid and the budget for any other."""
+        return sum(
+            predicted_seconds(
+                self.history.get((dv, m, op, b, s), []), d, 1.0 if essential(m, s, d, b) else config.budget_s
+            )
+            for dv, m, d, op, b, s in remaining
+        )
 
 
 def run(config: Config, out: Path, resume: bool = False, progress: bool = True, fresh: bool = False) -> list[dict]:
@@ -117,12 +139,9 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
     """
     from tqdm.auto import tqdm
 
-    from .worker import Worker
-
     config.validate()
     out = Path(out)
     settings = json.loads(json.dumps(asdict(config)))
-    planned = grid(config)
     folder = store.Run(
         out,
         RESULTS_TABLE,
@@ -132,62 +151,84 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         meta=partial(metadata, config),
         resume=resume,
         fresh=fresh,
-        doing=f"measuring {len(planned)} configurations",
+        doing=f"measuring {', '.join(config.models)} at d = {', '.join(map(str, config.dims))}",
     )
     with folder:
         if not store.wait_free(out / WORKER_LOCK, 30):
             raise UserError(f"a measuring worker of an earlier sweep still runs in {str(out)!r}; wait for it to end")
+        worker = Worker(partial(Measurer, config), lock_path=out / WORKER_LOCK) if config.isolate else None
+        local = None if config.isolate else Measurer(config)
+        broken = _probe(config, worker, local)
         done = {key_of(r): r for r in folder.rows}
         commit = env.git_commit()
-        todo = [g for g in planned if key_of(dict(zip(GRID, g))) not in done]
+        todo = [g for g in grid(config, list(broken)) if key_of(dict(zip(GRID, g))) not in done]
         rows: list[dict] = []
         series = _Series()
         for r in sorted(done.values(), key=lambda r: int(r[Col.DIM])):  # resumed rows inform the budget
             series.record(r)
         counts_path = out / COUNTS
         counts = store.read_json(counts_path, missing={}) if counts_path.exists() else {}
-        worker = Worker(partial(Measurer, config), lock_path=out / WORKER_LOCK) if config.isolate else None
-        local = None if config.isolate else Measurer(config)
-        bar = tqdm(todo, desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
-        try:
-            for device, name, dim, op, batch, solver in bar:
-                family, library = registry.identity(name)
-                row: Row = dict(
-                    model=name,
-                    family=family,
-                    library=library,
-                    dim=dim,
-                    op=op,
-                    device=device,
-                    batch=batch,
-                    solver=solver,
-                    threads=config.threads,
-                    dtype="float32",
-                    source="sweep",
-                    commit=commit,
-                    machine=env.machine_name(device),
-                )
-                missing = peers.unavailable(name) if name in peers.NAMES else None
-                if missing:  # listed, not measured: it says nothing of larger d
-                    row.update(kind=peers.PEERS[name].cost[op], status=SKIPPED, reason=f"unavailable: {missing}")
-                else:
-                    this = series.of(row)
-                    is_essential = essential(name, solver)
-                    key = counts_key(row, config)
-                    estimate = estimate_seconds(series.history.get(this, []), dim)
-                    skip = series.skip(this, dim, is_essential)
-                    task = Task(device, name, dim, op, batch, solver, estimate, skip, is_essential, counts.get(key))
-                    eta = series.eta(todo[len(rows) :]) / 60
-                    bar.set_postfix_str(f"{name} d={dim} {op} {solver}, ~{eta:.0f} min left")
-                    row.update(local(task) if worker is None else _isolated(worker, task, config))
-                    if row[Col.STATUS] == OK and row.get(Col.FLOPS) not in (None, ""):
-                        counts[key] = {
-                            k: row[k] for k in (Col.FLOPS, Col.PEAK_MEM_BYTES) if row.get(k) not in (None, "")
-                        }
-                        store.write_json(counts_path, counts)
-                    series.record(row)
+        bar = tqdm(total=len(todo), desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
+        group = f"{env.git_commit()}-{uuid.uuid4().hex[:8]}"  # this run's rounds: pairs never cross runs
+
+        def stub(entry: tuple) -> Row:
+            device, name, dim, op, batch, solver = entry
+            family, library = ("", name.partition(":")[0]) if name in broken else registry.identity(name)
+            row: Row = dict(model=name, family=family, library=library, dim=dim, op=op, device=device, batch=batch)
+            row.update(solver=solver, threads=config.threads, dtype="float32", source="sweep", commit=commit)
+            row.update(machine=env.machine_name(device))
+            missing = peers.unavailable(name) if name in peers.NAMES else None
+            if missing:  # listed, not measured: it says nothing of larger d
+                row.update(kind=peers.PEERS[name].cost[op], status=SKIPPED, reason=f"unavailable: {missing}")
+            elif name in broken:
+                row.update(status=ERROR, reason=broken[name])
+            return row
+
+        def task(row: Row) -> Task:
+            this, d, b = series.of(row), int(row[Col.DIM]), int(row[Col.BATCH])
+            name, op, solver = row[Col.MODEL], row[Col.OP], row[Col.SOLVER]
+            is_essential = essential(name, solver, d, b)
+            estimate = estimate_seconds(series.history.get(this, []), d)
+            skip = series.skip(this, d, is_essential)
+            cached = counts.get(counts_key(row, config))
+            return Task(row[Col.DEVICE], name, d, op, b, solver, estimate, skip, is_essential, cached)
+
+        def finish(measured: list[Row]) -> None:
+            for row in measured:
+                if row[Col.STATUS] == OK and row.get(Col.FLOPS) not in (None, ""):
+                    wanted = (Col.FLOPS, Col.PEAK_MEM_BYTES)
+                    counts[counts_key(row, config)] = {k: row[k] for k in wanted if row.get(k) not in (None, "")}
+                    store.write_json(counts_path, counts)
+                series.record(row)
                 folder.write(row)
                 rows.append(row)
+            bar.update(len(measured))
+
+        try:
+            for (device, batch, dim), alone, together in units(todo):
+                steps = [([e], False) for e in alone] + ([(together, True)] if together else [])
+                for entries, is_paired in steps:
+                    stubs = [stub(e) for e in entries]
+                    ready = [r for r in stubs if Col.STATUS not in r]
+                    if ready:
+                        tasks = tuple(task(r) for r in ready)
+                        first = tasks[0]
+                        what = (
+                            "default algorithms, interleaved"
+                            if is_paired
+                            else f"{first.model} {first.op} {first.solver}"
+                        )
+                        bar.set_postfix_str(
+                            f"d={dim} {what}, ~{series.eta(todo[len(rows) :], config) / 60:.0f} min left"
+                        )
+                        if is_paired:
+                            answers = _together(Unit(device, dim, batch, (), tasks, group), worker, local, config)
+                        else:
+                            unit = Unit(device, dim, batch, tasks, (), group)
+                            answers = local(unit) if worker is None else _isolated(worker, unit, config)
+                        for row, answer in zip(ready, answers):
+                            row.update(answer)
+                    finish(stubs)
         except KeyboardInterrupt:  # what the table holds, whichever line the signal came in
             raise Interrupted(store.count_rows(folder.path), out) from None
         finally:
@@ -198,19 +239,65 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
     return rows
 
 
-def _isolated(worker, task: Task, config: Config) -> dict:
-    """The worker's answer, or a ``timeout`` or ``error`` row when it gave none."""
-    from .grid import cost_of
-    from .worker import WorkerDied
+def _probe(config: Config, worker, local) -> dict[str, str]:
+    """Describes every user's flow of the sweep (building it runs the user's code) in
+    the worker, with a deadline; returns the flows that could not be described, with why."""
+    broken = {}
+    for name in config.models:
+        if name in NAMES or name in peers.NAMES:
+            continue
+        limit = deadline_s(config)
+        try:
+            found = worker.run(Probe(name), limit) if worker is not None else local(Probe(name))
+        except WorkerDied as e:
+            found = f"cannot build it: {e}"
+        if found is None:
+            found = f"cannot build it: building it at d=1 took over {limit:g} s (killed)"
+        if isinstance(found, str):
+            broken[name] = found
+        else:
+            registry.learn(name, found)
+    return broken
 
-    limit = deadline_s(config, task.essential)
-    kind = cost_of(task.model)[task.op]
+
+def _together(unit: Unit, worker, local, config: Config) -> list[dict]:
+    """The default algorithms of one device, d and batch, timed together: each task's
+    checked call is one worker call with its own deadline (a flow that hangs or crashes
+    takes only its own row), kept in the worker; then one call times the survivors in
+    interleaved rounds. What a restarted worker lost is prepared again."""
+    run = local if worker is None else (lambda u: _isolated(worker, u, config))
+    answers: dict[int, dict] = {}
+    pending = list(range(len(unit.together)))
+    while pending:
+        start = worker.starts if worker is not None else 0
+        for i in pending:
+            (answers[i],) = run(replace(unit, together=(unit.together[i],), prepare_only=True))
+        pending = [i for i in pending if answers[i].pop(READY, False)]
+        if worker is None or worker.starts == start or not pending:
+            break  # no worker died since these were prepared: they are all kept
+        start = worker.starts
+    if pending:
+        timed = run(replace(unit, together=tuple(unit.together[i] for i in pending)))
+        for i, row in zip(pending, timed):
+            answers[i] = row
+    return [answers[i] for i in range(len(unit.together))]
+
+
+def _isolated(worker, unit: Unit, config: Config) -> list[dict]:
+    """The worker's rows of a unit, or ``timeout`` or ``error`` rows when it gave none:
+    the unit's deadline is the sum of its configurations' (harness.grid.deadline_s)."""
+    from .grid import cost_of
+
+    limit = sum(deadline_s(config, t.essential) for t in unit.tasks)
+    kinds = [cost_of(t.model)[t.op] for t in unit.tasks]
     try:
-        answer = worker.run(task, limit)
+        answer = worker.run(unit, limit)
     except WorkerDied as e:
-        return dict(kind=kind, status=ERROR, reason=str(e))
+        return [dict(kind=k, status=ERROR, reason=str(e)) for k in kinds]
     if answer is None:
-        return dict(kind=kind, status=TIMEOUT, reason=f"killed after {limit:g} s (budget {config.budget_s:g} s)")
+        what = "the paired measurement of its d and batch was" if unit.together else ""
+        reason = f"{what or ''}killed after {limit:g} s (budget {config.budget_s:g} s)".strip()
+        return [dict(kind=k, status=TIMEOUT, reason=reason) for k in kinds]
     return answer
 
 

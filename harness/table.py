@@ -26,6 +26,7 @@ FIT_META = "fit.json"
 CURVES = "curves.csv"  # the validation curve of every fit
 CHECKPOINTS = "checkpoints"  # folder: trained state dicts, <model>__<data>.pt
 DENSITIES = "densities"  # folder: log-density grids of the 2-D fits, <model>__<data>.npy
+NLL = "nll"  # folder: each test point's NLL of every fit, <model>__<data>__s<seed>.npy
 # a distributed run's folders and files (harness.cluster)
 MACHINES = "machines"  # DIR/machines/<machine>/
 JOBS = "jobs"  # DIR/machines/<machine>/jobs/<job>/
@@ -70,6 +71,8 @@ class Row(TypedDict, total=False):
     median_s: float
     iqr_s: float
     runs: int
+    round_s: str  # seconds per call of each run, space-separated, in the order timed
+    round_group: str  # rows timed in the same interleaved rounds share it: their ratios pair by run
     status: Status
     reason: str
     evaluations: float
@@ -110,10 +113,14 @@ class FitRow(TypedDict, total=False):
     test_nll: float
     test_nll_se: float
     val_nll: float
+    val_nll_se: float
     bits_per_dim: float
     entropy: float
-    gap: float  # test_nll - entropy: an estimate of KL(truth || model)
+    gap: float  # mean over test points of log p(x) - log q(x): KL(truth || model), paired
+    gap_se: float
     baseline_nll: float  # the standard normal's test NLL in the same units
+    worse_than_baseline: bool  # the fit's test NLL is above N(0, I)'s
+    val_test_disagree: bool  # validation and test NLL further apart than 3 joint standard errors
     nll_units: str  # what test_nll is per: nats per point, nats per image
     trained_log_prob_s: float  # the trained model's log_prob, seconds per call
     trained_sample_s: float
@@ -124,6 +131,7 @@ class FitRow(TypedDict, total=False):
     seed: int
     threads: int
     checkpoint: str
+    nll_file: str  # each test point's NLL (float32 .npy), for paired comparisons
     commit: str
     machine: str
 
@@ -148,6 +156,8 @@ class Col:
     MEDIAN_S = "median_s"
     IQR_S = "iqr_s"
     RUNS = "runs"
+    ROUND_S = "round_s"
+    ROUND_GROUP = "round_group"
     STATUS = "status"
     REASON = "reason"
     EVALUATIONS = "evaluations"
@@ -174,28 +184,35 @@ class Col:
     TEST_NLL = "test_nll"
     TEST_NLL_SE = "test_nll_se"
     VAL_NLL = "val_nll"
+    VAL_NLL_SE = "val_nll_se"
     BITS_PER_DIM = "bits_per_dim"
     ENTROPY = "entropy"
     GAP = "gap"
+    GAP_SE = "gap_se"
     BASELINE_NLL = "baseline_nll"
+    WORSE_THAN_BASELINE = "worse_than_baseline"
+    VAL_TEST_DISAGREE = "val_test_disagree"
     NLL_UNITS = "nll_units"
     TRAINED_LOG_PROB_S = "trained_log_prob_s"
     TRAINED_SAMPLE_S = "trained_sample_s"
     SEED = "seed"
     CHECKPOINT = "checkpoint"
+    NLL_FILE = "nll_file"
     STEP = "step"
     WALL_S = "wall_s"
     TRAIN_NLL = "train_nll"
     LEARNING_RATE = "learning_rate"
 
 
-FIT_KEY = (Col.MODEL, Col.DATA)
-CURVE_COLUMNS = [Col.MODEL, Col.DATA, Col.STEP, Col.WALL_S, Col.TRAIN_NLL, Col.VAL_NLL, Col.LEARNING_RATE]
+FIT_KEY = (Col.MODEL, Col.DATA, Col.SEED)
+CURVE_COLUMNS = [Col.MODEL, Col.DATA, Col.SEED, Col.STEP, Col.WALL_S, Col.TRAIN_NLL, Col.VAL_NLL, Col.LEARNING_RATE]
 
 # One row per key. ``solver`` is the slow direction's algorithm (harness.models.solvers),
 # ``direct`` for a parallel op.
 KEY = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER)
 TEXT = (
+    Col.ROUND_S,
+    Col.ROUND_GROUP,
     Col.MODEL,
     Col.FAMILY,
     Col.LIBRARY,
@@ -216,7 +233,8 @@ NUMERIC = [c for c in COLUMNS if c not in TEXT]
 
 UNITS = {
     "median_s": "seconds per call",
-    "iqr_s": "seconds per call",
+    "iqr_s": "seconds per call (interquartile range of the runs)",
+    "round_s": "seconds per call of each run (a block of calls), in the order timed",
     "evaluations": "evaluations of one dimension's output per call, summed over layers",
     "iterations": "solver steps on the critical path per call, summed over layers",
     "evaluations_per_dim": "evaluations / (d x layers that solve): 1 for one evaluation per dimension",
@@ -243,19 +261,22 @@ class TableSpec:
 
 # Settings that change what a row means: resuming with others would mix rows.
 SWEEP_SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config", Col.FLOPS, "memory")
-FIT_SETTINGS = ("steps", "wall_s", "batch_size", "lr", "eval_every", "plateau", "patience", "seed", "model_config")
+FIT_SETTINGS = ("steps", "wall_s", "batch_size", "lr", "eval_every", "plateau", "patience", "model_config")
 FIT_SETTINGS += ("data_dir",)
 RESULTS_TABLE = TableSpec(RESULTS, tuple(COLUMNS), KEY, SWEEP_SETTINGS)
 FIT_TABLE = TableSpec(FIT, tuple(FIT_COLUMNS), FIT_KEY, FIT_SETTINGS)
-CURVES_TABLE = TableSpec(CURVES, tuple(CURVE_COLUMNS), (Col.MODEL, Col.DATA, Col.STEP))
+CURVES_TABLE = TableSpec(CURVES, tuple(CURVE_COLUMNS), (Col.MODEL, Col.DATA, Col.SEED, Col.STEP))
 
 FIT_UNITS = {
     "test_nll": "nll_units of the row: nats per point (toys, UCI) or nats per image (digits)",
     "test_nll_se": "the same units: standard error of the test split's mean",
-    "val_nll": "the same units as test_nll",
+    "val_nll": "the same units as test_nll (the weights kept, on the validation split)",
+    "val_nll_se": "the same units: standard error of the validation split's mean",
     "bits_per_dim": "bits per dimension",
     "entropy": "nats per point",
-    "gap": "nats per point",
+    "gap": "nats per point: mean over the test points of log p(x) - log q(x)",
+    "gap_se": "nats per point: standard error of that mean (paired on the same points)",
+    "train_nll, val_nll of curves.csv": "the data set's units, as test_nll",
     "baseline_nll": "the same units as test_nll",
     "train_s": "seconds",
     "step_s": "seconds per optimiser step",
@@ -264,6 +285,9 @@ FIT_UNITS = {
     "params_stored": "scalars",
     "params_effective": "scalars",
 }
+
+
+SMOKE = "a smoke test (fit --quick): too short to judge a flow's quality"
 
 
 def fit_stem(model: str, data: str) -> str:

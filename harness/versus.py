@@ -128,7 +128,7 @@ def run_contest(
         # flow (a user's) from its own factory's defaults
         config = contest.config if rival in peers.NAMES else {}
         ops[rival] = op
-        is_peer = rival in dict(CONTESTS[contest.name].rivals) or registry.identity(rival)[0] == contest.model
+        is_peer = rival in dict(CONTESTS[contest.name].rivals) or registry.identity_or_module(rival)[0] == contest.model
         roles[rival] = PEER if is_peer else ENTRANT
         try:
             models[rival] = registry.build_any(rival, dim, **config).eval()
@@ -241,7 +241,7 @@ def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
     rows = []
     for r in results:
         for who, op in r["ops"].items():
-            family, library = registry.identity(contest_model(r["contest"]) if who == OURS_ROLE else who)
+            family, library = registry.identity_or_module(contest_model(r["contest"]) if who == OURS_ROLE else who)
             row = dict(
                 contest=r["contest"],
                 dim=r[Col.DIM],
@@ -325,8 +325,7 @@ def main(
     for spec, contest in entrants:
         if contest not in CONTESTS:
             raise UserError(f"unknown contest {contest!r} for {spec!r}; allowed: {', '.join(CONTESTS)}")
-        if not registry.known(spec):
-            registry.factory(spec)  # raises, naming the allowed forms
+        registry.factory(spec)  # an unknown name, or a module that does not import: one line, before any timing
     names = list(contests or dict.fromkeys(c for _, c in entrants) or CONTESTS)
     bad = [n for n in names if n not in CONTESTS]
     if bad:

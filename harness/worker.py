@@ -79,8 +79,10 @@ class Worker:
         self.lock_path = None if lock_path is None else str(lock_path)
         self.proc: mp.process.BaseProcess | None = None
         self.conn = None
+        self.starts = 0  # how many processes were started: what one kept is gone with it
 
     def _start(self) -> None:
+        self.starts += 1
         ctx = mp.get_context("spawn")  # a clean interpreter: no forked torch state
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(

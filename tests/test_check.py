@@ -90,7 +90,8 @@ def test_the_example_passes_and_broken_flows_fail():
 def test_check_command_exit_codes_and_table():
     ok = cli("check", "examples.linear_flow:make", "--dims", "1,3")
     assert ok.returncode == 0, ok.stderr
-    assert "| check" in ok.stdout and "log-det" in ok.stdout and "pass: 0 of" in ok.stdout
+    assert "| check" in ok.stdout and "log-det" in ok.stdout and "checks ran and passed, 0 failed" in ok.stdout
+    assert ok.stdout.strip().splitlines()[-1].startswith("pass: ")
     bad = cli("check", "tests.test_check:ScaledLogDet", "--dims", "2")
     assert bad.returncode == 1 and "FAIL" in bad.stdout and "log-det d=2" in bad.stdout
 

@@ -143,7 +143,18 @@ def test_a_fit_runs_as_jobs_and_merges_into_a_folder_the_report_reads(tmp_path):
     from harness.table import DENSITIES, FIT
 
     out = tmp_path / "fit"
-    args = ["fit", "--models", "made,maf", "--data", "eight_gaussians", "--steps", "20", "--no-progress"]
+    args = [
+        "fit",
+        "--models",
+        "made,maf",
+        "--data",
+        "eight_gaussians",
+        "--seeds",
+        "0",
+        "--steps",
+        "20",
+        "--no-progress",
+    ]
     assert main([*args, "--executor", "local", "--max-parallel", "2", "--out", str(out)]) == 0
     rows = rows_of(out / FIT)
     assert sorted((r[Col.MODEL], r[Col.DATA]) for r in rows) == [

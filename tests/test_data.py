@@ -141,3 +141,78 @@ def test_miniboone_and_bsds300(tmp_path):
     _check_splits(uci.bsds300(tmp_path), 63, 80)
     ds = data.load("miniboone", data_dir=tmp_path)
     assert ds.dim == 43 and ds.nll_offset == 0.0
+
+
+def _release_power(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The POWER splits as the MAF release's loader makes them, step by step: shuffle with
+    RandomState(42), drop columns 3 and 1, draw the voltage noise, then the gap noise,
+    then the sub-meterings', stack them gap, voltage, sub-meterings, zero time; the last
+    10% is test, the last 10% of the rest validation; standardise with train+validation."""
+    rng = np.random.RandomState(42)
+    data = data.copy()
+    rng.shuffle(data)
+    n = len(data)
+    data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
+    voltage, gap, sm = 0.01 * rng.rand(n, 1), 0.001 * rng.rand(n, 1), rng.rand(n, 3)
+    data = data + np.hstack([gap, voltage, sm, np.zeros((n, 1))])
+    n_test = int(0.1 * n)
+    test, rest = data[n - n_test :], data[: n - n_test]
+    n_val = int(0.1 * len(rest))
+    train, val = rest[: len(rest) - n_val], rest[len(rest) - n_val :]
+    both = np.vstack([train, val])
+    mu, sd = both.mean(axis=0), both.std(axis=0)
+    return (train - mu) / sd, (val - mu) / sd, (test - mu) / sd
+
+
+def test_power_draws_its_noise_in_the_releases_order(tmp_path):
+    rng = np.random.RandomState(5)
+    raw = rng.rand(400, 8) * [5, 1, 240, 20, 10, 10, 10, 1440]
+    (tmp_path / "power").mkdir()
+    np.save(tmp_path / "power" / "data.npy", raw)
+    for ours, theirs in zip(uci.power(tmp_path), _release_power(raw)):
+        assert np.array_equal(ours, theirs)
+
+
+def _malformed(root, case: str) -> str:
+    """Writes one malformed release file under root; returns the data set and the file."""
+    rng = np.random.RandomState(6)
+    if case == "empty npy":
+        (root / "power").mkdir()
+        (root / "power" / "data.npy").write_bytes(b"")
+        return "power", "power/data.npy"
+    if case == "non-numeric cell":
+        (root / "hepmass").mkdir()
+        frame = pd.DataFrame(rng.randn(50, 4), columns=list("abcd"))
+        frame.insert(0, "# label", 1.0)
+        frame["b"] = frame["b"].astype(object)
+        frame.loc[3, "b"] = "oops"
+        for name in ("1000_train.csv", "1000_test.csv"):
+            frame.to_csv(root / "hepmass" / name, index=False)
+        return "hepmass", "hepmass/1000_train.csv"
+    if case == "pickle without columns":
+        (root / "gas").mkdir()
+        pd.DataFrame(rng.randn(30, 3), columns=list("xyz")).to_pickle(root / "gas" / "ethylene_CO.pickle")
+        return "gas", "gas/ethylene_CO.pickle"
+    if case == "hdf5 without test":
+        import h5py
+
+        (root / "BSDS300").mkdir()
+        with h5py.File(root / "BSDS300" / "BSDS300.hdf5", "w") as f:
+            f["train"], f["validation"] = rng.rand(20, 63), rng.rand(5, 63)
+        return "bsds300", "BSDS300/BSDS300.hdf5"
+    (root / "miniboone").mkdir()  # the wrong dimension
+    np.save(root / "miniboone" / "data.npy", rng.randn(200, 42))
+    return "miniboone", "miniboone/data.npy"
+
+
+@pytest.mark.parametrize(
+    "case", ["empty npy", "non-numeric cell", "pickle without columns", "hdf5 without test", "wrong dimension"]
+)
+def test_a_malformed_release_file_is_one_line_naming_it(tmp_path, capsys, case):
+    from harness.__main__ import main
+
+    name, file = _malformed(tmp_path, case)
+    args = ["fit", "--models", "made", "--data", name, "--data-dir", str(tmp_path), "--steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / file) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

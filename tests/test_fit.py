@@ -8,13 +8,15 @@ import math
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
 from harness import data, registry
 from harness.__main__ import main
-from harness.fit import FitConfig, fit_one, nll_per_point, run, train
+from harness.fit import FitConfig, run
 from harness.table import CHECKPOINTS, CURVES, DENSITIES, ERROR, FIT, FIT_COLUMNS, OK, Col
+from harness.training import NonFinite, fit_one, nll_per_point, train
 
 TINY = dict(steps=40, wall_s=20.0, eval_every=10, time_batch=64, time_s=0.01)
 
@@ -27,7 +29,7 @@ def rows_of(folder):
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     out = tmp_path_factory.mktemp("fit")
-    config = FitConfig(models=["maf", "bnaf"], data=["eight_gaussians"], **TINY)
+    config = FitConfig(models=["maf", "bnaf"], data=["eight_gaussians"], seeds=(0,), **TINY)
     rows = run(config, out, progress=False)
     return out, rows, config
 
@@ -35,12 +37,18 @@ def fitted(tmp_path_factory):
 def test_a_fit_writes_one_row_per_model_and_data_set_with_units(fitted):
     out, rows, _ = fitted
     on_disk = rows_of(out)
-    assert [(r[Col.MODEL], r[Col.DATA]) for r in on_disk] == [("maf", "eight_gaussians"), ("bnaf", "eight_gaussians")]
+    assert [(r[Col.MODEL], r[Col.DATA], r[Col.SEED]) for r in on_disk] == [
+        ("maf", "eight_gaussians", "0"),
+        ("bnaf", "eight_gaussians", "0"),
+    ]
     assert list(on_disk[0]) == FIT_COLUMNS
     for r in on_disk:
         assert r[Col.STATUS] == OK and r[Col.NLL_UNITS] == "nats per point"
         nll, entropy = float(r[Col.TEST_NLL]), float(r[Col.ENTROPY])
-        assert float(r[Col.GAP]) == pytest.approx(nll - entropy)
+        # the gap is paired on the test points: its mean is test NLL - mean log p, close to NLL - entropy
+        assert float(r[Col.GAP]) == pytest.approx(nll - entropy, abs=0.05) and float(r[Col.GAP_SE]) > 0
+        assert float(r[Col.VAL_NLL_SE]) > 0 and r[Col.WORSE_THAN_BASELINE] in ("True", "False")
+        assert (out / r[Col.NLL_FILE]).is_file()
         assert float(r[Col.TEST_NLL_SE]) > 0 and int(r[Col.STEPS]) <= 40
         assert float(r[Col.TRAINED_LOG_PROB_S]) > 0 and float(r[Col.TRAINED_SAMPLE_S]) > 0
         assert int(r[Col.PARAMS_EFFECTIVE]) <= int(r[Col.PARAMS_STORED])
@@ -49,6 +57,7 @@ def test_a_fit_writes_one_row_per_model_and_data_set_with_units(fitted):
     with (out / CURVES).open() as f:
         curve = list(csv.DictReader(f))
     assert {c[Col.MODEL] for c in curve} == {"maf", "bnaf"} and all(math.isfinite(float(c[Col.VAL_NLL])) for c in curve)
+    assert {c[Col.SEED] for c in curve} == {"0"}
 
 
 def test_the_checkpoint_loads_with_weights_only_and_gives_the_test_nll(fitted):
@@ -58,8 +67,11 @@ def test_the_checkpoint_loads_with_weights_only_and_gives_the_test_nll(fitted):
     flow = registry.build_any("maf", 2)
     flow.load_state_dict(state)
     flow.eval()
-    ds = data.load("eight_gaussians", config.seed)
-    assert float(nll_per_point(flow, ds.test).mean()) == pytest.approx(float(row[Col.TEST_NLL]), rel=1e-6)
+    ds = data.load("eight_gaussians", int(row[Col.SEED]))
+    points = nll_per_point(flow, ds.test)
+    assert float(points.mean()) == pytest.approx(float(row[Col.TEST_NLL]), rel=1e-6)
+    kept = np.load(out / row[Col.NLL_FILE])  # each test point's NLL, as the report pairs them
+    assert kept.shape == points.shape and np.allclose(kept, points.numpy(), rtol=1e-5)
 
 
 def test_training_improves_on_the_initial_weights_and_keeps_the_best():
@@ -67,21 +79,24 @@ def test_training_improves_on_the_initial_weights_and_keeps_the_best():
     torch.manual_seed(0)
     flow = registry.build_any("maf", 2)
     before = float(nll_per_point(flow, ds.val).mean())
-    trained = train(flow, ds, FitConfig(**TINY))
+    trained = train(flow, ds, FitConfig(**TINY), seed=0)
     after = float(nll_per_point(flow, ds.val).mean())
-    assert after < before and after == pytest.approx(trained.val_nll, rel=1e-6)
+    best = min(c[Col.VAL_NLL] for c in trained.curve)  # in the data set's units (offset 0 for a toy)
+    assert after < before and after == pytest.approx(best, rel=1e-6)
     assert trained.best_step in [c[Col.STEP] for c in trained.curve]
 
 
 def test_resume_skips_finished_rows_and_refuses_other_settings(fitted, tmp_path):
     out, _, config = fitted
-    again = run(FitConfig(models=["maf", "bnaf", "made"], data=["eight_gaussians"], **TINY), out, resume=True)
+    again = run(
+        FitConfig(models=["maf", "bnaf", "made"], data=["eight_gaussians"], seeds=(0,), **TINY), out, resume=True
+    )
     assert [r[Col.MODEL] for r in again] == ["made"]
     assert [r[Col.MODEL] for r in rows_of(out)] == ["maf", "bnaf", "made"]
     with pytest.raises(ValueError, match="steps"):
-        run(FitConfig(models=["maf"], data=["eight_gaussians"], **{**TINY, "steps": 41}), out, resume=True)
+        run(FitConfig(models=["maf"], data=["eight_gaussians"], seeds=(0,), **{**TINY, "steps": 41}), out, resume=True)
     with pytest.raises(ValueError, match="--resume"):
-        run(FitConfig(models=["maf"], data=["eight_gaussians"], **TINY), out)
+        run(FitConfig(models=["maf"], data=["eight_gaussians"], seeds=(0,), **TINY), out)
 
 
 def _nan_module():
@@ -107,7 +122,9 @@ def _nan_module():
 
 def test_a_non_finite_loss_is_an_error_row_and_the_others_go_on(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "nan_flow_for_fit", _nan_module())
-    config = FitConfig(models=["nan_flow_for_fit:make", "made"], data=["eight_gaussians"], **TINY)
+    config = FitConfig(
+        models=["nan_flow_for_fit:make", "made"], data=["eight_gaussians"], seeds=(0,), isolate=False, **TINY
+    )
     rows = run(config, tmp_path, progress=False)
     assert rows[0][Col.STATUS] == ERROR and "non-finite training loss at step 1" in rows[0][Col.REASON]
     assert rows[1][Col.STATUS] == OK
@@ -128,10 +145,23 @@ def test_bad_settings_name_the_value_and_the_allowed_ones():
 def test_the_fit_command_and_the_report_quality_section(tmp_path, capsys):
     out = tmp_path / "fit"
     code = main(
-        ["fit", "--models", "made,iaf", "--data", "two_moons", "--steps", "20", "--out", str(out), "--no-progress"]
+        [
+            "fit",
+            "--models",
+            "made,iaf",
+            "--data",
+            "two_moons",
+            "--seeds",
+            "0",
+            "--steps",
+            "20",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
     )
     assert code == 0 and "2 fits" in capsys.readouterr().out
-    assert all((out / CHECKPOINTS / f"{m}__two_moons.pt").is_file() for m in ("made", "iaf"))
+    assert all((out / CHECKPOINTS / f"{m}__two_moons__s0.pt").is_file() for m in ("made", "iaf"))
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     report = (tmp_path / "rep" / "REPORT.md").read_text()
     assert "## Quality: density against size and training time" in report
@@ -141,9 +171,10 @@ def test_the_fit_command_and_the_report_quality_section(tmp_path, capsys):
 
 def test_digits_fit_reports_bits_per_dimension():
     ds = data.load("digits", 0)
-    row, curve = fit_one("made", ds, FitConfig(**{**TINY, "steps": 10}), _tmp_out())
+    row, curve = fit_one("made", ds, FitConfig(**{**TINY, "steps": 10}), 0, _tmp_out())
     assert row[Col.BITS_PER_DIM] == pytest.approx(row[Col.TEST_NLL] / (64 * math.log(2)))
     assert row[Col.NLL_UNITS] == "nats per image" and Col.GAP not in row and curve
+    assert all(c[Col.VAL_NLL] > 50 for c in curve), "curves are in nats per image, as fit.csv"
 
 
 def _tmp_out():
@@ -172,22 +203,28 @@ def test_a_uci_fit_is_reported_beside_the_papers_numbers():
     import pandas as pd
 
     from harness.report.sections.quality import published_table
+    from harness.table import FIT_COLUMNS
 
     fits = pd.DataFrame(
-        [{Col.MODEL: "maf", Col.DATA: "power", Col.STATUS: OK, Col.TEST_NLL: -0.21, Col.TEST_NLL_SE: 0.01}]
-    )
+        [
+            {Col.MODEL: "maf", Col.DATA: "power", Col.STATUS: OK, Col.TEST_NLL: nll, Col.TEST_NLL_SE: 0.01}
+            for nll in (-0.20, -0.21, -0.22)
+        ],
+        columns=FIT_COLUMNS,
+    ).assign(dim=6, params_effective=1, train_s=1.0, baseline_nll=8.5, nll_units="nats per point", seed=[0, 1, 2])
     table = published_table(fits)
     assert list(table[Col.DATA]) == ["power"]
-    assert table.loc[0, "B-NAF (paper)"] == "0.61 ± .01" and table.loc[0, "maf (ours)"] == "0.21 ± 0.01"
+    # as the paper states its numbers: mean ± sd over trainings (seeds)
+    assert table.loc[0, "B-NAF (paper)"] == "0.61 ± .01" and table.loc[0, "maf (ours)"] == "0.21 ± 0.01 (SE 0.01)"
     assert published_table(fits.assign(**{Col.DATA: "eight_gaussians"})).empty
 
 
 def test_a_non_finite_validation_nll_raises(monkeypatch):
-    import harness.fit as fit
+    import harness.training as training
 
     ds = data.load("eight_gaussians", 0)
     torch.manual_seed(0)
     flow = registry.build_any("made", 2)
-    monkeypatch.setattr(fit, "nll_per_point", lambda flow, x: torch.full((len(x),), float("inf")))
-    with pytest.raises(fit.NonFinite, match="non-finite validation NLL at step 10"):
-        train(flow, ds, FitConfig(**TINY))
+    monkeypatch.setattr(training, "nll_per_point", lambda flow, x: torch.full((len(x),), float("inf")))
+    with pytest.raises(NonFinite, match="non-finite validation NLL at step 10"):
+        train(flow, ds, FitConfig(**TINY), seed=0)

@@ -19,6 +19,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def runs_around(median: float) -> str:
+    """Five runs about a median (the same spread for every row: paired ratios are exact)."""
+    return " ".join(f"{median * (1 + e):.6g}" for e in (-0.004, -0.002, 0, 0.002, 0.004))
+
+
 def synthetic(out: Path, devices=("cpu",)) -> Path:
     """A sweep folder whose times follow known powers of d: log_prob ~ d^1, sample ~ d^2."""
     rows = []
@@ -46,6 +51,8 @@ def synthetic(out: Path, devices=("cpu",)) -> Path:
                             median_s="" if skipped else 1e-4 * dim**power,
                             iqr_s="" if skipped else 1e-6,
                             runs="" if skipped else 5,
+                            round_s="" if skipped else runs_around(1e-4 * dim**power),
+                            round_group="" if solver == "sequential" else f"{device}-{dim}",
                             status="skipped" if skipped else "ok",
                             reason="one call took 9 s; 3 runs > budget 20 s" if skipped else "",
                             params_stored=100 * dim**2,
@@ -172,6 +179,8 @@ def _two_families(out: Path, devices=("cpu",), batches=(100,)) -> Path:
                                 median_s=scale * 1e-3 * dim * (10 if slow else 1) * batch / 100,
                                 iqr_s=1e-6,
                                 runs=5,
+                                round_s=runs_around(scale * 1e-3 * dim * (10 if slow else 1) * batch / 100),
+                                round_group=f"{device}-{dim}-{batch}",
                                 status="ok",
                                 params_stored=10 * dim,
                                 params_effective=5 * dim,
@@ -364,3 +373,12 @@ def test_findings_are_data_beside_each_committed_report():
         headings = {line.lstrip("# ") for line in report.splitlines() if line.startswith("#")}
         for f in found:  # every finding carries its values and links to a heading of the report
             assert f.values and f.title in headings, f
+
+
+def test_two_folders_of_one_machine_are_never_merged_silently(tmp_path):
+    import shutil
+
+    first = synthetic(tmp_path / "first")
+    shutil.copytree(first, tmp_path / "second")
+    with pytest.raises(ValueError, match="both hold maf d=2 log_prob on .*harness compare"):
+        build_report([first, tmp_path / "second"], tmp_path / "out")

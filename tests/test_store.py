@@ -66,13 +66,15 @@ def test_a_torn_results_line_at_any_byte_is_cut_and_measured_again(tmp_path, mon
 
 
 def test_a_torn_fit_line_at_any_byte_is_cut_and_fitted_again(tmp_path, monkeypatch):
-    def fitted(name, ds, config, out, on_eval=None):
+    def fitted(name, ds, config, seed, out, on_eval=None):
         row = dict(test_nll=1.0 + len(name), test_nll_se=0.01, steps=3, nll_units=ds.units, params_stored=7)
         return row, [{Col.STEP: 1, Col.WALL_S: 0.1, Col.TRAIN_NLL: 2.0, Col.VAL_NLL: 2.0, Col.LEARNING_RATE: 0.01}]
 
-    monkeypatch.setattr(fit, "fit_one", fitted)
+    from harness import training
+
+    monkeypatch.setattr(training, "fit_one", fitted)
     monkeypatch.setattr(fit, "truth_grids", lambda data, out: None)
-    config = fit.FitConfig(models=("made", "maf"), data=("eight_gaussians",))
+    config = fit.FitConfig(models=("made", "maf"), data=("eight_gaussians",), seeds=(0,), isolate=False)
     fit.run(config, tmp_path, progress=False)
     resume = lambda: fit.run(config, tmp_path, resume=True, progress=False)  # noqa: E731
     cuts = _tear_everywhere(tmp_path / "fit.csv", resume, FIT_COLUMNS, FIT_KEY)
@@ -94,11 +96,12 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_fit_fresh_moves_every_file_of_the_old_fit_aside(tmp_path):
-    config = fit.FitConfig(models=("made",), data=("eight_gaussians",), steps=10, eval_every=5, time_s=0.01)
+    config = fit.FitConfig(models=("made",), data=("eight_gaussians",), seeds=(0,), steps=10, eval_every=5, time_s=0.01)
     config.time_batch = 64
     fit.run(config, tmp_path, progress=False)
     before = _files(tmp_path)
-    assert {"fit.csv", "fit.json", "curves.csv", "checkpoints/made__eight_gaussians.pt"} <= set(before)
+    assert {"fit.csv", "fit.json", "curves.csv", "checkpoints/made__eight_gaussians__s0.pt"} <= set(before)
+    assert "nll/made__eight_gaussians__s0.npy" in before
     assert "densities/made__eight_gaussians.npy" in before and "densities/truth__eight_gaussians.npy" in before
     fit.run(config, tmp_path, fresh=True, progress=False)
     (aside,) = (tmp_path / "previous").iterdir()

@@ -95,14 +95,16 @@ def test_tiny_budget_skips_with_a_reason(tmp_path):
 
 
 def test_oom_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    def boom(model, op, device, batch, config, estimate, **kwargs):
+    real = measurer.prepare
+
+    def boom(model, op, device, batch, settings, estimate=None, **kwargs):
         if model.dim == 2 and op == "sample":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         if model.dim == 4 and op == "log_prob":
             raise RuntimeError("something else broke")
-        return dict(status="ok", reason="", median_s=1e-3, iqr_s=0.0, runs=3), None
+        return real(model, op, device, batch, settings, estimate, **kwargs)
 
-    monkeypatch.setattr(measurer, "measure", boom)
+    monkeypatch.setattr(measurer, "prepare", boom)
     rows = sweep.run(small(models=("maf",), solvers=["default"], isolate=False), tmp_path, progress=False)
     status = {(r["dim"], r["op"]): (r["status"], r["reason"]) for r in rows}
     assert status[(2, "sample")][0] == "oom"
@@ -184,14 +186,15 @@ def test_flops_do_not_depend_on_load(tmp_path, monkeypatch):
     assert all(r["flops"] > 0 for r in quiet)
 
 
-def test_the_default_grid_is_measured_whatever_the_budget(tmp_path):
-    """Parallel passes and default solvers of our models are never cut by the budget;
-    reference solvers and peers are."""
-    rows = sweep.run(small(budget_s=1e-6, flops=False, memory=False, isolate=False), tmp_path, progress=False)
-    status = {(r["model"], r["dim"], r["op"], r["solver"]): r["status"] for r in rows}
-    for (model, dim, op, solver), st in status.items():
-        essential = solver in ("direct", "incremental", "newton")
-        assert st == ("ok" if essential else "skipped"), (model, dim, op, solver, st)
+def test_the_default_grid_is_measured_whatever_the_budget_and_nothing_else_is(tmp_path):
+    """Parallel passes and default solvers of our models at the default dims and batch
+    are never cut by the budget; reference solvers, other batches and other dims are."""
+    config = small(dims=(2, 3), batches=(1024, 16), budget_s=1e-6, flops=False, memory=False, isolate=False)
+    rows = sweep.run(config, tmp_path, progress=False)
+    status = {(r["model"], r["dim"], r["op"], r["solver"], r["batch"]): r["status"] for r in rows}
+    for (model, dim, op, solver, batch), st in status.items():
+        essential = solver in ("direct", "incremental", "newton") and dim == 2 and batch == 1024
+        assert st == ("ok" if essential else "skipped"), (model, dim, op, solver, batch, st)
 
 
 def test_counts_are_cached_per_configuration(tmp_path, monkeypatch):

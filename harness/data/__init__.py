@@ -15,6 +15,7 @@ dequantisation's bin width).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class Dataset:
     units: str
     entropy: float | None = None  # the truth's differential entropy in ``units`` (toys)
     about: str = ""
+    truth: Callable[[Tensor], Tensor] | None = None  # the true log-density (m, d) -> (m,), where known
 
     @property
     def dim(self) -> int:
@@ -63,7 +65,7 @@ def toy(name: str, seed: int) -> Dataset:
     """A toy's three splits drawn from its sampler with seeds seed, seed + 1, seed + 2."""
     t = toys.TOYS[name]
     parts = [t.sample(n, seed + i) for i, n in enumerate(TOY_SIZES)]
-    return Dataset(name, *map(_tensor, parts), 0.0, "nats per point", t.entropy, t.about)
+    return Dataset(name, *map(_tensor, parts), 0.0, "nats per point", t.entropy, t.about, t.log_density)
 
 
 def digits(seed: int) -> Dataset:
@@ -90,7 +92,7 @@ def digits(seed: int) -> Dataset:
 def tabular(name: str, data_dir: Path) -> Dataset:
     root = Path(data_dir)
     try:
-        train, val, test = uci.LOADERS[name](root)
+        train, val, test = uci.load(name, root)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             f"{name}: {e.filename} not found under --data-dir {root}; the MAF paper's preprocessed files "

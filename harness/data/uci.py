@@ -4,7 +4,7 @@ preprocessed release holds, with the paper's cleaning, splits and normalisation.
 Point ``--data-dir`` at the folder that holds them (nothing is downloaded)::
 
     power/data.npy              POWER      d = 6
-    gas/ethylene_CO.pickle      GAS        d = 8   (a pandas pickle: only open your own files)
+    gas/ethylene_CO.pickle      GAS        d = 8   (a pandas pickle, which is unpickled: trusted files only)
     hepmass/1000_train.csv      HEPMASS    d = 21
     hepmass/1000_test.csv
     miniboone/data.npy          MINIBOONE  d = 43
@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import UserError
 
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -40,16 +42,20 @@ def _normalise(train: np.ndarray, val: np.ndarray, test: np.ndarray) -> Splits:
 
 
 def power(root: Path) -> Splits:
-    """Household power consumption: drop the reactive power and the intensity, add the
-    paper's uniform noise to break ties, shuffle with seed 42."""
+    """Household power consumption: shuffle with seed 42, drop the reactive power and the
+    intensity, add the release's uniform noise to break ties. The draws come in the
+    release's order (voltage, then gap, then the three sub-meterings) though the columns
+    are stacked gap, voltage, sub-meterings, time: the same generator state as the
+    authors' loader gives the same numbers."""
     rng = np.random.RandomState(42)
     data = np.load(root / "power" / "data.npy")
     rng.shuffle(data)
     n = len(data)
     data = np.delete(np.delete(data, 3, axis=1), 1, axis=1)
-    noise = np.hstack(
-        [0.001 * rng.rand(n, 1), 0.01 * rng.rand(n, 1), rng.rand(n, 3), np.zeros((n, 1))]  # gap, voltage, sm, time
-    )
+    voltage = 0.01 * rng.rand(n, 1)
+    gap = 0.001 * rng.rand(n, 1)
+    sub_metering = rng.rand(n, 3)
+    noise = np.hstack([gap, voltage, sub_metering, np.zeros((n, 1))])
     return _normalise(*_split_last(data + noise))
 
 
@@ -116,3 +122,37 @@ LOADERS: dict[str, Callable[[Path], Splits]] = {
     "bsds300": bsds300,
 }
 DIMS = {"power": 6, "gas": 8, "hepmass": 21, "miniboone": 43, "bsds300": 63}
+
+FILES = {
+    "power": ("power/data.npy",),
+    "gas": ("gas/ethylene_CO.pickle",),
+    "hepmass": ("hepmass/1000_train.csv", "hepmass/1000_test.csv"),
+    "miniboone": ("miniboone/data.npy",),
+    "bsds300": ("BSDS300/BSDS300.hdf5",),
+}
+
+
+def load(name: str, root: Path) -> Splits:
+    """The (train, validation, test) splits of UCI set ``name`` under ``root``, checked:
+    a file that cannot be read as the release's, or splits of the wrong dimension,
+    empty, or not finite, give one UserError naming the file and what is wrong. A
+    missing file raises FileNotFoundError."""
+    files = ", ".join(str(root / f) for f in FILES[name])
+    try:
+        splits = LOADERS[name](root)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # numpy, pandas, pickle and h5py each raise their own kinds on a bad file
+        why = f"{type(e).__name__}: {e}".replace("\n", " ")[:200]
+        raise UserError(f"{files} cannot be read as the MAF release's {name.upper()} ({why})") from None
+    for split, part in zip(("train", "validation", "test"), splits):
+        part = np.asarray(part)
+        if part.ndim != 2 or part.shape[1] != DIMS[name]:
+            raise UserError(
+                f"{files}: the {split} split has shape {part.shape}, not (n, {DIMS[name]}) as {name.upper()}"
+            )
+        if len(part) == 0:
+            raise UserError(f"{files}: the {split} split of {name.upper()} is empty")
+        if not np.issubdtype(part.dtype, np.number) or not np.isfinite(part.astype(float)).all():
+            raise UserError(f"{files}: the {split} split of {name.upper()} holds values that are not finite numbers")
+    return splits

@@ -1,26 +1,39 @@
-"""Measuring one configuration: settings in, a row's measured columns out.
+"""Measuring configurations: settings in, rows' measured columns out.
 
-The sweep measures every configuration of its grid with :func:`measure`; a fit times
-its trained models with it; both pass their own :class:`Settings`.
+A configuration is first *prepared*: one call outside timing checks the output against
+the flow contract (harness.measure.contract), reads the solver's counters, serves as
+the warm-up and gives the estimate the budget is checked on. Then it is timed, either
+alone (:func:`measure`) or with the other configurations of its problem in
+interleaved rounds (:func:`measure_together`: the default algorithms of every flow
+at one device, d and batch, so that every ratio between them is paired by round),
+and counted (FLOPs and peak memory in one pass, or from a cache of the same code).
+Each row keeps the seconds per call of every run (``round_s``) for later comparison.
+
+The sweep measures its grid with these; a fit times its trained models with
+:func:`measure`; both pass their own :class:`Settings`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
+import numpy as np
 import torch
 
 from ..models import Measurable, op_call, op_context, unchecked
 from ..table import ERROR, OK, SKIPPED, Col
 from .contract import violation
 from .counting import FLOPS_METHOD, count_work
-from .timing import MIN_RUNS, time_call, time_once
+from .timing import MIN_RUNS, time_call, time_once, time_rounds
 
 # The budget covers a configuration's every call: the checked call, MIN_RUNS timed runs
 # and the counting pass (FLOPs and memory together), which costs up to about four calls
 # for calls made of many small ops (a root-find), where dispatch dominates.
 COUNT_CALLS = 4
-CALLS = 1 + MIN_RUNS + COUNT_CALLS
+ROUNDS = 5  # interleaved rounds of a paired problem (each one block of every configuration)
+CALLS = 1 + max(MIN_RUNS, ROUNDS) + COUNT_CALLS
 NO_FLOPS = "not counted: the run was made with --no-flops"
 
 
@@ -46,6 +59,109 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
 
 
+def round_text(times: tuple[float, ...] | list[float]) -> str:
+    """The ``round_s`` column: seconds per call of each run, in the order timed."""
+    return " ".join(f"{t:.6g}" for t in times)
+
+
+@dataclass
+class Prepared:
+    """A configuration ready to time: its call, the seconds of one call, the columns
+    known so far and the checked call's output."""
+
+    model: Measurable
+    op: str
+    fn: Callable[[], object]
+    one: float
+    row: dict = field(default_factory=dict)
+    out: object = None
+
+    def context(self):
+        """The autograd mode and unchecked inputs its calls run under."""
+        return _Both(op_context(self.model, self.op), unchecked())
+
+
+class _Both:
+    def __init__(self, *managers):
+        self.managers = managers
+
+    def __enter__(self):
+        for m in self.managers:
+            m.__enter__()
+
+    def __exit__(self, *exc):
+        for m in reversed(self.managers):
+            m.__exit__(*exc)
+
+
+def prepare(
+    model: Measurable,
+    op: str,
+    device: str,
+    batch: int,
+    settings: Settings,
+    estimate: float | None = None,
+    *,
+    essential: bool = False,
+) -> tuple[dict | None, Prepared | None]:
+    """The checked call of one configuration: (a final row, None) when it is not timed
+    (over budget, or its output breaks the contract), else (None, what to time). The
+    budget bounds all :data:`CALLS` calls unless the configuration is ``essential`` (a
+    cell of the default grid: only the deadline cuts those)."""
+    torch.manual_seed(settings.seed)
+    x = torch.randn(batch, model.dim, device=device)
+    budget = settings.budget_s
+    if not essential and estimate is not None and CALLS * estimate > budget:
+        return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
+    fn = op_call(model, op, x)
+    ready = Prepared(model, op, fn, 0.0)
+    with ready.context():
+        torch.set_num_threads(settings.threads)
+
+        def checked():
+            ready.out = fn()
+
+        model.reset_stats()
+        ready.one = time_once(checked, device)  # warm-up, and the estimate the budget is checked on
+    stats = model.solve_stats()
+    if stats is not None and model.cost[op] != "parallel":
+        ready.row.update(
+            evaluations=stats.evaluations,
+            iterations=stats.iterations,
+            evaluations_per_dim=stats.evaluations / (model.dim * model.solving_layers),
+        )
+    broken = violation(op, ready.out, x)
+    if broken:  # less work, or none that can be trusted: an error, never timed
+        return dict(ready.row, status=ERROR, reason=f"breaks the contract: {broken}"), None
+    if not essential and CALLS * ready.one > budget:
+        reason = f"one call took {ready.one:.3g} s; {CALLS} calls > budget {budget:g} s"
+        return dict(ready.row, status=SKIPPED, reason=reason), ready
+    return None, ready
+
+
+def _timed(times: list[float] | tuple[float, ...], number: int = 1) -> dict:
+    q25, median, q75 = np.quantile(times, [0.25, 0.5, 0.75])
+    return dict(status=OK, reason="", median_s=float(median), iqr_s=float(q75 - q25), runs=len(times))
+
+
+def count(ready: Prepared, device: str, settings: Settings, counts: dict | None) -> dict:
+    """FLOPs and peak memory of one call, counted in one pass, or from ``counts``."""
+    row: dict = {}
+    wanted = {k for k, on in ((Col.FLOPS, settings.flops), (Col.PEAK_MEM_BYTES, settings.memory)) if on}
+    if counts and wanted <= set(counts):
+        row.update({k: counts[k] for k in wanted}, flops_method=FLOPS_METHOD if settings.flops else "")
+    elif wanted:
+        with ready.context():
+            counted, peak = count_work(ready.fn, device, flops=settings.flops, memory=settings.memory)
+        if settings.memory:
+            row[Col.PEAK_MEM_BYTES] = peak
+        if settings.flops:
+            row.update(flops=counted, flops_method=FLOPS_METHOD)
+    if not settings.flops:
+        row[Col.FLOPS_NOTE] = NO_FLOPS
+    return row
+
+
 def measure(
     model: Measurable,
     op: str,
@@ -57,59 +173,40 @@ def measure(
     essential: bool = False,
     counts: dict | None = None,
 ) -> tuple[dict, object]:
-    """Times, counts and records one configuration; returns the measured columns and
-    the output of its checked call (for the deviation of other solvers from the reference).
-
-    One call outside timing checks the output against the flow contract (a wrong shape,
-    dtype, device or a non-finite value is an error, never ``ok``: harness.measure.contract),
-    reads the solver's counters and serves as the warm-up. The budget bounds all
-    :data:`CALLS` calls: a configuration whose calls would not fit is skipped, unless it
-    is ``essential`` (a cell of the default grid: only the deadline cuts those). FLOPs
-    and peak memory are counted in one pass whatever a call's time, or taken from
-    ``counts`` (the cache of an earlier count of the same configuration and code).
-    """
-    torch.manual_seed(settings.seed)
-    x = torch.randn(batch, model.dim, device=device)
-    fn = op_call(model, op, x)
+    """Times, counts and records one configuration alone; returns the measured columns
+    and the output of its checked call (for the deviation of other solvers from the
+    reference)."""
+    final, ready = prepare(model, op, device, batch, settings, estimate, essential=essential)
+    if final is not None:
+        return final, ready.out if ready is not None else None
     budget = settings.budget_s
-    if not essential and estimate is not None and CALLS * estimate > budget:
-        return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
-    with op_context(model, op), unchecked():
-        torch.set_num_threads(settings.threads)
-        out = None
+    run_time = min(max(settings.min_run_time, MIN_RUNS * ready.one), max(budget - (1 + COUNT_CALLS) * ready.one, 0.0))
+    with ready.context():
+        t = time_call(ready.fn, device, threads=settings.threads, min_run_time=run_time, estimate_s=ready.one)
+    row = dict(ready.row, **_timed(t.times), round_s=round_text(t.times))
+    row.update(count(ready, device, settings, counts))
+    return row, ready.out
 
-        def checked():
-            nonlocal out
-            out = fn()
 
-        model.reset_stats()
-        one = time_once(checked, device)  # warm-up, and the estimate the budget is checked on
-        row: dict = {}
-        stats = model.solve_stats()
-        if stats is not None and model.cost[op] != "parallel":
-            row.update(
-                evaluations=stats.evaluations,
-                iterations=stats.iterations,
-                evaluations_per_dim=stats.evaluations / (model.dim * model.solving_layers),
-            )
-        broken = violation(op, out, x)
-        if broken:  # less work, or none that can be trusted: an error, never timed
-            return dict(row, status=ERROR, reason=f"breaks the contract: {broken}"), None
-        if not essential and CALLS * one > budget:
-            reason = f"one call took {one:.3g} s; {CALLS} calls > budget {budget:g} s"
-            return dict(row, status=SKIPPED, reason=reason), out
-        run_time = min(max(settings.min_run_time, MIN_RUNS * one), max(budget - (1 + COUNT_CALLS) * one, 0.0))
-        t = time_call(fn, device, threads=settings.threads, min_run_time=run_time, estimate_s=one)
-        row.update(status=OK, reason="", median_s=t.median_s, iqr_s=t.iqr_s, runs=t.runs)
-        wanted = {k for k, on in ((Col.FLOPS, settings.flops), (Col.PEAK_MEM_BYTES, settings.memory)) if on}
-        if counts and wanted <= set(counts):
-            row.update({k: counts[k] for k in wanted}, flops_method=FLOPS_METHOD if settings.flops else "")
-        elif wanted:
-            counted, peak = count_work(fn, device, flops=settings.flops, memory=settings.memory)
-            if settings.memory:
-                row[Col.PEAK_MEM_BYTES] = peak
-            if settings.flops:
-                row.update(flops=counted, flops_method=FLOPS_METHOD)
-        if not settings.flops:
-            row[Col.FLOPS_NOTE] = NO_FLOPS
-    return row, out
+def measure_together(
+    ready: dict[object, Prepared], device: str, settings: Settings, rounds: int = ROUNDS
+) -> dict[object, dict]:
+    """Times prepared configurations in ``rounds`` interleaved rounds (each round one
+    block of every configuration, in rotating order, blocks of at least one call that
+    together fill ``min_run_time``), so that the ratio of any two of them is paired by
+    round; returns each one's timing columns with its runs (``round_s``)."""
+    if not ready:
+        return {}
+    block_s = settings.min_run_time / rounds
+    times = time_rounds(
+        {k: r.fn for k, r in ready.items()},
+        device,
+        rounds=rounds,
+        min_rounds=rounds,
+        block_s=block_s,
+        threads=settings.threads,
+        max_s=float("inf"),
+        estimates={k: r.one for k, r in ready.items()},
+        contexts={k: partial(Prepared.context, r) for k, r in ready.items()},
+    )
+    return {k: dict(_timed(t), round_s=round_text(t)) for k, t in times.items()}

@@ -1,11 +1,15 @@
-"""Intervals for A/B comparisons: per-round ratios, their median and a bootstrap interval."""
+"""Statistics of measured outputs and times: a solver's deviation from the reference,
+and the paired ratio intervals of A/B timing (harness.intervals)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
+
+from ..intervals import paired_ratio, verdict
+
+__all__ = ["ratio_interval", "relative_deviation", "verdict"]
 
 
 def relative_deviation(out: torch.Tensor, reference: torch.Tensor) -> float:
@@ -15,29 +19,8 @@ def relative_deviation(out: torch.Tensor, reference: torch.Tensor) -> float:
     return float(((out - reference).abs() / (1 + reference.abs())).max())
 
 
-def ratio_interval(
-    a: Sequence[float], b: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Median over rounds of a[r] / b[r], with a percentile-bootstrap interval of that median.
-
-    a and b are timed in the same rounds (alternating), so each round's ratio shares its
-    drift; the interval is over rounds. Returns (median, low, high).
-    """
-    ratios = np.asarray(a, float) / np.asarray(b, float)
-    if len(ratios) == 0:
-        return np.nan, np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    boot = np.median(rng.choice(ratios, size=(resamples, len(ratios)), replace=True), axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(boot, [tail, 1 - tail])
-    return float(np.median(ratios)), float(low), float(high)
-
-
-def verdict(low: float, high: float, *, faster: str = "faster", slower: str = "slower") -> str:
-    """For a ratio of times a / b: ``faster`` (a is) when the interval lies below 1,
-    ``slower`` above it, else ``no clear difference``."""
-    if high < 1:
-        return faster
-    if low > 1:
-        return slower
-    return "no clear difference"
+def ratio_interval(a: Sequence[float], b: Sequence[float], **_: object) -> tuple[float, float, float]:
+    """Median over rounds of a[r] / b[r] with a 95% bootstrap interval, in log space
+    (a and b timed in the same alternating rounds). Returns (median, low, high)."""
+    r = paired_ratio(a, b)
+    return r.value, r.low, r.high

@@ -3,6 +3,7 @@ with a fixed thread count, on ``torch.utils.benchmark``."""
 
 from __future__ import annotations
 
+import contextlib
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class Timing:
     runs: int
     number_per_run: int
     threads: int
+    times: tuple[float, ...] = ()  # seconds per call of each run, in the order timed
 
 
 def sync(device: torch.device | str) -> None:
@@ -83,17 +85,21 @@ def time_call(
     finally:
         torch.set_num_threads(previous)
     q25, median, q75 = np.quantile(times, [0.25, 0.5, 0.75])
-    return Timing(float(median), float(q75 - q25), len(times), number, threads)
+    return Timing(float(median), float(q75 - q25), len(times), number, threads, tuple(map(float, times)))
 
 
-def time_block(fn: Callable[[], object], device: torch.device | str, number: int) -> float:
-    """Seconds per call of ``number`` calls in a row, synchronised at both ends."""
-    sync(device)
-    start = timeit.default_timer()
-    for _ in range(number):
-        fn()
-    sync(device)
-    return (timeit.default_timer() - start) / number
+def time_block(
+    fn: Callable[[], object], device: torch.device | str, number: int, context: Callable | None = None
+) -> float:
+    """Seconds per call of ``number`` calls in a row, synchronised at both ends, inside
+    ``context()`` where given (entered once per block, outside the clock)."""
+    with context() if context is not None else contextlib.nullcontext():
+        sync(device)
+        start = timeit.default_timer()
+        for _ in range(number):
+            fn()
+        sync(device)
+        return (timeit.default_timer() - start) / number
 
 
 def time_rounds(
@@ -106,28 +112,32 @@ def time_rounds(
     threads: int = 1,
     max_s: float = 60.0,
     enough: Callable[[dict[str, list[float]]], bool] | None = None,
+    estimates: dict[str, float] | None = None,
+    contexts: dict[str, Callable] | None = None,
 ) -> dict[str, list[float]]:
     """A/B timing: seconds per call of each ``fns[k]()`` in each round.
 
     A round times one block of each callable, in an order rotated by one each round,
     so that slow drift on a shared machine reaches every callable alike; compare them
     round by round. A block is as many calls as fill ``block_s`` (at least one), sized
-    from one warm-up call each. Rounds run until ``enough(times)`` says so (after
-    ``min_rounds``), ``rounds`` are done, or ``max_s`` is spent.
+    from one warm-up call each (or from ``estimates``, seconds of one call already
+    made: then no warm-up is made). Rounds run until ``enough(times)`` says so (after
+    ``min_rounds``), ``rounds`` are done, or ``max_s`` is spent. ``contexts``: per
+    callable, a context each of its blocks runs in (its autograd mode).
     """
     import time
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        one = {k: time_once(f, device) for k, f in fns.items()}  # the warm-up, and the block sizes
+        one = estimates or {k: time_once(f, device) for k, f in fns.items()}  # warm-up, and block sizes
         number = {k: max(1, round(block_s / max(t, 1e-9))) for k, t in one.items()}
         names = list(fns)
         out: dict[str, list[float]] = {k: [] for k in names}
         start = time.monotonic()
         for r in range(rounds):
             for k in names[r % len(names) :] + names[: r % len(names)]:
-                out[k].append(time_block(fns[k], device, number[k]))
+                out[k].append(time_block(fns[k], device, number[k], (contexts or {}).get(k)))
             done = r + 1 >= min_rounds
             if done and (time.monotonic() - start > max_s or (enough is not None and enough(out))):
                 break

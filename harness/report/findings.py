@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pandas as pd
 
+from ..intervals import PAIRED, UNPAIRED, paired_ratio, runs_of, unpaired_ratio
 from ..table import Col
 from .tables import fmt
 
@@ -36,6 +36,7 @@ class Value:
     low: float | None = None
     high: float | None = None
     units: str = ""
+    how: str = ""  # paired, unpaired, or '' (no interval)
 
     def show(self) -> str:
         """'4.23 [4.07, 4.4]': the value and its interval, as the tables print them."""
@@ -81,20 +82,31 @@ def render(found: list[Finding]) -> list[str]:
 
 # ---- ratios of two rows ------------------------------------------------------------
 
-QUARTILES = "ratios from the sweep carry quartile intervals [q1(a)/q3(b), q3(a)/q1(b)] of the two timings"
-
-
-def _quartiles(row: pd.Series) -> tuple[float, float, float]:
-    median = float(row[Col.MEDIAN_S])
-    iqr = float(row[Col.IQR_S]) if pd.notna(row[Col.IQR_S]) else 0.0
-    # quartiles of a positive time: the spread is taken in log space, never below zero
-    half = iqr / 2
-    low = median * np.exp(-np.log1p(half / median)) if median > 0 else np.nan
-    return low, median, median + half
+PAIRED_NOTE = (
+    "95% percentile-bootstrap intervals of the median ratio, in log space, over runs timed in the same "
+    "interleaved rounds (paired)"
+)
+UNPAIRED_NOTE = (
+    "95% percentile-bootstrap intervals in log space, each side's runs resampled on its own (unpaired: timed "
+    "apart, on different machines or in different sweeps)"
+)
+MEDIANS_NOTE = "ratios of medians without an interval where a table holds no runs (written before runs were kept)"
+NOTES = {PAIRED: PAIRED_NOTE, UNPAIRED: UNPAIRED_NOTE, "": MEDIANS_NOTE}
 
 
 def ratio(a: pd.Series, b: pd.Series, label: str = "", units: str = "") -> Value:
-    """a / b of two ok rows with their quartile interval."""
-    a1, a2, a3 = _quartiles(a)
-    b1, b2, b3 = _quartiles(b)
-    return Value(label, a2 / b2, a1 / b3, a3 / b1, units)
+    """a / b of two ok rows: paired by round where they were timed in the same rounds
+    (the same ``round_group``), unpaired where both kept their runs, else the ratio of
+    their medians without an interval."""
+    ra, rb = runs_of(a.get(Col.ROUND_S)), runs_of(b.get(Col.ROUND_S))
+    ga, gb = a.get(Col.ROUND_GROUP), b.get(Col.ROUND_GROUP)
+    if ra and rb:
+        same = isinstance(ga, str) and ga != "" and ga == gb and len(ra) == len(rb)
+        r = paired_ratio(ra, rb) if same else unpaired_ratio(ra, rb)
+        return Value(label, r.value, r.low, r.high, units, r.how)
+    return Value(label, float(a[Col.MEDIAN_S]) / float(b[Col.MEDIAN_S]), None, None, units, "")
+
+
+def note(values: tuple[Value, ...] | list[Value]) -> str:
+    """What the intervals of ``values`` are."""
+    return "; ".join(NOTES[h] for h in dict.fromkeys(v.how for v in values))

@@ -138,6 +138,22 @@ def load_fit(folder: Path) -> tuple[pd.DataFrame, dict]:
 
 
 SIDE_TABLES = (VERSUS, SOLVERS, CHECKS, PAPER)
+# the columns each side table must hold for the report to read it
+SIDE_COLUMNS = {
+    VERSUS: ("contest", Col.DIM, "contender", Col.OP, Col.MEDIAN_S),
+    SOLVERS: (Col.MODEL, Col.DIM, Col.OP, Col.SOLVER, Col.MEDIAN_S, "speedup", "slow_over_fast"),
+    CHECKS: (Col.MODEL, "check", Col.DIM, "result"),
+    PAPER: ("dataset", Col.DIM, "ratio5", "ratio10", "paper_ratio5", "paper_ratio10"),
+}
+
+
+def side_table(path: Path) -> pd.DataFrame:
+    """A side table's rows; a UserError names the file and the columns it lacks."""
+    rows = store.read_table(path, strict=False)
+    missing = [c for c in SIDE_COLUMNS[path.name] if rows and c not in rows[0]]
+    if missing:
+        raise UserError(f"{str(path)!r} is not a {path.name} this version reads: no column {', '.join(missing)}")
+    return frame(rows)
 
 
 @dataclass
@@ -169,6 +185,21 @@ class Sources:
         return named + [f"`{m['path']}` (asv)" for _, m in self.asv]
 
 
+def _refuse_overlap(sweeps: list[tuple[pd.DataFrame, dict]]) -> None:
+    """Two sweep folders holding the same configuration of the same machine are two
+    measurements of one thing: a report would have to keep one and drop the other, so
+    it refuses and points to ``harness compare``."""
+    seen: dict[tuple, str] = {}
+    for df, meta in sweeps:
+        for key in df[[*KEY, Col.MACHINE]].astype(str).itertuples(index=False, name=None):
+            if key in seen and seen[key] != meta["path"]:
+                raise UserError(
+                    f"{seen[key]!r} and {meta['path']!r} both hold {key[0]} d={key[1]} {key[2]} on {key[-1]}: "
+                    f"report one of them, or compare them with `python -m harness compare {seen[key]} {meta['path']}`"
+                )
+            seen.setdefault(key, meta["path"])
+
+
 def load_sources(paths: list[str | Path]) -> Sources:
     """Reads every source (sweep, fit or asv results folder); a UserError names a bad one."""
     if not paths:
@@ -180,10 +211,11 @@ def load_sources(paths: list[str | Path]) -> Sources:
             fits.append((path, *load_fit(path)))
         else:
             (sweeps if kind == "sweep" else asv).append(load(path))
+    _refuse_overlap(sweeps)
     folders = [Path(m["path"]) for _, m in sweeps]
     side = {}
     for name in SIDE_TABLES:
-        frames = [frame(store.read_table(f / name, strict=False)) for f in folders if (f / name).is_file()]
+        frames = [side_table(f / name) for f in folders if (f / name).is_file()]
         side[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not side[VERSUS].empty and "role" not in side[VERSUS]:  # contests from before roles: every rival a peer
         vs = side[VERSUS]

@@ -12,7 +12,7 @@ from ...ops import FAMILIES, SOLVER_FAMILIES, SOLVERS, role, solvers_of
 from ...table import OK, Col
 from ...table import SOLVERS as SOLVERS_CSV
 from .. import plots, tables
-from ..findings import Finding
+from ..findings import Finding, ratio
 from ..load import Sources
 
 TITLE = "Algorithms for the slow direction"
@@ -41,7 +41,8 @@ def solver_table(g: pd.DataFrame) -> pd.DataFrame:
     for (dim, solver), h in g.groupby([Col.DIM, Col.SOLVER], sort=True):
         r = h.iloc[0]
         ref = g[(g[Col.DIM] == dim) & (g[Col.SOLVER].map(role) == "reference")]
-        ref_t = float(ref[Col.MEDIAN_S].iloc[0]) if len(ref) and ref[Col.STATUS].iloc[0] == OK else np.nan
+        ref_ok = len(ref) and ref[Col.STATUS].iloc[0] == OK and r[Col.STATUS] == OK
+        speedup = ratio(ref.iloc[0], r).show() if ref_ok else ""
         t = float(r[Col.MEDIAN_S]) if r[Col.STATUS] == OK else np.nan
         rows.append(
             {
@@ -50,7 +51,7 @@ def solver_table(g: pd.DataFrame) -> pd.DataFrame:
                 "time (ms)": tables.fmt(t * 1e3) or f"{r[Col.STATUS]}",
                 "evaluations / dim": tables.fmt(r[Col.EVALUATIONS_PER_DIM]),
                 Col.ITERATIONS: tables.fmt(r[Col.ITERATIONS]),
-                "speed-up over reference": tables.fmt(ref_t / t),
+                "speed-up over reference [95% CI, unpaired]": speedup,
                 "max rel. deviation from reference": tables.fmt(r.get(Col.MAX_REL_DEV, np.nan)),
             }
         )

@@ -16,33 +16,42 @@ from ..findings import Finding
 from ..load import Sources
 
 TITLE = "asv history"
-REGRESSION = 0.10  # flag changes over 10% between the two latest commits
+from ...intervals import MIN_EFFECT, verdict  # noqa: E402
 
 
 def regressions(asv: pd.DataFrame) -> pd.DataFrame:
-    """Latest commit against the previous one, per benchmark and parameter set."""
-    d = asv[asv[Col.STATUS] == OK]
+    """Latest commit against the previous one, per benchmark, parameter set and machine,
+    by ``harness compare``'s rule: after / before with an interval (from the samples asv
+    recorded, else its 99% intervals), flagged only where the interval clears 5%."""
+    from ...compare import change
+
+    d = asv[asv[Col.STATUS] == OK].assign(median_s=lambda x: x["value"])
     order = d.drop_duplicates(Col.COMMIT).sort_values("date")[Col.COMMIT].tolist()
     if len(order) < 2:
         return pd.DataFrame()
     old, new = order[-2], order[-1]
-    keys = ["benchmark", "params", "unit"]
-    a = d[d[Col.COMMIT] == old].set_index(keys)["value"]
-    b = d[d[Col.COMMIT] == new].set_index(keys)["value"]
-    both = pd.concat({"before": a, "after": b}, axis=1).dropna().reset_index()
-    both["ratio"] = both["after"] / both["before"]
-    both["flag"] = np.where(
-        both["ratio"] > 1 + REGRESSION,
-        "slower/bigger",
-        np.where(both["ratio"] < 1 - REGRESSION, "faster/smaller", ""),
-    )
-    out = both.assign(
-        before=both["before"].map(tables.fmt),
-        after=both["after"].map(tables.fmt),
-        ratio=both["ratio"].map(tables.fmt),
-    )
-    out.columns = ["benchmark", "params", "unit", f"{old[:8]}", f"{new[:8]}", "after / before", "flag"]
-    return out
+    keys = ["benchmark", "params", Col.MACHINE, "unit"]
+    both = d[d[Col.COMMIT] == old].merge(d[d[Col.COMMIT] == new], on=keys, suffixes=("_a", "_b"))
+    rows = []
+    for _, r in both.iterrows():
+        a = pd.Series({c.removesuffix("_a"): r[c] for c in r.index if c.endswith("_a")})
+        b = pd.Series({c.removesuffix("_b"): r[c] for c in r.index if c.endswith("_b")})
+        found = change(a, b)
+        judged = not np.isnan(found.low)
+        flag = verdict(found.low, found.high, min_effect=MIN_EFFECT, faster="faster/smaller", slower="slower/bigger")
+        rows.append(
+            {
+                **{k: r[k] for k in keys},
+                old[:8]: tables.fmt(float(a["value"])),
+                new[:8]: tables.fmt(float(b["value"])),
+                "after / before [interval]": found.show() if judged else tables.fmt(found.value),
+                "interval": found.how,
+                "flag": (flag if flag != "no clear difference" else "")
+                if judged
+                else ("" if a["value"] == b["value"] else "changed (no interval to judge)"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def asv_parameters(folders: list[Path], machines: dict[str, dict]) -> list[str]:
@@ -112,7 +121,12 @@ def render(src: Sources, out: Path) -> list[str]:
     lines += asv_parameters([Path(m["path"]) for _, m in src.asv], machines)
     reg = regressions(asv)
     if not reg.empty:
-        lines += [f"Latest commit against the previous one (changes over {REGRESSION:.0%} flagged):", ""]
+        lines += [
+            f"Latest commit against the previous one, by `harness compare`'s rule: a change is flagged only "
+            f"where its whole interval lies beyond {MIN_EFFECT:.0%} (asv's recorded samples, else its 99% "
+            "intervals; `asv run --record-samples` keeps samples):",
+            "",
+        ]
         lines += [tables.markdown(reg), ""]
     for name in figures(asv, out):
         lines += [f"![{name}]({name})", ""]

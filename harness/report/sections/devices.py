@@ -9,7 +9,7 @@ import pandas as pd
 
 from ...table import Col
 from .. import plots, tables
-from ..findings import QUARTILES, Finding, ratio
+from ..findings import Finding, note, ratio
 from ..load import Sources
 
 TITLE = "CPU against GPU"
@@ -118,4 +118,4 @@ def findings(src: Sources) -> list[Finding]:
         f"({ratio_name}) at d={int(top['d'].iloc[0])}, batch {batches}, where both ran the same algorithm: "
         + ", ".join(f"{v.label} {v.show()}" for v in values)
     )
-    return [Finding("CPU against GPU", text, TITLE, values, QUARTILES, dict(d=int(top["d"].iloc[0])))]
+    return [Finding("CPU against GPU", text, TITLE, values, note(values), dict(d=int(top["d"].iloc[0])))]

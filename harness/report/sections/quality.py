@@ -4,6 +4,7 @@ and the published numbers."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,8 +13,8 @@ import pandas as pd
 from matplotlib.ticker import NullFormatter
 
 from ...published import PUBLISHED_LL, PUBLISHED_SOURCE
-from ...table import DENSITIES, OK, Col, fit_stem
-from .. import plots, tables
+from ...table import DENSITIES, OK, SMOKE, Col, fit_stem
+from .. import fits, plots, tables
 from ..findings import Finding, Value
 from ..load import Sources
 
@@ -26,31 +27,59 @@ def _pareto(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 def nll_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Test NLL +- standard error per data set (rows) and model (columns), with the
-    standard normal's and, for the toys, the true entropy."""
-    done = df[df[Col.STATUS] == OK]
+    """Test NLL per data set (rows) and model (columns): the mean over seeds ± their sd,
+    with the fits' mean standard error; N(0, I)'s and, for the toys, the true entropy."""
+    agg = fits.over_seeds(df)
     rows = []
-    for data, g in done.groupby(Col.DATA, sort=False):
-        row = {Col.DATA: data, "d": int(g[Col.DIM].iloc[0]), "NLL in": g[Col.NLL_UNITS].iloc[0]}
-        if g[Col.ENTROPY].notna().any():
-            row["true entropy"] = tables.fmt(g[Col.ENTROPY].iloc[0], 4)
-        row["N(0, I)"] = tables.fmt(g[Col.BASELINE_NLL].iloc[0], 4)
+    for data, g in agg.groupby(Col.DATA, sort=False):
+        first = g.iloc[0]
+        row = {Col.DATA: data, "d": int(first[Col.DIM]), "NLL in": first["units"], "seeds": int(g["seeds"].max())}
+        if not math.isnan(first[Col.ENTROPY]):
+            row["true entropy"] = tables.fmt(first[Col.ENTROPY], 4)
+        row["N(0, I)"] = tables.fmt(first["baseline"], 4)
         for r in g.itertuples():
-            row[r.model] = f"{r.test_nll:.3f} ± {r.test_nll_se:.3f}"
+            row[r.model] = fits.show(r.nll, r.nll_sd, r.nll_se)
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
 
 def gap_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per toy, each model's gap test NLL - entropy (an estimate of KL(truth || model), nats)."""
-    done = df[(df[Col.STATUS] == OK) & df[Col.GAP].notna()]
-    if done.empty:
-        return pd.DataFrame()
-    t = done.pivot_table(index=Col.DATA, columns=Col.MODEL, values=Col.GAP, sort=False)
-    t = t.map(lambda v: tables.fmt(v, 3)).reset_index()
-    best = done.loc[done.groupby(Col.DATA, sort=False)[Col.GAP].idxmin()]
-    t["best"] = [f"{r.model} ({r.gap:.3f} ± {r.test_nll_se:.3f})" for r in best.itertuples()]
-    return t
+    """Per toy, each model's gap mean(log p - log q) on the test points, paired on the
+    same points (an estimate of KL(truth || model), nats): mean over seeds ± sd (SE)."""
+    agg = fits.over_seeds(df)
+    agg = agg[agg[Col.GAP].notna()] if not agg.empty else agg
+    rows = []
+    for data, g in agg.groupby(Col.DATA, sort=False) if not agg.empty else []:
+        rows.append(
+            {
+                Col.DATA: data,
+                **{r.model: fits.show(getattr(r, Col.GAP), r.gap_sd, getattr(r, Col.GAP_SE)) for r in g.itertuples()},
+            }
+        )
+    return pd.DataFrame(rows).fillna("")
+
+
+def ranking(folder: Path, df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, fits.Paired | None]]:
+    """Per data set: its models by mean test NLL, and the paired comparison of the first
+    two (None with a single model)."""
+    out = []
+    agg = fits.over_seeds(df)
+    for data, g in agg.groupby(Col.DATA, sort=False):
+        g = g.sort_values("nll")
+        pair = fits.paired(folder, df, data, g.iloc[0][Col.MODEL], g.iloc[1][Col.MODEL]) if len(g) > 1 else None
+        out.append((data, g, pair))
+    return out
+
+
+def verdict_text(pair: fits.Paired | None, units: str) -> str:
+    """'best: naf, by 0.08 [0.05, 0.11] over maf' or 'a tie of naf and maf (...)'."""
+    if pair is None:
+        return ""
+    interval = f"{pair.diff:+.3f} [{pair.low:+.3f}, {pair.high:+.3f}] {units}"
+    seeds = f"{pair.seeds} seed{'s' if pair.seeds != 1 else ''}, {pair.how}"
+    if pair.clear:
+        return f"best: {pair.best}, ahead of {pair.runner_up} by {interval} ({seeds})"
+    return f"a tie of {pair.best} and {pair.runner_up}: {pair.runner_up} - {pair.best} = {interval} ({seeds})"
 
 
 def cost_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -60,6 +89,7 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
         {
             Col.DATA: done[Col.DATA],
             Col.MODEL: done[Col.MODEL],
+            Col.SEED: done[Col.SEED],
             "params (effective)": done[Col.PARAMS_EFFECTIVE].map(tables.fmt),
             "steps (best at)": [f"{int(s)} ({int(b)})" for s, b in zip(done[Col.STEPS], done[Col.BEST_STEP])],
             Col.STOPPED: done[Col.STOPPED],
@@ -74,39 +104,48 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def published_table(df: pd.DataFrame) -> pd.DataFrame:
     """Our test log-likelihoods beside the B-NAF paper's Table 1 on the UCI sets fitted."""
-    done = df[(df[Col.STATUS] == OK) & df[Col.DATA].isin(list(PUBLISHED_LL))]
+    agg = fits.over_seeds(df)
+    agg = agg[agg[Col.DATA].isin(list(PUBLISHED_LL))] if not agg.empty else agg
     rows = []
-    for data, g in done.groupby(Col.DATA, sort=False):
+    for data, g in agg.groupby(Col.DATA, sort=False) if not agg.empty else []:
         row = {Col.DATA: data}
         row.update({f"{m} (paper)": v for m, v in PUBLISHED_LL[data].items()})
-        row.update({f"{r.model} (ours)": f"{-r.test_nll:.2f} ± {r.test_nll_se:.2f}" for r in g.itertuples()})
+        # as the paper: mean ± sd over trainings (over seeds here; the SE where one seed)
+        row.update({f"{r.model} (ours)": fits.show(-r.nll, r.nll_sd, r.nll_se, 2) for r in g.itertuples()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _findings(df: pd.DataFrame) -> list[Finding]:
-    """Per data set: the best density, its gap to the true entropy, and how many models
-    beat N(0, I)."""
-    done = df[df[Col.STATUS] == OK]
+def _findings(folder: Path, df: pd.DataFrame, meta: dict) -> list[Finding]:
+    """Per data set: the best density (or a tie), its paired gap to the true entropy, how
+    many models beat N(0, I), and the flags raised. None for a smoke test."""
+    if meta.get("config", {}).get("quick"):
+        return []
     found = []
-    for data, g in done.groupby(Col.DATA, sort=False):
-        best = g.loc[g[Col.TEST_NLL].idxmin()]
-        units = str(best[Col.NLL_UNITS])
-        values = [Value(f"{best[Col.MODEL]} test NLL", float(best[Col.TEST_NLL]), units=units)]
+    for data, g, pair in ranking(folder, df):
+        best = g.iloc[0]
+        units = best["units"]
+        values = [Value(f"{best[Col.MODEL]} test NLL", float(best["nll"]), units=units)]
         text = (
-            f"(d={int(best[Col.DIM])}): best test NLL {best[Col.TEST_NLL]:.3f} ± {best[Col.TEST_NLL_SE]:.3f} {units} "
-            f"by {best[Col.MODEL]} ({tables.fmt(best[Col.PARAMS_EFFECTIVE])} parameters, {best[Col.TRAIN_S]:.0f} s "
-            "of training)"
+            f"(d={best[Col.DIM]}, {int(best['seeds'])} seeds): lowest mean test NLL "
+            f"{fits.show(best['nll'], best['nll_sd'], best['nll_se'])} {units} by {best[Col.MODEL]}"
         )
-        if pd.notna(best[Col.GAP]):
-            values.append(Value(f"{best[Col.MODEL]} gap to the entropy", float(best[Col.GAP]), units="nats"))
+        if pair is not None and not math.isnan(pair.diff):
+            values.append(Value(f"{pair.runner_up} - {pair.best}", pair.diff, pair.low, pair.high, units, pair.how))
+            text += f"; {verdict_text(pair, units)}"
+        if not math.isnan(best[Col.GAP]):
+            values.append(Value(f"{best[Col.MODEL]} gap", float(best[Col.GAP]), units="nats"))
             text += (
-                f"; gap to the true entropy {best[Col.ENTROPY]:.3f}: {best[Col.GAP]:+.3f} ± "
-                f"{best[Col.TEST_NLL_SE]:.3f} nats (KL(truth || model) estimated)"
+                f"; its gap to the truth, mean(log p - log q) on the same test points: "
+                f"{fits.show(best[Col.GAP], best['gap_sd'], best[Col.GAP_SE])} nats"
             )
-        beaten = int((g[Col.TEST_NLL] < g[Col.BASELINE_NLL]).sum())
-        text += f"; {beaten} of {len(g)} models beat N(0, I) ({best[Col.BASELINE_NLL]:.3f})"
-        found.append(Finding(f"Quality on {data}", text, TITLE, tuple(values), "", dict(data=data)))
+        text += f"; {int((~g['worse']).sum())} of {len(g)} models beat N(0, I) ({best['baseline']:.3f})"
+        flagged = [f"{r.model} worse than N(0, I)" for r in g.itertuples() if r.worse]
+        flagged += [f"{r.model}'s validation and test NLL disagree" for r in g.itertuples() if r.disagree]
+        if flagged:
+            text += " (flagged: " + "; ".join(flagged) + ")"
+        note = "paired differences on the same test points: t intervals over seeds (95%)"
+        found.append(Finding(f"Quality on {data}", text, TITLE, tuple(values), note, dict(data=data)))
     return found
 
 
@@ -114,17 +153,35 @@ def _section(folder: Path, df: pd.DataFrame, meta: dict, out: Path) -> list[str]
     """The quality section of one fit folder."""
     config = meta.get("config", {})
     lines = [f"## {TITLE}", ""]
+    if config.get("quick"):
+        lines += [f"**This is {SMOKE}.** Its numbers say the fit runs, not how good a flow is.", ""]
     lines += [
         f"Source: `{folder}`. Each model trained by maximum likelihood with Adam (lr {config.get('lr', '?')}, "
         f"batch {config.get('batch_size', '?')}), at most {config.get('steps', '?')} steps or "
         f"{config.get('wall_s', '?')} s per fit, the learning rate halved after {config.get('plateau', '?')} "
         f"validations without improvement and early stopping after {config.get('patience', '?')}; the "
-        "weights best on validation are judged on the test split (see `harness.fit`). The toys' true "
-        "entropies come from quadrature (`harness.data.toys`); the gap test NLL - entropy estimates "
-        "KL(truth || model), with the test NLL's standard error.",
+        "weights best on validation are judged on the test split (see `harness.training`). Each model is "
+        "fitted with every seed; cells give the mean over seeds ± their standard deviation, with the fits' "
+        "mean standard error (SE). The gap to a toy's truth is mean(log p(x) - log q(x)) over the same test "
+        "points (paired; an estimate of KL(truth || model)). A best flow is named only where its paired "
+        "difference to the runner-up is clear; otherwise they are a tie.",
         "",
     ]
     lines += [tables.markdown(nll_table(df)), ""]
+    ranked = [(data, verdict_text(pair, g.iloc[0]["units"])) for data, g, pair in ranking(folder, df)]
+    if any(text for _, text in ranked):
+        lines += ["Best or tie, per data set (the runner-up's NLL minus the best's, 95% interval):", ""]
+        lines += [f"- {data}: {text}" for data, text in ranked if text] + [""]
+    agg = fits.over_seeds(df)
+    flagged = agg[agg["worse"] | agg["disagree"]] if not agg.empty else agg
+    if not flagged.empty:
+        lines += ["Flagged fits:", ""]
+        for r in flagged.itertuples():
+            why = [
+                w for w, on in (("worse than N(0, I)", r.worse), ("validation and test NLL disagree", r.disagree)) if on
+            ]
+            lines += [f"- {r.model} on {r.data}: {', '.join(why)}"]
+        lines += [""]
     gaps = gap_table(df)
     if not gaps.empty:
         lines += [
@@ -158,7 +215,7 @@ def _section(folder: Path, df: pd.DataFrame, meta: dict, out: Path) -> list[str]
     failed = df[df[Col.STATUS] != OK]
     if not failed.empty:
         lines += ["Fits that did not finish:", ""]
-        lines += [f"- {r.model} on {r.data}: {r.status} ({r.reason})" for r in failed.itertuples()]
+        lines += [f"- {r.model} on {r.data}, seed {r.seed}: {r.status} ({r.reason})" for r in failed.itertuples()]
         lines += [""]
     return lines
 
@@ -250,4 +307,4 @@ def render(src: Sources, out: Path) -> list[str]:
 
 
 def findings(src: Sources) -> list[Finding]:
-    return [f for _, df, _ in src.fits for f in _findings(df)]
+    return [f for folder, df, meta in src.fits for f in _findings(folder, df, meta)]

@@ -10,7 +10,7 @@ import pandas as pd
 from ...ops import SAMPLE
 from ...table import Col
 from .. import tables
-from ..findings import QUARTILES, Finding, ratio
+from ..findings import Finding, note, ratio
 from ..load import Sources
 
 TITLE = "IAF against MAF sampling"
@@ -43,7 +43,7 @@ def sampling_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list]:
                 "d": int(dim),
                 "maf sample ms [IQR]": tables.timed(df, "maf", dim, SAMPLE),
                 "iaf sample ms [IQR]": tables.timed(df, "iaf", dim, SAMPLE),
-                "maf / iaf [interval]": value.show(),
+                "maf / iaf [95% CI]": value.show(),
             }
         )
     return pd.DataFrame(rows), values
@@ -75,7 +75,7 @@ def findings(src: Sources) -> list[Finding]:
                 text,
                 title(device, batch),
                 tuple(values),
-                QUARTILES,
+                note(values),
                 dict(device=device, batch=batch),
             )
         )

@@ -12,7 +12,7 @@ import pandas as pd
 from ...ops import DIRECT, DIRECTIONS, LOG_PROB, OPS, SAMPLE, TRAIN_STEP
 from ...table import OK, Col
 from .. import tables
-from ..findings import QUARTILES, Finding, ratio
+from ..findings import Finding, note, ratio
 from ..load import Sources
 
 TITLE = "Time"
@@ -71,10 +71,11 @@ def render(src: Sources, out: Path) -> list[str]:
             continue
         lines += [f"## {title(device, batch)}", ""]
         lines += [
-            "Medians of blocked runs in milliseconds per call of `batch` points [interquartile range], each "
-            "flow's default algorithm (its slow direction's solver in the `solver` column); `noisy`: an IQR over "
-            "20% of the median. The ratio columns divide one op's median by log_prob's; the ratio with the "
-            "reference solver uses the family's textbook algorithm for the slow direction.",
+            "Medians of runs in milliseconds per call of `batch` points [interquartile range], each flow's "
+            "default algorithm (its slow direction's solver in the `solver` column); `noisy`: an IQR over 20% of "
+            "the median. The default algorithms of every flow at one d were timed in the same interleaved "
+            "rounds, so each ratio to log_prob is the median of per-round ratios with a 95% bootstrap interval "
+            "(paired); the ratio with the family's reference solver divides runs timed apart (unpaired).",
             "",
             tables.markdown(table),
             "",
@@ -116,7 +117,7 @@ def _over_log_prob(g: pd.DataFrame, device: str, batch: int, op: str, question: 
         f"{v.label} {v.show()}" for v in values
     )
     return Finding(
-        question, text, title(device, batch), tuple(values), QUARTILES, dict(device=device, batch=batch, d=dim)
+        question, text, title(device, batch), tuple(values), note(values), dict(device=device, batch=batch, d=dim)
     )
 
 

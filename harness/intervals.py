@@ -1,0 +1,114 @@
+"""Intervals of ratios of times, and the verdicts they support. No torch here.
+
+Every ratio the harness states is a ratio of two sets of runs (seconds per call of a
+block of calls each), with a percentile bootstrap interval (scipy.stats.bootstrap) of
+the median, taken in log space so that it is never negative and a ratio and its
+inverse get mirrored intervals:
+
+- **paired**: the two were timed in the same interleaved rounds (a sweep's default
+  algorithms at one device, d and batch; a contest; the solver A/B). Round r of one
+  and round r of the other share that moment's load, so the statistic is the median of
+  the per-round log ratios, resampled by round.
+- **unpaired**: timed apart (two sweeps, two machines, two commits). Each side is
+  resampled on its own and the statistic is the difference of the two medians of log
+  times.
+
+A verdict (faster, slower) is given only where the whole interval clears a stated
+minimum effect; otherwise there is no clear difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+RESAMPLES = 2000
+SEED = 0
+MIN_EFFECT = 0.05  # a change smaller than 5% is not called a change
+PAIRED = "paired"
+UNPAIRED = "unpaired"
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """a / b: the median, its interval, how the two were timed, and over how many runs."""
+
+    value: float
+    low: float
+    high: float
+    how: str
+    runs: int
+
+    def show(self, digits: int = 3) -> str:
+        return f"{self.value:.{digits}g} [{self.low:.{digits}g}, {self.high:.{digits}g}]"
+
+
+def runs_of(text: object) -> list[float]:
+    """The runs of a ``round_s`` cell (space-separated seconds per call); [] if none."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    return [float(t) for t in text.split()]
+
+
+def _interval(samples: tuple[np.ndarray, ...], statistic) -> tuple[float, float]:
+    """The percentile bootstrap interval of ``statistic(*samples)``, each sample resampled
+    on its own; a point where a sample has fewer than two runs, or none varies."""
+    from scipy.stats import bootstrap
+
+    if min(len(x) for x in samples) < 2 or all(np.ptp(x) == 0 for x in samples):
+        value = float(statistic(*samples, axis=-1))
+        return value, value
+    result = bootstrap(
+        samples,
+        statistic,
+        n_resamples=RESAMPLES,
+        paired=False,
+        vectorized=True,
+        axis=-1,
+        confidence_level=LEVEL,
+        method="percentile",
+        random_state=SEED,
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _median(x, axis):
+    return np.median(x, axis=axis)
+
+
+def _median_difference(x, y, axis):
+    return np.median(x, axis=axis) - np.median(y, axis=axis)
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> Ratio:
+    """a / b of runs timed in the same rounds (a[r] beside b[r]): the per-round log
+    ratios, resampled by round."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return Ratio(np.nan, np.nan, np.nan, PAIRED, 0)
+    logs = np.log(np.asarray(a[:n], float)) - np.log(np.asarray(b[:n], float))
+    low, high = _interval((logs,), _median)
+    return Ratio(float(np.exp(np.median(logs))), float(np.exp(low)), float(np.exp(high)), PAIRED, n)
+
+
+def unpaired_ratio(a: Sequence[float], b: Sequence[float]) -> Ratio:
+    """a / b of runs timed apart: each side's log times resampled on its own."""
+    if not len(a) or not len(b):
+        return Ratio(np.nan, np.nan, np.nan, UNPAIRED, 0)
+    la, lb = np.log(np.asarray(a, float)), np.log(np.asarray(b, float))
+    low, high = _interval((la, lb), _median_difference)
+    d = float(np.median(la) - np.median(lb))
+    return Ratio(float(np.exp(d)), float(np.exp(low)), float(np.exp(high)), UNPAIRED, min(len(a), len(b)))
+
+
+def verdict(low: float, high: float, *, min_effect: float = 0.0, faster: str = "faster", slower: str = "slower") -> str:
+    """For a ratio of times a / b: ``faster`` (a is) when the whole interval lies below
+    1 / (1 + min_effect), ``slower`` above 1 + min_effect, else ``no clear difference``."""
+    if high < 1 / (1 + min_effect):
+        return faster
+    if low > 1 + min_effect:
+        return slower
+    return "no clear difference"

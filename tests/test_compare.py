@@ -1,0 +1,103 @@
+"""``python -m harness compare A B``: the same code is not flagged, a flow made 1.3x slower
+is flagged slower everywhere, and asv commits are judged by the same rule.
+
+The flows here sleep a fixed time per call, so their timings do not depend on what
+else the machine is doing; the rule under test is the statistics, not the machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.__main__ import main
+from harness.compare import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SLEEPY = '''
+import math
+import time
+
+import torch
+from torch import nn
+
+
+class Sleepy(nn.Module):
+    """A flow whose every call takes ms * slow milliseconds of wall time."""
+
+    def __init__(self, dim, ms=3.0, slow=1.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(dim))
+        self.seconds = ms * slow / 1000
+
+    def forward(self, x):
+        time.sleep(self.seconds)
+        return x + self.w, torch.zeros(x.shape[0], dtype=x.dtype)
+
+    def inverse(self, z):
+        time.sleep(self.seconds)
+        return z - self.w
+
+    def log_prob(self, x):
+        z, ladj = self(x)
+        return -0.5 * (z**2).sum(-1) - 0.5 * x.shape[1] * math.log(2 * math.pi) + ladj
+
+
+def make(dim, ms=3.0, slow=1.0):
+    return Sleepy(dim, ms, slow)
+'''
+DIMS = "2,4,8,16,32,64,128,256,512,1024"  # x 2 ops: 20 configurations
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    (root / "sleepy_flow.py").write_text(SLEEPY)
+    args = ["--models", "sleepy_flow:make", "--dims", DIMS, "--ops", "log_prob,sample", "--batch", "8"]
+    args += ["--device", "cpu", "--no-flops", "--no-memory", "--no-isolate", "--no-progress", "--budget", "5"]
+    import os
+    import subprocess
+    import sys
+
+    def sweep(out: str, *extra: str) -> Path:
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", "sweep", *args, *extra, "--out", str(root / out)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return root / out
+
+    return sweep("a"), sweep("again"), sweep("slower", "--config", "slow=1.3")
+
+
+def test_the_same_code_is_flagged_in_at_most_one_configuration_in_twenty(sweeps):
+    a, again, _ = sweeps
+    rows = compare(str(a), str(again))
+    assert len(rows) == 20
+    flagged = rows[rows["verdict"].isin(["slower", "faster"])]
+    assert len(flagged) <= 1, flagged
+
+
+def test_a_flow_made_1_3x_slower_is_flagged_slower_everywhere(sweeps, capsys):
+    a, _, slower = sweeps
+    rows = compare(str(a), str(slower))
+    assert len(rows) == 20 and set(rows["verdict"]) == {"slower"}
+    assert rows["B / A"].between(1.15, 1.45).all(), rows  # 1.3 and a sleep's overshoot
+    assert main(["compare", str(a), str(slower)]) == 1  # CI fails
+    assert main(["compare", str(a), str(slower), "--exit-zero"]) == 0
+    assert "20 slower" in capsys.readouterr().out
+
+
+def test_asv_commits_are_judged_by_the_same_rule(capsys):
+    folder = ROOT / "tests" / "fixtures" / "asv_results"
+    rows = compare(f"{folder}@aaaaaaaa", f"{folder}@bbbbbbbb")
+    timed = rows[rows["benchmark"].str.endswith("time_log_prob")].set_index("params")
+    assert timed.loc["model=maf, dim=8, device=cpu", "verdict"] == "slower"
+    assert timed.loc["model=maf, dim=2, device=cpu", "verdict"] == "no clear difference"
+    assert main(["compare", str(folder), f"{folder}@bbbbbbbb"]) == 2
+    assert "name a commit" in capsys.readouterr().err
