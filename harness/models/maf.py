@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from . import kernels
 from .base import Cost, Flow, Transform
 from .invert import TOLERANCE, InversionError
-from .masked import MADE, Columns, clamp_log_scale, default_hidden, in_place_ok, set_column
+from .masked import LOG_SCALE_BOUND, MADE, Columns, clamp_log_scale, default_hidden, in_place_ok, set_column
 from .solvers import DEFAULT, SolveStats, check_solver
 
 
@@ -50,6 +52,8 @@ class MaskedAffine(Transform):
         self.dim, self.fast, self.solver = dim, fast, check_solver("affine", solver)
         self.made = MADE(dim, hidden, per_dim=2, reverse=reverse)
         self.stats: SolveStats | None = None  # what the last slow-direction call spent
+        # the incremental solve as a compiled loop where no gradient is wanted (harness.models.kernels)
+        self.kernel = True
 
     @staticmethod
     def _shift_scale(out: Tensor) -> tuple[Tensor, Tensor]:
@@ -82,6 +86,8 @@ class MaskedAffine(Transform):
 
     def _incremental(self, v: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None, SolveStats]:
         in_place = in_place_ok(v, *self.parameters())
+        if in_place and self.kernel and v.device.type == "cpu" and self.made.activation is F.relu:
+            return self._kernel(v, with_ladj)
         output = self.made.incremental(v, in_place)
         u = Columns(v.shape[0], self.dim, v, in_place)  # solved dimensions, in solve order
         ladj = v.new_zeros(v.shape[0]) if with_ladj else None
@@ -92,6 +98,36 @@ class MaskedAffine(Transform):
                 ladj = ladj.sub_(s) if in_place else ladj - s
         x = u.get()
         return (x.flip(-1) if self.made.order[0] else x), ladj, SolveStats("incremental", self.dim, self.dim)
+
+    def _kernel(self, v: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None, SolveStats]:
+        """The incremental solve as one compiled loop (harness.models.kernels): the same
+        arithmetic, without torch's per-op overhead at each of the d steps."""
+        made = self.made
+        regroup = made.regrouping()
+        with torch.no_grad():
+            hidden = []
+            for layer, (flat, rows) in zip(made.layers[:-1], regroup.hidden):
+                w, b = layer.effective()
+                hidden.append((torch.take(w, flat).numpy(), b[rows].numpy()))
+            w_out, b_out = made.layers[-1].effective()
+            w_out = torch.take(w_out, regroup.output).numpy()  # (2, d, h): shift and log-scale, in solve order
+            b_out = v.new_zeros(2, made.dim) if b_out is None else b_out[regroup.output_bias]
+            ladj = v.new_zeros(v.shape[0])
+            solved = v.flip(-1) if made.order[0] else v
+            u = kernels.affine_solve(
+                solved.T.contiguous().numpy(),
+                hidden,
+                regroup.ends,
+                w_out[0],
+                w_out[1],
+                b_out[0].numpy(),
+                b_out[1].numpy(),
+                LOG_SCALE_BOUND,
+                ladj.numpy(),
+            )
+        x = torch.from_numpy(u).T
+        x = x.flip(-1) if made.order[0] else x.contiguous()
+        return x, (ladj if with_ladj else None), SolveStats("incremental", self.dim, self.dim)
 
     def _fixed_point(self, v: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None, SolveStats]:
         tol = TOLERANCE.get(v.dtype, 1e-5)

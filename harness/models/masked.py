@@ -4,7 +4,9 @@ masked autoregressive model here."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -114,6 +116,16 @@ class ContextWeightNormLinear(MaskedLinear):
         return scale[:, None] * w, bias
 
 
+@dataclass(frozen=True)
+class Regrouping:
+    """Where each weight of a MADE goes when it is solved in order (:meth:`MADE.regrouping`)."""
+
+    hidden: list[tuple[Tensor, Tensor]]  # per hidden layer: (flat indices (h, in), sorted rows (h,))
+    output: Tensor  # flat indices (2, d, h_last) of the shift's and log-scale's weights, in solve order
+    output_bias: Tensor  # (2, d) their bias indices
+    ends: np.ndarray  # (layers, d): units of degree <= p per layer
+
+
 class MADE(nn.Module):
     """Masked autoencoder: (batch, d) -> (batch, d, per_dim), where output [:, i, :]
     depends only on inputs x[:, :i] (natural order), or on x[:, i+1:] with
@@ -151,6 +163,27 @@ class MADE(nn.Module):
         degrees = [[j % max(dim - 1, 1) + 1 for j in range(h)] for h in hidden]
         self._by_degree = [sorted(range(len(deg)), key=deg.__getitem__) for deg in degrees]
         self._ends = [[sum(g <= m for g in deg) for m in range(dim)] for deg in degrees]
+        self._regrouping: Regrouping | None = None
+
+    def regrouping(self) -> Regrouping:
+        """Indices that regroup the masked weights for solving in order (computed once):
+        each hidden layer's rows sorted by degree and its columns in the previous
+        layer's order, as flat indices into the (out, in) weight; the output rows of
+        the first two parameters in solve order, and their columns likewise."""
+        if self._regrouping is None:
+            order = torch.tensor(self.order)
+            cols, hidden = order, []
+            for layer, rows in zip(self.layers[:-1], self._by_degree):
+                rows = torch.tensor(rows)
+                n_in = layer.weight.shape[1]
+                hidden.append(((rows[:, None] * n_in + cols[None, :]).contiguous(), rows))
+                cols = rows
+            d, n_in = self.dim, self.layers[-1].weight.shape[1]
+            out_rows = torch.arange(2)[:, None] * d + order[None, :]  # (2, d): parameter k of dimension order[p]
+            output = (out_rows[..., None] * n_in + cols[None, None, :]).contiguous()
+            ends = np.asarray(self._ends, dtype=np.int64)
+            self._regrouping = Regrouping(hidden, output, out_rows, ends)
+        return self._regrouping
 
     def network(self) -> Callable[..., Tensor]:
         """The MADE as a function ``run(x, i=None)`` with its masked weights computed once.

@@ -28,6 +28,9 @@ def soft_clamp(raw: Tensor, bound: float) -> Tensor:
     return den.reciprocal_().mul_(raw) if in_place_ok(raw) else raw / den
 
 
+CHUNK = 4096  # points x dims per chunk of the feature-major log_prob: its parameters stay in the cache
+
+
 class DeepSigmoid(nn.Module):
     """Element-wise deep (dense) sigmoidal flow, computed in the log domain.
 
@@ -96,9 +99,64 @@ class DeepSigmoid(nn.Module):
             h = log_s - log_ms
         return h[..., 0], g[..., 0]
 
+    def columns(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The same map, feature-major: x (C,), params (n_params, C) -> y (C,), log dy/dx (C,).
+
+        Each parameter group is a contiguous block of rows over the points, so the
+        element-wise work runs on long rows, a reduction over the H units adds H rows,
+        and a layer's four log-matrix products are one GEMM (:func:`log_matmuls`)."""
+        H, start = self.hidden, 0
+        h = x[None]  # (n_in, C)
+        g = torch.zeros_like(h)  # log dh/dx
+        for (n_in, _), u_own, w_own in zip(self.sizes, self.u, self.w):
+            p = params[start : start + 3 * H + n_in]
+            start += 3 * H + n_in
+            log_a = soft_clamp(p[:H], LOG_SCALE_BOUND)
+            b, p_w, p_u = p[H : 2 * H], p[2 * H : 3 * H], p[3 * H :]
+            if n_in == 1:  # softmax over one input: u = 1
+                uh, t = h, g
+            else:  # u_kj = softmax_j(u_own[k, j] + p_u[j]); uh = u @ h, t = log(u @ exp(g))
+                c = (p_u - p_u.amax(0, keepdim=True)).exp()
+                both = u_own.exp() @ torch.cat([c * h, c], dim=1)
+                uh = both[:, : x.shape[0]] / both[:, x.shape[0] :]
+                log_ug, log_z = log_matmuls(u_own, p_u + g, p_u)
+                t = log_ug - log_z
+            pre = torch.addcmul(b, log_a.exp(), uh)  # (H, C)
+            ls, lms = log_sigmoids(pre)
+            # w_ok = softmax_k(w_own[o, k] + p_w[k]); S = w @ sigmoid(pre), 1 - S = w @ sigmoid(-pre)
+            log_z, log_s, log_ms, log_g = log_matmuls(w_own, p_w, p_w + ls, p_w + lms, p_w + ls + lms + log_a + t)
+            log_s, log_ms = log_s - log_z, log_ms - log_z
+            g = log_g - log_z - log_s - log_ms
+            h = log_s - log_ms
+        return h[0], g[0]
+
+
+def log_sigmoids(pre: Tensor) -> tuple[Tensor, Tensor]:
+    """(log sigmoid(pre), log sigmoid(-pre)) from one exp and one log1p: both are
+    min(+-pre, 0) - log1p(exp(-|pre|)); two logsigmoid calls would take two of each."""
+    if in_place_ok(pre):  # each op on the fresh output of the one before: no new buffer
+        l1p = pre.abs().neg_().exp_().log1p_()
+        return pre.clamp(max=0).sub_(l1p), pre.clamp(min=0).neg_().sub_(l1p)
+    l1p = torch.log1p(torch.exp(-pre.abs()))
+    return pre.clamp(max=0) - l1p, -pre.clamp(min=0) - l1p
+
+
+def log_matmuls(log_m: Tensor, *bs: Tensor) -> tuple[Tensor, ...]:
+    """log(exp(log_m) @ exp(b)) of each b, feature-major: log_m (out, H), each b (H, C) ->
+    (out, C). One GEMM for all of them: each column shifted by its own maximum, so the
+    largest term is exp(0) and nothing overflows (De Cao et al., appendix D)."""
+    stacked = torch.cat(bs, dim=1)
+    shift = stacked.amax(0, keepdim=True)
+    if in_place_ok(stacked):
+        out = torch.mm(log_m.exp(), stacked.sub_(shift).exp_()).log_().add_(shift)
+    else:
+        out = torch.log(log_m.exp() @ (stacked - shift).exp()) + shift
+    return out.split(bs[0].shape[1], dim=1)
+
 
 def log_matmul(log_m: Tensor, b: Tensor) -> Tensor:
-    """log(exp(log_m) @ exp(b)) for a fixed log_m (out, H) and b (..., H) -> (..., out).
+    """log(exp(log_m) @ exp(b)) for a fixed log_m (out, H) and b (..., H) -> (..., out):
+    the layout of the root-finder's per-dimension calls (:meth:`DeepSigmoid.forward`).
 
     A log-matrix product (De Cao et al., appendix D) done as one matmul: b is shifted
     by its row maximum, so the largest term is exp(0) and nothing overflows.
@@ -138,8 +196,24 @@ class SigmoidalAutoregressive(Transform):
         self.ds.init_hyper_bias(self.to_params.bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y, logder = self.ds(x, self.to_params(self.made(x)))
-        return y, logder.sum(-1)
+        """Data->base, feature-major: the MADE's outputs become (channels, d x n) columns,
+        each chunk of :data:`CHUNK` columns gets its pseudo-parameters (one GEMM) and the
+        DDSF (:meth:`DeepSigmoid.columns`) while it fits the cache."""
+        n, d = x.shape
+        out = self.made.network()(x)  # (n, d, channels), a view of (n, channels, d)
+        k = out.shape[-1]
+        features = out.transpose(-1, -2).permute(1, 2, 0).reshape(k, d * n)  # (channels, d x n), dimension-major
+        columns = x.T.reshape(d * n)
+        w, bias = self.to_params.weight, self.to_params.bias
+        ys, gs = [], []
+        for start in range(0, d * n, CHUNK):
+            stop = min(start + CHUNK, d * n)
+            params = torch.addmm(bias[:, None], w, features[:, start:stop])
+            y, g = self.ds.columns(columns[start:stop], params)
+            ys.append(y)
+            gs.append(g)
+        y = torch.cat(ys).view(d, n).T
+        return y, torch.cat(gs).view(d, n).sum(0)
 
     def _map(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (n, d) -> y (n, d) and dy_i/dx_i (n, d): the fixed-point solver's pass."""
