@@ -62,3 +62,20 @@ def test_the_compiled_solve_is_used_only_without_gradients():
     x = flow.inverse(z)  # needs the graph: the eager solve
     x.sum().backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_underflow_guard_leaves_every_normal_result_unchanged(dtype):
+    from harness.models.masked import exp_floor, floored
+
+    low, tiny = exp_floor(dtype), torch.finfo(dtype).tiny
+    x = torch.linspace(low - 50, 0, 200001, dtype=dtype)
+    guarded, plain = floored(x.clone()).exp(), x.exp()
+    normal = plain >= tiny
+    assert torch.equal(guarded[normal], plain[normal])  # at or above the smallest normal: identical
+    assert (guarded >= tiny).all() and (guarded[~normal] == guarded[~normal].min()).all()  # no subnormal is made
+    assert (
+        torch.exp(torch.tensor(low, dtype=dtype))
+        >= tiny
+        > torch.exp(torch.nextafter(torch.tensor(low, dtype=dtype), torch.tensor(-1e9, dtype=dtype)))
+    )

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .base import Cost, Flow, Transform, stack
 from .invert import implicit_grad, invert_autoregressive, invert_coupled
-from .masked import in_place_ok
+from .masked import floored, in_place_ok
 from .solvers import DEFAULT, check_solver
 
 RESIDUALS = ("gated", "gated-but-last", "none")
@@ -78,7 +78,7 @@ def tanh_with_log_derivative(h: Tensor) -> tuple[Tensor, Tensor]:
     large |h|; in place on fresh buffers where no gradient needs h."""
     if in_place_ok(h):
         a = h.abs()
-        log_der = a.mul(-2).exp_().log1p_().add_(a).sub_(math.log(2)).mul_(-2)  # softplus(-2|h|) <= log 2
+        log_der = floored(a.mul(-2)).exp_().log1p_().add_(a).sub_(math.log(2)).mul_(-2)  # softplus(-2|h|)
         return h.tanh_(), log_der
     return torch.tanh(h), tanh_log_derivative(h)
 
@@ -93,8 +93,8 @@ def log_bmm(log_m: Tensor, log_v: Tensor) -> Tensor:
     -> (d, a, n); each column shifted by its maximum, so the largest term is exp(0)."""
     shift = log_v.amax(1, keepdim=True)
     if in_place_ok(log_v):
-        return torch.bmm(log_m.exp(), (log_v - shift).exp_()).log_().add_(shift)
-    return torch.bmm(log_m.exp(), (log_v - shift).exp()).log() + shift
+        return torch.bmm(log_m.exp(), floored(log_v - shift).exp_()).log_().add_(shift)
+    return torch.bmm(log_m.exp(), floored(log_v - shift).exp()).log() + shift
 
 
 def log_matvec(log_m: Tensor, log_v: Tensor) -> Tensor:

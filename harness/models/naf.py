@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..errors import UserError
 from .base import Cost, Flow, Transform, stack
 from .invert import implicit_grad, invert_autoregressive, invert_coupled
-from .masked import ACTIVATIONS, LOG_SCALE_BOUND, MADE, default_hidden, in_place_ok
+from .masked import ACTIVATIONS, LOG_SCALE_BOUND, MADE, default_hidden, floored, in_place_ok
 from .solvers import DEFAULT, check_solver
 
 
@@ -135,9 +135,9 @@ def log_sigmoids(pre: Tensor) -> tuple[Tensor, Tensor]:
     """(log sigmoid(pre), log sigmoid(-pre)) from one exp and one log1p: both are
     min(+-pre, 0) - log1p(exp(-|pre|)); two logsigmoid calls would take two of each."""
     if in_place_ok(pre):  # each op on the fresh output of the one before: no new buffer
-        l1p = pre.abs().neg_().exp_().log1p_()
+        l1p = floored(pre.abs().neg_()).exp_().log1p_()
         return pre.clamp(max=0).sub_(l1p), pre.clamp(min=0).neg_().sub_(l1p)
-    l1p = torch.log1p(torch.exp(-pre.abs()))
+    l1p = torch.log1p(torch.exp(floored(-pre.abs())))
     return pre.clamp(max=0) - l1p, -pre.clamp(min=0) - l1p
 
 
@@ -148,9 +148,9 @@ def log_matmuls(log_m: Tensor, *bs: Tensor) -> tuple[Tensor, ...]:
     stacked = torch.cat(bs, dim=1)
     shift = stacked.amax(0, keepdim=True)
     if in_place_ok(stacked):
-        out = torch.mm(log_m.exp(), stacked.sub_(shift).exp_()).log_().add_(shift)
+        out = torch.mm(log_m.exp(), floored(stacked.sub_(shift)).exp_()).log_().add_(shift)
     else:
-        out = torch.log(log_m.exp() @ (stacked - shift).exp()) + shift
+        out = torch.log(log_m.exp() @ floored(stacked - shift).exp()) + shift
     return out.split(bs[0].shape[1], dim=1)
 
 
