@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test report fit report-gpu asv-quick example lint format clean
+.PHONY: venv test report fit compile report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,15 @@ fit: $(STAMP)
 	mkdir -p reports/cpu/fit
 	$(BIN)/python -m harness fit --out reports/cpu/fit $(SWEEP_ARGS) | tee reports/cpu/fit/output.txt
 	$(BIN)/python -m harness report reports/cpu reports/cpu/peers reports/cpu/fit --out reports/cpu
+	$(BIN)/python -m harness readme
+
+# Does compiling pay? Our models at d = 16 and 64, each direction eager, as the numba loop
+# (where one exists) and under torch.compile, timed in the same interleaved rounds, with
+# the seconds compiling took; its own report in reports/cpu/compile. torch.compile of a
+# d-step loop can take minutes: --compile-limit bounds each configuration.
+compile: $(STAMP)
+	$(BIN)/python -m harness sweep --device cpu --dims 16,64 --ops log_prob,sample --solvers default --backends eager,numba,compile --compile-limit 300 --budget 10 --out reports/cpu/compile $(SWEEP_ARGS)
+	$(BIN)/python -m harness report reports/cpu/compile --out reports/cpu/compile
 	$(BIN)/python -m harness readme
 
 # The same on a GPU machine, with larger dims and batches (bring your own CUDA torch).

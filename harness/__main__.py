@@ -64,6 +64,7 @@ def _sweep(args: argparse.Namespace) -> int:
         model_config=dict(args.config or []),
     )
     given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("ops", args.ops))
+    given += (("backends", args.backends), ("compile_limit_s", args.compile_limit))
     for key, value in given:
         if value is not None:
             fields[key] = value

@@ -156,6 +156,18 @@ def parser() -> argparse.ArgumentParser:
         help=f"slow-direction solvers: default, reference, all, or names of {', '.join(ops.ALL_SOLVERS)} "
         "(default: default,reference; each model takes those of its family)",
     )
+    s.add_argument(
+        "--backends",
+        type=_names,
+        help=f"how each configuration runs: default, or {', '.join(ops.BACKENDS)} (numba where a compiled loop "
+        "exists: the incremental solve on the CPU); comma list (default: default, the numba loop where there is "
+        "one, else eager)",
+    )
+    s.add_argument(
+        "--compile-limit",
+        type=_seconds,
+        help="seconds torch.compile may take per configuration before its worker is killed (default 600)",
+    )
     s.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")

@@ -16,7 +16,7 @@ from .measure.call import CALLS, Settings
 from .models import NAMES, SWEEP_OPS, Cost, build
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
-from .ops import QUICK_OPS, role
+from .ops import BACKENDS, COMPILE, EAGER, NUMBA, QUICK_OPS, default_backend, has_kernel, role
 from .table import Col
 
 ALL_NAMES = NAMES + peers.NAMES
@@ -47,6 +47,10 @@ class Config:
     min_run_time: float = 0.3
     # slow directions: solver names, or ``default`` and ``reference`` (each family's own)
     solvers: Sequence[str] = ("default", "reference")
+    # how each runs: ``default`` (the compiled loop where there is one, else eager), or
+    # eager, numba (where a kernel exists), compile (torch.compile)
+    backends: Sequence[str] = ("default",)
+    compile_limit_s: float = 600.0  # seconds torch.compile may take for one configuration
     flops: bool = True
     memory: bool = True
     seed: int = 0
@@ -95,6 +99,9 @@ class Config:
         bad = [s for s in self.solvers if s not in allowed]
         if bad:
             raise UserError(f"unknown solver {bad[0]!r}; allowed: {', '.join(allowed)}")
+        bad = [b for b in self.backends if b not in ("default", *BACKENDS)]
+        if bad or not self.backends:
+            raise UserError(f"unknown backend {(bad or [''])[0]!r}; allowed: default, {', '.join(BACKENDS)}")
         for name, values, top in ((Col.DIM, self.dims, MAX_DIM), (Col.BATCH, self.batches, MAX_BATCH)):
             for v in values:
                 if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
@@ -151,19 +158,29 @@ def _default_solver(name: str) -> str:
     return build(name, 1).solver
 
 
-def essential(name: str, solver: str, dim: int, batch: int) -> bool:
-    """A cell of the default grid (our models' parallel passes and default solvers at
-    the default dims and batch): measured whatever the budget, cut only by the
-    deadline. Every other configuration is bounded by the budget."""
+def essential(
+    name: str, solver: str, dim: int, batch: int, op: str = "", backend: str = "", device: str = "cpu"
+) -> bool:
+    """A cell of the default grid (our models' parallel passes and default solvers, in
+    their default backend, at the default dims and batch): measured whatever the
+    budget, cut only by the deadline. Every other configuration is bounded by the budget."""
     in_grid = dim in DEFAULT_DIMS and batch in DEFAULT_BATCHES
-    return in_grid and name in NAMES and solver in (DIRECT, _default_solver(name))
+    default = not backend or backend == default_backend(solver, op, device)
+    return in_grid and default and name in NAMES and solver in (DIRECT, _default_solver(name))
 
 
-GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER)  # the fields of a grid entry
+GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER, Col.BACKEND)  # the fields of a grid entry
 
 
-def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int, str, int, str]]:
-    """(device, model, dim, op, batch, solver) in measuring order: dims ascending, so
+def backends_for(solver: str, op: str, device: str, requested: Sequence[str]) -> list[str]:
+    """The backend column values to sweep for a configuration: ``default`` resolved to
+    its default (harness.ops.default_backend); ``numba`` only where a kernel exists."""
+    chosen = [default_backend(solver, op, device) if b == "default" else b for b in requested]
+    return [b for b in dict.fromkeys(chosen) if b != NUMBA or has_kernel(solver, op, device)]
+
+
+def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int, str, int, str, str]]:
+    """(device, model, dim, op, batch, solver, backend) in measuring order: dims ascending, so
     budgets can be extrapolated from the previous dim; at each dim the reference solver
     first, so the others' deviation from it is known. A ``broken`` model (one that
     could not be described) has one ``direct`` entry per op, to record why."""
@@ -172,13 +189,14 @@ def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int
     if bad and ours:
         raise UserError(f"solver {bad[0]!r} belongs to no model of this sweep ({', '.join(config.models)})")
     return [
-        (device, name, dim, op, batch, solver)
+        (device, name, dim, op, batch, solver, backend)
         for device in resolve_devices(config.device)
         for name in config.models
         for batch in config.batches
         for op in config.ops
         for dim in sorted(config.dims)
         for solver in ([DIRECT] if name in broken else solvers_for(name, op, config.solvers))
+        for backend in ([EAGER] if name in broken else backends_for(solver, op, device, config.backends))
     ]
 
 
@@ -206,14 +224,15 @@ def estimate_seconds(history: list[tuple], dim: int) -> float | None:
     return t2 * (dim / d2) ** k
 
 
-def deadline_s(config: Config, is_essential: bool = False) -> float:
+def deadline_s(config: Config, is_essential: bool = False, backend: str = EAGER) -> float:
     """Seconds a configuration may take before its worker is killed: the budget, plus
     half of it and a margin (10 s) for building the model and the timer's own calls. A
     cell of the default grid, which the budget does not cut, gets 4 budgets and at
-    least 5 minutes: only a hang stops it."""
+    least 5 minutes: only a hang stops it. torch.compile gets ``compile_limit_s`` more."""
+    extra = config.compile_limit_s if backend == COMPILE else 0.0
     if is_essential:
-        return max(4.0 * config.budget_s, 300.0) + config.deadline_margin_s
-    return 1.5 * config.budget_s + config.deadline_margin_s
+        return max(4.0 * config.budget_s, 300.0) + config.deadline_margin_s + extra
+    return 1.5 * config.budget_s + config.deadline_margin_s + extra
 
 
 def predicted_seconds(history: list[tuple], dim: int, unknown: float = 1.0) -> float:
@@ -241,6 +260,7 @@ class Task:
     op: str
     batch: int
     solver: str
+    backend: str = "eager"
     estimate: float | None = None
     skip: str = ""  # a reason to record without measuring
     essential: bool = False  # a cell of the default grid: measured whatever the budget
@@ -280,5 +300,5 @@ def units(entries: list[tuple]) -> list[tuple[tuple[str, int, int], list[tuple],
     order = {k: i for i, k in enumerate(dict.fromkeys((e[0], e[4]) for e in entries))}
     for e in sorted(entries, key=lambda e: (order[(e[0], e[4])], e[2])):
         alone, together = groups.setdefault((e[0], e[4], e[2]), ([], []))
-        (together if paired(e[5]) else alone).append(e)
+        (together if paired(e[5]) else alone).append(e)  # e: (device, model, dim, op, batch, solver, backend)
     return [(k, a, t) for k, (a, t) in groups.items()]

@@ -29,11 +29,11 @@ class Measurer:
     def __init__(self, config: Config):
         self.config = config
         allocator.tune()  # in the measuring process, before any buffer
-        self.built: dict[tuple, tuple] = {}  # (device, model, dim, solver) -> (flow, (stored, effective))
+        self.built: dict[tuple, tuple] = {}  # (device, model, dim, solver, backend) -> (flow, (stored, effective))
         self.reference_out: dict[tuple, object] = {}
         self.ready: dict[
             tuple, tuple[Prepared, dict]
-        ] = {}  # (model, op, solver) ->  # prepared for the rounds, with their columns
+        ] = {}  # (model, op, solver, backend) -> prepared for the rounds, with their columns
         self.unit: tuple | None = None
 
     def __call__(self, task: Unit | Probe) -> list[dict] | registry.Identity | str:
@@ -58,7 +58,7 @@ class Measurer:
             return dict(status=OOM if is_oom(e) else ERROR, reason=one_line(e))
 
     def _model(self, task: Task) -> tuple[object, dict]:
-        key = (task.device, task.model, task.dim, task.solver)
+        key = (task.device, task.model, task.dim, task.solver, task.backend)  # a flow per backend: each its own switch
         if key not in self.built:
             torch.manual_seed(self.config.seed)  # the same weights whatever the solver
             solver = {} if task.solver in (DIRECT, NATIVE) else {"solver": task.solver}
@@ -84,22 +84,17 @@ class Measurer:
         elif out is not None and problem in self.reference_out:
             row[Col.MAX_REL_DEV] = relative_deviation(out, self.reference_out[problem])
 
+    def _arguments(self, flow, task: Task) -> tuple:
+        """What measuring or preparing a task takes, in order (harness.measure.call)."""
+        settings = self.config.measuring
+        return flow, task.op, task.device, task.batch, settings, task.estimate, task.essential, task.backend
+
     def alone(self, task: Task) -> dict:
         flow, row = self._model(task)
         final = self._not_measured(flow, task, row)
         if final is not None:
             return final
-        settings = self.config.measuring
-        measured, out = measure(
-            flow,
-            task.op,
-            task.device,
-            task.batch,
-            settings,
-            task.estimate,
-            essential=task.essential,
-            counts=task.counts,
-        )
+        measured, out = measure(*self._arguments(flow, task), counts=task.counts)
         row.update(measured)
         self._deviation(flow, task, out, row)
         return row
@@ -112,10 +107,7 @@ class Measurer:
             final = self._not_measured(flow, task, row)
             if final is not None:
                 return final
-            settings = self.config.measuring
-            final, ready = prepare(
-                flow, task.op, task.device, task.batch, settings, task.estimate, essential=task.essential
-            )
+            final, ready = prepare(*self._arguments(flow, task))
             if final is not None:
                 return dict(row, **final)
             row.update(ready.row)
@@ -140,9 +132,12 @@ class Measurer:
                 rows[k].update(columns, round_group=unit.group)
         except Exception:  # one call failed in the rounds: time each alone, so the others still count
             for k in ready:
-                rows[k] = self._guarded(tasks[k], self.alone)
+                compiled = {c: v for c, v in kept[k][1].items() if c == Col.COMPILE_S}  # when it was prepared
+                rows[k] = dict(self._guarded(tasks[k], self.alone), **compiled)
             ready = {}
         for k, prepared in ready.items():
+            if rows[k].get(Col.STATUS) == ERROR:
+                continue
             try:
                 rows[k].update(count(prepared, unit.device, settings, tasks[k].counts))
             except Exception as e:
@@ -156,7 +151,7 @@ READY = "_ready"  # a prepared row's mark, never written
 
 
 def _key(task: Task) -> tuple:
-    return (task.model, task.op, task.solver)
+    return (task.model, task.op, task.solver, task.backend)
 
 
 def probe(name: str) -> registry.Identity | str:

@@ -153,6 +153,26 @@ def role(solver: str) -> str:
     return next((s.role for (_, name), s in SOLVERS.items() if name == solver), "")
 
 
+# ---- backends ----------------------------------------------------------------------
+
+EAGER, NUMBA, COMPILE = "eager", "numba", "compile"
+BACKENDS = (EAGER, NUMBA, COMPILE)
+KERNEL_SOLVERS = ("incremental",)  # the solvers with a compiled loop (harness.models.kernels)
+
+
+def has_kernel(solver: str, op: str, device: str = "cpu") -> bool:
+    """Whether the numba kernel runs this configuration: a solver with one, on a
+    direction (a training step needs gradients, which the kernel does not give), on the
+    CPU."""
+    return solver in KERNEL_SOLVERS and op in DIRECTIONS and device == "cpu"
+
+
+def default_backend(solver: str, op: str, device: str = "cpu") -> str:
+    """How a configuration runs by default: the compiled loop where there is one, else
+    torch's eager ops."""
+    return NUMBA if has_kernel(solver, op, device) else EAGER
+
+
 # ---- reference families ------------------------------------------------------------
 
 

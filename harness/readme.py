@@ -22,16 +22,22 @@ QUICK = "quick/output.txt"  # make report saves the quick example's console outp
 def headline(reports: Path) -> str:
     """Our models at d = 16, 64, 256: times with the default solver, sample / log_prob
     with it and with the reference solver, and parameters."""
-    from .report.load import load
+    from .ops import LOG_PROB, SAMPLE
+    from .report.load import load_sources
     from .report.sections.time import time_table
+    from .report.sections.work import roofline
     from .report.tables import flows, fmt, main_rows, markdown
 
-    df, meta = load(reports / "cpu")
-    df = flows(df)
+    src = load_sources([reports / "cpu"])
+    meta = src.sweeps[0][1]
+    df = flows(src.rows)
     t = time_table(df)
     t = t[t["d"].isin([16, 64, 256])].copy()
     sizes = main_rows(df).drop_duplicates([Col.MODEL, Col.DIM]).set_index([Col.MODEL, Col.DIM])[Col.PARAMS_EFFECTIVE]
     t["params (effective)"] = [fmt(float(sizes[(m, d)])) for m, d in zip(t[Col.MODEL], t["d"])]
+    roof = roofline(df, src).set_index([Col.MODEL, Col.DIM, Col.OP])["percent_of_bound"]
+    for op in (LOG_PROB, SAMPLE):
+        t[f"{op} % of bound"] = [fmt(float(roof.get((m, d, op), float("nan")))) for m, d in zip(t[Col.MODEL], t["d"])]
     keep = [
         Col.MODEL,
         "d",
@@ -39,6 +45,8 @@ def headline(reports: Path) -> str:
         "log_prob ms [IQR]",
         "sample ms [IQR]",
         "sample / log_prob [95% CI]",
+        "log_prob % of bound",
+        "sample % of bound",
         "params (effective)",
     ]
     keep = [k for k in keep if k in t.columns]
@@ -47,19 +55,23 @@ def headline(reports: Path) -> str:
         f"Medians [IQR] in milliseconds per call of 1024 points, 1 thread, float32, from `make report` (commit "
         f"`{meta.get('commit', '')}`, {cpu}, torch {meta.get('torch', '')}); each model's default solver, and "
         "sample / log_prob over runs timed in the same interleaved rounds, with a 95% bootstrap interval "
-        "(the reference solvers' ratios are in the report)."
+        "(the reference solvers' ratios are in the report); `% of bound`: achieved GFLOP/s over the smaller of "
+        "this machine's GEMM rate and its in-cache copy rate x the op's FLOPs per byte (the roofline)."
     )
     return head + "\n\n" + markdown(t[keep])
 
 
 def findings(reports: Path) -> str:
-    """The Findings of ``reports/cpu`` and ``reports/gpu`` (their findings.json), linking
-    into each REPORT.md; a finding the CPU report already gave is not repeated."""
+    """The Findings of ``reports/cpu``, ``reports/cpu/compile`` (make compile's, where it
+    ran) and ``reports/gpu`` (their findings.json), linking into each REPORT.md; a
+    finding an earlier report already gave is not repeated."""
     from .report.findings import FINDINGS, from_dict
 
     parts, seen, notes = [], set(), {}
-    for folder in ("cpu", "gpu"):
+    for folder in ("cpu", "cpu/compile", "gpu"):
         path = reports / folder / FINDINGS
+        if folder == "cpu/compile" and not path.is_file():  # make compile's, optional
+            continue
         if not path.is_file():
             raise UserError(f"{str(path)!r} is missing: run `python -m harness report` (make report) to write it")
         found = [from_dict(d) for d in store.read_json(path).get("findings", [])]

@@ -57,15 +57,18 @@ __all__ = ["Config", "Interrupted", "TRACK", "run", "summary"]
 
 
 def metadata(config: Config, new: bool = True) -> dict:
-    """The environment of a sweep; for a new table also each device's GEMM rate (the
-    roofline), which takes a few seconds."""
+    """The environment of a sweep; for a new table also each device's GEMM rate and
+    memory copy rates (the roofline's ceilings), which take a few seconds."""
     from .grid import resolve_devices
-    from .measure.timing import gemm_rate
+    from .measure.timing import gemm_rate, memory_rates
 
     meta = env.environment()
     meta.update(allocator=allocator.tune(), threads=config.threads, units=UNITS)
     if new:
-        meta["roofline"] = {d: gemm_rate(d, threads=config.threads) for d in resolve_devices(config.device)}
+        meta["roofline"] = {
+            d: {**gemm_rate(d, threads=config.threads), **memory_rates(d, threads=config.threads)}
+            for d in resolve_devices(config.device)
+        }
     return meta
 
 
@@ -86,7 +89,7 @@ class Interrupted(Exception):
 
 
 class _Series:
-    """What the parent learns along each series (device, model, op, batch, solver): the
+    """What the parent learns along each series (device, model, op, batch, solver, backend): the
     measured (dim, seconds, flops), the first dim over budget, the first oom or timeout."""
 
     def __init__(self) -> None:
@@ -96,7 +99,7 @@ class _Series:
 
     @staticmethod
     def of(r: dict) -> tuple:
-        return (r[Col.DEVICE], r[Col.MODEL], r[Col.OP], int(r[Col.BATCH]), r[Col.SOLVER])
+        return (r[Col.DEVICE], r[Col.MODEL], r[Col.OP], int(r[Col.BATCH]), r[Col.SOLVER], r[Col.BACKEND])
 
     def record(self, r: dict) -> None:
         series = self.of(r)
@@ -122,9 +125,11 @@ class _Series:
         default grid and the budget for any other."""
         return sum(
             predicted_seconds(
-                self.history.get((dv, m, op, b, s), []), d, 1.0 if essential(m, s, d, b) else config.budget_s
+                self.history.get((dv, m, op, b, s, be), []),
+                d,
+                1.0 if essential(m, s, d, b, op, be, dv) else config.budget_s,
             )
-            for dv, m, d, op, b, s in remaining
+            for dv, m, d, op, b, s, be in remaining
         )
 
 
@@ -172,11 +177,11 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         group = f"{env.git_commit()}-{uuid.uuid4().hex[:8]}"  # this run's rounds: pairs never cross runs
 
         def stub(entry: tuple) -> Row:
-            device, name, dim, op, batch, solver = entry
+            device, name, dim, op, batch, solver, backend = entry
             family, library = ("", name.partition(":")[0]) if name in broken else registry.identity(name)
             row: Row = dict(model=name, family=family, library=library, dim=dim, op=op, device=device, batch=batch)
-            row.update(solver=solver, threads=config.threads, dtype="float32", source="sweep", commit=commit)
-            row.update(machine=env.machine_name(device))
+            row.update(solver=solver, backend=backend, threads=config.threads, dtype="float32", source="sweep")
+            row.update(commit=commit, machine=env.machine_name(device))
             missing = peers.unavailable(name) if name in peers.NAMES else None
             if missing:  # listed, not measured: it says nothing of larger d
                 row.update(kind=peers.PEERS[name].cost[op], status=SKIPPED, reason=f"unavailable: {missing}")
@@ -186,17 +191,17 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
 
         def task(row: Row) -> Task:
             this, d, b = series.of(row), int(row[Col.DIM]), int(row[Col.BATCH])
-            name, op, solver = row[Col.MODEL], row[Col.OP], row[Col.SOLVER]
-            is_essential = essential(name, solver, d, b)
+            name, op, solver, backend = row[Col.MODEL], row[Col.OP], row[Col.SOLVER], row[Col.BACKEND]
+            is_essential = essential(name, solver, d, b, op, backend, row[Col.DEVICE])
             estimate = estimate_seconds(series.history.get(this, []), d)
             skip = series.skip(this, d, is_essential)
             cached = counts.get(counts_key(row, config))
-            return Task(row[Col.DEVICE], name, d, op, b, solver, estimate, skip, is_essential, cached)
+            return Task(row[Col.DEVICE], name, d, op, b, solver, backend, estimate, skip, is_essential, cached)
 
         def finish(measured: list[Row]) -> None:
             for row in measured:
                 if row[Col.STATUS] == OK and row.get(Col.FLOPS) not in (None, ""):
-                    wanted = (Col.FLOPS, Col.PEAK_MEM_BYTES)
+                    wanted = (Col.FLOPS, Col.BYTES_MOVED, Col.PEAK_MEM_BYTES)
                     counts[counts_key(row, config)] = {k: row[k] for k in wanted if row.get(k) not in (None, "")}
                     store.write_json(counts_path, counts)
                 series.record(row)
@@ -216,7 +221,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                         what = (
                             "default algorithms, interleaved"
                             if is_paired
-                            else f"{first.model} {first.op} {first.solver}"
+                            else f"{first.model} {first.op} {first.solver} {first.backend}"
                         )
                         bar.set_postfix_str(
                             f"d={dim} {what}, ~{series.eta(todo[len(rows) :], config) / 60:.0f} min left"
@@ -267,15 +272,16 @@ def _together(unit: Unit, worker, local, config: Config) -> list[dict]:
     interleaved rounds. What a restarted worker lost is prepared again."""
     run = local if worker is None else (lambda u: _isolated(worker, u, config))
     answers: dict[int, dict] = {}
+    kept: dict[int, int] = {}  # prepared, with the worker (its start count) that keeps it
     pending = list(range(len(unit.together)))
     while pending:
-        start = worker.starts if worker is not None else 0
         for i in pending:
             (answers[i],) = run(replace(unit, together=(unit.together[i],), prepare_only=True))
-        pending = [i for i in pending if answers[i].pop(READY, False)]
-        if worker is None or worker.starts == start or not pending:
-            break  # no worker died since these were prepared: they are all kept
-        start = worker.starts
+            if answers[i].pop(READY, False):
+                kept[i] = worker.starts if worker is not None else 0
+        alive = worker.starts if worker is not None else 0
+        pending = [i for i in kept if kept[i] != alive]  # lost when a later one's worker died
+    pending = list(kept)
     if pending:
         timed = run(replace(unit, together=tuple(unit.together[i] for i in pending)))
         for i, row in zip(pending, timed):
@@ -288,7 +294,7 @@ def _isolated(worker, unit: Unit, config: Config) -> list[dict]:
     the unit's deadline is the sum of its configurations' (harness.grid.deadline_s)."""
     from .grid import cost_of
 
-    limit = sum(deadline_s(config, t.essential) for t in unit.tasks)
+    limit = sum(deadline_s(config, t.essential, t.backend) for t in unit.tasks)
     kinds = [cost_of(t.model)[t.op] for t in unit.tasks]
     try:
         answer = worker.run(unit, limit)
@@ -336,7 +342,7 @@ def jobs(config: Config) -> list[tuple[str, Config]]:
     devices = [config.device] if config.device != "auto" else resolve_devices("auto")
     seen: dict[tuple, Config] = {}
     for device in devices:
-        for model, _dim, op, batch, _solver in (g[1:] for g in grid(replace(config, device="cpu"))):
+        for model, _dim, op, batch, *_ in (g[1:] for g in grid(replace(config, device="cpu"))):
             key = (device, model, op, batch)
             if key not in seen:
                 seen[key] = replace(config, models=(model,), ops=(op,), batches=(batch,), device=device)

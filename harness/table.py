@@ -67,12 +67,14 @@ class Row(TypedDict, total=False):
     device: str
     batch: int
     solver: str
+    backend: str  # how it ran: eager (torch's ops), numba (the compiled loop), compile (torch.compile)
     kind: str
     median_s: float
     iqr_s: float
     runs: int
     round_s: str  # seconds per call of each run, space-separated, in the order timed
     round_group: str  # rows timed in the same interleaved rounds share it: their ratios pair by run
+    compile_s: float  # seconds compiling took before the first call (numba's JIT, torch.compile), never timed
     status: Status
     reason: str
     evaluations: float
@@ -82,6 +84,7 @@ class Row(TypedDict, total=False):
     params_stored: int
     params_effective: int
     flops: float
+    bytes_moved: float  # bytes each dispatched op read and wrote, summed over the ops of one call
     flops_method: str
     flops_note: str  # why flops is blank where the row is ok
     peak_mem_bytes: float
@@ -152,12 +155,14 @@ class Col:
     DEVICE = "device"
     BATCH = "batch"
     SOLVER = "solver"
+    BACKEND = "backend"
     KIND = "kind"
     MEDIAN_S = "median_s"
     IQR_S = "iqr_s"
     RUNS = "runs"
     ROUND_S = "round_s"
     ROUND_GROUP = "round_group"
+    COMPILE_S = "compile_s"
     STATUS = "status"
     REASON = "reason"
     EVALUATIONS = "evaluations"
@@ -167,6 +172,7 @@ class Col:
     PARAMS_STORED = "params_stored"
     PARAMS_EFFECTIVE = "params_effective"
     FLOPS = "flops"
+    BYTES_MOVED = "bytes_moved"
     FLOPS_METHOD = "flops_method"
     FLOPS_NOTE = "flops_note"
     PEAK_MEM_BYTES = "peak_mem_bytes"
@@ -209,7 +215,7 @@ CURVE_COLUMNS = [Col.MODEL, Col.DATA, Col.SEED, Col.STEP, Col.WALL_S, Col.TRAIN_
 
 # One row per key. ``solver`` is the slow direction's algorithm (harness.models.solvers),
 # ``direct`` for a parallel op.
-KEY = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER)
+KEY = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER, Col.BACKEND)
 TEXT = (
     Col.ROUND_S,
     Col.ROUND_GROUP,
@@ -219,6 +225,7 @@ TEXT = (
     Col.OP,
     Col.DEVICE,
     Col.SOLVER,
+    Col.BACKEND,
     Col.KIND,
     Col.STATUS,
     Col.REASON,
@@ -235,6 +242,7 @@ UNITS = {
     "median_s": "seconds per call",
     "iqr_s": "seconds per call (interquartile range of the runs)",
     "round_s": "seconds per call of each run (a block of calls), in the order timed",
+    "compile_s": "seconds, once per process and configuration, before the first call (never in a timing)",
     "evaluations": "evaluations of one dimension's output per call, summed over layers",
     "iterations": "solver steps on the critical path per call, summed over layers",
     "evaluations_per_dim": "evaluations / (d x layers that solve): 1 for one evaluation per dimension",
@@ -243,7 +251,11 @@ UNITS = {
     "peak_mem_bytes": "bytes",
     "params_stored": "scalars",
     "params_effective": "scalars",
-    "gemm_gflops": "GFLOP/s of torch.mm at the sweep's threads and dtype (the roofline)",
+    "bytes_moved": "bytes per call that its ops read (tensor inputs) and wrote (outputs), each op on its own, "
+    "views none (the eager traffic the roofline's intensity is read at)",
+    "gemm_gflops": "GFLOP/s of torch.mm at the sweep's threads and dtype (the compute roofline)",
+    "copy_gbps": "GB/s of a large tensor copy, bytes read plus written (the memory roofline)",
+    "cache_gbps": "GB/s of a copy that fits the L2 cache, bytes read plus written (the in-cache roofline)",
 }
 
 

@@ -103,7 +103,7 @@ def test_matmul_flops_are_torch_flop_counter_s(name):
 
 def test_elementwise_ops_are_counted():
     total, by = count_flops(build("bnaf", 4), lambda m, x: m.log_prob(x), torch.randn(8, 4))
-    for op in ("exp", "tanh", "amax", "softplus", "log"):
+    for op in ("exp", "tanh_", "amax", "log1p_", "log"):  # in place where no gradient needs them
         assert by.get(op, 0) > 0, op
     maf = count_flops(build("maf", 4), lambda m, x: m.log_prob(x), torch.randn(8, 4))[1]
     for op in ("clamp_", "exp_", "addcmul_"):  # the in-place work of the fast affine pass
@@ -165,5 +165,5 @@ def test_matmuls_are_counted_under_any_grad_mode(mode):
     m = build("maf", 16).eval()
     x = torch.randn(32, 16)
     with getattr(torch, mode)():
-        flops, _ = count_work(lambda: m.log_prob(x), "cpu", memory=False)
+        flops, _, _ = count_work(lambda: m.log_prob(x), "cpu", memory=False)
     assert flops >= matmul_flops(m, lambda m, x: m.log_prob(x), x) > 0

@@ -53,12 +53,13 @@ def _tear_everywhere(path: Path, resume, columns: list[str], key: tuple[str, ...
 
 
 def test_a_torn_results_line_at_any_byte_is_cut_and_measured_again(tmp_path, monkeypatch, capsys):
-    def measured(model, op, device, batch, settings, estimate=None, **kwargs):
+    def measured(model, op, *args, **kwargs):
         return dict(status="ok", reason="", median_s=1e-3, iqr_s=1e-5, runs=3), None
 
     monkeypatch.setattr(measurer, "measure", measured)
     config = Config(models=("maf",), dims=(2, 3), ops=("log_prob", "sample"), batches=(8,), device="cpu")
     config.flops = config.memory = config.isolate = False
+    config.min_run_time = 0.001  # the rounds of each resume: any time will do
     sweep.run(config, tmp_path, progress=False)
     path = tmp_path / "results.csv"
     cuts = _tear_everywhere(path, lambda: sweep.run(config, tmp_path, resume=True, progress=False), COLUMNS, KEY)

@@ -97,12 +97,12 @@ def test_tiny_budget_skips_with_a_reason(tmp_path):
 def test_oom_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     real = measurer.prepare
 
-    def boom(model, op, device, batch, settings, estimate=None, **kwargs):
+    def boom(model, op, *args, **kwargs):
         if model.dim == 2 and op == "sample":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         if model.dim == 4 and op == "log_prob":
             raise RuntimeError("something else broke")
-        return real(model, op, device, batch, settings, estimate, **kwargs)
+        return real(model, op, *args, **kwargs)
 
     monkeypatch.setattr(measurer, "prepare", boom)
     rows = sweep.run(small(models=("maf",), solvers=["default"], isolate=False), tmp_path, progress=False)

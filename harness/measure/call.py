@@ -22,7 +22,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from ..models import Measurable, op_call, op_context, unchecked
+from ..models import Measurable, eager_ops, kernels, op_call, op_context, unchecked, use_kernel
+from ..ops import COMPILE, EAGER, NUMBA
 from ..table import ERROR, OK, SKIPPED, Col
 from .contract import violation
 from .counting import FLOPS_METHOD, count_work
@@ -75,6 +76,13 @@ class Prepared:
     one: float
     row: dict = field(default_factory=dict)
     out: object = None
+    backend: str = EAGER
+    eager: Callable[[], object] | None = None  # the same call in torch's eager ops, for counting
+
+    def counted(self):
+        """The call whose work is counted: the eager ops of the same arithmetic (a
+        compiled loop or graph runs no op the counters see)."""
+        return self.eager or self.fn
 
     def context(self):
         """The autograd mode and unchecked inputs its calls run under."""
@@ -94,6 +102,55 @@ class _Both:
             m.__exit__(*exc)
 
 
+def graphs_compiled() -> int:
+    """Graphs torch.compile has made in this process so far (0 before its first use)."""
+    import sys
+
+    utils = sys.modules.get("torch._dynamo.utils")
+    return int(utils.counters["stats"]["unique_graphs"]) if utils is not None else 0
+
+
+class Watched:
+    """A compiled call that notes whether any of its calls made a new graph (data that
+    changes a traced branch or loop count): such a timing includes compiling, so it
+    is an error row, never a steady-state time."""
+
+    NOT_STEADY = "torch.compile made new graphs while it was timed (a branch or loop count that depends on the data)"
+
+    def __init__(self, fn: Callable[[], object]):
+        self.fn, self.recompiled = fn, False
+
+    def __call__(self) -> object:
+        before = graphs_compiled()
+        out = self.fn()
+        self.recompiled |= graphs_compiled() != before
+        return out
+
+
+def _settle(call: Callable[[], object], device: str, most: int = 8) -> tuple[float, int]:
+    """Calls ``call`` until a call makes no new torch.compile graph; returns the seconds
+    and the number of the calls that did."""
+    seconds, calls = 0.0, 0
+    for _ in range(most):
+        before = graphs_compiled()
+        took = time_once(call, device)
+        if graphs_compiled() == before:
+            return seconds, calls
+        seconds, calls = seconds + took, calls + 1
+    raise RuntimeError(f"torch.compile made a new graph on each of {most} calls: it never settles")
+
+
+def compiled(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` under torch.compile (default mode, static shapes). Every configuration of a
+    process compiles the same small closure, so the recompile limit is raised, and
+    reaching it fails instead of falling back to eager ops unnoticed."""
+    import torch._dynamo.config as dynamo
+
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
+    dynamo.fail_on_recompile_limit_hit = True
+    return torch.compile(fn, dynamic=False)
+
+
 def prepare(
     model: Measurable,
     op: str,
@@ -101,28 +158,45 @@ def prepare(
     batch: int,
     settings: Settings,
     estimate: float | None = None,
-    *,
     essential: bool = False,
+    backend: str = EAGER,
 ) -> tuple[dict | None, Prepared | None]:
     """The checked call of one configuration: (a final row, None) when it is not timed
     (over budget, or its output breaks the contract), else (None, what to time). The
     budget bounds all :data:`CALLS` calls unless the configuration is ``essential`` (a
-    cell of the default grid: only the deadline cuts those)."""
+    cell of the default grid: only the deadline cuts those). A ``backend`` other than
+    eager compiles first, in a call of its own (``compile_s``), outside the budget."""
     torch.manual_seed(settings.seed)
     x = torch.randn(batch, model.dim, device=device)
     budget = settings.budget_s
     if not essential and estimate is not None and CALLS * estimate > budget:
         return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
-    fn = op_call(model, op, x)
-    ready = Prepared(model, op, fn, 0.0)
+    use_kernel(model, backend == NUMBA)
+    eager = op_call(model, op, x)
+    fn = compiled(eager) if backend == COMPILE else eager
+    ready = Prepared(model, op, fn, 0.0, backend=backend, eager=eager if backend != EAGER else None)
     with ready.context():
         torch.set_num_threads(settings.threads)
 
         def checked():
             ready.out = fn()
 
+        def after_reset():
+            model.reset_stats()
+            checked()
+
+        if backend == NUMBA:
+            time_once(fn, device)  # compiles, or loads the compiled loop, once per process
+        # torch.compile guards on the layers' counters too, which the checked call finds
+        # reset and every later call set: both states compile before anything is timed
+        compiling = [_settle(call, device) for call in (fn, after_reset)] if backend == COMPILE else []
         model.reset_stats()
         ready.one = time_once(checked, device)  # warm-up, and the estimate the budget is checked on
+    if backend == COMPILE:  # the calls that compiled also ran once each
+        ready.fn = Watched(fn)
+        ready.row[Col.COMPILE_S] = max(sum(s for s, _ in compiling) - sum(n for _, n in compiling) * ready.one, 0.0)
+    elif backend == NUMBA:  # once per process, whichever configuration came first
+        ready.row[Col.COMPILE_S] = kernels.compile_seconds()
     stats = model.solve_stats()
     if stats is not None and model.cost[op] != "parallel":
         ready.row.update(
@@ -145,18 +219,20 @@ def _timed(times: list[float] | tuple[float, ...], number: int = 1) -> dict:
 
 
 def count(ready: Prepared, device: str, settings: Settings, counts: dict | None) -> dict:
-    """FLOPs and peak memory of one call, counted in one pass, or from ``counts``."""
+    """FLOPs, bytes moved and peak memory of one call (a compiled one's eager ops),
+    counted in one pass, or from ``counts``."""
     row: dict = {}
-    wanted = {k for k, on in ((Col.FLOPS, settings.flops), (Col.PEAK_MEM_BYTES, settings.memory)) if on}
+    counted = ((Col.FLOPS, settings.flops), (Col.BYTES_MOVED, settings.flops), (Col.PEAK_MEM_BYTES, settings.memory))
+    wanted = {k for k, on in counted if on}
     if counts and wanted <= set(counts):
         row.update({k: counts[k] for k in wanted}, flops_method=FLOPS_METHOD if settings.flops else "")
     elif wanted:
-        with ready.context():
-            counted, peak = count_work(ready.fn, device, flops=settings.flops, memory=settings.memory)
+        with ready.context(), eager_ops(ready.model):
+            work = count_work(ready.counted(), device, flops=settings.flops, memory=settings.memory)
         if settings.memory:
-            row[Col.PEAK_MEM_BYTES] = peak
+            row[Col.PEAK_MEM_BYTES] = work.peak
         if settings.flops:
-            row.update(flops=counted, flops_method=FLOPS_METHOD)
+            row.update({Col.FLOPS: work.flops, Col.BYTES_MOVED: work.moved, Col.FLOPS_METHOD: FLOPS_METHOD})
     if not settings.flops:
         row[Col.FLOPS_NOTE] = NO_FLOPS
     return row
@@ -169,20 +245,23 @@ def measure(
     batch: int,
     settings: Settings,
     estimate: float | None = None,
-    *,
     essential: bool = False,
+    backend: str = EAGER,
+    *,
     counts: dict | None = None,
 ) -> tuple[dict, object]:
     """Times, counts and records one configuration alone; returns the measured columns
     and the output of its checked call (for the deviation of other solvers from the
     reference)."""
-    final, ready = prepare(model, op, device, batch, settings, estimate, essential=essential)
+    final, ready = prepare(model, op, device, batch, settings, estimate, essential=essential, backend=backend)
     if final is not None:
         return final, ready.out if ready is not None else None
     budget = settings.budget_s
     run_time = min(max(settings.min_run_time, MIN_RUNS * ready.one), max(budget - (1 + COUNT_CALLS) * ready.one, 0.0))
     with ready.context():
         t = time_call(ready.fn, device, threads=settings.threads, min_run_time=run_time, estimate_s=ready.one)
+    if isinstance(ready.fn, Watched) and ready.fn.recompiled:
+        return dict(ready.row, status=ERROR, reason=Watched.NOT_STEADY), ready.out
     row = dict(ready.row, **_timed(t.times), round_s=round_text(t.times))
     row.update(count(ready, device, settings, counts))
     return row, ready.out
@@ -197,6 +276,7 @@ def measure_together(
     round; returns each one's timing columns with its runs (``round_s``)."""
     if not ready:
         return {}
+    compiling = _settle_together(ready, device)
     block_s = settings.min_run_time / rounds
     times = time_rounds(
         {k: r.fn for k, r in ready.items()},
@@ -209,4 +289,31 @@ def measure_together(
         estimates={k: r.one for k, r in ready.items()},
         contexts={k: partial(Prepared.context, r) for k, r in ready.items()},
     )
-    return {k: dict(_timed(t), round_s=round_text(t)) for k, t in times.items()}
+    columns = {
+        k: dict(status=ERROR, reason=Watched.NOT_STEADY)
+        if isinstance(ready[k].fn, Watched) and ready[k].fn.recompiled
+        else dict(_timed(t), round_s=round_text(t))
+        for k, t in times.items()
+    }
+    for k, seconds in compiling.items():
+        columns[k][Col.COMPILE_S] = ready[k].row.get(Col.COMPILE_S, 0.0) + seconds
+    return columns
+
+
+def _settle_together(ready: dict[object, Prepared], device: str, passes: int = 4) -> dict[object, float]:
+    """Calls every torch.compile'd configuration until none makes a new graph: the
+    compiled calls of one process share code (harness.models.run_op), so one's graph
+    break can make another's first later call compile again. Returns the seconds each
+    spent compiling here, to add to its ``compile_s``."""
+    compiled = {k: r for k, r in ready.items() if isinstance(r.fn, Watched)}
+    extra = dict.fromkeys(compiled, 0.0)
+    for _ in range(passes):
+        made = False
+        for k, r in compiled.items():
+            with r.context():
+                seconds, calls = _settle(r.fn.fn, device)
+            extra[k] += max(seconds - calls * r.one, 0.0)
+            made |= calls > 0
+        if not made:
+            break
+    return {k: v for k, v in extra.items() if v > 0}

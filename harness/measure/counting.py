@@ -1,15 +1,18 @@
-"""Counting what a flow costs: parameters (stored and effective), FLOPs and peak memory.
+"""Counting what a flow costs: parameters (stored and effective), FLOPs, bytes moved and
+peak memory.
 
 Units: parameters are scalars; FLOPs are floating-point operations, two per
 multiply-add of a matrix product and one per element of each element-wise op (per
-input element for reductions); memory is bytes.
+input element for reductions); bytes moved are the bytes each dispatched op reads
+(its tensor inputs) and writes (its outputs), summed over ops, views moving none;
+memory is bytes.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -154,10 +157,41 @@ def flop_formulas() -> dict[Any, Callable[..., int]]:
     return formulas
 
 
+def touched_bytes(t: Tensor) -> int:
+    """Bytes of the distinct elements a tensor argument spans: a broadcast dimension
+    (stride 0) is read once, not once per use."""
+    n = 1
+    for size, stride in zip(t.shape, t.stride()):
+        n *= size if stride else min(size, 1)
+    return n * t.element_size()
+
+
+# ops that allocate without touching the memory or alias their input (views torch does
+# not mark as such), and ops that write their first argument without reading it
+NO_TRAFFIC = frozenset(
+    {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_unsafe_view", "detach", "lift_fresh"}
+)
+WRITE_ONLY = frozenset({"copy_", "fill_", "zero_"})
+
+
+def moved_bytes(name: str, args: tuple, kwargs: dict, out: Any) -> int:
+    """Bytes one op reads (its tensor arguments) and writes (its tensor outputs)."""
+    if name in NO_TRAFFIC:
+        return 0
+    read = tree_flatten((args[1:] if name in WRITE_ONLY else args, kwargs))[0]
+    written = tree_flatten(out)[0]
+    return sum(touched_bytes(t) for t in (*read, *written) if isinstance(t, Tensor))
+
+
 class WorkCounter(TorchDispatchMode):
     """Counts, op by op as they dispatch, the FLOPs of a call (torch's ``FlopCounterMode``
-    formulas and :func:`flop_formulas`) and, with ``memory``, the peak of tensor bytes
-    created and alive at once.
+    formulas and :func:`flop_formulas`), the bytes each op reads and writes (its tensor
+    inputs and outputs; a view moves none) and, with ``memory``, the peak of tensor
+    bytes created and alive at once.
+
+    The bytes are each op's own traffic, as eager execution runs it: an op reads its
+    inputs from memory or cache and writes its outputs, with no fusion across ops. That
+    is the intensity the roofline (FLOPs per byte) is read at.
 
     One mode for both, without ``FlopCounterMode``'s module tracking, which costs
     several times a call made of many small ops (a root-find): here the count costs
@@ -171,7 +205,7 @@ class WorkCounter(TorchDispatchMode):
 
         self.formulas = {**flop_registry, **flop_formulas()}
         self.by_op: dict[str, int] = {}
-        self.live = self.peak = 0
+        self.live = self.peak = self.moved = 0
         self.memory = memory
         self._seen: set[int] = set()
 
@@ -190,6 +224,8 @@ class WorkCounter(TorchDispatchMode):
             if out is not NotImplemented:
                 return out
         out = func(*args, **kwargs)
+        if self.flops and not func.is_view:
+            self.moved += moved_bytes(str(func._overloadpacket).removeprefix("aten."), args, kwargs, out)
         if formula is not None:
             n = int(formula(*args, **kwargs, out_val=out))
             if n:
@@ -222,16 +258,27 @@ def count_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: 
     data-dependent iteration counts (numerical inversion) are those of this input;
     autograd work a library does inside the call is counted too.
     """
-    with WorkCounter() as counter, torch.no_grad():
+    from ..models import eager_ops  # a compiled loop runs no op the counter sees
+
+    with eager_ops(model), WorkCounter() as counter, torch.no_grad():
         fn(model, x)
     return counter.total, dict(counter.by_op)
 
 
+class Work(NamedTuple):
+    """What one call costs: FLOPs, peak bytes allocated, bytes its ops read and wrote."""
+
+    flops: int | None
+    peak: int | None
+    moved: int | None
+
+
 def count_work(
     fn: Callable[[], object], device: torch.device | str, *, flops: bool = True, memory: bool = True
-) -> tuple[int | None, int | None]:
-    """FLOPs (as :func:`count_flops`) and peak memory (as :func:`peak_memory`) of one
-    call ``fn()``, counted in the same pass; None for what is not asked."""
+) -> Work:
+    """FLOPs (as :func:`count_flops`), bytes moved (:class:`WorkCounter`) and peak memory
+    (as :func:`peak_memory`) of one call ``fn()``, counted in the same pass; None for
+    what is not asked (bytes come with the FLOPs)."""
     cpu = torch.device(device).type == "cpu"
     counter = WorkCounter(memory=memory and cpu, flops=flops)
     if memory and not cpu:
@@ -241,7 +288,7 @@ def count_work(
         with counter:
             fn()
         peak = counter.peak if memory else None
-    return (counter.total if flops else None), peak
+    return Work(counter.total if flops else None, peak, counter.moved if flops else None)
 
 
 def matmul_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> int:
@@ -249,7 +296,9 @@ def matmul_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x:
     with its own registry (2 per multiply-add): a cross-check for :func:`count_flops`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    from ..models import eager_ops
+
+    with eager_ops(model), FlopCounterMode(display=False) as counter, torch.no_grad():
         fn(model, x)
     return counter.get_total_flops()
 

@@ -166,3 +166,45 @@ def gemm_rate(
         "gemm_threads": threads,
         "gemm_dtype": str(dtype),
     }
+
+
+def cache_sizes() -> dict[int, int]:
+    """{level: bytes} of this CPU's data caches (Linux sysfs; empty elsewhere)."""
+    from pathlib import Path
+
+    sizes: dict[int, int] = {}
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if kind != "Instruction" and text[:-1].isdigit():
+            sizes[level] = int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+    return sizes
+
+
+def copy_rate(device: torch.device | str, nbytes: int, *, threads: int = 1) -> float:
+    """GB/s of ``dst.copy_(src)`` for float32 buffers of ``nbytes`` each, counting bytes
+    read plus written (2 x nbytes per call)."""
+    n = max(nbytes // 4, 1)
+    src, dst = torch.full((n,), 1.0, device=device), torch.empty(n, device=device)
+    t = time_call(lambda: dst.copy_(src), device, threads=threads, min_run_time=0.2)
+    return 2 * n * 4 / t.median_s / 1e9
+
+
+def memory_rates(device: torch.device | str = "cpu", *, threads: int = 1) -> dict:
+    """This machine's memory ceilings for the roofline: the copy rate of buffers far
+    larger than the last cache (``copy_gbps``, memory) and of buffers that fit half the
+    L2 cache together (``cache_gbps``, in cache), bytes read plus written."""
+    caches = cache_sizes() if torch.device(device).type == "cpu" else {}
+    last = max(caches.values(), default=64 << 20)
+    large = min(max(4 * last, 256 << 20), 512 << 20)  # 4x the last cache, within 512 MiB a buffer
+    small = caches.get(2, 1 << 20) // 4  # two buffers in half the L2
+    return {
+        "copy_gbps": copy_rate(device, large, threads=threads),
+        "copy_bytes": large,
+        "cache_gbps": copy_rate(device, small, threads=threads),
+        "cache_bytes": small,
+    }

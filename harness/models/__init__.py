@@ -23,6 +23,7 @@ from .base import (
     unchecked,
 )
 from .invert import InversionError
+from .maf import eager_ops, use_kernel
 
 __all__ = [
     "NAMES",
@@ -35,12 +36,14 @@ __all__ = [
     "Measurable",
     "Transform",
     "build",
+    "eager_ops",
     "keywords",
     "op_call",
     "op_context",
     "run_op",
     "train_step",
     "unchecked",
+    "use_kernel",
 ]
 
 

@@ -3,7 +3,6 @@ masked autoregressive model here."""
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,16 +20,25 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "elu": F.e
 LOG_SCALE_BOUND = 5.0
 
 
-@functools.cache
-def exp_floor(dtype: torch.dtype) -> float:
-    """The smallest x whose exp(x) is a normal number of ``dtype`` (about -87.3 in
-    float32): below it exp's result is subnormal or zero, and on the CPU an exp that
-    underflows runs 11-35x slower."""
+def _exp_floor(dtype: torch.dtype) -> float:
     tiny = torch.finfo(dtype).tiny
     x = torch.tensor(math.log(tiny), dtype=dtype)
     while torch.exp(x) < tiny:
         x = torch.nextafter(x, torch.zeros((), dtype=dtype))
     return float(x)
+
+
+# found once, eagerly: a traced graph (torch.compile) then reads a constant
+_EXP_FLOORS = {dtype: _exp_floor(dtype) for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
+def exp_floor(dtype: torch.dtype) -> float:
+    """The smallest x whose exp(x) is a normal number of ``dtype`` (about -87.3 in
+    float32): below it exp's result is subnormal or zero, and on the CPU an exp that
+    underflows runs 11-35x slower."""
+    if dtype not in _EXP_FLOORS:
+        _EXP_FLOORS[dtype] = _exp_floor(dtype)
+    return _EXP_FLOORS[dtype]
 
 
 def floored(x: Tensor) -> Tensor:

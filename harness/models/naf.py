@@ -200,6 +200,8 @@ class SigmoidalAutoregressive(Transform):
         each chunk of :data:`CHUNK` columns gets its pseudo-parameters (one GEMM) and the
         DDSF (:meth:`DeepSigmoid.columns`) while it fits the cache."""
         n, d = x.shape
+        if n == 0:  # no chunk to run
+            return x.clone(), x.new_zeros(0)
         out = self.made.network()(x)  # (n, d, channels), a view of (n, channels, d)
         k = out.shape[-1]
         features = out.transpose(-1, -2).permute(1, 2, 0).reshape(k, d * n)  # (channels, d x n), dimension-major

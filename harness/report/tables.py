@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..ops import DIRECT, FAMILIES, NATIVE, OURS, PEER_LIBRARIES, role
+from ..ops import DIRECT, FAMILIES, NATIVE, OURS, PEER_LIBRARIES, default_backend, role
 from ..table import OK, Col
 
 
@@ -43,15 +43,25 @@ def flows(df: pd.DataFrame) -> pd.DataFrame:
     return df[~is_peer(df)]
 
 
+def default_backend_rows(df: pd.DataFrame) -> pd.Series:
+    """Rows run the way each configuration runs by default (harness.ops.default_backend),
+    or from before the backend column (blank)."""
+    if df.empty:
+        return pd.Series(False, index=df.index)
+    wanted = [default_backend(s, o, d) for s, o, d in zip(df[Col.SOLVER], df[Col.OP], df[Col.DEVICE])]
+    backend = df[Col.BACKEND]
+    return backend.isna() | (backend == pd.Series(wanted, index=df.index))
+
+
 def main_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of each model's default algorithm: parallel passes, default solvers and peers'
-    or users' own algorithms."""
+    """Rows of each model's default algorithm in its default backend: parallel passes,
+    default solvers and peers' or users' own algorithms."""
     solver = df[Col.SOLVER]
-    return df[solver.isin([DIRECT, NATIVE]) | solver.map(role).eq("default")]
+    return df[(solver.isin([DIRECT, NATIVE]) | solver.map(role).eq("default")) & default_backend_rows(df)]
 
 
 def reference_rows(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df[Col.SOLVER].map(role).eq("reference")]
+    return df[df[Col.SOLVER].map(role).eq("reference") & default_backend_rows(df)]
 
 
 def row(df: pd.DataFrame, model: str, dim: int, op: str) -> pd.Series | None:

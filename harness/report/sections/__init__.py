@@ -6,6 +6,7 @@ when it has no data, and then it is left out) and ``findings(sources) -> [Findin
 from . import (
     algorithms,
     asv,
+    compilation,
     correctness,
     devices,
     environment,
@@ -29,6 +30,7 @@ SECTIONS = (
     quality,
     work,
     algorithms,
+    compilation,
     devices,
     machines,
     correctness,

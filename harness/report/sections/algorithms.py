@@ -26,7 +26,7 @@ def slow_rows(df: pd.DataFrame) -> pd.DataFrame:
     family = df[Col.MODEL].map(lambda m: FAMILIES.get(m))
     slow = family.map(lambda f: f.slow if f else None)
     solves = pd.Series([bool(f) and (f.solvers, s) in SOLVERS for f, s in zip(family, df[Col.SOLVER])], index=df.index)
-    return df[tables.is_ours(df) & (df[Col.OP] == slow) & solves]
+    return df[tables.is_ours(df) & (df[Col.OP] == slow) & solves & tables.default_backend_rows(df)]
 
 
 def label(solver: str) -> str:
