@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from tabulate import tabulate
 
@@ -70,6 +71,7 @@ def _sweep(args: argparse.Namespace) -> int:
             fields[key] = value
     config = Config.quick(**fields) if args.quick else Config(**fields)
     out = Path(args.out)
+    start = time.perf_counter()
     if args.executor:
         from .cluster import run as run_jobs
 
@@ -82,7 +84,9 @@ def _sweep(args: argparse.Namespace) -> int:
         verb = "measured"
     print(summary(rows))
     counts = {s: sum(r[Col.STATUS] == s for r in rows) for s in STATUSES}
-    print(f"\n{len(rows)} rows {verb} ({', '.join(f'{v} {k}' for k, v in counts.items())}) -> {out / RESULTS}")
+    took = time.perf_counter() - start
+    tally = ", ".join(f"{v} {k}" for k, v in counts.items())
+    print(f"\n{len(rows)} rows {verb} ({tally}) in {took:.0f} s -> {out / RESULTS}")
     return 0
 
 
@@ -234,7 +238,7 @@ def _readme(args: argparse.Namespace) -> int:
 
     changed = readme(Path(args.readme), Path(args.reports), check=args.check)
     if args.check and changed:
-        print(f"stale README blocks: {', '.join(changed)}; run `python -m harness readme`", file=sys.stderr)
+        print(f"stale generated blocks: {', '.join(changed)}; run `python -m harness readme`", file=sys.stderr)
         return 1
     print(("rewrote: " + ", ".join(changed)) if changed else "README blocks are up to date")
     return 0

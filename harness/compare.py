@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import env
 from .errors import UserError
 from .intervals import MIN_EFFECT, Ratio, runs_of, unpaired_ratio, verdict
 from .ops import LOG_PROB
@@ -51,6 +52,8 @@ def _side(spec: str) -> tuple[pd.DataFrame, tuple[str, ...], str]:
     if meta.get(Col.SOURCE) == "asv":
         if not commit:
             raise UserError(f"{spec!r} is an asv results folder: name a commit, {folder}@COMMIT")
+        if not all(c in "0123456789abcdef" for c in commit.lower()):  # a git revision: HEAD~1, a tag
+            commit = env.resolve_revision(commit)
         df = df[df[Col.COMMIT].astype(str).str.startswith(commit)]
         if df.empty:
             raise UserError(f"{folder!r} holds no asv results of a commit starting {commit!r}")

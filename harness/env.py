@@ -39,6 +39,16 @@ def git_commit(path: Path | None = None) -> str:
     return _git("rev-parse", "--short=12", "HEAD", path=path) or "unknown"
 
 
+def resolve_revision(revision: str, path: Path | None = None) -> str:
+    """The commit a git revision (HEAD~1, a branch, a tag) names; UserError if none."""
+    from .errors import UserError
+
+    commit = _git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", path=path)
+    if not commit:
+        raise UserError(f"{revision!r} names no commit of this repository")
+    return commit
+
+
 def dirty_tree(path: Path | None = None) -> bool | None:
     """Whether the working tree has uncommitted changes (None outside git)."""
     out = _git("status", "--porcelain", "--untracked-files=no", path=path)

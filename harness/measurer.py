@@ -14,7 +14,7 @@ import torch
 from . import registry
 from .grid import Config, Probe, Task, Unit
 from .measure import allocator
-from .measure.call import Prepared, count, is_oom, measure, measure_together, one_line, prepare
+from .measure.call import Prepared, count_all, is_oom, measure, measure_together, one_line, prepare
 from .measure.counting import count_params
 from .measure.stats import relative_deviation
 from .models import TRAIN_STEP
@@ -135,13 +135,12 @@ class Measurer:
                 compiled = {c: v for c, v in kept[k][1].items() if c == Col.COMPILE_S}  # when it was prepared
                 rows[k] = dict(self._guarded(tasks[k], self.alone), **compiled)
             ready = {}
-        for k, prepared in ready.items():
-            if rows[k].get(Col.STATUS) == ERROR:
-                continue
-            try:
-                rows[k].update(count(prepared, unit.device, settings, tasks[k].counts))
-            except Exception as e:
-                rows[k].update(status=ERROR, reason=f"counting failed: {one_line(e)}")
+        jobs = {k: (p, tasks[k].counts) for k, p in ready.items() if rows[k].get(Col.STATUS) != ERROR}
+        for k, counted in count_all(jobs, unit.device, settings).items():
+            if isinstance(counted, str):
+                rows[k].update(status=ERROR, reason=f"counting failed: {counted}")
+            else:
+                rows[k].update(counted)
         for k in tasks:
             self.ready.pop(k, None)
         return [rows[k] for k in tasks]

@@ -1,9 +1,10 @@
-"""The README's generated blocks, written from the committed reports:
-``python -m harness readme [--check]``.
+"""The generated blocks of the README and of docs/*.md, written from the committed
+reports and the CLI's parsers: ``python -m harness readme [--check]``.
 
 Each block sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``; its text is
-a function of files under ``reports/`` (and of the paper presets), so a block that
-differs from what the reports say is stale: ``--check`` says which and exits 1.
+a function of files under ``reports/`` (and of the paper presets and the parsers), so
+a block that differs from what they say is stale: ``--check`` says which and exits 1.
+A document holds any of the blocks; every block is held by one document at least.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from . import store
 from .errors import UserError
-from .table import FIT, PAPER, REPORT, RESULTS, Col
+from .table import FIT, PAPER, REPORT, RESULTS, TIMING, Col
 
 QUICK = "quick/output.txt"  # make report saves the quick example's console output here
+TWO_RUNS = "two-runs.md"  # compare of two make report sweeps (docs/methodology.md)
 
 
 def headline(reports: Path) -> str:
@@ -61,26 +63,42 @@ def headline(reports: Path) -> str:
     return head + "\n\n" + markdown(t[keep])
 
 
-def findings(reports: Path) -> str:
-    """The Findings of ``reports/cpu``, ``reports/cpu/compile`` (make compile's, where it
-    ran) and ``reports/gpu`` (their findings.json), linking into each REPORT.md; a
-    finding an earlier report already gave is not repeated."""
+LONG = ("Quality on ",)  # findings the README leaves to the documents (the quality table is in the user guide)
+
+
+def _findings(reports: Path, folders: tuple[str, ...], skip: tuple[str, ...] = ()) -> str:
+    """The Findings of each folder's findings.json, linking into its REPORT.md; a finding
+    an earlier folder already gave is not repeated; questions starting with ``skip``
+    are left out. A folder without findings.json is an error, but ``cpu/compile``
+    (make compile's, optional)."""
     from .report.findings import FINDINGS, from_dict
 
     parts, seen, notes = [], set(), {}
-    for folder in ("cpu", "cpu/compile", "gpu"):
+    for folder in folders:
         path = reports / folder / FINDINGS
-        if folder == "cpu/compile" and not path.is_file():  # make compile's, optional
+        if folder == "cpu/compile" and not path.is_file():
             continue
         if not path.is_file():
             raise UserError(f"{str(path)!r} is missing: run `python -m harness report` (make report) to write it")
         found = [from_dict(d) for d in store.read_json(path).get("findings", [])]
+        found = [f for f in found if not (skip and f.question.startswith(skip))]
         base = f"reports/{folder}/{REPORT}"
         bullets = [f"- {f.markdown(base)}" for f in found if (f.question, f.text) not in seen]
         seen.update((f.question, f.text) for f in found)
         notes.update(dict.fromkeys(f.interval for f in found if f.interval))
         parts.append(f"From [reports/{folder}]({base}):\n\n" + "\n".join(bullets))
     return "\n\n".join([*parts, "Intervals: " + "; ".join(notes) + "."])
+
+
+def findings(reports: Path) -> str:
+    """The README's findings: the default run's and make compile's, but the per-data-set
+    quality answers (in the user guide's quality block and the report)."""
+    return _findings(reports, ("cpu", "cpu/compile"), LONG)
+
+
+def gpu_findings(reports: Path) -> str:
+    """The GPU report's findings (the user guide's GPU section)."""
+    return _findings(reports, ("gpu",))
 
 
 def _file(relative: str) -> Callable[[Path], str]:
@@ -91,6 +109,15 @@ def _file(relative: str) -> Callable[[Path], str]:
         return path.read_text().strip()
 
     return read
+
+
+def coverage(reports: Path) -> str:
+    """The summary line of ``compare`` between two make report runs (reports/cpu/two-runs.md)."""
+    path = reports / "cpu" / TWO_RUNS
+    if not path.is_file():
+        raise UserError(f"{str(path)!r} is missing: compare two make report sweeps into it (docs/methodology.md)")
+    summary = path.read_text().strip().split("\n\n")[-1]
+    return f"From `python -m harness compare A B --out reports/cpu/{TWO_RUNS}` ({TWO_RUNS}): {summary}."
 
 
 def quick(reports: Path) -> str:
@@ -127,14 +154,62 @@ def quality(reports: Path) -> str:
     return f"{head}\n\n{markdown(nll_table(df))}\n\n![test NLL against training time and size](reports/cpu/quality.png)"
 
 
+def commands(reports: Path) -> str:
+    """The two commands with the wall time and load of their last recorded runs
+    (reports/timing.json: make report and make test-timed write their entries)."""
+    path = reports / TIMING
+    runs = store.read_json(path, missing={}) if path.is_file() else {}
+    lines = ["| command | what it makes | last run |", "| --- | --- | --- |"]
+    made = {
+        "make report": "the default CPU sweep, solver A/B, peers, contests and checks; reports/cpu/REPORT.md",
+        "make test": "the test suite (pytest, two workers)",
+    }
+    for name, what in made.items():
+        run = runs.get(name)
+        said = "not recorded"
+        if run:
+            said = (
+                f"{run['seconds'] / 60:.1f} min at commit `{run['commit']}`, load {run['load_start']} at the "
+                f"start, {run['load_end']} at the end, {run['cpu']}"
+            )
+        lines.append(f"| `{name}` | {what} | {said} |")
+    return "\n".join(lines)
+
+
+def cli(reports: Path) -> str:
+    """Every command's ``--help``, from the parsers themselves (100 columns)."""
+    import os
+
+    from .cli import parser
+
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        top = parser()
+        parts = ["```", top.format_help().rstrip(), "```"]
+        commands = next(a for a in top._subparsers._group_actions if a.choices)  # noqa: SLF001
+        for name, sub in commands.choices.items():
+            parts += ["", f"### {name}", "", "```", sub.format_help().rstrip(), "```"]
+    finally:
+        if before is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = before
+    return "\n".join(parts)
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
+    "commands": commands,
+    "cli": cli,
     "findings": findings,
+    "gpu-findings": gpu_findings,
     "headline": headline,
     "solvers": _file("cpu/solvers.md"),
     "quick": quick,
     "versus": _file("cpu/peers/versus.md"),
     "paper": paper,
     "quality": quality,
+    "coverage": coverage,
 }
 
 
@@ -142,26 +217,48 @@ def _pattern(name: str) -> re.Pattern:
     return re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
 
 
-def render(text: str, reports: Path) -> tuple[str, list[str]]:
-    """The README text with every block rewritten, and the names of blocks that changed."""
+def render(text: str, reports: Path, made: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """The text with every block it holds rewritten, and the names of blocks that
+    changed; ``made`` caches block bodies across documents."""
+    made = {} if made is None else made
     changed = []
     for name, make in BLOCKS.items():
         pattern = _pattern(name)
         if not pattern.search(text):
-            raise UserError(f"README has no block {name!r} (<!-- {name}:start --> ... <!-- {name}:end -->)")
-        body = make(reports)
-        new = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
+            continue
+        if name not in made:
+            made[name] = make(reports)
+        new = pattern.sub(lambda m, body=made[name]: m.group(1) + body + m.group(2), text)
         if new != text:
             changed.append(name)
         text = new
     return text, changed
 
 
+def documents(readme: Path) -> list[Path]:
+    """The README and every markdown file of the docs/ folder beside it."""
+    docs = readme.parent / "docs"
+    return [readme, *sorted(docs.glob("*.md"))] if docs.is_dir() else [readme]
+
+
 def main(readme: Path = Path("README.md"), reports: Path = Path("reports"), check: bool = False) -> list[str]:
-    """Rewrites the blocks (or, with ``check``, only reports which are stale)."""
+    """Rewrites the blocks of the README and docs/ (or, with ``check``, only says which
+    are stale, as ``FILE: BLOCK``)."""
     if not (reports / "cpu" / RESULTS).is_file():
         raise UserError(f"{str(reports / 'cpu' / RESULTS)!r} is missing: run `make report` first")
-    text, changed = render(readme.read_text(), reports)
-    if not check and changed:
-        store.write_text(readme, text)
-    return changed
+    made: dict[str, str] = {}
+    stale, held = [], set()
+    for path in documents(readme):
+        text = path.read_text()
+        held.update(name for name in BLOCKS if _pattern(name).search(text))
+        new, changed = render(text, reports, made)
+        label = path.name if path == readme else f"docs/{path.name}"
+        stale += [f"{label}: {name}" for name in changed]
+        if not check and changed:
+            store.write_text(path, new)
+    missing = [name for name in BLOCKS if name not in held]
+    if missing:
+        raise UserError(
+            f"no document holds the block(s) {', '.join(missing)} (<!-- NAME:start --> ... <!-- NAME:end -->)"
+        )
+    return stale

@@ -1,4 +1,4 @@
-"""The sweep: every (model, dim, op, device, batch, solver) measured into one tidy table.
+"""The sweep: every (model, dim, op, device, batch, solver, backend) measured into one tidy table.
 
 Rows go to ``DIR/results.csv`` the moment they are measured (an interrupted sweep
 loses nothing; ``resume`` skips keys already there), with ``DIR/meta.json`` beside it;
@@ -317,6 +317,7 @@ def summary(rows: Iterable[dict]) -> str:
             r[Col.DIM],
             r[Col.OP],
             r[Col.SOLVER],
+            r.get(Col.BACKEND, ""),
             r[Col.DEVICE],
             r[Col.BATCH],
             f"{float(r[Col.MEDIAN_S]) * 1e3:.3g}"
@@ -328,7 +329,7 @@ def summary(rows: Iterable[dict]) -> str:
         ]
         for r in rows
     ]
-    headers = [Col.MODEL, "d", Col.OP, Col.SOLVER, Col.DEVICE, Col.BATCH, "median (ms)", Col.RUNS]
+    headers = [Col.MODEL, "d", Col.OP, Col.SOLVER, Col.BACKEND, Col.DEVICE, Col.BATCH, "median (ms)", Col.RUNS]
     headers += [Col.EVALUATIONS, Col.STATUS]
     return tabulate(table, headers, tablefmt="github")
 

@@ -21,6 +21,7 @@ SOLVERS_MD = "solvers.md"
 CHECKS = "checks.csv"  # the exactness suite (harness.check)
 PAPER = "paper.csv"  # the B-NAF paper's Table 1 with our presets' counts (harness.paper)
 REPORT = "REPORT.md"
+TIMING = "timing.json"  # make report's and make test's wall time and load (the README's commands block)
 FIT = "fit.csv"  # one row per model x data set (harness.fit)
 FIT_META = "fit.json"
 CURVES = "curves.csv"  # the validation curve of every fit

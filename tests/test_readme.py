@@ -3,6 +3,8 @@
 import shutil
 from pathlib import Path
 
+import pytest
+
 from harness import readme
 from harness.__main__ import main
 from harness.report import build_report
@@ -18,13 +20,21 @@ def test_the_readme_blocks_match_the_committed_reports():
 
 
 def test_a_stale_block_is_named_and_rewritten(tmp_path, capsys):
-    copy = tmp_path / "README.md"
-    text = (ROOT / "README.md").read_text()
-    copy.write_text(text.replace("<!-- versus:start -->\n", "<!-- versus:start -->\nold numbers\n", 1))
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    copy, guide = tmp_path / "README.md", tmp_path / "docs" / "user-guide.md"
+    text, guide_text = (ROOT / "README.md").read_text(), guide.read_text()
+    copy.write_text(text.replace("<!-- quick:start -->\n", "<!-- quick:start -->\nold output\n", 1))
+    guide.write_text(guide_text.replace("<!-- versus:start -->\n", "<!-- versus:start -->\nold numbers\n", 1))
     args = ["readme", "--readme", str(copy), "--reports", str(ROOT / "reports")]
     assert main([*args, "--check"]) == 1
-    assert "stale README blocks: versus" in capsys.readouterr().err
-    assert main(args) == 0 and copy.read_text() == text
+    assert "stale generated blocks: README.md: quick, docs/user-guide.md: versus" in capsys.readouterr().err
+    assert main(args) == 0 and copy.read_text() == text and guide.read_text() == guide_text
+
+
+def test_every_block_is_held_by_a_document(tmp_path):
+    (tmp_path / "README.md").write_text("# nothing generated\n")
+    with pytest.raises(ValueError, match="no document holds the block"):
+        readme.main(tmp_path / "README.md", ROOT / "reports", check=True)
 
 
 def test_a_report_built_twice_is_byte_identical(tmp_path):

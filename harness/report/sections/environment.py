@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...ops import NATIVE
 from ...table import Col
 from .. import tables
 from ..findings import Finding
@@ -41,4 +42,19 @@ def render(src: Sources, out: Path) -> list[str]:
 
 
 def findings(src: Sources) -> list[Finding]:
-    return []
+    """Says so where a sweep predates the solver axis: its reference models' slow ops
+    carry ``native``, the algorithm that commit had, which may be none of today's."""
+    found = []
+    for rows, meta in src.sweeps:
+        ours = rows[tables.is_ours(rows)] if not rows.empty else rows
+        if ours.empty or not (ours[Col.SOLVER] == NATIVE).any():
+            continue
+        commit = str(meta.get(Col.COMMIT, "unknown"))[:7]
+        text = (
+            f"`{meta.get('path', '')}` was measured at commit `{commit}` ({meta.get('date', 'date unknown')}), "
+            "before the solver and backend columns: its reference models' slow directions read `native`, that "
+            "commit's own algorithm, which need not be any solver of today's; it is compared with other sweeps "
+            "only where both ran the same algorithm"
+        )
+        found.append(Finding("What does this report hold?", text, TITLE, data=dict(commit=commit)))
+    return found
