@@ -1,12 +1,14 @@
 # Two entry points, each making and using .venv itself:
 #   make report   the default CPU sweep and its report, into reports/cpu
 #   make test     the test suite
+# and the jobs whose committed results the report also reads: make peers, make solvers,
+# make checks, make fit; make compile has a report of its own.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-timed report fit compile report-gpu asv-quick example lint format clean
+.PHONY: venv test test-timed report peers solvers checks fit compile report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -30,28 +32,46 @@ test-timed: $(STAMP)
 	$(BIN)/python -m harness.timing end make test
 	$(BIN)/python -m harness readme
 
-# The default CPU sweep (all models, d = 2..256, log_prob, sample with the default solver
-# and train_step, batch 1024, 1 thread), the reference solvers where they fit a 10 s
-# budget, the solver A/B at d = 32 and 256, the peers at matched shapes (d = 8, 32, 128)
-# where they fit, the A/B contests against them, the correctness checks, and the report,
-# with the committed fit folder (reports/cpu/fit: `make fit` writes it). The default
-# grid is measured whatever the load; the budget cuts only reference solvers and
-# peers. A new run moves what the earlier one left aside into reports/cpu/previous/
-# (--fresh); after an interruption, `make report SWEEP_ARGS=--resume` keeps the rows
-# already measured.
+# The main job: the default CPU sweep (all models, d = 2..256, log_prob, sample with the
+# default solver and train_step, batch 1024, 1 thread; the reference solvers where they
+# fit a 10 s budget) and the report. The report also reads what the other targets left
+# committed: the peers and contests (make peers), the solver A/B (make solvers), the
+# correctness checks (make checks) and the fit (make fit). The default grid is measured
+# whatever the load; the budget cuts only reference solvers. A new run moves what the
+# earlier one left aside into reports/cpu/previous/ (--fresh); after an interruption,
+# `make report SWEEP_ARGS=--resume` keeps the rows already measured.
 SWEEP_ARGS ?= --fresh
+SOURCES = reports/cpu reports/cpu/peers reports/cpu/solvers reports/cpu/checks reports/cpu/fit
 report: $(STAMP)
 	$(BIN)/python -m harness.timing start make report
 	$(BIN)/python -m harness sweep --device cpu --budget 10 --out reports/cpu $(SWEEP_ARGS)
-	$(BIN)/python -m harness solvers --models maf,iaf,bnaf --dims 32,256 --rounds 5 --max-call-s 4 --out reports/cpu
-	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
-	$(BIN)/python -m harness versus --out reports/cpu/peers
-	$(BIN)/python -m harness check all --out reports/cpu --exit-zero > reports/cpu/checks.txt
 	$(BIN)/python -m harness paper-table --out reports/cpu > /dev/null
-	$(BIN)/python -m harness report reports/cpu reports/cpu/peers reports/cpu/fit --out reports/cpu
+	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	mkdir -p reports/cpu/quick
 	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --no-progress --fresh --out /tmp/quick > reports/cpu/quick/output.txt
 	$(BIN)/python -m harness.timing end make report
+	$(BIN)/python -m harness readme
+
+# The peers at matched shapes (d = 8, 32, 128) where they fit a 10 s budget, and the A/B
+# contests of ours against them (reports/cpu/peers), then the report.
+peers: $(STAMP)
+	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
+	$(BIN)/python -m harness versus --out reports/cpu/peers
+	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
+	$(BIN)/python -m harness readme
+
+# Every slow-direction solver against its family's reference, interleaved, at d = 32 and
+# 256 (reports/cpu/solvers), then the report.
+solvers: $(STAMP)
+	$(BIN)/python -m harness solvers --models maf,iaf,bnaf --dims 32,256 --rounds 5 --max-call-s 4 --out reports/cpu/solvers
+	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
+	$(BIN)/python -m harness readme
+
+# The correctness checks of every model and peer (reports/cpu/checks), then the report.
+checks: $(STAMP)
+	mkdir -p reports/cpu/checks
+	$(BIN)/python -m harness check all --out reports/cpu/checks --exit-zero > reports/cpu/checks/checks.txt
+	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme
 
 # The default fit (every model on the four toys and digits, seeds 0, 1 and 2, at most
@@ -60,7 +80,7 @@ report: $(STAMP)
 fit: $(STAMP)
 	mkdir -p reports/cpu/fit
 	$(BIN)/python -m harness fit --out reports/cpu/fit $(SWEEP_ARGS) | tee reports/cpu/fit/output.txt
-	$(BIN)/python -m harness report reports/cpu reports/cpu/peers reports/cpu/fit --out reports/cpu
+	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme
 
 # Does compiling pay? Our models at d = 16 and 64, each direction eager, as the numba loop

@@ -169,7 +169,7 @@ def commands(reports: Path) -> str:
         said = "not recorded"
         if run:
             said = (
-                f"{run['seconds'] / 60:.1f} min at commit `{run['commit']}`, load {run['load_start']} at the "
+                f"{run['seconds'] / 60:.1f} min at commit `{run[Col.COMMIT]}`, load {run['load_start']} at the "
                 f"start, {run['load_end']} at the end, {run['cpu']}"
             )
         lines.append(f"| `{name}` | {what} | {said} |")
@@ -204,7 +204,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "findings": findings,
     "gpu-findings": gpu_findings,
     "headline": headline,
-    "solvers": _file("cpu/solvers.md"),
+    "solvers": _file("cpu/solvers/solvers.md"),
     "quick": quick,
     "versus": _file("cpu/peers/versus.md"),
     "paper": paper,
@@ -214,7 +214,8 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
 
 
 def _pattern(name: str) -> re.Pattern:
-    return re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    # the body may be empty (a fresh document) or any lines
+    return re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
 
 
 def render(text: str, reports: Path, made: dict[str, str] | None = None) -> tuple[str, list[str]]:
@@ -228,7 +229,7 @@ def render(text: str, reports: Path, made: dict[str, str] | None = None) -> tupl
             continue
         if name not in made:
             made[name] = make(reports)
-        new = pattern.sub(lambda m, body=made[name]: m.group(1) + body + m.group(2), text)
+        new = pattern.sub(lambda m, body=made[name]: m.group(1) + body + "\n" + m.group(2), text)
         if new != text:
             changed.append(name)
         text = new

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import env, store
-from .table import TIMING
+from .table import TIMING, Col
 
 REPORTS = Path("reports")
 
@@ -30,7 +30,7 @@ def end(name: str) -> dict:
         raise SystemExit(f"no start recorded for {name!r}: run `python -m harness.timing start {name!r}` first")
     entry = {
         "seconds": round(time.time() - began["start"], 1),
-        "commit": env.git_commit()[:7],
+        Col.COMMIT: env.git_commit()[:7],
         "cpu": env.machine_name("cpu"),
         "load_start": (began["load_start"] or ["?"])[0],
         "load_end": (env.load_average() or ["?"])[0],

@@ -1,6 +1,7 @@
 """``python -m harness check``: the exactness suite for any flow, and user flows by name."""
 
 import csv
+from functools import partial
 
 import pandas as pd
 import pytest
@@ -18,7 +19,10 @@ from .conftest import cli
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_reference_model_passes(name):
-    results = check.run(registry.factory(name), dims=(1, 2, 5))
+    make = registry.factory(name)
+    if name == "naf":  # two flows, not five: the same checks in a third of the time (make checks runs five)
+        make = partial(make, flows=2)
+    results = check.run(make, dims=(1, 2, 5))
     assert check.passed(results), check.table(results)
     assert {r.check for r in results if r.passed} >= {"log-det", "round trip x", "normalises (d=2)"}
 

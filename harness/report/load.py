@@ -42,9 +42,11 @@ def kind_of(path: Path) -> str:
         return "fit"
     if (path / "benchmarks.json").is_file():
         return "asv"
+    if any((path / name).is_file() for name in SIDE_TABLES):
+        return "side"
     raise UserError(
-        f"source {str(path)!r} holds neither results.csv (a sweep folder), fit.csv (a fit folder) nor "
-        "benchmarks.json (an asv results folder)"
+        f"source {str(path)!r} holds neither results.csv (a sweep folder), fit.csv (a fit folder), "
+        f"benchmarks.json (an asv results folder) nor one of {', '.join(SIDE_TABLES)}"
     )
 
 
@@ -201,18 +203,21 @@ def _refuse_overlap(sweeps: list[tuple[pd.DataFrame, dict]]) -> None:
 
 
 def load_sources(paths: list[str | Path]) -> Sources:
-    """Reads every source (sweep, fit or asv results folder); a UserError names a bad one."""
+    """Reads every source (sweep, fit or asv results folder, or a folder of side tables:
+    contests, solver A/B, checks); a UserError names a bad one."""
     if not paths:
         raise UserError("no source given; pass a sweep folder, a fit folder or an asv results folder")
-    sweeps, fits, asv = [], [], []
+    sweeps, fits, asv, sides = [], [], [], []
     for path in map(Path, paths):
         kind = kind_of(path)
         if kind == "fit":
             fits.append((path, *load_fit(path)))
+        elif kind == "side":  # contests, solver A/B or checks of their own (make solvers, make checks)
+            sides.append(path)
         else:
             (sweeps if kind == "sweep" else asv).append(load(path))
     _refuse_overlap(sweeps)
-    folders = [Path(m["path"]) for _, m in sweeps]
+    folders = [Path(m["path"]) for _, m in sweeps] + sides
     side = {}
     for name in SIDE_TABLES:
         frames = [side_table(f / name) for f in folders if (f / name).is_file()]
