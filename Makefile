@@ -3,10 +3,14 @@
 #   make test     the test suite
 # and the jobs whose committed results the report also reads: make peers, make solvers,
 # make checks, make fit; make compile has a report of its own.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c  # a job piped into tee fails when the job fails
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# each job's wall time, commit and load, into reports/timing.json (the README's commands block)
+TIMED = $(BIN)/python -m harness.timing
 
 .PHONY: venv test test-timed report peers solvers checks fit compile report-gpu asv-quick example lint format clean
 
@@ -27,9 +31,9 @@ test: $(STAMP)
 
 # make test, its wall time and load recorded in reports/timing.json (the README's commands block)
 test-timed: $(STAMP)
-	$(BIN)/python -m harness.timing start make test
+	$(TIMED) start make test
 	$(MAKE) test
-	$(BIN)/python -m harness.timing end make test
+	$(TIMED) end make test
 	$(BIN)/python -m harness readme
 
 # The main job: the default CPU sweep (all models, d = 2..256, log_prob, sample with the
@@ -43,34 +47,40 @@ test-timed: $(STAMP)
 SWEEP_ARGS ?= --fresh
 SOURCES = reports/cpu reports/cpu/peers reports/cpu/solvers reports/cpu/checks reports/cpu/fit
 report: $(STAMP)
-	$(BIN)/python -m harness.timing start make report
+	$(TIMED) start make report
 	$(BIN)/python -m harness sweep --device cpu --budget 10 --out reports/cpu $(SWEEP_ARGS)
 	$(BIN)/python -m harness paper-table --out reports/cpu > /dev/null
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	mkdir -p reports/cpu/quick
 	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --no-progress --fresh --out /tmp/quick > reports/cpu/quick/output.txt
-	$(BIN)/python -m harness.timing end make report
+	$(TIMED) end make report
 	$(BIN)/python -m harness readme
 
 # The peers at matched shapes (d = 8, 32, 128) where they fit a 10 s budget, and the A/B
 # contests of ours against them (reports/cpu/peers), then the report.
 peers: $(STAMP)
+	$(TIMED) start make peers
 	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
 	$(BIN)/python -m harness versus --out reports/cpu/peers
+	$(TIMED) end make peers
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme
 
 # Every slow-direction solver against its family's reference, interleaved, at d = 32 and
 # 256 (reports/cpu/solvers), then the report.
 solvers: $(STAMP)
+	$(TIMED) start make solvers
 	$(BIN)/python -m harness solvers --models maf,iaf,bnaf --dims 32,256 --rounds 5 --max-call-s 4 --out reports/cpu/solvers
+	$(TIMED) end make solvers
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme
 
 # The correctness checks of every model and peer (reports/cpu/checks), then the report.
 checks: $(STAMP)
 	mkdir -p reports/cpu/checks
+	$(TIMED) start make checks
 	$(BIN)/python -m harness check all --out reports/cpu/checks --exit-zero > reports/cpu/checks/checks.txt
+	$(TIMED) end make checks
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme
 
@@ -79,7 +89,9 @@ checks: $(STAMP)
 # Its own target: `make report` reads the committed reports/cpu/fit.
 fit: $(STAMP)
 	mkdir -p reports/cpu/fit
+	$(TIMED) start make fit
 	$(BIN)/python -m harness fit --out reports/cpu/fit $(SWEEP_ARGS) | tee reports/cpu/fit/output.txt
+	$(TIMED) end make fit
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme
 
@@ -88,7 +100,9 @@ fit: $(STAMP)
 # the seconds compiling took; its own report in reports/cpu/compile. torch.compile of a
 # d-step loop can take minutes: --compile-limit bounds each configuration.
 compile: $(STAMP)
-	$(BIN)/python -m harness sweep --device cpu --dims 16,64 --ops log_prob,sample --solvers default --backends eager,numba,compile --compile-limit 300 --budget 10 --out reports/cpu/compile $(SWEEP_ARGS)
+	$(TIMED) start make compile
+	$(BIN)/python -m harness sweep --device cpu --dims 16,64 --ops log_prob,sample --solvers default --backends eager,numba,compile --compile-limit 300 --budget 20 --out reports/cpu/compile $(SWEEP_ARGS)
+	$(TIMED) end make compile
 	$(BIN)/python -m harness report reports/cpu/compile --out reports/cpu/compile
 	$(BIN)/python -m harness readme
 

@@ -155,24 +155,31 @@ def quality(reports: Path) -> str:
 
 
 def commands(reports: Path) -> str:
-    """The two commands with the wall time and load of their last recorded runs
-    (reports/timing.json: make report and make test-timed write their entries)."""
+    """Each make target with the wall time and load of its last recorded run
+    (reports/timing.json: each target's job writes its entry; make test-timed for the tests)."""
     path = reports / TIMING
     runs = store.read_json(path, missing={}) if path.is_file() else {}
-    lines = ["| command | what it makes | last run |", "| --- | --- | --- |"]
+    lines = ["| command | what it makes | wall time | load (start, end) | commit |", "| --- | --- | --- | --- | --- |"]
     made = {
-        "make report": "the default CPU sweep, solver A/B, peers, contests and checks; reports/cpu/REPORT.md",
+        "make report": "the default CPU sweep, the B-NAF paper's table and the report (reports/cpu/REPORT.md)",
         "make test": "the test suite (pytest, two workers)",
+        "make peers": "zuko, pyro and nflows at matched shapes and the contests (reports/cpu/peers)",
+        "make solvers": "every slow-direction solver against its reference (reports/cpu/solvers)",
+        "make checks": "the correctness checks of every model and peer (reports/cpu/checks)",
+        "make fit": "every model on four 2-D toys and digits, three seeds (reports/cpu/fit)",
+        "make compile": "eager against numba and torch.compile (reports/cpu/compile)",
     }
+    machines = set()
     for name, what in made.items():
         run = runs.get(name)
-        said = "not recorded"
         if run:
-            said = (
-                f"{run['seconds'] / 60:.1f} min at commit `{run[Col.COMMIT]}`, load {run['load_start']} at the "
-                f"start, {run['load_end']} at the end, {run['cpu']}"
-            )
+            machines.add(run["cpu"])
+            said = f"{run['seconds'] / 60:.1f} min | {run['load_start']}, {run['load_end']} | `{run[Col.COMMIT]}`"
+        else:
+            said = "not recorded | | "
         lines.append(f"| `{name}` | {what} | {said} |")
+    on = "; ".join(sorted(machines)) or "no machine recorded"
+    lines.append(f"\nLast recorded runs on {on}, the `.venv` set-up not included (1-minute load averages).")
     return "\n".join(lines)
 
 
