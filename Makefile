@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# pytest exits 5 when it collected no test: that is a failure here, not a pass. Two
-# workers (pytest-xdist) share the suite; PYTEST_ARGS= runs it in one process.
-PYTEST_ARGS ?= -n 2
+# pytest exits 5 when it collected no test: that is a failure here, not a pass. Three
+# workers (pytest-xdist) share the suite, more than the two cores, because much of it
+# waits on subprocesses, sleeps and deadlines; PYTEST_ARGS= runs it in one process.
+PYTEST_ARGS ?= -n 3
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc

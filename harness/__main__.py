@@ -61,6 +61,7 @@ def _sweep(args: argparse.Namespace) -> int:
         solvers=args.solvers or ["default", "reference"],
         flops=not args.no_flops,
         memory=not args.no_memory,
+        roofline=not args.no_roofline,
         isolate=not args.no_isolate,
         model_config=dict(args.config or []),
     )

@@ -171,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
+    s.add_argument(
+        "--no-roofline",
+        action="store_true",
+        help="skip measuring this machine's GEMM and copy rates (about 2 s); the report then gives no %% of bound",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument(
         "--no-isolate",

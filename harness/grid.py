@@ -53,6 +53,8 @@ class Config:
     compile_limit_s: float = 600.0  # seconds torch.compile may take for one configuration
     flops: bool = True
     memory: bool = True
+    # measure this machine's GEMM and copy rates (the roofline's ceilings, ~2 s) for a new table
+    roofline: bool = True
     seed: int = 0
     model_config: dict = field(default_factory=dict)
     # measure in a worker process killed at the deadline (harness.worker); False measures

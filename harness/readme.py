@@ -162,7 +162,7 @@ def commands(reports: Path) -> str:
     lines = ["| command | what it makes | wall time | load (start, end) | commit |", "| --- | --- | --- | --- | --- |"]
     made = {
         "make report": "the default CPU sweep, the B-NAF paper's table and the report (reports/cpu/REPORT.md)",
-        "make test": "the test suite (pytest, two workers)",
+        "make test": "the test suite (pytest, three workers)",
         "make peers": "zuko, pyro and nflows at matched shapes and the contests (reports/cpu/peers)",
         "make solvers": "every slow-direction solver against its reference (reports/cpu/solvers)",
         "make checks": "the correctness checks of every model and peer (reports/cpu/checks)",

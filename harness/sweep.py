@@ -58,13 +58,13 @@ __all__ = ["Config", "Interrupted", "TRACK", "run", "summary"]
 
 def metadata(config: Config, new: bool = True) -> dict:
     """The environment of a sweep; for a new table also each device's GEMM rate and
-    memory copy rates (the roofline's ceilings), which take a few seconds."""
+    memory copy rates (the roofline's ceilings, a few seconds; not with ``roofline=False``)."""
     from .grid import resolve_devices
     from .measure.timing import gemm_rate, memory_rates
 
     meta = env.environment()
     meta.update(allocator=allocator.tune(), threads=config.threads, units=UNITS)
-    if new:
+    if new and config.roofline:
         meta["roofline"] = {
             d: {**gemm_rate(d, threads=config.threads), **memory_rates(d, threads=config.threads)}
             for d in resolve_devices(config.device)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Two pytest workers share the machine's cores: one intra-op thread each, here and in
+# every subprocess (an OpenMP thread spinning for a core another process holds makes
+# a NAF sample 30x slower on a loaded machine).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

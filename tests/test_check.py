@@ -151,7 +151,9 @@ def _quick_maf(out):
     from harness import grid, sweep
 
     sweep.run(
-        grid.Config.quick(models=("maf",), dims=(2,), device="cpu", flops=False, memory=False), out, progress=False
+        grid.Config.quick(models=("maf",), dims=(2,), device="cpu", flops=False, memory=False, roofline=False),
+        out,
+        progress=False,
     )
 
 

@@ -23,13 +23,21 @@ pytest.importorskip("submitit")
 
 ROOT = Path(__file__).parents[1]
 ARGS = ["--dims", "2,3", "--ops", "log_prob,sample", "--batch", "8", "--budget", "5", "--device", "cpu"]
-ARGS += ["--no-flops", "--no-memory", "--no-progress"]
+ARGS += ["--no-flops", "--no-memory", "--no-roofline", "--no-progress"]
 
 
 def config(models=("maf", "made")) -> grid.Config:
     dims, ops = (2, 3), ("log_prob", "sample")
     return grid.Config(
-        models=models, dims=dims, ops=ops, batches=(8,), device="cpu", budget_s=5.0, flops=False, memory=False
+        models=models,
+        dims=dims,
+        ops=ops,
+        batches=(8,),
+        device="cpu",
+        budget_s=5.0,
+        flops=False,
+        memory=False,
+        roofline=False,
     )
 
 
@@ -102,7 +110,7 @@ def test_bad_cluster_settings_name_the_value():
 def test_a_report_over_two_machines_puts_them_side_by_side(tmp_path):
     cpu = tmp_path / "cpu"
     cfg = grid.Config(models=("maf",), dims=(2, 4), ops=("log_prob",), batches=(1024,), device="cpu")
-    cfg.flops = cfg.memory = False
+    cfg.flops = cfg.memory = cfg.roofline = False
     cfg.min_run_time, cfg.isolate = 0.02, False
     sweep.run(cfg, cpu, progress=False)
     # the committed GPU folder's MAF log_prob rows, with its meta.json (the whole folder only costs plots)

@@ -168,7 +168,9 @@ def extended(tmp_path_factory):
         "cpu",
         "--no-flops",
         "--no-memory",
+        "--no-roofline",
         "--no-progress",
+        "--no-isolate",
         "--out",
         str(out),
     )

@@ -37,6 +37,7 @@ SMALL = [
     "cpu",
     "--no-flops",
     "--no-memory",
+    "--no-roofline",
     "--no-progress",
 ]
 
@@ -52,6 +53,7 @@ def small(**overrides) -> Config:
         min_run_time=0.01,
         flops=False,
         memory=False,
+        roofline=False,
         isolate=False,
     )
     return Config(**{**base, **overrides})
@@ -66,11 +68,11 @@ def _lines(path: Path) -> list[list[str]]:
 
 
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path):
-    """8 kills mid-sweep, each followed by --resume: the final table holds exactly the
+    """5 kills mid-sweep, each followed by --resume: the final table holds exactly the
     configurations of an uninterrupted run, once each, every line whole. In-process
     (the parent alone writes the table; a worker would double each start's imports)."""
     ref = tmp_path / "ref"
-    assert _cli("sweep", *SMALL, "--out", str(ref)).returncode == 0
+    assert _cli("sweep", *SMALL, "--no-isolate", "--out", str(ref)).returncode == 0
     expected = sorted(key_of(dict(zip(COLUMNS, r))) for r in _lines(ref / "results.csv")[1:])
     out, results = tmp_path / "killed", tmp_path / "killed" / "results.csv"
     rng = random.Random(0)
@@ -95,9 +97,9 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait()
-        if kills >= 8:
+        if kills >= 5:
             break
-    assert kills >= 8
+    assert kills >= 5
     done = _cli("sweep", *SMALL, "--out", str(out), "--resume")
     assert done.returncode == 0, done.stderr
     lines = _lines(results)

@@ -96,8 +96,9 @@ def test_density_normalises_1d(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_density_normalises_2d(name):
+    config = {"flows": 2} if name == "naf" else {}  # 160,000 points: NAF's five flows take 15 s
     with torch.no_grad():
-        assert abs(mass(model(name, 2).log_prob, 2) - 1) < MASS_TOL
+        assert abs(mass(model(name, 2, **config).log_prob, 2) - 1) < MASS_TOL
 
 
 @pytest.mark.parametrize("name", NAMES)

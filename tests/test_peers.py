@@ -142,6 +142,7 @@ def test_without_the_extra_peers_are_listed_unavailable(monkeypatch, tmp_path, c
         device="cpu",
         flops=False,
         memory=False,
+        roofline=False,
     )
     rows = sweep.run(config, tmp_path, progress=False)
     assert {(r["status"], r["op"]) for r in rows} == {("skipped", "log_prob"), ("skipped", "sample")}
@@ -168,6 +169,10 @@ def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
                 "5",
                 "--device",
                 "cpu",
+                "--solvers",
+                "default",
+                "--no-memory",
+                "--no-roofline",
                 "--no-progress",
                 "--out",
                 str(out),

@@ -99,9 +99,29 @@ def test_tables_from_a_synthetic_sweep(tmp_path):
     assert r[r["d"] == 4].iloc[0]["maf / bnaf"] == "5"
 
 
-def test_report_from_a_synthetic_sweep(tmp_path):
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """A report of a two-device synthetic sweep, rendered in a process that must not
+    import torch (reading and rendering a results folder needs none)."""
+    import subprocess
+    import sys
+
+    tmp_path = tmp_path_factory.mktemp("rendered")
     src = synthetic(tmp_path / "sweep", devices=("cpu", "cuda"))
-    path = build_report([src], tmp_path / "out", paper=False)
+    code = (
+        "import sys, harness.report\n"
+        "assert 'torch' not in sys.modules, 'importing harness.report imported torch'\n"
+        f"harness.report.build_report([{str(src)!r}], {str(tmp_path / 'out')!r}, paper=False)\n"
+        "assert 'torch' not in sys.modules, 'rendering a report imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+def test_report_from_a_synthetic_sweep(rendered):
+    tmp_path = rendered
+    path = tmp_path / "out" / "REPORT.md"
     text = path.read_text()
     for heading in (
         "## Scaling with d",
@@ -324,20 +344,8 @@ def test_a_table_from_before_family_and_library_gets_them_from_names(tmp_path):
     assert set(df.loc[1:, "library"]) == {"flowbench"}
 
 
-def test_reading_and_rendering_a_results_folder_imports_no_torch(tmp_path):
-    import subprocess
-    import sys
-
-    src = synthetic(tmp_path / "sweep", devices=("cpu", "cuda"))
-    code = (
-        "import sys, harness.report\n"
-        "assert 'torch' not in sys.modules, 'importing harness.report imported torch'\n"
-        f"harness.report.build_report([{str(src)!r}], {str(tmp_path / 'out')!r})\n"
-        "assert 'torch' not in sys.modules, 'rendering a report imported torch'\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out" / "REPORT.md").is_file() and (tmp_path / "out" / "findings.json").is_file()
+def test_reading_and_rendering_a_results_folder_imports_no_torch(rendered):
+    assert (rendered / "out" / "REPORT.md").is_file() and (rendered / "out" / "findings.json").is_file()
 
 
 def test_every_ops_asv_timings_reach_the_table(tmp_path):

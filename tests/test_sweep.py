@@ -72,7 +72,7 @@ def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
     ],
 )
 def test_solvers_pick_each_family_s_own(tmp_path, solvers, expected):
-    config = small(dims=(3,), solvers=solvers, ops=("sample",), flops=False, memory=False)
+    config = small(dims=(3,), solvers=solvers, ops=("sample",), flops=False, memory=False, roofline=False)
     rows = sweep.run(config, tmp_path, progress=False)
     assert {m: {r["solver"] for r in rows if r["model"] == m} for m in ("maf", "bnaf")} == expected
     assert all(r["status"] == "ok" for r in rows)
@@ -86,7 +86,7 @@ def test_unknown_solver_is_refused(tmp_path):
 
 
 def test_tiny_budget_skips_with_a_reason(tmp_path):
-    config = small(budget_s=1e-6, flops=False, memory=False, solvers=["reference"], ops=("sample",))
+    config = small(budget_s=1e-6, flops=False, memory=False, roofline=False, solvers=["reference"], ops=("sample",))
     rows = sweep.run(config, tmp_path, progress=False)  # reference solvers: the budget applies
     assert rows and all(r["status"] == "skipped" for r in rows)
     assert all("budget" in r["reason"] for r in rows)
@@ -166,7 +166,8 @@ def test_budget_estimate_follows_the_counted_work():
 def test_flops_do_not_depend_on_load(tmp_path, monkeypatch):
     """The same configurations counted on a quiet and on a loaded machine (every timed
     call made 20x slower, on the same code path) give identical FLOPs and memory."""
-    quiet = sweep.run(small(isolate=False, solvers=["default"]), tmp_path / "quiet", progress=False)
+    config = dict(isolate=False, solvers=["default"], budget_s=1e6)  # the budget skips nothing: counts compared
+    quiet = sweep.run(small(**config), tmp_path / "quiet", progress=False)
     real_once, real_call = call.time_once, call.time_call
 
     def slow_once(fn, device):
@@ -178,7 +179,7 @@ def test_flops_do_not_depend_on_load(tmp_path, monkeypatch):
 
     monkeypatch.setattr(call, "time_once", slow_once)
     monkeypatch.setattr(call, "time_call", slow_call)
-    loaded = sweep.run(small(isolate=False, solvers=["default"]), tmp_path / "loaded", progress=False)
+    loaded = sweep.run(small(**config), tmp_path / "loaded", progress=False)
     key = lambda r: (r["model"], r["dim"], r["op"], r["solver"])  # noqa: E731
     assert {key(r): (r["flops"], r["peak_mem_bytes"]) for r in quiet} == {
         key(r): (r["flops"], r["peak_mem_bytes"]) for r in loaded
@@ -189,7 +190,9 @@ def test_flops_do_not_depend_on_load(tmp_path, monkeypatch):
 def test_the_default_grid_is_measured_whatever_the_budget_and_nothing_else_is(tmp_path):
     """Parallel passes and default solvers of our models at the default dims and batch
     are never cut by the budget; reference solvers, other batches and other dims are."""
-    config = small(dims=(2, 3), batches=(1024, 16), budget_s=1e-6, flops=False, memory=False, isolate=False)
+    config = small(
+        dims=(2, 3), batches=(1024, 16), budget_s=1e-6, flops=False, memory=False, roofline=False, isolate=False
+    )
     rows = sweep.run(config, tmp_path, progress=False)
     status = {(r["model"], r["dim"], r["op"], r["solver"], r["batch"]): r["status"] for r in rows}
     for (model, dim, op, solver, batch), st in status.items():

@@ -165,7 +165,7 @@ def test_a_checks_deadline_fails_a_hanging_flow(flows):
 
 def _small(models, **overrides) -> grid.Config:
     base = dict(models=models, dims=(2,), batches=(8,), ops=("log_prob", "sample"), device="cpu", budget_s=2.0)
-    base.update(min_run_time=0.01, flops=False, memory=False, deadline_margin_s=1.0)
+    base.update(min_run_time=0.01, flops=False, memory=False, roofline=False, deadline_margin_s=1.0)
     return grid.Config(**{**base, **overrides})
 
 

@@ -90,7 +90,7 @@ class DeepSigmoid(nn.Module):
                 log_z = log_matmul(u_own, p_u)
                 t = log_matmul(u_own, p_u + g) - log_z
             pre = log_a.exp() * uh + b  # (..., H)
-            ls, lms = F.logsigmoid(pre), F.logsigmoid(-pre)
+            ls, lms = log_sigmoids(pre)  # guarded: a root-finder's bracket reaches |pre| far past 87
             # w_ok = softmax_k(w_own[o, k] + p_w[k]); S = w @ sigmoid(pre), 1 - S = w @ sigmoid(-pre)
             log_z = log_matmul(w_own, p_w)
             log_s = log_matmul(w_own, p_w + ls) - log_z
@@ -162,7 +162,7 @@ def log_matmul(log_m: Tensor, b: Tensor) -> Tensor:
     by its row maximum, so the largest term is exp(0) and nothing overflows.
     """
     m = b.amax(-1, keepdim=True)
-    return m + torch.log((b - m).exp() @ log_m.exp().T)
+    return m + torch.log(floored(b - m).exp() @ log_m.exp().T)
 
 
 class SigmoidalAutoregressive(Transform):

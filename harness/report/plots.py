@@ -67,6 +67,7 @@ def save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
     fig.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     names = [f"{stem}.png"]
     if svg:
+        fig.set_layout_engine("none")  # the PNG's draw placed every axes: the SVG keeps them, laid out once
         fig.savefig(out / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
         names.append(f"{stem}.svg")
     plt.close(fig)
