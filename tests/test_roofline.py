@@ -72,6 +72,15 @@ def test_each_op_is_read_against_its_own_sweeps_ceilings(tmp_path):
     assert "![roofline](roofline_cpu_b1000.png)" in lines and (tmp_path / "roofline_cpu_b1000.png").is_file()
 
 
+def test_a_sweep_without_bytes_gets_its_table_and_no_roofline_figure(tmp_path):
+    """A folder from before bytes were counted (or with --no-flops) still has its rates."""
+    row = dict(model="maf", dim=8, op="log_prob", solver="direct", backend="eager", median_s=1e-3, flops=1e6)
+    src = load_sources([_rows(tmp_path / "old", [dict(row, round_s=runs_around(1e-3))], {"gemm_gflops": 100.0})])
+    lines = "\n".join(work.render(src, tmp_path))
+    assert "## Size and work on cpu" in lines and "![roofline]" not in lines
+    assert not list(tmp_path.glob("roofline_*.png"))
+
+
 def test_compiling_pays_only_past_its_interval_and_counts_calls_to_pay(tmp_path):
     common = dict(model="naf", dim=16, op="log_prob", solver="direct", flops=1e6, bytes_moved=1e6)
     rows = [

@@ -162,8 +162,9 @@ def render(src: Sources, out: Path) -> list[str]:
             "",
         ]
         stem = f"roofline_{device}_b{int(batch)}"
-        if any(rates):
-            lines += [f"![roofline]({name})" for name in figure(roof, rates, g, out, stem)] + [""]
+        points = roof[(roof["intensity"] > 0) & (roof["gflops"] > 0)]  # none in a sweep without bytes counted
+        if any(rates) and not points.empty:
+            lines += [f"![roofline]({name})" for name in figure(points, rates, g, out, stem)] + [""]
         lines += [tables.markdown(work_table(roof)), ""]
         uncounted = tables.main_rows(g)
         uncounted = uncounted[(uncounted[Col.STATUS] == OK) & uncounted[Col.FLOPS].isna()]
