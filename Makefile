@@ -53,7 +53,7 @@ report: $(STAMP)
 	$(BIN)/python -m harness paper-table --out reports/cpu > /dev/null
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	mkdir -p reports/cpu/quick
-	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --no-progress --fresh --out /tmp/quick > reports/cpu/quick/output.txt
+	$(BIN)/python -m harness sweep --quick --device cpu --models maf,bnaf --solvers default --no-progress --fresh --out /tmp/quick > reports/cpu/quick/output.txt
 	$(TIMED) end make report
 	$(BIN)/python -m harness readme
 

@@ -22,8 +22,8 @@ TWO_RUNS = "two-runs.md"  # compare of two make report sweeps (docs/methodology.
 
 
 def headline(reports: Path) -> str:
-    """Our models at d = 16, 64, 256: times with the default solver, sample / log_prob
-    with it and with the reference solver, and parameters."""
+    """Our models at d = 64 and 256: times with the default solver, sample / log_prob
+    with its interval, % of the roofline's bound, and parameters."""
     from .ops import LOG_PROB, SAMPLE
     from .report.load import load_sources
     from .report.sections.time import time_table
@@ -34,7 +34,7 @@ def headline(reports: Path) -> str:
     meta = src.sweeps[0][1]
     df = flows(src.rows)
     t = time_table(df)
-    t = t[t["d"].isin([16, 64, 256])].copy()
+    t = t[t["d"].isin([64, 256])].copy()
     sizes = main_rows(df).drop_duplicates([Col.MODEL, Col.DIM]).set_index([Col.MODEL, Col.DIM])[Col.PARAMS_EFFECTIVE]
     t["params (effective)"] = [fmt(float(sizes[(m, d)])) for m, d in zip(t[Col.MODEL], t["d"])]
     roof = roofline(df, src).set_index([Col.MODEL, Col.DIM, Col.OP])["percent_of_bound"]
@@ -46,7 +46,7 @@ def headline(reports: Path) -> str:
         Col.SOLVER,
         "log_prob ms [IQR]",
         "sample ms [IQR]",
-        "sample / log_prob [95% CI]",
+        "sample / log_prob",
         "log_prob % of bound",
         "sample % of bound",
         "params (effective)",
@@ -54,23 +54,22 @@ def headline(reports: Path) -> str:
     keep = [k for k in keep if k in t.columns]
     cpu = " ".join(str(meta.get("cpu", "")).split()[:2])
     head = (
-        f"Medians [IQR] in milliseconds per call of 1024 points, 1 thread, float32, from `make report` (commit "
-        f"`{meta.get('commit', '')}`, {cpu}, torch {meta.get('torch', '')}); each model's default solver, and "
-        "sample / log_prob over runs timed in the same interleaved rounds, with a 95% bootstrap interval "
-        "(the reference solvers' ratios are in the report); `% of bound`: achieved GFLOP/s over the smaller of "
-        "this machine's GEMM rate and its in-cache copy rate x the op's FLOPs per byte (the roofline)."
+        f"Milliseconds per call of 1024 points, median [IQR], 1 thread, float32 (`make report` at "
+        f"`{meta.get('commit', '')[:7]}`, {cpu}); sample / log_prob from the same interleaved rounds "
+        "[95% CI]; `% of bound`: of the roofline's bound at the op's FLOPs per byte (docs/methodology.md)."
     )
     return head + "\n\n" + markdown(t[keep])
 
 
-LONG = ("Quality on ",)  # findings the README leaves to the documents (the quality table is in the user guide)
+# findings the README leaves to the report and documents (the quality table is in the user guide)
+LONG = ("Quality on ", "Scaling")
 
 
 def _findings(reports: Path, folders: tuple[str, ...], skip: tuple[str, ...] = ()) -> str:
-    """The Findings of each folder's findings.json, linking into its REPORT.md; a finding
-    an earlier folder already gave is not repeated; questions starting with ``skip``
-    are left out. A folder without findings.json is an error, but ``cpu/compile``
-    (make compile's, optional)."""
+    """The Findings of each folder's findings.json, linking into its REPORT.md (anchors
+    in a finding's text too); a question an earlier folder already answered is not
+    repeated; questions starting with ``skip`` are left out. A folder without
+    findings.json is an error, but ``cpu/compile`` (make compile's, optional)."""
     from .report.findings import FINDINGS, from_dict
 
     parts, seen, notes = [], set(), {}
@@ -83,8 +82,8 @@ def _findings(reports: Path, folders: tuple[str, ...], skip: tuple[str, ...] = (
         found = [from_dict(d) for d in store.read_json(path).get("findings", [])]
         found = [f for f in found if not (skip and f.question.startswith(skip))]
         base = f"reports/{folder}/{REPORT}"
-        bullets = [f"- {f.markdown(base)}" for f in found if (f.question, f.text) not in seen]
-        seen.update((f.question, f.text) for f in found)
+        bullets = [f"- {f.markdown(base)}".replace("](#", f"]({base}#") for f in found if f.question not in seen]
+        seen.update(f.question for f in found)
         notes.update(dict.fromkeys(f.interval for f in found if f.interval))
         parts.append(f"From [reports/{folder}]({base}):\n\n" + "\n".join(bullets))
     return "\n\n".join([*parts, "Intervals: " + "; ".join(notes) + "."])
@@ -162,13 +161,13 @@ def commands(reports: Path) -> str:
     runs = store.read_json(path, missing={}) if path.is_file() else {}
     lines = ["| command | what it makes | wall time | load (start, end) | commit |", "| --- | --- | --- | --- | --- |"]
     made = {
-        "make report": "the default CPU sweep, the B-NAF paper's table and the report (reports/cpu/REPORT.md)",
+        "make report": "the default CPU sweep and reports/cpu/REPORT.md",
         "make test": "the test suite (pytest, three workers)",
-        "make peers": "zuko, pyro and nflows at matched shapes and the contests (reports/cpu/peers)",
-        "make solvers": "every slow-direction solver against its reference (reports/cpu/solvers)",
-        "make checks": "the correctness checks of every model and peer (reports/cpu/checks)",
-        "make fit": "every model on four 2-D toys and digits, three seeds (reports/cpu/fit)",
-        "make compile": "eager against numba and torch.compile (reports/cpu/compile)",
+        "make peers": "zuko, pyro and nflows, and the contests",
+        "make solvers": "every slow-direction solver against its reference",
+        "make checks": "correctness of every model and peer",
+        "make fit": "every model on four 2-D toys and digits, three seeds",
+        "make compile": "eager against numba and torch.compile",
     }
     machines = set()
     for name, what in made.items():
@@ -180,7 +179,7 @@ def commands(reports: Path) -> str:
             said = "not recorded | | "
         lines.append(f"| `{name}` | {what} | {said} |")
     on = "; ".join(sorted(machines)) or "no machine recorded"
-    lines.append(f"\nLast recorded runs on {on}, the `.venv` set-up not included (1-minute load averages).")
+    lines.append(f"\nLast runs on {on}, `.venv` set-up not included; 1-minute load averages.")
     return "\n".join(lines)
 
 

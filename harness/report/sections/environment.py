@@ -9,7 +9,7 @@ import pandas as pd
 from ...ops import NATIVE
 from ...table import Col
 from .. import tables
-from ..findings import Finding
+from ..findings import Finding, Value
 from ..load import Sources
 
 TITLE = "Environment"
@@ -50,11 +50,13 @@ def findings(src: Sources) -> list[Finding]:
         if ours.empty or not (ours[Col.SOLVER] == NATIVE).any():
             continue
         commit = str(meta.get(Col.COMMIT, "unknown"))[:7]
+        native = Value("rows of that commit's own algorithm", int((ours[Col.SOLVER] == NATIVE).sum()), units="rows")
         text = (
             f"`{meta.get('path', '')}` was measured at commit `{commit}` ({meta.get('date', 'date unknown')}), "
-            "before the solver and backend columns: its reference models' slow directions read `native`, that "
+            f"before the solver and backend columns: its reference models' slow directions ({native.value} rows) "
+            "read `native`, that "
             "commit's own algorithm, which need not be any solver of today's; it is compared with other sweeps "
             "only where both ran the same algorithm"
         )
-        found.append(Finding("What does this report hold?", text, TITLE, data=dict(commit=commit)))
+        found.append(Finding("What does this report hold?", text, TITLE, (native,), data=dict(commit=commit)))
     return found

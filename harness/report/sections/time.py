@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ...ops import DIRECT, DIRECTIONS, LOG_PROB, OPS, SAMPLE, TRAIN_STEP
@@ -27,6 +26,13 @@ def _rows(src: Sources) -> pd.DataFrame:
     return tables.flows(rows) if not rows.empty else rows
 
 
+def _ratio(top: pd.DataFrame, bottom: pd.DataFrame, model: str, dim: int, op: str) -> str:
+    """op / log_prob with its interval (paired where timed in the same rounds), '' where
+    either is not ok."""
+    a, b = tables.ok_row(top, model, dim, op), tables.ok_row(bottom, model, dim, LOG_PROB)
+    return ratio(a, b).show() if a is not None and b is not None else ""
+
+
 def time_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per flow x dim on one device and batch: each op's time (median [IQR] in ms,
     flagged noisy over 20%) with the default solver, each op over log_prob, sample /
@@ -42,12 +48,13 @@ def time_table(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{op} ms [IQR]"] = tables.timed(main, model, dim, op)
         for op in measured:
             if op != LOG_PROB and LOG_PROB in times:
-                row[f"{op} / log_prob"] = tables.fmt(times[op] / times[LOG_PROB])
+                row[f"{op} / log_prob"] = _ratio(main, main, model, dim, op)
         if not ref.empty and SAMPLE in times:
             slow_op = str(slow[Col.OP].iloc[0]) if len(slow) else ""
-            ref_time = tables.cell(ref, model, dim, slow_op, Col.MEDIAN_S) if slow_op in (SAMPLE, LOG_PROB) else np.nan
-            with_ref = {**times, slow_op: ref_time} if slow_op else times
-            shown = tables.fmt(with_ref[SAMPLE] / with_ref[LOG_PROB])
+            shown = ""
+            if slow_op in (SAMPLE, LOG_PROB):  # the slow direction by the reference solver, the other as timed
+                over = (ref, main) if slow_op == SAMPLE else (main, ref)
+                shown = _ratio(*over, model, dim, SAMPLE)
             row["sample / log_prob, reference solver"] = shown or (
                 tables.status(ref, model, dim, slow_op) if slow_op else ""
             )
