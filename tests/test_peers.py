@@ -213,7 +213,7 @@ def test_versus_times_every_contender_and_reports(tmp_path):
     )
     assert [n["model"] for n in naf] == ["naf", "zuko.naf"] and all(n["ratio"] > 0 for n in naf)
     out = tmp_path / "sweep"
-    sweep.run(grid.Config.quick(models=("maf",), dims=(4,), device="cpu"), out, progress=False)
+    sweep.run(grid.Config.quick(models=("maf",), dims=(4,), device="cpu", roofline=False), out, progress=False)
     (out / "versus.csv").write_text((tmp_path / "versus.csv").read_text())
     report = build_report([out], tmp_path / "r", paper=False).read_text()
     assert "### A/B: ours against the fastest peer" in report and "sample / log_prob" in report

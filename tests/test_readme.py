@@ -38,7 +38,7 @@ def test_every_block_is_held_by_a_document(tmp_path):
 
 
 def test_a_report_built_twice_is_byte_identical(tmp_path):
-    src = synthetic(tmp_path / "sweep", devices=("cpu", "cuda"))
+    src = synthetic(tmp_path / "sweep")
     first, second = tmp_path / "a", tmp_path / "b"
     build_report([src], first, paper=False)
     build_report([src], second, paper=False)
