@@ -9,6 +9,7 @@ not already behind the harness's contract (:class:`harness.models.Flow` or a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -175,11 +176,18 @@ def learn(name: str, found: Identity) -> None:
     _LEARNED[name] = found
 
 
+@functools.cache
+def _ours(name: str) -> Identity:
+    """A reference model's identity: its cost is its class's, so one build at d = 1 per
+    process tells it (the grid asks for every configuration)."""
+    return Identity(name, OURS, build(name, 1).cost)
+
+
 def describe(name: str) -> Identity:
     """The identity of any model name; a user's flow is built at d = 1 to learn it
     (unless a probe in a worker already did: :func:`learn`)."""
     if name in NAMES:
-        return Identity(name, OURS, build(name, 1).cost)
+        return _ours(name)
     if name in peers.NAMES:
         p = peers.PEERS[name]
         return Identity(p.family, p.library, p.cost)

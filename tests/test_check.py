@@ -117,6 +117,7 @@ def test_a_user_flow_runs_in_the_sweep_like_a_peer(tmp_path):
         "--quick",
         "--device",
         "cpu",
+        "--no-roofline",
         "--no-progress",
         "--out",
         str(tmp_path),

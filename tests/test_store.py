@@ -34,19 +34,14 @@ def _lines(path: Path) -> list[list[str]]:
 
 
 def _tear_everywhere(path: Path, resume, columns: list[str], key: tuple[str, ...]) -> int:
-    """Cuts the table's last line at every kind of byte offset (each of its first and
-    last 8 bytes, the line end included, each side of every field separator, and every
-    8th byte between), resumes twice after each cut, and checks the table against the
-    uninterrupted one: the same keys once each, every line with the header's field
-    count. Returns the cuts made."""
+    """Cuts the table's last line at every byte offset (its line end included), resumes
+    twice after each cut, and checks the table against the uninterrupted one: the same
+    keys once each, every line with the header's field count. Returns the cuts made."""
     full = path.read_bytes()
     assert full.endswith(b"\r\n"), "tables are written with csv's line ends"
     expected = sorted(tuple(dict(zip(columns, r))[k] for k in key) for r in _lines(path)[1:])
     start = full[:-1].rfind(b"\n") + 1  # the last line's first byte
-    commas = [i for i in range(start, len(full)) if full[i : i + 1] == b","]
-    cuts = {*range(start, start + 8), *range(len(full) - 8, len(full)), *range(start, len(full), 8)}
-    cuts |= {c + shift for c in commas for shift in (0, 1)}
-    for cut in sorted(c for c in cuts if start <= c < len(full)):
+    for cut in range(start, len(full)):
         path.write_bytes(full[:cut])
         resume()
         resume()
@@ -54,7 +49,7 @@ def _tear_everywhere(path: Path, resume, columns: list[str], key: tuple[str, ...
         assert lines[0] == columns, cut
         assert all(len(line) == len(columns) for line in lines), f"a fused or short line after a cut at byte {cut}"
         assert sorted(tuple(dict(zip(columns, r))[k] for k in key) for r in lines[1:]) == expected, cut
-    return len(cuts)
+    return len(full) - start
 
 
 def test_a_torn_results_line_at_any_byte_is_cut_and_measured_again(tmp_path, monkeypatch, capsys):
@@ -62,13 +57,15 @@ def test_a_torn_results_line_at_any_byte_is_cut_and_measured_again(tmp_path, mon
         return dict(status="ok", reason="", median_s=1e-3, iqr_s=1e-5, runs=3), None
 
     monkeypatch.setattr(measurer, "measure", measured)
-    config = Config(models=("maf",), dims=(2, 3), ops=("log_prob", "sample"), batches=(8,), device="cpu")
+    config = Config(
+        models=("maf",), dims=(2, 3), ops=("log_prob",), batches=(8,), device="cpu"
+    )  # one op: cheap resumes
     config.flops = config.memory = config.isolate = config.roofline = False
     config.min_run_time = 0.001  # the rounds of each resume: any time will do
     sweep.run(config, tmp_path, progress=False)
     path = tmp_path / "results.csv"
     cuts = _tear_everywhere(path, lambda: sweep.run(config, tmp_path, resume=True, progress=False), COLUMNS, KEY)
-    assert cuts > 50 and "cut a torn last line" in capsys.readouterr().err
+    assert cuts > 100 and "cut a torn last line" in capsys.readouterr().err
 
 
 def test_a_torn_fit_line_at_any_byte_is_cut_and_fitted_again(tmp_path, monkeypatch):
@@ -84,7 +81,7 @@ def test_a_torn_fit_line_at_any_byte_is_cut_and_fitted_again(tmp_path, monkeypat
     fit.run(config, tmp_path, progress=False)
     resume = lambda: fit.run(config, tmp_path, resume=True, progress=False)  # noqa: E731
     cuts = _tear_everywhere(tmp_path / "fit.csv", resume, FIT_COLUMNS, FIT_KEY)
-    assert cuts > 50
+    assert cuts > 100
     curves = store.read_table(tmp_path / "curves.csv")
     assert sorted((r[Col.MODEL], r[Col.DATA]) for r in curves) == [
         ("made", "eight_gaussians"),
