@@ -26,7 +26,7 @@ from torch import nn
 class Sleepy(nn.Module):
     """A flow whose every call takes ms * slow milliseconds of wall time."""
 
-    def __init__(self, dim, ms=10.0, slow=1.0):
+    def __init__(self, dim, ms=30.0, slow=1.0):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(dim))
         self.seconds = ms * slow / 1000
@@ -44,7 +44,7 @@ class Sleepy(nn.Module):
         return -0.5 * (z**2).sum(-1) - 0.5 * x.shape[1] * math.log(2 * math.pi) + ladj
 
 
-def make(dim, ms=10.0, slow=1.0):
+def make(dim, ms=30.0, slow=1.0):
     return Sleepy(dim, ms, slow)
 '''
 DIMS = "2,4,8,16,32,64,128,256,512,1024"  # x 2 ops: 20 configurations
