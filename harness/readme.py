@@ -158,7 +158,7 @@ def commands(reports: Path) -> str:
     """Each make target with the wall time and load of its last recorded run
     (reports/timing.json: each target's job writes its entry; make test-timed for the tests)."""
     path = reports / TIMING
-    runs = store.read_json(path, missing={}) if path.is_file() else {}
+    runs = store.read_json(path, missing={})
     lines = ["| command | what it makes | wall time | load (start, end) | commit |", "| --- | --- | --- | --- | --- |"]
     made = {
         "make report": "the default CPU sweep and reports/cpu/REPORT.md",

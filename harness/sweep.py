@@ -172,7 +172,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         for r in sorted(done.values(), key=lambda r: int(r[Col.DIM])):  # resumed rows inform the budget
             series.record(r)
         counts_path = out / COUNTS
-        counts = store.read_json(counts_path, missing={}) if counts_path.exists() else {}
+        counts = store.read_json(counts_path, missing={})
         bar = tqdm(total=len(todo), desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
         group = f"{env.git_commit()}-{uuid.uuid4().hex[:8]}"  # this run's rounds: pairs never cross runs
 

@@ -1,6 +1,6 @@
 """Wall time of a whole command, for the README's commands block: ``python -m
 harness.timing start NAME`` before it, ``python -m harness.timing end NAME`` after it
-(the Makefile does both around ``make report`` and ``make test-timed``); the entry
+(the Makefile does both around each target's job, and ``make test-timed``); the entry
 goes to reports/timing.json with the commit, the machine and the load at both ends."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def end(name: str) -> dict:
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     path = REPORTS / TIMING
-    runs = store.read_json(path, missing={}) if path.is_file() else {}
+    runs = store.read_json(path, missing={})
     runs[name] = entry
     store.write_json(path, runs)
     _started(name).unlink(missing_ok=True)

@@ -79,6 +79,11 @@ class Prepared:
     backend: str = EAGER
     eager: Callable[[], object] | None = None  # the same call in torch's eager ops, for counting
 
+    @property
+    def not_steady(self) -> bool:
+        """A compiled call that made a new graph while it was timed (:class:`Watched`)."""
+        return isinstance(self.fn, Watched) and self.fn.recompiled
+
     def counted(self):
         """The call whose work is counted: the eager ops of the same arithmetic (a
         compiled loop or graph runs no op the counters see)."""
@@ -260,7 +265,7 @@ def measure(
     run_time = min(max(settings.min_run_time, MIN_RUNS * ready.one), max(budget - (1 + COUNT_CALLS) * ready.one, 0.0))
     with ready.context():
         t = time_call(ready.fn, device, threads=settings.threads, min_run_time=run_time, estimate_s=ready.one)
-    if isinstance(ready.fn, Watched) and ready.fn.recompiled:
+    if ready.not_steady:
         return dict(ready.row, status=ERROR, reason=Watched.NOT_STEADY), ready.out
     row = dict(ready.row, **_timed(t.times), round_s=round_text(t.times))
     row.update(count(ready, device, settings, counts))
@@ -291,7 +296,7 @@ def measure_together(
     )
     columns = {
         k: dict(status=ERROR, reason=Watched.NOT_STEADY)
-        if isinstance(ready[k].fn, Watched) and ready[k].fn.recompiled
+        if ready[k].not_steady
         else dict(_timed(t), round_s=round_text(t))
         for k, t in times.items()
     }
@@ -339,14 +344,14 @@ def count_all(
         return done
 
     keys = sorted(jobs, key=lambda k: -jobs[k][0].one)  # the costliest first, dealt to the emptier side
+    if len(jobs) < 2 or device != "cpu" or processes < 2 or not hasattr(os, "fork"):
+        return run(keys)
     sides: list[list] = [[] for _ in range(processes)]
     load = [0.0] * processes
     for k in keys:
         i = load.index(min(load))
         sides[i].append(k)
         load[i] += (0.0 if jobs[k][1] else jobs[k][0].one) + 1e-6
-    if len(jobs) < 2 or device != "cpu" or processes < 2 or not hasattr(os, "fork"):
-        return run(keys)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: count its share, send it, and leave without any exit handler
