@@ -259,6 +259,42 @@ def _cluster(args: argparse.Namespace):
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from .errors import UserError
+
+    if args.run:
+        if args.a or args.b:
+            raise UserError("compare takes --run BASE [HEAD] or two folders A B, not both")
+        if len(args.run) > 2:
+            raise UserError(f"--run takes BASE and at most one HEAD, got {len(args.run)} revisions")
+        from . import ab
+
+        cfg = ab.RunConfig(
+            base=args.run[0],
+            head=args.run[1] if len(args.run) > 1 else ab.revisions.WORKTREE,
+            repo=args.repo,
+            processes=args.processes,
+            rounds=args.rounds,
+            block_s=args.block,
+            inject=args.inject,
+            min_effect=args.min_effect,
+            out=args.out,
+            resume=args.resume,
+            fresh=args.fresh,
+            progress=not args.no_progress,
+        )
+        for name, value in (("models", args.models), ("dims", args.dims), ("ops", args.ops)):
+            if value:
+                setattr(cfg, name, value)
+        for name, value in (("batches", args.batch), ("solvers", args.solvers), ("backends", args.backends)):
+            if value:
+                setattr(cfg, name, value)
+        code = ab.main(cfg)
+        return 0 if args.exit_zero else code
+    if not (args.a and args.b):
+        raise UserError("compare needs two folders A B, or --run BASE [HEAD] (two git revisions timed in one run)")
+    run_only = [f for f in ("models", "dims", "ops", "batch", "solvers", "backends", "repo") if getattr(args, f)]
+    if run_only or args.resume or args.fresh or args.inject:
+        raise UserError(f"--{(run_only or ['resume'])[0]} goes with --run; compare A B reads two finished folders")
     from .compare import main as compare
 
     rows, _ = compare(args.a, args.b, min_effect=args.min_effect, out=args.out)

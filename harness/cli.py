@@ -297,18 +297,51 @@ def parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser(
         "compare",
-        help="B against A per configuration: B / A with a 95%% interval and a verdict past the minimum effect; "
-        "exit 1 if any is slower",
+        help="did a change slow it down? --run BASE [HEAD]: two git revisions timed in one run (interleaved trials, "
+        "a calibrated verdict); or A B: two folders measured apart (ratios; a verdict only past the drift bound)",
     )
-    k.add_argument("a", help="the baseline: a sweep folder, or an asv results folder at a commit (DIR@COMMIT)")
-    k.add_argument("b", help="the candidate, of the same kind")
+    k.add_argument(
+        "a", nargs="?", help="the baseline: a sweep folder, or an asv results folder at a commit (DIR@COMMIT)"
+    )
+    k.add_argument("b", nargs="?", help="the candidate, of the same kind")
+    k.add_argument(
+        "--run",
+        nargs="+",
+        metavar="REV",
+        help="BASE [HEAD]: git revisions of --repo to time in one run (HEAD default: worktree, the working tree "
+        "with its uncommitted changes); BASE equal to HEAD is an A/A run",
+    )
+    k.add_argument("--repo", help="--run: the git repository of the revisions (default: the one here)")
+    k.add_argument(
+        "--models",
+        type=_names,
+        help="--run: comma list of model and peer names, or module:factory (default made,maf,iaf,naf,bnaf)",
+    )
+    k.add_argument("--dims", type=_dims, help="--run: comma list (default 8,32)")
+    k.add_argument(
+        "--ops", type=_names, help=f"--run: comma list of {','.join(ops.SWEEP_OPS)} (default log_prob,sample)"
+    )
+    k.add_argument("--batch", type=_dims, help="--run: points per call, comma list (default 64)")
+    k.add_argument("--solvers", type=_names, help="--run: as sweep's (default: default)")
+    k.add_argument("--backends", type=_names, help="--run: as sweep's (default: default)")
+    k.add_argument("--processes", type=_positive, default=5, help="--run: trials, each a fresh process (default 5)")
+    k.add_argument("--rounds", type=_positive, default=20, help="--run: interleaved rounds per trial (default 20)")
+    k.add_argument("--block", type=_seconds, default=0.01, help="--run: seconds of calls per block (default 0.01)")
+    k.add_argument(
+        "--inject",
+        type=_fraction,
+        default=0.0,
+        help="--run, calibration only: B's every call does this fraction of A's call more arithmetic (default 0)",
+    )
     k.add_argument(
         "--min-effect",
         type=_fraction,
         default=0.05,
-        help="the smallest change called slower or faster (default 0.05: the interval must clear 5%%)",
+        help="the smallest change called slower or faster (default 0.05)",
     )
-    k.add_argument("--out", help="write the table and summary to this markdown file")
+    k.add_argument("--out", help="--run: folder for rounds.csv and compare.md; A B: a markdown file for the table")
+    _again(k, "--run: keep DIR/rounds.csv and measure only what is missing", "rounds, settings, table")
+    k.add_argument("--no-progress", action="store_true", help="--run: no progress bar")
     k.add_argument("--exit-zero", action="store_true", help="exit 0 even where a configuration is slower")
 
     a = sub.add_parser("asv-table", help="print an asv results folder as the tidy table")

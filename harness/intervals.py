@@ -112,3 +112,77 @@ def verdict(low: float, high: float, *, min_effect: float = 0.0, faster: str = "
     if low > 1 + min_effect:
         return slower
     return "no clear difference"
+
+
+# ---- over processes: two revisions timed in one run ---------------------------------
+
+PROCESSES = "processes"
+MIN_PROCESSES = 3  # fewer give no interval over processes worth a verdict
+
+
+@dataclass(frozen=True)
+class Trials:
+    """b / a over trials (fresh processes), each the median of its paired rounds'
+    log ratios: the mean of those medians, its t interval over processes (between- and
+    within-process noise both in each process's median), and the two-sided p-value of
+    "no change"."""
+
+    value: float
+    low: float
+    high: float
+    p: float
+    processes: int
+    rounds: int  # paired rounds in all
+
+    def show(self, digits: int = 3) -> str:
+        return f"{self.value:.{digits}g} [{self.low:.{digits}g}, {self.high:.{digits}g}]"
+
+
+def over_processes(logs: Sequence[Sequence[float]], level: float = LEVEL) -> Trials:
+    """``logs[p]``: process p's per-round log(b / a). Each process is one estimate (the
+    median of its rounds); the interval is Student's t over those estimates, so a
+    process-level offset (code layout, allocation, a busy neighbour for a while) widens
+    it instead of passing for a change."""
+    from scipy import stats
+
+    medians = np.array([np.median(x) for x in logs if len(x)], float)
+    rounds = sum(len(x) for x in logs)
+    n = len(medians)
+    if n == 0:
+        return Trials(np.nan, np.nan, np.nan, np.nan, 0, 0)
+    mean = float(medians.mean())
+    if n < 2:
+        return Trials(float(np.exp(mean)), np.nan, np.nan, np.nan, n, rounds)
+    se = float(medians.std(ddof=1) / np.sqrt(n))
+    if se == 0:
+        return Trials(float(np.exp(mean)), float(np.exp(mean)), float(np.exp(mean)), 0.0 if mean else 1.0, n, rounds)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
+    return Trials(float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half)), p, n, rounds)
+
+
+def change_verdict(t: Trials, min_effect: float = MIN_EFFECT) -> str:
+    """``slower`` (b is) when the interval clears 1 (a change) and the estimate clears the
+    minimum effect (a change worth calling one); ``faster`` likewise below; ``too few
+    processes`` under :data:`MIN_PROCESSES`; else ``no clear difference``."""
+    if t.processes < MIN_PROCESSES or np.isnan(t.low):
+        return "too few processes"
+    if t.low > 1 and t.value > 1 + min_effect:
+        return "slower"
+    if t.high < 1 and t.value < 1 / (1 + min_effect):
+        return "faster"
+    return "no clear difference"
+
+
+def holm(pvalues: Sequence[float], alpha: float = 1 - LEVEL) -> list[bool]:
+    """Holm's step-down rule: which hypotheses are rejected at family-wise error
+    ``alpha`` over all of them (NaN p-values are never rejected)."""
+    p = np.asarray(pvalues, float)
+    order = [i for i in np.argsort(p) if not np.isnan(p[i])]
+    rejected = [False] * len(p)
+    m = len(order)
+    for rank, i in enumerate(order):
+        if p[i] > alpha / (m - rank):
+            break
+        rejected[i] = True
+    return rejected

@@ -28,6 +28,9 @@ from pathlib import Path
 from .errors import UserError
 from .records import Appender, count_rows, encode, read_json, read_table, repair, write_json, write_table, write_text
 from .table import (
+    AB_MD,
+    AB_META,
+    AB_ROUNDS,
     CHECKPOINTS,
     CHECKS,
     COUNTS,
@@ -55,7 +58,7 @@ from .table import (
 # What the store owns in a folder: --fresh moves these aside, and nothing else (a
 # report's pages, or another run's subfolder, are not the run's).
 OWNED = (RESULTS, META, COUNTS, FIT, FIT_META, CURVES, CHECKPOINTS, DENSITIES, NLL, CHECKS, VERSUS, VERSUS_MD)
-OWNED += (SOLVERS, SOLVERS_MD, PAPER, MACHINES, PLAN, SUBMITIT)
+OWNED += (SOLVERS, SOLVERS_MD, PAPER, MACHINES, PLAN, SUBMITIT, AB_ROUNDS, AB_META, AB_MD)
 DIRECT, DISTRIBUTED = "direct", "distributed"
 __all__ = ["Appender", "Run", "count_rows", "encode", "lock", "move_aside", "read_json", "read_table", "repair"]
 __all__ += ["side_table", "write_json", "write_table", "write_text"]

@@ -12,6 +12,9 @@ from enum import Enum
 from typing import TypedDict
 
 RESULTS = "results.csv"
+AB_ROUNDS = "rounds.csv"  # compare --run: every timed block of both revisions (harness.ab)
+AB_META = "ab.json"  # compare --run: both sides, the machine and the settings
+AB_MD = "compare.md"  # compare --run: the table and its summary
 META = "meta.json"
 COUNTS = "counts.json"  # cached FLOPs and peak memory per configuration and commit
 VERSUS = "versus.csv"  # the A/B contests (harness.versus)
@@ -209,6 +212,13 @@ class Col:
     WALL_S = "wall_s"
     TRAIN_NLL = "train_nll"
     LEARNING_RATE = "learning_rate"
+    # compare --run's rounds (harness.ab)
+    TRIAL = "trial"
+    ROUND = "round"
+    REVISION = "revision"
+    POSITION = "position"
+    CALLS = "calls"
+    CALL_S = "call_s"
 
 
 FIT_KEY = (Col.MODEL, Col.DATA, Col.SEED)
@@ -277,6 +287,11 @@ SWEEP_SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config
 FIT_SETTINGS = ("steps", "wall_s", "batch_size", "lr", "eval_every", "plateau", "patience", "model_config")
 FIT_SETTINGS += ("data_dir",)
 RESULTS_TABLE = TableSpec(RESULTS, tuple(COLUMNS), KEY, SWEEP_SETTINGS)
+# compare --run: one row per timed block (or one error row per trial and configuration)
+AB_COLUMNS = [Col.TRIAL, *KEY, Col.ROUND, Col.REVISION, Col.POSITION, Col.CALLS, Col.CALL_S, Col.STATUS, Col.REASON]
+AB_KEY = (Col.TRIAL, *KEY, Col.ROUND, Col.REVISION)
+AB_SETTINGS = ("sides", "grid", "processes", "rounds", "block_s", "max_s", "seed", "inject", "threads")
+AB_TABLE = TableSpec(AB_ROUNDS, tuple(AB_COLUMNS), AB_KEY, AB_SETTINGS)
 FIT_TABLE = TableSpec(FIT, tuple(FIT_COLUMNS), FIT_KEY, FIT_SETTINGS)
 CURVES_TABLE = TableSpec(CURVES, tuple(CURVE_COLUMNS), (Col.MODEL, Col.DATA, Col.SEED, Col.STEP))
 
