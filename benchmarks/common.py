@@ -19,6 +19,9 @@ DEVICES = ["cpu", "cuda"]
 OPS = list(ops.OPS)
 BATCH = 256
 SEED = 0
+# calls each benchmark's setup makes before asv times anything: a first call compiles the
+# numba loop and fills caches, which would make a --quick sample 100x a steady call
+WARMUP_CALLS = 2
 
 # Sequential and iterative directions make d passes per flow; above these dims one call
 # outlasts what asv can time within its default 60 s timeout, so they are skipped.

@@ -66,7 +66,7 @@ def _sweep(args: argparse.Namespace) -> int:
         model_config=dict(args.config or []),
     )
     given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("ops", args.ops))
-    given += (("backends", args.backends), ("compile_limit_s", args.compile_limit))
+    given += (("backends", args.backends), ("compile_limit_s", args.compile_limit), ("rounds", args.rounds))
     for key, value in given:
         if value is not None:
             fields[key] = value
@@ -285,19 +285,24 @@ def _compare(args: argparse.Namespace) -> int:
         for name, value in (("models", args.models), ("dims", args.dims), ("ops", args.ops)):
             if value:
                 setattr(cfg, name, value)
-        for name, value in (("batches", args.batch), ("solvers", args.solvers), ("backends", args.backends)):
-            if value:
-                setattr(cfg, name, value)
+        for name in ("batches", "solvers", "backends"):
+            if getattr(args, name):
+                setattr(cfg, name, getattr(args, name))
         code = ab.main(cfg)
         return 0 if args.exit_zero else code
     if not (args.a and args.b):
         raise UserError("compare needs two folders A B, or --run BASE [HEAD] (two git revisions timed in one run)")
-    run_only = [f for f in ("models", "dims", "ops", "batch", "solvers", "backends", "repo") if getattr(args, f)]
+    run_only = [f for f in ("models", "dims", "ops", "batches", "solvers", "backends", "repo") if getattr(args, f)]
     if run_only or args.resume or args.fresh or args.inject:
         raise UserError(f"--{(run_only or ['resume'])[0]} goes with --run; compare A B reads two finished folders")
+    from pathlib import Path
+
     from .compare import main as compare
 
-    rows, _ = compare(args.a, args.b, min_effect=args.min_effect, out=args.out)
+    drift = Path(args.drift) if args.drift else None
+    if drift is not None and not drift.is_file():
+        raise UserError(f"--drift {args.drift!r} is not a file")
+    rows, _ = compare(args.a, args.b, args.min_effect, args.out, drift, args.across_machines)
     slower = int((rows["verdict"] == "slower").sum())
     return 1 if slower and not args.exit_zero else 0
 

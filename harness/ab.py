@@ -154,9 +154,9 @@ def _settings(cfg: RunConfig, revs: dict, entries: list[dict]) -> dict:
         "rounds": cfg.rounds,
         "block_s": cfg.block_s,
         "max_s": cfg.max_s,
-        "seed": cfg.seed,
+        Col.SEED: cfg.seed,
         "inject": cfg.inject,
-        "threads": cfg.threads,
+        Col.THREADS: cfg.threads,
         "min_effect": cfg.min_effect,
     }
 

@@ -168,6 +168,11 @@ def parser() -> argparse.ArgumentParser:
         type=_seconds,
         help="seconds torch.compile may take per configuration before its worker is killed (default 600)",
     )
+    s.add_argument(
+        "--rounds",
+        type=_positive,
+        help="interleaved rounds of each paired problem (every flow's default algorithm at one d; default 5)",
+    )
     s.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
@@ -321,7 +326,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--ops", type=_names, help=f"--run: comma list of {','.join(ops.SWEEP_OPS)} (default log_prob,sample)"
     )
-    k.add_argument("--batch", type=_dims, help="--run: points per call, comma list (default 64)")
+    k.add_argument("--batch", dest="batches", type=_dims, help="--run: points per call, comma list (default 64)")
     k.add_argument("--solvers", type=_names, help="--run: as sweep's (default: default)")
     k.add_argument("--backends", type=_names, help="--run: as sweep's (default: default)")
     k.add_argument("--processes", type=_positive, default=5, help="--run: trials, each a fresh process (default 5)")
@@ -340,6 +345,11 @@ def parser() -> argparse.ArgumentParser:
         help="the smallest change called slower or faster (default 0.05)",
     )
     k.add_argument("--out", help="--run: folder for rounds.csv and compare.md; A B: a markdown file for the table")
+    k.add_argument(
+        "--drift",
+        help="A B: the A/A drift calibration (JSON with 'drift', default reports/cpu/ab/drift.json of this checkout)",
+    )
+    k.add_argument("--across-machines", action="store_true", help="A B: judge sides measured on different machines")
     _again(k, "--run: keep DIR/rounds.csv and measure only what is missing", "rounds, settings, table")
     k.add_argument("--no-progress", action="store_true", help="--run: no progress bar")
     k.add_argument("--exit-zero", action="store_true", help="exit 0 even where a configuration is slower")

@@ -81,6 +81,16 @@ def load_average() -> list[float]:
         return []
 
 
+def overloaded(loads: list, cores: int | None = None) -> str:
+    """A sentence when a 1-minute load average (of ``loads``, each [1, 5, 15]-minute
+    averages or None) exceeded the cores: timings then shared the machine. '' if not."""
+    cores = cores or os.cpu_count() or 1
+    seen = [x[0] for x in loads if x]
+    if not seen or max(seen) <= cores:
+        return ""
+    return f"the load average reached {max(seen):.2f} on {cores} cores: timings shared the machine with other work"
+
+
 def gpu_name() -> str | None:
     import torch
 

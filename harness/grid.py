@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from . import peers, registry
 from .errors import UserError
-from .measure.call import CALLS, Settings
+from .measure.call import CALLS, ROUNDS, Settings
 from .models import NAMES, SWEEP_OPS, Cost, build
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
@@ -56,6 +56,7 @@ class Config:
     # measure this machine's GEMM and copy rates (the roofline's ceilings, ~2 s) for a new table
     roofline: bool = True
     seed: int = 0
+    rounds: int = ROUNDS  # interleaved rounds of each paired problem (the default algorithms at one d)
     model_config: dict = field(default_factory=dict)
     # measure in a worker process killed at the deadline (harness.worker); False measures
     # in this process, with no deadline
@@ -72,7 +73,7 @@ class Config:
     @property
     def measuring(self) -> Settings:
         """How each configuration is measured (harness.measure.call)."""
-        return Settings(self.threads, self.budget_s, self.min_run_time, self.flops, self.memory, self.seed)
+        return Settings(self.threads, self.budget_s, self.min_run_time, self.flops, self.memory, self.seed, self.rounds)
 
     def validate(self, here: bool = True) -> None:
         """Raises a UserError naming a bad setting; ``here`` False leaves the device's

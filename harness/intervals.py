@@ -186,3 +186,66 @@ def holm(pvalues: Sequence[float], alpha: float = 1 - LEVEL) -> list[bool]:
             break
         rejected[i] = True
     return rejected
+
+
+# ---- measured apart: two folders, two asv commits -----------------------------------
+
+MIN_SAMPLES = 3  # runs a side needs before its interval means anything
+NOT_JUDGED = "not judged"
+
+
+def apart_verdict(r: Ratio, drift: float | None, min_effect: float = MIN_EFFECT) -> str:
+    """A verdict on a ratio of two runs measured apart, whose interval covers neither
+    side's drift between runs: ``slower`` / ``faster`` only where the interval clears
+    1 and the estimate clears both the minimum effect and ``drift``, the largest change
+    (as a factor - 1) that A/A pairs of runs showed in 95% of configurations. Without
+    a drift bound there is no verdict: compare --run measures both in one run."""
+    if r.runs < MIN_SAMPLES or np.isnan(r.low):
+        return "too few samples"
+    if drift is None:
+        return NOT_JUDGED
+    bound = 1 + max(min_effect, drift)
+    if r.low > 1 and r.value > bound:
+        return "slower"
+    if r.high < 1 and r.value < 1 / bound:
+        return "faster"
+    return "no clear difference"
+
+
+# ---- what a rerun will show ---------------------------------------------------------
+
+RERUN = "rerun"  # a paired interval widened into a prediction of a rerun's estimate
+
+
+def for_rerun(r: Ratio, between: float, level: float = LEVEL) -> Ratio:
+    """The interval a rerun's estimate of the same ratio falls in: this run's noise
+    (its interval read as z standard errors), the rerun's (taken alike) and ``between``,
+    the standard deviation in log space of the drift between runs beyond both, as two
+    runs of one commit showed it (calibrated, not assumed)."""
+    from scipy.stats import norm
+
+    if r.runs < 2 or np.isnan(r.low) or r.value <= 0:
+        return r
+    z = float(norm.ppf(0.5 + level / 2))
+    se = (np.log(r.high) - np.log(r.low)) / (2 * z)
+    half = z * float(np.sqrt(2 * se**2 + between**2))
+    return Ratio(r.value, float(r.value * np.exp(-half)), float(r.value * np.exp(half)), RERUN, r.runs)
+
+
+def between_runs(first: Sequence[Ratio], second: Sequence[Ratio], target: float = LEVEL) -> float:
+    """The smallest between-run spread with which :func:`for_rerun` of ``first`` covers
+    ``second``'s estimates in ``target`` of the pairs (0 if their own noise does)."""
+    pairs = [(a, b) for a, b in zip(first, second) if a.runs >= 2 and not np.isnan(a.low) and b.value > 0]
+    if not pairs:
+        return 0.0
+
+    def covered(sd: float) -> float:
+        return float(np.mean([(w := for_rerun(a, sd)).low <= b.value <= w.high for a, b in pairs]))
+
+    low, high = 0.0, 2.0
+    if covered(low) >= target:
+        return 0.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (low, mid) if covered(mid) >= target else (mid, high)
+    return high

@@ -18,7 +18,8 @@ from .errors import UserError
 from .table import FIT, PAPER, REPORT, RESULTS, TIMING, Col
 
 QUICK = "quick/output.txt"  # make report saves the quick example's console output here
-TWO_RUNS = "two-runs.md"  # compare of two make report sweeps (docs/methodology.md)
+COVERAGE = "coverage.md"  # a rerun's paired ratios in the first run's intervals (tools/calibrate_ab.py)
+CALIBRATION = "CALIBRATION.md"  # compare --run on identical code and injected slowdowns (tools/calibrate_ab.py)
 
 
 def headline(reports: Path) -> str:
@@ -111,13 +112,20 @@ def _file(relative: str) -> Callable[[Path], str]:
 
 
 def coverage(reports: Path) -> str:
-    """The summary line of ``compare`` between two make report runs (reports/cpu/two-runs.md)."""
-    path = reports / "cpu" / TWO_RUNS
-    if not path.is_file():  # it takes two make report runs: a fresh clone has none until they are compared
-        command = f"python -m harness compare A B --out reports/cpu/{TWO_RUNS}"
-        return f"Not measured yet: compare two `make report` sweeps with `{command}`."
-    summary = path.read_text().strip().split("\n\n")[-1]
-    return f"From `python -m harness compare A B --out reports/cpu/{TWO_RUNS}` ({TWO_RUNS}): {summary}."
+    """How often a rerun's paired ratios fell in the first run's intervals (reports/cpu/ab/coverage.md)."""
+    path = reports / "cpu" / "ab" / COVERAGE
+    if not path.is_file():  # it takes three make report runs: a fresh clone has none until they are compared
+        return "Not measured yet: `python tools/calibrate_ab.py --drift RUN1 RUN2`, then `--coverage RUN1 RUN3`."
+    return path.read_text().strip()
+
+
+def ab_calibration(reports: Path) -> str:
+    """The counts table of compare --run's calibration (reports/cpu/ab/CALIBRATION.md)."""
+    path = reports / "cpu" / "ab" / CALIBRATION
+    if not path.is_file():
+        return "Not measured yet: `python tools/calibrate_ab.py --out reports/cpu/ab`."
+    tables = [b for b in path.read_text().split("\n\n") if b.startswith("|")]
+    return tables[0] if tables else ""
 
 
 def quick(reports: Path) -> str:
@@ -217,6 +225,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "paper": paper,
     "quality": quality,
     "coverage": coverage,
+    "ab-calibration": ab_calibration,
 }
 
 

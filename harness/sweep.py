@@ -10,6 +10,7 @@ worker process killed at its deadline (:mod:`harness.worker`), by
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, replace
@@ -241,6 +242,10 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                 worker.close()
             bar.close()
             folder.update_meta(load_end=env.load_average())
+            meta = store.read_json(folder.meta_path, missing={})
+            busy = env.overloaded([meta.get("load_start"), meta.get("load_end")], meta.get("cpu_count"))
+            if busy:
+                print(f"warning: {busy}", file=sys.stderr)
     return rows
 
 

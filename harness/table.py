@@ -283,14 +283,14 @@ class TableSpec:
 
 
 # Settings that change what a row means: resuming with others would mix rows.
-SWEEP_SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config", Col.FLOPS, "memory")
+SWEEP_SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config", Col.FLOPS, "memory", "rounds")
 FIT_SETTINGS = ("steps", "wall_s", "batch_size", "lr", "eval_every", "plateau", "patience", "model_config")
 FIT_SETTINGS += ("data_dir",)
 RESULTS_TABLE = TableSpec(RESULTS, tuple(COLUMNS), KEY, SWEEP_SETTINGS)
 # compare --run: one row per timed block (or one error row per trial and configuration)
 AB_COLUMNS = [Col.TRIAL, *KEY, Col.ROUND, Col.REVISION, Col.POSITION, Col.CALLS, Col.CALL_S, Col.STATUS, Col.REASON]
 AB_KEY = (Col.TRIAL, *KEY, Col.ROUND, Col.REVISION)
-AB_SETTINGS = ("sides", "grid", "processes", "rounds", "block_s", "max_s", "seed", "inject", "threads")
+AB_SETTINGS = ("sides", "grid", "processes", "rounds", "block_s", "max_s", Col.SEED, "inject", Col.THREADS)
 AB_TABLE = TableSpec(AB_ROUNDS, tuple(AB_COLUMNS), AB_KEY, AB_SETTINGS)
 FIT_TABLE = TableSpec(FIT, tuple(FIT_COLUMNS), FIT_KEY, FIT_SETTINGS)
 CURVES_TABLE = TableSpec(CURVES, tuple(CURVE_COLUMNS), (Col.MODEL, Col.DATA, Col.SEED, Col.STEP))

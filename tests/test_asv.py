@@ -130,3 +130,55 @@ def test_an_asv_folder_without_results_says_what_to_run(tmp_path):
         read(tmp_path)
     with pytest.raises(ValueError, match=r"no benchmarks.json; run `make asv-quick`"):
         read(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("op", ["log_prob", "sample", "train_step"])
+def test_an_asv_sample_is_a_warm_call_within_2x_of_the_sweep(op):
+    """asv --quick times one call right after setup: setup's warm-up makes that a steady
+    call, within 2x of the sweep's time for the same configuration (each side's best:
+    three asv samples, the sweep's runs; a shared machine's bursts hit either)."""
+    import time
+
+    from benchmarks import bench_time
+    from harness import ops
+    from harness.measure.call import Settings, measure
+    from harness.models import build
+
+    cls = getattr(bench_time, ops.OPS[op].asv_class)
+    for model in ("maf", "iaf", "bnaf"):
+        best = []
+        for _ in range(3):
+            bench = cls()
+            bench.setup(model, 8, "cpu")
+            start = time.perf_counter()
+            getattr(bench, ops.OPS[op].asv)(model, 8, "cpu")
+            best.append(time.perf_counter() - start)
+        import torch
+
+        torch.manual_seed(0)
+        flow = build(model, 8).eval()
+        settings = Settings(threads=1, budget_s=30, min_run_time=0.1, flops=False, memory=False)
+        solver = flow.solver if flow.cost[op] != "parallel" else "direct"
+        backend = ops.default_backend(solver, op)  # what the asv benchmark's default model runs
+        row, _ = measure(flow, op, "cpu", 256, settings, essential=True, backend=backend)
+        sweep = min(float(t) for t in row["round_s"].split())  # its best run, as asv's best of three
+        assert 0.5 <= min(best) / sweep <= 2, (model, op, min(best), sweep)
+
+
+def test_a_fresh_process_first_asv_sample_is_not_a_compile():
+    """The case asv --quick got wrong: IAF's log_prob (the numba loop) in a fresh process,
+    one call timed right after setup, within 2x of a steady call of the same process."""
+    code = (
+        "import time\n"
+        "from benchmarks.bench_time import LogProb\n"
+        "b = LogProb(); b.setup('iaf', 8, 'cpu')\n"
+        "t = time.perf_counter(); b.time_log_prob('iaf', 8, 'cpu'); first = time.perf_counter() - t\n"
+        "steady = []\n"
+        "for _ in range(5):\n"
+        "    t = time.perf_counter(); b.time_log_prob('iaf', 8, 'cpu'); steady.append(time.perf_counter() - t)\n"
+        "print(first / sorted(steady)[2])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.split()[-1]) < 2

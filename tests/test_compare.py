@@ -1,5 +1,6 @@
-"""``python -m harness compare A B``: the same code is not flagged, a flow made 1.3x slower
-is flagged slower everywhere, and asv commits are judged by the same rule.
+"""``python -m harness compare A B``, two runs measured apart: no verdict without a drift
+bound; with one, the same code is not flagged, a flow made 1.3x slower is flagged slower
+everywhere, and asv commits are judged by the same rule.
 
 The flows here sleep a fixed time per call, so their timings do not depend on what
 else the machine is doing; the rule under test is the statistics, not the machine."""
@@ -87,29 +88,55 @@ def sweeps(tmp_path_factory):
     return root / "a", root / "again", root / "slower"
 
 
+DRIFT = 0.10  # a bound as tools/calibrate_ab.py --drift writes it
+
+
+def test_without_a_drift_bound_runs_measured_apart_get_ratios_and_no_verdict(sweeps, tmp_path, capsys):
+    a, _, slower = sweeps
+    rows = compare(str(a), str(slower), drift=None)
+    assert set(rows["verdict"]) == {"not judged"} and rows["B / A"].between(1.15, 1.45).all()
+    assert main(["compare", str(a), str(slower), "--drift", str(tmp_path / "none.json")]) == 2
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    assert main(["compare", str(a), str(slower), "--drift", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert "no verdict is given" in out and "compare --run" in out
+    assert "A = " in out and "B = " in out and "load" in out  # each side named
+
+
 def test_the_same_code_is_flagged_in_at_most_one_configuration_in_twenty(sweeps):
     a, again, _ = sweeps
-    rows = compare(str(a), str(again))
+    rows = compare(str(a), str(again), drift=DRIFT)
     assert len(rows) == 20
     flagged = rows[rows["verdict"].isin(["slower", "faster"])]
     assert len(flagged) <= 1, flagged
 
 
-def test_a_flow_made_1_3x_slower_is_flagged_slower_everywhere(sweeps, capsys):
+def test_a_flow_made_1_3x_slower_is_flagged_slower_everywhere(sweeps, tmp_path, capsys):
     a, _, slower = sweeps
-    rows = compare(str(a), str(slower))
+    rows = compare(str(a), str(slower), drift=DRIFT)
     assert len(rows) == 20 and set(rows["verdict"]) == {"slower"}
     assert rows["B / A"].between(1.15, 1.45).all(), rows  # 1.3 and a sleep's overshoot
-    assert main(["compare", str(a), str(slower)]) == 1  # CI fails
-    assert main(["compare", str(a), str(slower), "--exit-zero"]) == 0
+    bound = tmp_path / "drift.json"
+    bound.write_text('{"drift": 0.1, "configurations": 20, "machine": "test"}')
+    assert main(["compare", str(a), str(slower), "--drift", str(bound)]) == 1  # CI fails
+    assert main(["compare", str(a), str(slower), "--drift", str(bound), "--exit-zero"]) == 0
     assert "20 slower" in capsys.readouterr().out
+
+
+def test_sides_that_share_no_configuration_are_told_apart_by_their_settings(sweeps, tmp_path, capsys):
+    a, _, _ = sweeps
+    assert main(["compare", str(a), str(ROOT / "reports" / "cpu")]) == 2
+    err = capsys.readouterr().err
+    assert "A has batch 8, B has 1024" in err
 
 
 def test_asv_commits_are_judged_by_the_same_rule(capsys):
     folder = ROOT / "tests" / "fixtures" / "asv_results"
-    rows = compare(f"{folder}@aaaaaaaa", f"{folder}@bbbbbbbb")
+    rows = compare(f"{folder}@aaaaaaaa", f"{folder}@bbbbbbbb", drift=DRIFT)
     timed = rows[rows["benchmark"].str.endswith("time_log_prob")].set_index("params")
     assert timed.loc["model=maf, dim=8, device=cpu", "verdict"] == "slower"
     assert timed.loc["model=maf, dim=2, device=cpu", "verdict"] == "no clear difference"
+    assert not rows["benchmark"].str.contains("track_").any()  # counts are not times
     assert main(["compare", str(folder), f"{folder}@bbbbbbbb"]) == 2
     assert "name a commit" in capsys.readouterr().err

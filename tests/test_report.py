@@ -148,7 +148,14 @@ def _legends(svg: Path) -> str:
     return svg.read_text()
 
 
-def test_report_from_asv_results(tmp_path):
+def test_report_from_asv_results(tmp_path, monkeypatch):
+    from harness import calibration
+
+    # the regressions are judged at the A/A drift bound: none, no flag; a 10% bound flags the 1.2x change
+    monkeypatch.setattr(calibration, "load", lambda path=None: {})
+    text = build_report([FIXTURES / "asv_results"], tmp_path / "none", paper=False).read_text()
+    assert "## asv history" in text and "slower/bigger" not in text and "no drift calibration" in text
+    monkeypatch.setattr(calibration, "load", lambda path=None: {"drift": 0.1, "configurations": 9})
     path = build_report([FIXTURES / "asv_results"], tmp_path / "out", paper=False)
     text = path.read_text()
     assert "## asv history" in text and "slower/bigger" in text
@@ -281,13 +288,17 @@ def test_the_table_owner_needs_no_torch_and_owns_the_vocabulary():
     assert [getattr(Col, c.upper()) for c in COLUMNS] == COLUMNS
     assert [getattr(Col, c.upper()) for c in FIT_COLUMNS + CURVE_COLUMNS] == FIT_COLUMNS + CURVE_COLUMNS
     named = {getattr(Col, k) for k in vars(Col) if k.isupper()}
-    assert named == set(COLUMNS) | set(FIT_COLUMNS) | set(CURVE_COLUMNS)
+    from harness.table import AB_COLUMNS
+
+    assert named == set(COLUMNS) | set(FIT_COLUMNS) | set(CURVE_COLUMNS) | set(AB_COLUMNS)
 
 
 # literals that spell a column's name but belong to another vocabulary
 NOT_COLUMNS = {
     ("harness/env.py", "status"): "git's subcommand (git status --porcelain)",
     ("harness/measurer.py", "solver"): "the models' keyword argument",
+    ("harness/ab_trial.py", "solver"): "the models' keyword argument",
+    ("harness/revisions.py", "status"): "git's subcommand (git status --porcelain)",
     ("benchmarks/bench_size.py", "flops"): "asv's unit of track_flops",
     ("harness/asv_results.py", "machine"): "the key of asv's result files (read into the machine column)",
     ("harness/report/sections/asv.py", "machine"): "a key of asv's machine.json",
@@ -309,6 +320,7 @@ def test_no_module_outside_the_owner_spells_a_column_status_or_file_name():
     # the fit's settings share names with some of its columns (steps, seed, data): settings are theirs
     settings = {f.name for f in fields(FitConfig)}
     columns = set(table.COLUMNS) | (set(table.FIT_COLUMNS) | set(table.CURVE_COLUMNS)) - settings
+    columns |= set(table.AB_COLUMNS)
     vocabulary = columns | {s.value for s in table.Status} | set(files)
     assert {"results.csv", "meta.json", "checks.csv", "fit.csv", "error", "test_nll"} <= vocabulary
     root = Path(__file__).parents[1]

@@ -4,6 +4,11 @@ slowdowns of B, all with the default settings, then counts verdicts with 95% bin
 
     python tools/calibrate_ab.py --out reports/cpu/ab --aa 5 --slow 0.10:2 --slow 0.25:2
     python tools/calibrate_ab.py --out reports/cpu/ab --summarize-only
+    python tools/calibrate_ab.py --out reports/cpu/ab --drift RUN1 RUN2
+
+--drift: two sweep folders of one commit (two make report runs) give the drift bound
+that compare A B judges runs measured apart by (OUT/drift.json): the 95th percentile,
+over configurations, of |log(B / A)| of their medians.
 
 Each run is ``python -m harness compare --run HEAD HEAD [--inject F]`` into
 OUT/runs/<name>/ (kept: rounds.csv, ab.json, compare.md), resumed if cut short.
@@ -93,14 +98,85 @@ def summarize(out: Path) -> dict:
     return data
 
 
+def drift(out: Path, first: str, second: str, quantile: float = 0.95) -> dict:
+    """Both calibrations from two sweeps of one commit: the drift bound of single ops'
+    B / A, and the between-run spread of paired ratios (op / log_prob)."""
+    import numpy as np
+
+    from harness import compare
+    from harness.intervals import Ratio, apart_verdict, between_runs
+
+    rows = compare.compare(first, second, drift=None)
+    logs = np.abs(np.log(rows["B / A"].astype(float)))
+    bound = float(np.exp(np.quantile(logs, quantile)) - 1)
+    flagged = sum(
+        apart_verdict(Ratio(v, lo, hi, "", 5), bound) in ("slower", "faster")
+        for v, lo, hi in zip(rows["B / A"], rows["low"], rows["high"])
+    )
+    pairs = compare.paired_ratios(first, second, rerun=False)
+
+    def ratio(v) -> Ratio:
+        return Ratio(v.value, v.low, v.high, v.how, 5)
+
+    one, two = [ratio(f) for f, _ in pairs], [ratio(s) for _, s in pairs]
+    sd = between_runs(one, two)
+    raw_inside = sum(f.low <= s.value <= f.high for f, s in zip(one, two))
+    metas = [read_json(Path(f) / "meta.json") for f in (first, second)]
+    found = {
+        "drift": bound,
+        "quantile": quantile,
+        "configurations": len(rows),
+        "flagged_at_bound": int(flagged),
+        "flagged_by_interval_and_5pct_alone": int((rows["low"] > 1.05).sum() + (rows["high"] < 1 / 1.05).sum()),
+        "rerun_sd": sd,
+        "paired_ratios": len(pairs),
+        "paired_inside_before": int(raw_inside),
+        "machine": f"{metas[0].get('cpu')} ({metas[0].get('cpu_count')} cores)",
+        "runs": [{k: m.get(k) for k in ("commit", "date", "load_start", "load_end")} for m in metas],
+        "folders": [str(first), str(second)],
+    }
+    write_json(out / "drift.json", found)
+    print(json.dumps(found, indent=1))
+    return found
+
+
+def check_coverage(out: Path, folders: list[str]) -> None:
+    """How often each later run's paired ratios fall in the first run's rerun intervals."""
+    from harness import calibration, compare
+
+    calibration.load.cache_clear()
+    found = calibration.load()
+    lines = []
+    for number, later in enumerate(folders[1:], start=2):
+        inside, total = compare.coverage(folders[0], later)
+        raw = compare.paired_ratios(folders[0], later, rerun=False)
+        before = sum(f.low <= s.value <= f.high for f, s in raw)
+        lines.append(
+            f"- run {number} against run 1: {inside} of {total} "
+            f"({inside / max(total, 1):.0%}) of its paired ratios inside the stated 95% intervals for a rerun "
+            f"(between-run spread {found.get('rerun_sd', 0):.3f} in log space); {before} of {len(raw)} "
+            f"({before / max(len(raw), 1):.0%}) inside the rounds' paired intervals alone"
+        )
+    print("\n".join(lines))
+    write_text(out / "coverage.md", "\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--aa", type=int, default=5, help="A/A runs (default 5)")
     p.add_argument("--slow", action="append", default=[], help="FRACTION:RUNS of injected slowdowns (repeatable)")
     p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--drift", nargs=2, metavar=("RUN1", "RUN2"), help="two sweep folders of one commit")
+    p.add_argument("--coverage", nargs="+", metavar="RUN", help="a run, then reruns to check its intervals on")
     args = p.parse_args()
     out = Path(args.out)
+    if args.drift:
+        drift(out, *args.drift)
+        return
+    if args.coverage:
+        check_coverage(out, args.coverage)
+        return
     if not args.summarize_only:
         plan = [(f"aa-{i}", 0.0) for i in range(args.aa)]
         for spec in args.slow:
@@ -109,7 +185,6 @@ def main() -> None:
         for name, inject in plan:
             run(out, name, inject)
     summarize(out)
-    json.dumps({})
 
 
 if __name__ == "__main__":

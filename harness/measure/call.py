@@ -50,6 +50,7 @@ class Settings:
     flops: bool = True
     memory: bool = True
     seed: int = 0
+    rounds: int = ROUNDS  # interleaved rounds of a paired problem
 
 
 def is_oom(e: BaseException) -> bool:
@@ -273,7 +274,7 @@ def measure(
 
 
 def measure_together(
-    ready: dict[object, Prepared], device: str, settings: Settings, rounds: int = ROUNDS
+    ready: dict[object, Prepared], device: str, settings: Settings, rounds: int | None = None
 ) -> dict[object, dict]:
     """Times prepared configurations in ``rounds`` interleaved rounds (each round one
     block of every configuration, in rotating order, blocks of at least one call that
@@ -282,6 +283,7 @@ def measure_together(
     if not ready:
         return {}
     compiling = _settle_together(ready, device)
+    rounds = rounds or settings.rounds
     block_s = settings.min_run_time / rounds
     times = time_rounds(
         {k: r.fn for k, r in ready.items()},

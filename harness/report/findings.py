@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from ..intervals import PAIRED, UNPAIRED, paired_ratio, runs_of, unpaired_ratio
+from .. import calibration
+from ..intervals import PAIRED, RERUN, UNPAIRED, for_rerun, paired_ratio, runs_of, unpaired_ratio
 from ..table import Col
 from .tables import fmt
 
@@ -91,18 +92,28 @@ UNPAIRED_NOTE = (
     "apart, on different machines or in different sweeps)"
 )
 MEDIANS_NOTE = "ratios of medians without an interval where a table holds no runs (written before runs were kept)"
-NOTES = {PAIRED: PAIRED_NOTE, UNPAIRED: UNPAIRED_NOTE, "": MEDIANS_NOTE}
+RERUN_NOTE = (
+    "95% intervals for a rerun's estimate: the paired bootstrap over interleaved rounds (one process), widened by "
+    "the spread between runs that " + calibration.describe(calibration.load()) + " showed; their coverage of a "
+    "rerun is measured in docs/methodology.md"
+)
+NOTES = {PAIRED: PAIRED_NOTE, UNPAIRED: UNPAIRED_NOTE, RERUN: RERUN_NOTE, "": MEDIANS_NOTE}
 
 
-def ratio(a: pd.Series, b: pd.Series, label: str = "", units: str = "") -> Value:
+def ratio(a: pd.Series, b: pd.Series, label: str = "", units: str = "", rerun: bool = True) -> Value:
     """a / b of two ok rows: paired by round where they were timed in the same rounds
     (the same ``round_group``), unpaired where both kept their runs, else the ratio of
-    their medians without an interval."""
+    their medians without an interval. A paired interval is widened into one for a
+    rerun's estimate (:func:`harness.intervals.for_rerun`) where the between-run spread
+    is calibrated (harness.calibration) and ``rerun``."""
     ra, rb = runs_of(a.get(Col.ROUND_S)), runs_of(b.get(Col.ROUND_S))
     ga, gb = a.get(Col.ROUND_GROUP), b.get(Col.ROUND_GROUP)
     if ra and rb:
         same = isinstance(ga, str) and ga != "" and ga == gb and len(ra) == len(rb)
         r = paired_ratio(ra, rb) if same else unpaired_ratio(ra, rb)
+        between = calibration.load().get("rerun_sd")
+        if same and rerun and between is not None:
+            r = for_rerun(r, float(between))
         return Value(label, r.value, r.low, r.high, units, r.how)
     return Value(label, float(a[Col.MEDIAN_S]) / float(b[Col.MEDIAN_S]), None, None, units, "")
 

@@ -146,7 +146,8 @@ def render(src: Sources, out: Path) -> list[str]:
         lines += [f"### {AB_TITLE}", ""]
         lines += [
             "`python -m harness solvers`: one process, float32, one thread, the same weights and inputs for every "
-            "solver; the speed-up is the median over rounds of reference / solver with a bootstrap 95% interval; "
+            "solver; the speed-up is the median over rounds of reference / solver with a bootstrap 95% interval "
+            "over rounds (it covers rounds in that process, not a rerun); "
             "`slow op / fast op` divides by the model's parallel op in the same rounds.",
             "",
             ab_table(ab),

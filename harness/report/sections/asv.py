@@ -16,15 +16,17 @@ from ..findings import Finding
 from ..load import Sources
 
 TITLE = "asv history"
-from ...intervals import MIN_EFFECT, verdict  # noqa: E402
+from ...intervals import MIN_EFFECT, NOT_JUDGED, apart_verdict  # noqa: E402
 
 
 def regressions(asv: pd.DataFrame) -> pd.DataFrame:
     """Latest commit against the previous one, per benchmark, parameter set and machine,
-    by ``harness compare``'s rule: after / before with an interval (from the samples asv
-    recorded, else its 99% intervals), flagged only where the interval clears 5%."""
-    from ...compare import change
+    by ``harness compare``'s rule for runs measured apart: after / before with an interval
+    (from the samples asv recorded, else its 99% intervals), flagged only past the A/A
+    drift bound (none without one)."""
+    from ...compare import change, drift_bound
 
+    drift, _ = drift_bound()
     d = asv[asv[Col.STATUS] == OK].assign(median_s=lambda x: x["value"])
     order = d.drop_duplicates(Col.COMMIT).sort_values("date")[Col.COMMIT].tolist()
     if len(order) < 2:
@@ -38,7 +40,8 @@ def regressions(asv: pd.DataFrame) -> pd.DataFrame:
         b = pd.Series({c.removesuffix("_b"): r[c] for c in r.index if c.endswith("_b")})
         found = change(a, b)
         judged = not np.isnan(found.low)
-        flag = verdict(found.low, found.high, min_effect=MIN_EFFECT, faster="faster/smaller", slower="slower/bigger")
+        flag = apart_verdict(found, drift, MIN_EFFECT)
+        flag = {"slower": "slower/bigger", "faster": "faster/smaller"}.get(flag, flag)
         rows.append(
             {
                 **{k: r[k] for k in keys},
@@ -46,9 +49,9 @@ def regressions(asv: pd.DataFrame) -> pd.DataFrame:
                 new[:8]: tables.fmt(float(b["value"])),
                 "after / before [interval]": found.show() if judged else tables.fmt(found.value),
                 "interval": found.how,
-                "flag": (flag if flag != "no clear difference" else "")
+                "flag": (flag if flag not in ("no clear difference", NOT_JUDGED) else "")
                 if judged
-                else ("" if a["value"] == b["value"] else "changed (no interval to judge)"),
+                else ("" if a["value"] == b["value"] else "changed (too few samples to judge)"),
             }
         )
     return pd.DataFrame(rows)
@@ -119,12 +122,16 @@ def render(src: Sources, out: Path) -> list[str]:
     lines = [f"## {TITLE}", ""]
     machines = {k: v for _, m in src.asv for k, v in m.get("asv_machines", {}).items()}
     lines += asv_parameters([Path(m["path"]) for _, m in src.asv], machines)
+    from ...compare import drift_bound
+
     reg = regressions(asv)
     if not reg.empty:
         lines += [
-            f"Latest commit against the previous one, by `harness compare`'s rule: a change is flagged only "
-            f"where its whole interval lies beyond {MIN_EFFECT:.0%} (asv's recorded samples, else its 99% "
-            "intervals; `asv run --record-samples` keeps samples):",
+            "Latest commit against the previous one, by `harness compare`'s rule for runs measured apart: a "
+            "change is flagged only where its interval clears 1 and its estimate clears the A/A drift bound "
+            f"({drift_bound()[1]}; at least {MIN_EFFECT:.0%}); asv's recorded samples, else its 99% intervals "
+            "(`asv run --record-samples` keeps samples). For a small change, `compare --run` times both commits "
+            "in one run:",
             "",
         ]
         lines += [tables.markdown(reg), ""]

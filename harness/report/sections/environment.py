@@ -24,6 +24,8 @@ KEYS = (
     "gpu",
     "cuda",
     Col.THREADS,
+    "load_start",
+    "load_end",
     "harness_version",
 )
 
@@ -44,8 +46,14 @@ def render(src: Sources, out: Path) -> list[str]:
 def findings(src: Sources) -> list[Finding]:
     """Says so where a sweep predates the solver axis: its reference models' slow ops
     carry ``native``, the algorithm that commit had, which may be none of today's."""
+    from ... import env
+
     found = []
     for rows, meta in src.sweeps:
+        busy = env.overloaded([meta.get("load_start"), meta.get("load_end")], meta.get("cpu_count"))
+        if busy:
+            text = f"`{meta.get('path', '')}`: {busy} (load at its start and end; timings and ratios are noisier)"
+            found.append(Finding("Was the machine busy?", text, TITLE, data=dict(path=meta.get("path", ""))))
         ours = rows[tables.is_ours(rows)] if not rows.empty else rows
         if ours.empty or not (ours[Col.SOLVER] == NATIVE).any():
             continue

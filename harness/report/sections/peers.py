@@ -17,7 +17,7 @@ from ..load import Sources
 TITLE = "Ours against peers"
 CONTESTS = "A/B: ours against the fastest peer"
 NAF_CONTEST = "naf.sample/log_prob"
-BOOTSTRAP = "contest ratios carry bootstrap 95% intervals over interleaved rounds"
+BOOTSTRAP = "contest ratios carry bootstrap 95% intervals over interleaved rounds (rounds in one process, not a rerun)"
 
 
 def family_peers(df: pd.DataFrame, family: str) -> list[str]:
@@ -145,7 +145,8 @@ def render(src: Sources, out: Path) -> list[str]:
         lines += [
             "`python -m harness versus`: float32, one thread, contenders alternating in one process on the same "
             "inputs, each output checked against the flow contract first; the ratio is the median over rounds of "
-            "ours / the fastest peer of the round, with a bootstrap 95% interval over rounds; `ours is` faster "
+            "ours / the fastest peer of the round, with a bootstrap 95% interval over rounds (one process: it "
+            "covers those rounds, not a rerun); `ours is` faster "
             "or slower only where the interval excludes 1 (`pass` = one data->base pass of the peer's flow, the "
             "work of an IAF sample). A flow that joined a contest is compared with ours on its own and is never "
             "called the fastest peer of a family it does not declare.",

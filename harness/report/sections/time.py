@@ -82,7 +82,9 @@ def render(src: Sources, out: Path) -> list[str]:
             "default algorithm (its slow direction's solver in the `solver` column); `noisy`: an IQR over 20% of "
             "the median. The default algorithms of every flow at one d were timed in the same interleaved "
             "rounds, so each ratio to log_prob is the median of per-round ratios with a 95% bootstrap interval "
-            "(paired); the ratio with the family's reference solver divides runs timed apart (unpaired).",
+            "(paired), widened, where the spread between runs is calibrated, into the interval a rerun's estimate "
+            "falls in (`rerun`; docs/methodology.md measures how often it does); the ratio with the family's "
+            "reference solver divides runs timed apart (unpaired).",
             "",
             tables.markdown(table),
             "",
