@@ -162,7 +162,9 @@ class Trial:
         except SideFailed as e:
             return [{**entry, Col.TRIAL: trial, Col.STATUS: ERROR, Col.REASON: f"side {e.side}: {e.why}"}]
         device = entry[Col.DEVICE]
-        fns = {s: r.fn for s, r in ready.items()}
+        # each side's last timed output is checked after the rounds, where its harness can (Prepared.timed)
+        lasts = {s: r.timed() if hasattr(r, "timed") else None for s, r in ready.items()}
+        fns = {s: lasts[s] or r.fn for s, r in ready.items()}
         one = {}
         for s in SIDES:  # warm each side up for a few blocks' worth of calls, then size its blocks
             with ready[s].context():
@@ -197,6 +199,13 @@ class Trial:
                     )
         finally:
             torch.set_num_threads(previous)
+        broken = [
+            f"side {s}: {ready[s].broken_after(last)}"
+            for s, last in lasts.items()
+            if last and ready[s].broken_after(last)
+        ]
+        if broken:
+            return [{**entry, Col.TRIAL: trial, Col.STATUS: ERROR, Col.REASON: "; ".join(broken)}]
         return rows
 
 

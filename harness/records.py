@@ -12,6 +12,7 @@ row at a time. No torch here; :mod:`harness.store` keeps folders of them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -25,14 +26,51 @@ from .errors import UserError
 # ---- JSON -------------------------------------------------------------------------
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` into ``path``, whole or not at all: a temporary file of a fresh name,
+    created exclusively in the same folder (never a file or link planted there), renamed
+    over ``path`` (a rename replaces a link at ``path`` itself, never what it points to)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def publish(work: Path, folder: Path) -> None:
+    """A finished folder ``work`` moved into place as ``folder``, whole (a rename within
+    one parent); an older ``folder`` is replaced, one another process just published is
+    kept (``work`` removed)."""
+    import shutil
+
+    if folder.exists() and not (folder / ".complete").exists():  # an earlier copy cut short
+        shutil.rmtree(folder)
+    try:
+        os.rename(work, folder)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def write_text(path: Path, text: str) -> None:
-    """``text`` into ``path``, whole or not at all (a temporary file renamed over it)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    """``text`` into ``path``, whole or not at all (:func:`write_bytes`)."""
+    write_bytes(path, text.encode())
+
+
+def inside(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` for a name read from a table, refused in one line where it
+    would lead out of ``folder`` (``..``, an absolute path, a link pointing away)."""
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise UserError(f"{what} {name!r} leads outside {str(folder)!r}: refused")
+    return path
 
 
 def write_json(path: Path, data: object) -> None:
@@ -162,7 +200,10 @@ class Appender:
 
     def __init__(self, path: Path, columns: Sequence[str], *, new: bool):
         self.path, self.columns = path, list(columns)
-        self._file = path.open("w" if new else "a", newline="")
+        if path.is_symlink():  # never write through a link this store did not make
+            raise UserError(f"{str(path)!r} is a symbolic link: refused (a table is a file of its folder)")
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if new else os.O_APPEND) | getattr(os, "O_NOFOLLOW", 0)
+        self._file = os.fdopen(os.open(path, flags, 0o644), "w", newline="")
         if new:
             self._write(encode([], self.columns, header=True))
 

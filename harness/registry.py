@@ -28,6 +28,22 @@ from .table import Col
 GROUP = "flowbench.models"
 
 
+class UserCodeExit(RuntimeError):
+    """User code raised what is not an Exception (SystemExit, KeyboardInterrupt, a
+    BaseException of its own): an error of that flow's row or check, never the end of
+    the command, let alone a silent exit 0."""
+
+
+def contained(what: str, call: Callable[[], object]) -> object:
+    """``call()`` of user code, with anything but an Exception turned into UserCodeExit."""
+    try:
+        return call()
+    except Exception:
+        raise
+    except BaseException as e:
+        raise UserCodeExit(f"{what} raised {type(e).__name__}({e})") from None
+
+
 class UserFlow(peers.PeerFlow):
     """A user's ``nn.Module`` behind the contract: it needs ``log_prob(x)``, and
     ``inverse(z)`` (base->data) for sampling on given base points; ``module(x)``
@@ -45,23 +61,24 @@ class UserFlow(peers.PeerFlow):
         cost = module.cost if isinstance(getattr(module, "cost", None), Cost) else Cost("parallel", "parallel")
         family = module.family if isinstance(getattr(module, Col.FAMILY, None), str) else ""
         super().__init__(dim, module, cost, unsupported, family=family, library=library or name.partition(":")[0])
+        self.name = name
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.module(x)
+        out = contained(f"{self.name}(x)", lambda: self.module(x))
         if not (isinstance(out, tuple) and len(out) == 2):
             raise NotImplementedError(f"{type(self.module).__name__}(x) does not return (z, log|det dz/dx|)")
         return out
 
     def inverse(self, z: Tensor) -> Tensor:
         self._needs("sample")
-        return self.module.inverse(z)
+        return contained(f"{self.name}.inverse", lambda: self.module.inverse(z))
 
     def log_prob(self, x: Tensor) -> Tensor:
-        return self.module.log_prob(x)
+        return contained(f"{self.name}.log_prob", lambda: self.module.log_prob(x))
 
     def sample(self, n: int) -> Tensor:
         if callable(getattr(self.module, "sample", None)) and "sample" in self.unsupported:
-            return self.module.sample(n)
+            return contained(f"{self.name}.sample", lambda: self.module.sample(n))
         return super().sample(n)
 
 
@@ -73,7 +90,7 @@ def _import(spec: str) -> Callable[..., object]:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise UserError(f"cannot import {module_name!r} for model {spec!r}: {e}") from None
-    except Exception as e:  # a user's module may fail at import with anything
+    except BaseException as e:  # a user's module may fail at import with anything, sys.exit(0) too
         raise UserError(f"importing {module_name!r} for model {spec!r} raised {type(e).__name__}: {e}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -113,7 +130,7 @@ def factory(name: str) -> Callable[..., Measurable]:
         )
 
     def user(dim: int, **config: object) -> Measurable:
-        flow = make(dim, **config)
+        flow = contained(f"{name}'s factory", lambda: make(dim, **config))
         if isinstance(flow, (Flow, peers.PeerFlow)):
             return flow
         if not isinstance(flow, nn.Module):

@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .records import publish
 
 WORKTREE = "worktree"
 WORKTREE_NAMES = (WORKTREE, ".")
@@ -155,7 +155,7 @@ def materialize(repo: Path, rev: Revision, side: str, top: str) -> tuple[Path, s
             )
         )
     cache_root().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_root()))
+    work = Path(tempfile.mkdtemp(prefix=".copying-", dir=cache_root()))  # published whole by records.publish
     for f in files:
         data = (repo / f).read_bytes() if rev.asked == WORKTREE else _git(repo, "show", f"{rev.commit}:{f}", text=False)
         target = work / (name + f[len(top) :])
@@ -164,12 +164,7 @@ def materialize(repo: Path, rev: Revision, side: str, top: str) -> tuple[Path, s
             data = rename(data.decode(), top, name).encode()
         target.write_bytes(data)
     (work / ".complete").write_text(rev.commit + "\n")
-    if root.exists():  # an earlier copy that was cut short
-        shutil.rmtree(root)
-    try:
-        work.rename(root)
-    except OSError:  # another run copied it meanwhile
-        shutil.rmtree(work, ignore_errors=True)
+    publish(work, root)
     return root, name
 
 

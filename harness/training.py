@@ -152,10 +152,10 @@ def fit_one(name: str, ds: datasets.Dataset, config, seed: int, out: Path, on_ev
     stem = f"{fit_stem(name, ds.name)}__s{seed}"
     file = out / CHECKPOINTS / f"{stem}.pt"
     file.parent.mkdir(exist_ok=True)
-    torch.save(flow.state_dict(), file)
+    save_whole(file, lambda f: torch.save(flow.state_dict(), f))
     points = out / NLL / f"{stem}.npy"
     points.parent.mkdir(exist_ok=True)
-    np.save(points, test.float().cpu().numpy())
+    save_whole(points, lambda f: np.save(f, test.float().cpu().numpy()))
     baseline = baseline_nll(ds)
     row: dict = dict(
         dim=ds.dim,
@@ -186,7 +186,7 @@ def fit_one(name: str, ds: datasets.Dataset, config, seed: int, out: Path, on_ev
     if ds.dim == 2 and ds.name in toys.TOYS and seed == min(config.seeds):
         grid = toys.density_grid(lambda x: flow.log_prob(x.float().to(config.device)).cpu(), toys.TOYS[ds.name].extent)
         (out / DENSITIES).mkdir(exist_ok=True)
-        np.save(out / DENSITIES / f"{fit_stem(name, ds.name)}.npy", grid)
+        save_whole(out / DENSITIES / f"{fit_stem(name, ds.name)}.npy", lambda f: np.save(f, grid))
     row.update(time_trained(flow, config, seed))
     return row, trained.curve
 
@@ -207,13 +207,26 @@ def time_trained(flow, config, seed: int) -> dict:
     return out
 
 
+def save_whole(path: Path, write) -> None:
+    """``write(file)`` into ``path`` whole or not at all (a kill never leaves a torn
+    .npy or .pt for the report to fail on; harness.records.write_bytes)."""
+    import io
+
+    from .records import write_bytes
+
+    buffer = io.BytesIO()
+    write(buffer)
+    write_bytes(path, buffer.getvalue())
+
+
 def truth_grids(data, out: Path) -> None:
     """The true log-densities of the toys fitted, beside the models' (``truth__<toy>.npy``)."""
     for name in data:
         if name in toys.TOYS:
             toy = toys.TOYS[name]
             (out / DENSITIES).mkdir(exist_ok=True)
-            np.save(out / DENSITIES / f"{fit_stem('truth', name)}.npy", toys.density_grid(toy.log_density, toy.extent))
+            grid = toys.density_grid(toy.log_density, toy.extent)
+            save_whole(out / DENSITIES / f"{fit_stem('truth', name)}.npy", lambda f, grid=grid: np.save(f, grid))
 
 
 @dataclass(frozen=True)

@@ -61,11 +61,13 @@ def summarize(out: Path) -> dict:
         meta = read_json(folder / AB_META)
         inject = float(meta["config"].get("inject", 0.0))
         table = ab.analyse(ab.read_rounds(folder), meta["config"].get("min_effect", 0.05))
-        g = groups.setdefault(inject, dict(runs=[], n=0, slower=0, faster=0, held=0))
+        g = groups.setdefault(inject, dict(runs=[], n=0, slower=0, faster=0, held=0, exits=0))
         g["n"] += len(table)
         g["slower"] += int((table["verdict"] == "slower").sum())
         g["faster"] += int((table["verdict"] == "faster").sum())
-        g["held"] += int(((table["verdict"] == "slower") & table["holds"]).sum())
+        held = int(((table["verdict"] == "slower") & table["holds"]).sum())
+        g["held"] += held
+        g["exits"] += held > 0  # the run's exit code is 1
         load = [meta.get("load_at_start", [None])[0], meta.get("load_end", [None])[0]]
         g["runs"].append(dict(name=folder.name, configurations=len(table), wall_s=meta.get("wall_s"), load=load))
     lines = [
@@ -77,14 +79,15 @@ def summarize(out: Path) -> dict:
         "given extra arithmetic worth 10% or 25% of A's call (`--inject`). Intervals: 95% Clopper-Pearson over "
         "configurations.",
         "",
-        "| B against A | configurations | any verdict | slower | slower, holding under Holm | faster |",
-        "|---|---|---|---|---|---|",
+        "| B against A | configurations | any verdict | slower | slower, holding under Holm | faster "
+        "| runs exiting 1 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for inject, g in sorted(groups.items()):
         what = "identical (A/A)" if not inject else f"{inject:.0%} slower (injected)"
         lines.append(
             f"| {what} | {g['n']} | {ci(g['slower'] + g['faster'], g['n'])} | {ci(g['slower'], g['n'])} | "
-            f"{ci(g['held'], g['n'])} | {ci(g['faster'], g['n'])} |"
+            f"{ci(g['held'], g['n'])} | {ci(g['faster'], g['n'])} | {g['exits']} of {len(g['runs'])} |"
         )
     lines += ["", "| run | configurations | wall s | load (1-min) start -> end |", "|---|---|---|---|"]
     for g in groups.values():

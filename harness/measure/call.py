@@ -79,6 +79,19 @@ class Prepared:
     out: object = None
     backend: str = EAGER
     eager: Callable[[], object] | None = None  # the same call in torch's eager ops, for counting
+    x: object = None  # the input every call takes
+
+    def timed(self) -> Last:
+        """The call to time, keeping its last output for :meth:`broken_after`."""
+        return Last(self.fn)
+
+    def broken_after(self, last: Last) -> str:
+        """What is wrong with the last timed call's output ('' if nothing): a flow whose
+        outputs turn bad after the checked call is never recorded ok."""
+        if last.calls == 0:
+            return ""
+        broken = violation(self.op, last.out, self.x)
+        return f"breaks the contract after {last.calls} timed calls: {broken}" if broken else ""
 
     @property
     def not_steady(self) -> bool:
@@ -93,6 +106,19 @@ class Prepared:
     def context(self):
         """The autograd mode and unchecked inputs its calls run under."""
         return _Both(op_context(self.model, self.op), unchecked())
+
+
+class Last:
+    """A call that keeps its last output and counts its calls (a Python call's cost,
+    nothing next to a flow's)."""
+
+    def __init__(self, fn: Callable[[], object]):
+        self.fn, self.out, self.calls = fn, None, 0
+
+    def __call__(self) -> object:
+        self.out = self.fn()
+        self.calls += 1
+        return self.out
 
 
 class _Both:
@@ -180,7 +206,7 @@ def prepare(
     use_kernel(model, backend == NUMBA)
     eager = op_call(model, op, x)
     fn = compiled(eager) if backend == COMPILE else eager
-    ready = Prepared(model, op, fn, 0.0, backend=backend, eager=eager if backend != EAGER else None)
+    ready = Prepared(model, op, fn, 0.0, backend=backend, eager=eager if backend != EAGER else None, x=x)
     with ready.context():
         torch.set_num_threads(settings.threads)
 
@@ -264,10 +290,13 @@ def measure(
         return final, ready.out if ready is not None else None
     budget = settings.budget_s
     run_time = min(max(settings.min_run_time, MIN_RUNS * ready.one), max(budget - (1 + COUNT_CALLS) * ready.one, 0.0))
+    last = ready.timed()
     with ready.context():
-        t = time_call(ready.fn, device, threads=settings.threads, min_run_time=run_time, estimate_s=ready.one)
+        t = time_call(last, device, threads=settings.threads, min_run_time=run_time, estimate_s=ready.one)
     if ready.not_steady:
         return dict(ready.row, status=ERROR, reason=Watched.NOT_STEADY), ready.out
+    if ready.broken_after(last):
+        return dict(ready.row, status=ERROR, reason=ready.broken_after(last)), ready.out
     row = dict(ready.row, **_timed(t.times), round_s=round_text(t.times))
     row.update(count(ready, device, settings, counts))
     return row, ready.out
@@ -285,8 +314,9 @@ def measure_together(
     compiling = _settle_together(ready, device)
     rounds = rounds or settings.rounds
     block_s = settings.min_run_time / rounds
+    last = {k: r.timed() for k, r in ready.items()}
     times = time_rounds(
-        {k: r.fn for k, r in ready.items()},
+        last,
         device,
         rounds=rounds,
         min_rounds=rounds,
@@ -299,6 +329,8 @@ def measure_together(
     columns = {
         k: dict(status=ERROR, reason=Watched.NOT_STEADY)
         if ready[k].not_steady
+        else dict(status=ERROR, reason=ready[k].broken_after(last[k]))
+        if ready[k].broken_after(last[k])
         else dict(_timed(t), round_s=round_text(t))
         for k, t in times.items()
     }

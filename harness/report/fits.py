@@ -85,9 +85,11 @@ def show(mean: float, sd: float, se: float, digits: int = 3) -> str:
 
 
 def _points(folder: Path, row: pd.Series) -> np.ndarray | None:
+    from ..records import inside
+
     name = row.get(Col.NLL_FILE)
-    path = folder / str(name) if isinstance(name, str) and name else None
-    return np.load(path).astype(np.float64) if path is not None and path.is_file() else None
+    path = inside(folder, name, Col.NLL_FILE) if isinstance(name, str) and name else None
+    return np.load(path, allow_pickle=False).astype(np.float64) if path is not None and path.is_file() else None
 
 
 def paired(folder: Path, df: pd.DataFrame, data: str, best: str, runner_up: str) -> Paired:

@@ -63,13 +63,32 @@ def legend(ax, **kwargs) -> None:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, frameon=False, **kwargs)
 
 
+def file_stem(stem: str) -> str:
+    """A figure's file name from text that may hold values read from a table: letters,
+    digits, '_', '-' and '.' only, never leading with a dot, so it stays in its folder."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".") or "figure"
+
+
 def save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
-    fig.savefig(out / f"{stem}.png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    names = [f"{stem}.png"]
-    if svg:
-        fig.set_layout_engine("none")  # the PNG's draw placed every axes: the SVG keeps them, laid out once
-        fig.savefig(out / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
-        names.append(f"{stem}.svg")
+    """The figure as PNG (and SVG) in ``out``, each written whole under a sanitised name
+    (harness.records.write_bytes: no link there is followed)."""
+    import io
+
+    from ..records import write_bytes
+
+    stem = file_stem(stem)
+    names = []
+    for ext, kwargs in (("png", dict(dpi=110, metadata={"Software": None})), ("svg", dict(metadata={"Date": None}))):
+        if ext == "svg":
+            if not svg:
+                break
+            fig.set_layout_engine("none")  # the PNG's draw placed every axes: the SVG keeps them, laid out once
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, bbox_inches="tight", **kwargs)
+        write_bytes(out / f"{stem}.{ext}", buffer.getvalue())
+        names.append(f"{stem}.{ext}")
     plt.close(fig)
     return names
 

@@ -1,0 +1,118 @@
+"""Hostile folders: what the harness writes stays inside its folder, whatever a table
+says or a planted link points to; what it reads by a name from a table must lie inside
+the folder the table came from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.errors import UserError
+from harness.records import Appender, inside, write_text
+from harness.report import build_report
+
+from .test_report import _two_families
+
+
+def test_a_link_planted_at_a_temporary_or_final_name_is_never_written_through(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / ".REPORT.md.tmp").symlink_to(outside)  # the temporary name the writer used to use
+    (folder / "REPORT.md").symlink_to(outside)  # the final name
+    write_text(folder / "REPORT.md", "new")
+    assert outside.read_text() == "keep"
+    assert not (folder / "REPORT.md").is_symlink() and (folder / "REPORT.md").read_text() == "new"
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_a_table_behind_a_link_is_refused(tmp_path):
+    outside = tmp_path / "outside.csv"
+    outside.write_text("a,b\r\n")
+    (tmp_path / "results.csv").symlink_to(outside)
+    with pytest.raises(UserError, match="symbolic link"):
+        Appender(tmp_path / "results.csv", ["a", "b"], new=False)
+    assert outside.read_bytes() == b"a,b\r\n"
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "nll/../../x.npy"])
+def test_a_name_read_from_a_table_must_stay_in_its_folder(tmp_path, name):
+    with pytest.raises(UserError, match="leads outside"):
+        inside(tmp_path, name, "nll_file")
+    assert inside(tmp_path, "nll/a.npy", "nll_file") == (tmp_path / "nll" / "a.npy").resolve()
+
+
+def test_a_device_value_with_dot_dot_writes_no_figure_outside_out(tmp_path):
+    src = _two_families(tmp_path / "src")
+    table = pd.read_csv(src / "results.csv")
+    table["device"] = "../../escaped"
+    table.to_csv(src / "results.csv", index=False)
+    out = tmp_path / "deep" / "er" / "out"
+    out.mkdir(parents=True)
+    planted = tmp_path / "planted.png"
+    planted.write_bytes(b"keep")
+    before = {p for p in tmp_path.rglob("*") if out not in p.parents and p != out}
+    build_report([src], out, paper=False)
+    after = {p for p in tmp_path.rglob("*") if out not in p.parents and p != out}
+    assert after == before and planted.read_bytes() == b"keep"
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+    assert not any(p.is_symlink() for p in out.rglob("*"))
+    assert os.listdir(out)
+
+
+def test_a_figure_named_from_table_values_lands_in_its_folder(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report import plots
+
+    out = tmp_path / "a" / "out"
+    out.mkdir(parents=True)
+    fig, _ = plt.subplots()
+    names = plots.save(fig, out, "roofline_../../escaped_b64")  # as the roofline's stem with a hostile device
+    assert names == ["roofline_.._.._escaped_b64.png", "roofline_.._.._escaped_b64.svg"]
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["roofline_.._.._escaped_b64.png"]
+    assert (out / names[0]).read_bytes().startswith(b"\x89PNG")
+
+
+TURNS_NAN = """
+import torch
+from examples.linear_flow import LinearFlow
+
+
+class TurnsNaN(LinearFlow):
+    calls = 0
+
+    def log_prob(self, x):
+        TurnsNaN.calls += 1
+        out = super().log_prob(x)
+        return out if TurnsNaN.calls == 1 else out * float("nan")
+
+
+def make(dim):
+    return TurnsNaN(dim)
+"""
+
+
+def test_a_flow_whose_outputs_turn_nan_after_the_checked_call_is_an_error_row(tmp_path, monkeypatch):
+    import sys
+
+    from harness import registry
+    from harness.measure.call import Settings, measure, measure_together, prepare
+
+    (tmp_path / "turns_nan.py").write_text(TURNS_NAN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    settings = Settings(budget_s=10, min_run_time=0.02, flops=False, memory=False)
+    row, _ = measure(registry.build_any("turns_nan:make", 3), "log_prob", "cpu", 16, settings)
+    assert row["status"] == "error" and "after" in row["reason"] and "finite" in row["reason"], row
+    sys.modules["turns_nan"].TurnsNaN.calls = 0
+    _, ready = prepare(registry.build_any("turns_nan:make", 3), "log_prob", "cpu", 16, settings)
+    (columns,) = measure_together({"k": ready}, "cpu", settings).values()
+    assert columns["status"] == "error" and "after" in columns["reason"], columns
