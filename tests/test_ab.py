@@ -94,6 +94,7 @@ def test_rename_moves_every_absolute_reference():
 def test_a_slower_revision_is_found_and_an_unchanged_flow_is_not(repo, tmp_path):
     out = tmp_path / "ab"
     common = ["--repo", str(repo), "--dims", "4", "--ops", "log_prob", "--batch", "64", "--processes", "3"]
+    common += ["--rounds", "8"]
     done = compare("--run", "HEAD~1", "HEAD", "--models", "maf,made", *common, "--out", str(out), cache=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     cells = {c[0]: c for c in (cells_of(line) for line in done.stdout.splitlines() if line.startswith("| ma"))}
@@ -109,11 +110,12 @@ def test_a_slower_revision_is_found_and_an_unchanged_flow_is_not(repo, tmp_path)
 
 def test_identical_revisions_are_an_a_a_run_without_a_verdict(repo, tmp_path):
     common = ["--repo", str(repo), "--dims", "4", "--ops", "log_prob", "--batch", "64", "--processes", "3"]
+    common += ["--rounds", "8"]
     done = compare("--run", "HEAD", "HEAD", "--models", "maf", *common, "--out", str(tmp_path / "aa"), cache=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "A/A run" in done.stdout
     assert "| slower" not in done.stdout and "| faster" not in done.stdout
-    for text in ("load (1-min average)", "AMD" if "AMD" in done.stdout else "cores", "3 trials x 20 rounds"):
+    for text in ("load (1-min average)", "AMD" if "AMD" in done.stdout else "cores", "3 trials x 8 rounds"):
         assert text in done.stdout
 
 

@@ -55,6 +55,7 @@ def ci(k: int, n: int) -> str:
 
 def summarize(out: Path) -> dict:
     groups: dict[float, dict] = {}
+    machine = "?"
     for folder in sorted((out / "runs").glob("*")):
         if not (folder / "compare.md").exists():
             continue
@@ -70,6 +71,7 @@ def summarize(out: Path) -> dict:
         g["exits"] += held > 0  # the run's exit code is 1
         load = [meta.get("load_at_start", [None])[0], meta.get("load_end", [None])[0]]
         g["runs"].append(dict(name=folder.name, configurations=len(table), wall_s=meta.get("wall_s"), load=load))
+        machine = f"{meta.get('cpu')} ({meta.get('cpu_count')} cores), torch {meta.get('torch')}"
     lines = [
         "# compare --run, calibrated",
         "",
@@ -89,7 +91,8 @@ def summarize(out: Path) -> dict:
             f"| {what} | {g['n']} | {ci(g['slower'] + g['faster'], g['n'])} | {ci(g['slower'], g['n'])} | "
             f"{ci(g['held'], g['n'])} | {ci(g['faster'], g['n'])} | {g['exits']} of {len(g['runs'])} |"
         )
-    lines += ["", "| run | configurations | wall s | load (1-min) start -> end |", "|---|---|---|---|"]
+    lines += ["", f"Machine: {machine}; commit: every run's `ab.json`.", ""]
+    lines += ["| run | configurations | wall s | load (1-min) start -> end |", "|---|---|---|---|"]
     for g in groups.values():
         for r in g["runs"]:
             load = " -> ".join(f"{x:.2f}" for x in r["load"] if x is not None)
