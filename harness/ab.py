@@ -16,7 +16,6 @@ interrupted run resumes (``--resume``).
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -333,22 +332,18 @@ def describe_sides(meta: dict) -> list[str]:
 
 def render(table: pd.DataFrame, meta: dict, min_effect: float) -> tuple[str, str]:
     """(markdown table, summary)."""
-    from .report.tables import fmt, markdown
+    from .compare import shown as ratio_columns
+    from .report.tables import markdown
 
     if table.empty:
         return "", "no configuration was timed on both sides"
     shown = table.assign(
+        **ratio_columns(table),
         **{
-            "A ms": table["A ms"].map(fmt),
-            "B ms": table["B ms"].map(fmt),
-            "B / A [95% CI]": [
-                f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else fmt(v)
-                for v, lo, hi in zip(table["B / A"], table["low"], table["high"])
-            ],
             "p": table["p"].map(lambda p: f"{p:.2g}"),
             "trials x rounds": [f"{t} x {r // max(t, 1)}" for t, r in zip(table["trials"], table["rounds"])],
             "holds for all": table["holds"].map({True: "yes", False: "no"}),
-        }
+        },
     )
     columns = [*KEY, "A ms", "B ms", "B / A [95% CI]", "trials x rounds", "p", "verdict", "holds for all"]
     counts = table["verdict"].value_counts()

@@ -104,14 +104,19 @@ def describe(label: str, meta: dict, rows: pd.DataFrame) -> str:
     )
 
 
+def _text(column: pd.Series) -> pd.Series:
+    """A column as text, a missing value as '' (pandas keeps NaN through astype(str))."""
+    return column.map(lambda v: "" if pd.isna(v) else str(v))
+
+
 def unmatched(da: pd.DataFrame, db: pd.DataFrame, key: tuple[str, ...]) -> str:
     """Why two sides share no configuration: the settings whose values differ."""
     said = []
     for c in (c for c in SETTINGS if c in key and c in da and c in db):
-        va, vb = set(da[c].astype(str)), set(db[c].astype(str))
-        if not va & vb:
+        va, vb = set(_text(da[c])), set(_text(db[c]))
+        if not va & vb and va and vb:
             said.append(f"A has {c} {', '.join(sorted(va))}, B has {', '.join(sorted(vb))}")
-    return "; ".join(said) or "no configuration is ok in both"
+    return "; ".join(said) or "no configuration is ok in both (the same settings, other models, dims or solvers)"
 
 
 def compare(
@@ -122,6 +127,9 @@ def compare(
     (da, key, la, ma), (db, key_b, lb, mb) = _side(a), _side(b)
     if key != key_b:
         raise UserError("compare two sweep folders, or two commits of asv results: not one of each")
+    for c in key:  # a column one schema left empty (NaN, float) is text in the other: compare as text
+        if da[c].dtype != db[c].dtype:
+            da, db = da.assign(**{c: _text(da[c])}), db.assign(**{c: _text(db[c])})
     both = da.merge(db, on=list(key), suffixes=("_a", "_b"))
     if both.empty:
         raise UserError(f"{a!r} and {b!r} share no configuration measured ok in both: {unmatched(da, db, key)}")
@@ -183,21 +191,26 @@ def coverage(a: str, b: str) -> tuple[int, int]:
     return sum(f.low <= s.value <= f.high for f, s in pairs), len(pairs)
 
 
-def table(rows: pd.DataFrame) -> str:
-    from .report.tables import fmt, markdown
+def shown(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """The columns every comparison prints: A and B ms per call and B / A [95% CI]."""
+    from .report.tables import fmt
 
-    shown = rows.assign(
-        **{
-            "A ms": rows["A ms"].map(fmt),
-            "B ms": rows["B ms"].map(fmt),
-            "B / A [95% CI]": [
-                f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else fmt(v)
-                for v, lo, hi in zip(rows["B / A"], rows["low"], rows["high"])
-            ],
-        }
-    ).drop(columns=["B / A", "low", "high"])
-    first = [c for c in shown.columns if c not in ("B / A [95% CI]", "interval", "verdict")]
-    return markdown(shown[[*first, "B / A [95% CI]", "interval", "verdict"]])
+    return {
+        "A ms": [fmt(v) for v in rows["A ms"]],
+        "B ms": [fmt(v) for v in rows["B ms"]],
+        "B / A [95% CI]": [
+            f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else fmt(v)
+            for v, lo, hi in zip(rows["B / A"], rows["low"], rows["high"])
+        ],
+    }
+
+
+def table(rows: pd.DataFrame) -> str:
+    from .report.tables import markdown
+
+    shown_rows = rows.assign(**shown(rows)).drop(columns=["B / A", "low", "high"])
+    first = [c for c in shown_rows.columns if c not in ("B / A [95% CI]", "interval", "verdict")]
+    return markdown(shown_rows[[*first, "B / A [95% CI]", "interval", "verdict"]])
 
 
 def main(

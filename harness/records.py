@@ -127,6 +127,9 @@ def repair(path: Path) -> int:
         data = f.read()
         if not data or data.endswith(b"\n"):
             return 0
+        if b"\n" not in data or b"\r" in data[data.rfind(b"\n") + 1 : -1]:
+            # CR-only (or mixed) line ends: not a table this store wrote; cutting would lose whole rows
+            raise UserError(f"{str(path)!r} has lines ended by CR alone, not CRLF or LF: refused, nothing cut")
         keep = data.rfind(b"\n") + 1
         f.truncate(keep)
         f.flush()
@@ -150,7 +153,10 @@ def read_table(
     except FileNotFoundError:
         raise UserError(f"{str(path)!r} is missing") from None
     text = data.decode("utf-8", errors="replace")
-    lines = list(csv.reader(io.StringIO(text, newline="")))
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:  # a field over csv's limit (128 KiB), a NUL byte
+        raise UserError(f"{str(path)!r} is not a table this harness wrote: {e}") from None
     if not lines:
         raise UserError(f"{str(path)!r} is empty: it has no header")
     header, body = lines[0], lines[1:]

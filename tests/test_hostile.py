@@ -116,3 +116,34 @@ def test_a_flow_whose_outputs_turn_nan_after_the_checked_call_is_an_error_row(tm
     _, ready = prepare(registry.build_any("turns_nan:make", 3), "log_prob", "cpu", 16, settings)
     (columns,) = measure_together({"k": ready}, "cpu", settings).values()
     assert columns["status"] == "error" and "after" in columns["reason"], columns
+
+
+def test_foreign_tables_are_one_line_and_nothing_is_cut(tmp_path):
+    import shutil
+
+    from harness.__main__ import main
+    from harness.records import read_table, repair
+
+    cr = tmp_path / "cr.csv"
+    cr.write_bytes(b"a,b\r1,2\r3,4")
+    with pytest.raises(UserError, match="CR alone"):
+        repair(cr)
+    assert cr.read_bytes() == b"a,b\r1,2\r3,4"
+    wide = tmp_path / "wide.csv"
+    wide.write_text("a,b\n" + "x" * 200_000 + ",1\n")
+    with pytest.raises(UserError, match="not a table this harness wrote"):
+        read_table(wide)
+    src = _two_families(tmp_path / "src")
+    table = pd.read_csv(src / "results.csv")
+    table.loc[0, "median_s"] = float("nan")
+    table.to_csv(src / "results.csv", index=False)
+    assert main(["report", str(src), "--out", str(tmp_path / "out")]) == 2
+    ROOT = Path(__file__).parents[1]
+    assert main(["compare", str(ROOT / "reports" / "gpu"), str(ROOT / "reports" / "cpu")]) == 2  # two schemas
+    good = _two_families(tmp_path / "good")
+    twice = tmp_path / "twice"
+    main(["report", str(good), str(good), "--out", str(twice)])
+    once = tmp_path / "once"
+    main(["report", str(good), "--out", str(once)])
+    assert (twice / "REPORT.md").read_text().count("| maf ") == (once / "REPORT.md").read_text().count("| maf ")
+    shutil.rmtree(once)

@@ -54,7 +54,7 @@ class Settings:
 
 
 def is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+    return isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in str(e).lower()
 
 
 def one_line(e: BaseException) -> str:

@@ -117,6 +117,14 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
     for col in NUMERIC:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
+    if kind == "sweep":
+        timeless = df[(df[Col.STATUS] == OK) & ~(df[Col.MEDIAN_S] > 0)]
+        if not timeless.empty:
+            r = timeless.iloc[0]
+            raise UserError(
+                f"{str(path / RESULTS)!r}: {len(timeless)} ok row(s) without a positive time (first: {r[Col.MODEL]} "
+                f"{r[Col.OP]} d={r[Col.DIM]}): not a table this harness wrote"
+            )
     df[Col.SOURCE] = df.get(Col.SOURCE, kind)
     if kind == "sweep" and df[Col.MACHINE].isna().any():  # rows from before the machine column
         cpu = f"{meta.get('cpu', 'unknown CPU')} ({meta.get('cpu_count', '?')} cores)"
@@ -208,7 +216,11 @@ def load_sources(paths: list[str | Path]) -> Sources:
     if not paths:
         raise UserError("no source given; pass a sweep folder, a fit folder or an asv results folder")
     sweeps, fits, asv, sides = [], [], [], []
+    seen: set[Path] = set()
     for path in map(Path, paths):
+        if path.resolve() in seen:  # a folder named twice is read once
+            continue
+        seen.add(path.resolve())
         kind = kind_of(path)
         if kind == "fit":
             fits.append((path, *load_fit(path)))
