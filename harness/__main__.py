@@ -141,6 +141,7 @@ def _versus(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         out=Path(args.out) if args.out else None,
         entrants=args.contest or [],
+        deadline_s=args.deadline,
     )
     verdicts = [r["verdict"] for r in results]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("faster", "no clear difference", "slower"))

@@ -259,6 +259,13 @@ def parser() -> argparse.ArgumentParser:
         help="alternating rounds at most (default 15); a contest stops after 5 once its interval is clearly off 1",
     )
     v.add_argument("--out", help="folder for versus.csv and versus.md")
+    v.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=300.0,
+        help="seconds one contender's checked call, and then one contest's timing, may take before the worker is "
+        "killed (default 300): a hanging contender is reported, the rest of the contest goes on",
+    )
 
     g = sub.add_parser("solvers", help="A/B timing of every slow-direction solver against its family's reference")
     g.add_argument("--models", type=_names, help="comma list of reference models (default all)")

@@ -88,7 +88,7 @@ def overloaded(loads: list, cores: int | None = None) -> str:
     seen = [x[0] for x in loads if x]
     if not seen or max(seen) <= cores:
         return ""
-    return f"the load average reached {max(seen):.2f} on {cores} cores: timings shared the machine with other work"
+    return f"load {max(seen):.2f} on {cores} cores: timings shared the machine"
 
 
 def gpu_name() -> str | None:

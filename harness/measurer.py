@@ -97,7 +97,7 @@ class Measurer:
         measured, out = measure(*self._arguments(flow, task), counts=task.counts)
         row.update(measured)
         self._deviation(flow, task, out, row)
-        return row
+        return said_changed(flow, row)
 
     def prepare(self, task: Task) -> dict:
         """A default algorithm's checked call, kept for the rounds: its row so far, with
@@ -142,8 +142,20 @@ class Measurer:
             else:
                 rows[k].update(counted)
         for k in tasks:
-            self.ready.pop(k, None)
+            kept_flow = self.ready.pop(k, None)
+            if kept_flow is not None:
+                said_changed(kept_flow[0].model, rows[k])
         return [rows[k] for k in tasks]
+
+
+def said_changed(flow, row: dict) -> dict:
+    """Names, in the row's reason, the torch settings a user's flow changed in its calls
+    (each was set back after the call, so no other row inherited it)."""
+    changed = sorted(getattr(flow, "changed", ()))
+    if changed:
+        note = f"the flow changed torch's {', '.join(changed)} in its calls (set back after each)"
+        row[Col.REASON] = "; ".join(r for r in (row.get(Col.REASON), note) if r)
+    return row
 
 
 READY = "_ready"  # a prepared row's mark, never written

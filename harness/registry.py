@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+import torch
 from torch import Tensor, nn
 
 from . import peers
@@ -34,14 +35,52 @@ class UserCodeExit(RuntimeError):
     the command, let alone a silent exit 0."""
 
 
-def contained(what: str, call: Callable[[], object]) -> object:
-    """``call()`` of user code, with anything but an Exception turned into UserCodeExit."""
+STATE_NAMES = ("default dtype", "intra-op threads", "grad mode", "deterministic algorithms")
+
+
+def torch_state() -> tuple:
+    """torch's process-wide settings that a flow's call may change and every later
+    measurement would inherit (:data:`STATE_NAMES`); a tuple, cheap to take per call."""
+    import torch
+
+    return (
+        torch.get_default_dtype(),
+        torch.get_num_threads(),
+        torch.is_grad_enabled(),
+        torch.are_deterministic_algorithms_enabled(),
+    )
+
+
+def restore(state: tuple) -> list[str]:
+    """Sets torch's settings back to ``state``; returns the names of those that differed."""
+    now = torch_state()
+    if now == state:
+        return []
+    setters = (torch.set_default_dtype, torch.set_num_threads, torch.set_grad_enabled)
+    setters += (torch.use_deterministic_algorithms,)
+    changed = []
+    for name, was, is_, setter in zip(STATE_NAMES, state, now, setters):
+        if was != is_:
+            setter(was)
+            changed.append(name)
+    return changed
+
+
+def contained(what: str, call: Callable[[], object], changed: set[str] | None = None) -> object:
+    """``call()`` of user code, with anything but an Exception turned into UserCodeExit,
+    and torch's settings (:func:`torch_state`) set back after it; the names of those it
+    changed are added to ``changed``."""
+    state = torch_state()
     try:
         return call()
     except Exception:
         raise
     except BaseException as e:
         raise UserCodeExit(f"{what} raised {type(e).__name__}({e})") from None
+    finally:
+        undone = restore(state)
+        if undone and changed is not None:
+            changed.update(undone)
 
 
 class UserFlow(peers.PeerFlow):
@@ -62,23 +101,24 @@ class UserFlow(peers.PeerFlow):
         family = module.family if isinstance(getattr(module, Col.FAMILY, None), str) else ""
         super().__init__(dim, module, cost, unsupported, family=family, library=library or name.partition(":")[0])
         self.name = name
+        self.changed: set[str] = set()  # torch settings its calls changed (each set back after the call)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = contained(f"{self.name}(x)", lambda: self.module(x))
+        out = contained(f"{self.name}(x)", lambda: self.module(x), self.changed)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise NotImplementedError(f"{type(self.module).__name__}(x) does not return (z, log|det dz/dx|)")
         return out
 
     def inverse(self, z: Tensor) -> Tensor:
         self._needs("sample")
-        return contained(f"{self.name}.inverse", lambda: self.module.inverse(z))
+        return contained(f"{self.name}.inverse", lambda: self.module.inverse(z), self.changed)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        return contained(f"{self.name}.log_prob", lambda: self.module.log_prob(x))
+        return contained(f"{self.name}.log_prob", lambda: self.module.log_prob(x), self.changed)
 
     def sample(self, n: int) -> Tensor:
         if callable(getattr(self.module, "sample", None)) and "sample" in self.unsupported:
-            return contained(f"{self.name}.sample", lambda: self.module.sample(n))
+            return contained(f"{self.name}.sample", lambda: self.module.sample(n), self.changed)
         return super().sample(n)
 
 
@@ -130,12 +170,15 @@ def factory(name: str) -> Callable[..., Measurable]:
         )
 
     def user(dim: int, **config: object) -> Measurable:
-        flow = contained(f"{name}'s factory", lambda: make(dim, **config))
+        built: set[str] = set()
+        flow = contained(f"{name}'s factory", lambda: make(dim, **config), built)
         if isinstance(flow, (Flow, peers.PeerFlow)):
             return flow
         if not isinstance(flow, nn.Module):
             raise UserError(f"{name} returned a {type(flow).__name__}, not a torch.nn.Module flow")
-        return UserFlow(dim, flow, name)
+        adapted = UserFlow(dim, flow, name)
+        adapted.changed |= built
+        return adapted
 
     return user
 

@@ -106,10 +106,10 @@ def require_kind(folder: Path, wanted: str) -> None:
         )
 
 
-def move_aside(folder: Path) -> Path | None:
-    """Moves everything the store owns in ``folder`` into ``previous/<time>/``; returns
-    that folder (None when there was nothing to move)."""
-    present = [name for name in OWNED if (folder / name).exists()]
+def move_aside(folder: Path, names: tuple[str, ...] = OWNED) -> Path | None:
+    """Moves everything the store owns in ``folder`` (or only ``names`` of it) into
+    ``previous/<time>/``; returns that folder (None when there was nothing to move)."""
+    present = [name for name in names if (folder / name).exists()]
     if not present:
         return None
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

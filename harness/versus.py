@@ -13,9 +13,12 @@ the single-pass work an IAF sample does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import statistics
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +112,14 @@ def _checked(name: str, fn: Callable[[], object], op: str, x: Tensor) -> str:
 
 
 def run_contest(
-    contest: Contest, dim: int, *, batch: int = BATCH, rounds: int = 11, block_s: float = 0.2, threads: int = 1
+    contest: Contest,
+    dim: int,
+    *,
+    batch: int = BATCH,
+    rounds: int = 11,
+    block_s: float = 0.2,
+    threads: int = 1,
+    broken_before: dict[str, str] | None = None,
 ) -> dict:
     """Times one contest at one d: medians (s per call) per contender, ours over the
     fastest peer of each round, and ours over each contender, with bootstrap intervals.
@@ -121,7 +131,7 @@ def run_contest(
     torch.manual_seed(0)
     x = torch.randn(batch, dim)
     models = {OURS_ROLE: build(contest.model, dim, **contest.config).eval()}
-    ops, roles, broken = {OURS_ROLE: contest.op}, {OURS_ROLE: OURS_ROLE}, {}
+    ops, roles, broken = {OURS_ROLE: contest.op}, {OURS_ROLE: OURS_ROLE}, dict(broken_before or {})
     for rival, op in contest.rivals:
         torch.manual_seed(0)
         # a peer is built from the contest's config, as its family's reference; another
@@ -130,6 +140,8 @@ def run_contest(
         ops[rival] = op
         is_peer = rival in dict(CONTESTS[contest.name].rivals) or registry.identity_or_module(rival)[0] == contest.model
         roles[rival] = PEER if is_peer else ENTRANT
+        if rival in broken:  # found hanging or failing in a worker of its own before
+            continue
         try:
             models[rival] = registry.build_any(rival, dim, **config).eval()
         except Exception as e:  # a user's factory may raise anything
@@ -171,6 +183,39 @@ def run_contest(
         ratio_high=high,
         verdict=verdict(low, high),
     )
+
+
+class ContestWorker:
+    """The worker side of ``versus`` (harness.worker): ``("check", contest, dim, rival)``
+    builds one contender and makes its checked call ('' or what is wrong);
+    ``("run", contest, dim, broken)`` times the contest; ``("naf", dims, batch)`` the
+    NAF ratios. An exception is answered as ``("error", line)``."""
+
+    def __init__(self, batch: int, rounds: int):
+        self.batch, self.rounds = batch, rounds
+        allocator.tune()
+
+    def __call__(self, task: tuple):
+        from .measure.call import one_line
+
+        try:
+            if task[0] == "check":
+                return self.check(*task[1:])
+            if task[0] == "run":
+                return run_contest(task[1], task[2], batch=self.batch, rounds=self.rounds, broken_before=task[3])
+            return naf_ratios(task[1], batch=task[2])
+        except Exception as e:
+            return ("error", one_line(e))
+
+    def check(self, contest: Contest, dim: int, rival: str) -> str:
+        torch.manual_seed(0)
+        x = torch.randn(self.batch, dim)
+        try:
+            model = registry.build_any(rival, dim, **(contest.config if rival in peers.NAMES else {})).eval()
+        except Exception as e:
+            return f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
+        op = dict(contest.rivals)[rival]
+        return _checked(rival, functools.partial(call(model, op), x), op, x)
 
 
 def naf_ratios(
@@ -317,6 +362,7 @@ def main(
     out: Path | None = None,
     progress: bool = True,
     entrants: Sequence[tuple[str, str]] = (),
+    deadline_s: float = 300.0,
 ) -> tuple[list[dict], list[dict]]:
     """Runs the contests (all by default, or those ``entrants`` join) at their dims (or
     ``dims``) and the NAF ratios; prints both tables; writes ``out/versus.csv`` and
@@ -338,26 +384,69 @@ def main(
         raise UserError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
     from tqdm.auto import tqdm
 
-    allocator.tune()
-    results = []
+    from .worker import Worker
+
+    results: list[dict] = []
+    naf: list[dict] = []
     todo = [(name, dim) for name in names for dim in dims or chosen[name].dims]
-    bar = tqdm(todo, desc="versus", unit="contest", disable=not progress, dynamic_ncols=True)
-    for name, dim in bar:
-        bar.set_postfix_str(f"{name} d={dim}")
-        r = run_contest(chosen[name], dim, batch=batch, rounds=rounds)
-        results.append(r)
-        bar.write(
-            f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
-            f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)"
-            + "".join(f"; {k} not timed: {why}" for k, why in r["broken"].items())
-        )
-    bar.close()
-    naf = naf_ratios(naf_dims, batch=batch) if naf_dims else []
-    rows = rows_of(results, naf)
-    text = text_of(rows)
-    print(text)
-    if out is not None:
-        with store.lock(out, "versus"):
-            store.write_table(out / VERSUS, rows, FIELDS)
-            store.write_text(out / VERSUS_MD, text + "\n")
+    worker = Worker(functools.partial(ContestWorker, batch, rounds))
+    with store.lock(out, "versus") if out is not None else contextlib.nullcontext():
+        if out is not None:  # the folder is ours before anything is measured; an old table goes aside
+            aside = store.move_aside(out, (VERSUS, VERSUS_MD))
+            if aside is not None:
+                print(f"moved the earlier contests of {out} aside into {aside}", file=sys.stderr)
+        bar = tqdm(todo, desc="versus", unit="contest", disable=not progress, dynamic_ncols=True)
+        try:
+            for name, dim in bar:
+                bar.set_postfix_str(f"{name} d={dim}")
+                r = _contest(worker, chosen[name], dim, deadline_s)
+                results.append(r)
+                bar.write(
+                    f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
+                    f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)"
+                    + "".join(f"; {k} not timed: {why}" for k, why in r["broken"].items())
+                )
+                _write(out, rows_of(results, naf))  # every contest as it is measured
+            if naf_dims:
+                answer = worker.run(("naf", list(naf_dims), batch), deadline_s * len(naf_dims))
+                if answer is None or isinstance(answer, tuple):
+                    why = f"killed after {deadline_s * len(naf_dims):g} s" if answer is None else answer[1]
+                    warnings.warn(f"the NAF ratios were not measured: {why}", stacklevel=2)
+                else:
+                    naf = answer
+        finally:
+            bar.close()
+            worker.close()
+        rows = rows_of(results, naf)
+        text = text_of(rows)
+        print(text)
+        _write(out, rows, text)
     return results, naf
+
+
+def _write(out: Path | None, rows: list[dict], text: str | None = None) -> None:
+    if out is not None:
+        store.write_table(out / VERSUS, rows, FIELDS)
+        if text is not None:
+            store.write_text(out / VERSUS_MD, text + "\n")
+
+
+def _contest(worker, contest: Contest, dim: int, deadline_s: float) -> dict:
+    """One contest in the worker: each contender's checked call under the deadline (a
+    hang is that contender's error, and the worker starts anew), then the timing of
+    those that kept the contract under the deadline again."""
+    broken = {}
+    for rival, _ in contest.rivals:
+        why = worker.run(("check", contest, dim, rival), deadline_s)
+        if why is None:
+            broken[rival] = f"killed after {deadline_s:g} s (its checked call did not return)"
+        elif isinstance(why, tuple):
+            broken[rival] = why[1]
+        elif why:
+            broken[rival] = why
+    answer = worker.run(("run", contest, dim, broken), deadline_s)
+    if answer is None:
+        raise UserError(f"{contest.name} at d={dim}: the timing outlived its deadline of {deadline_s:g} s (killed)")
+    if isinstance(answer, tuple):
+        raise UserError(f"{contest.name} at d={dim}: {answer[1]}")
+    return answer

@@ -147,3 +147,38 @@ def test_foreign_tables_are_one_line_and_nothing_is_cut(tmp_path):
     main(["report", str(good), "--out", str(once)])
     assert (twice / "REPORT.md").read_text().count("| maf ") == (once / "REPORT.md").read_text().count("| maf ")
     shutil.rmtree(once)
+
+
+CHANGES_DTYPE = """
+import torch
+from examples.linear_flow import LinearFlow
+
+
+class ChangesDtype(LinearFlow):
+    def log_prob(self, x):
+        torch.set_default_dtype(torch.float64)  # a careless flow
+        return super().log_prob(x)
+
+
+def make(dim):
+    return ChangesDtype(dim)
+"""
+
+
+def test_a_flow_that_changes_torch_settings_is_named_and_nothing_after_it_inherits_them(tmp_path, monkeypatch):
+    import torch
+
+    from harness import registry
+    from harness.measure.call import Settings
+    from harness.measurer import said_changed
+
+    (tmp_path / "changes_dtype.py").write_text(CHANGES_DTYPE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    flow = registry.build_any("changes_dtype:make", 3)
+    from harness.measure.call import measure
+
+    row, _ = measure(flow, "log_prob", "cpu", 16, Settings(budget_s=10, min_run_time=0.02, flops=False, memory=False))
+    assert torch.get_default_dtype() == torch.float32  # set back after each call
+    assert row["status"] == "ok"
+    assert "default dtype" in said_changed(flow, row)["reason"]

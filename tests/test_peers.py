@@ -3,6 +3,8 @@ report with peers, and the A/B contests. Each peer's tests skip when its library
 not installed (the ``peers`` extra)."""
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,8 @@ from harness.measure.counting import count_params
 from harness.models import build
 from harness.models.base import normal_log_prob
 from harness.report import build_report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def need(name: str) -> None:
@@ -223,3 +227,44 @@ def test_versus_times_every_contender_and_reports(tmp_path):
 def test_versus_names_a_bad_contest():
     with pytest.raises(ValueError, match="unknown contest 'made.sample'; allowed: maf.log_prob"):
         versus.main(["made.sample"])
+
+
+HANGS = """
+import time
+
+from examples.linear_flow import LinearFlow
+
+
+class Hangs(LinearFlow):
+    def log_prob(self, x):
+        time.sleep(3600)
+
+
+def make(dim):
+    return Hangs(dim)
+"""
+
+
+def test_a_hanging_contender_is_an_error_row_and_the_contest_goes_on(tmp_path, monkeypatch):
+    need("zuko.maf")
+    (tmp_path / "hangs.py").write_text(HANGS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(ROOT)]))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "versus.csv").write_text("old\n")  # an earlier table: moved aside, not overwritten
+    results, _ = versus.main(
+        ["maf.log_prob"],
+        dims=[4],
+        naf_dims=[],
+        batch=32,
+        rounds=3,
+        out=tmp_path,
+        progress=False,
+        entrants=[("hangs:make", "maf.log_prob")],
+        deadline_s=5,
+    )
+    (r,) = results
+    assert "killed after 5 s" in r["broken"]["hangs:make"]
+    assert "zuko.maf" in r["medians"] and "ours" in r["medians"]
+    assert "hangs:make" in (tmp_path / "versus.csv").read_text()
+    assert [p.read_text() for p in (tmp_path / "previous").glob("*/versus.csv")] == ["old\n"]

@@ -147,22 +147,32 @@ def drift(out: Path, first: str, second: str, quantile: float = 0.95) -> dict:
 
 
 def check_coverage(out: Path, folders: list[str]) -> None:
-    """How often each later run's paired ratios fall in the first run's rerun intervals."""
+    """How often a run's paired ratios fall in an earlier run's rerun intervals, for
+    every pair of ``folders`` (the first two calibrated the spread: in sample)."""
     from harness import calibration, compare
 
     calibration.load.cache_clear()
     found = calibration.load()
     lines = []
-    for number, later in enumerate(folders[1:], start=2):
-        inside, total = compare.coverage(folders[0], later)
-        raw = compare.paired_ratios(folders[0], later, rerun=False)
-        before = sum(f.low <= s.value <= f.high for f, s in raw)
-        lines.append(
-            f"- run {number} against run 1: {inside} of {total} "
-            f"({inside / max(total, 1):.0%}) of its paired ratios inside the stated 95% intervals for a rerun "
-            f"(between-run spread {found.get('rerun_sd', 0):.3f} in log space); {before} of {len(raw)} "
-            f"({before / max(len(raw), 1):.0%}) inside the rounds' paired intervals alone"
-        )
+    for i, first in enumerate(folders):
+        for j in range(i + 1, len(folders)):
+            inside, total = compare.coverage(first, folders[j])
+            raw = compare.paired_ratios(first, folders[j], rerun=False)
+            before = sum(f.low <= s.value <= f.high for f, s in raw)
+            sample = " (the calibration pair: in sample)" if (i, j) == (0, 1) else " (out of sample)"
+            lines.append(
+                f"- run {j + 1} in run {i + 1}'s intervals{sample}: {inside} of {total} ({inside / max(total, 1):.0%}) "
+                f"of its paired op / log_prob ratios inside the stated 95% intervals for a rerun (between-run "
+                f"spread {found.get('rerun_sd', 0):.3f} in log space); {before} of {len(raw)} "
+                f"({before / max(len(raw), 1):.0%}) inside the rounds' paired intervals alone"
+            )
+            rows = compare.compare(first, folders[j], drift=found.get("drift"))
+            judged = int(rows["verdict"].isin(["slower", "faster"]).sum())
+            lines.append(
+                f"- run {j + 1} against run {i + 1} by `compare A B`{sample}: {judged} of {len(rows)} configurations "
+                f"({judged / max(len(rows), 1):.1%}) given a verdict past the drift bound "
+                f"(±{found.get('drift', 0):.0%})"
+            )
     print("\n".join(lines))
     write_text(out / "coverage.md", "\n".join(lines) + "\n")
 

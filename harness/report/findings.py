@@ -93,9 +93,8 @@ UNPAIRED_NOTE = (
 )
 MEDIANS_NOTE = "ratios of medians without an interval where a table holds no runs (written before runs were kept)"
 RERUN_NOTE = (
-    "95% intervals for a rerun's estimate: the paired bootstrap over interleaved rounds (one process), widened by "
-    "the spread between runs that " + calibration.describe(calibration.load()) + " showed; their coverage of a "
-    "rerun is measured in docs/methodology.md"
+    "95% intervals for a rerun's estimate: the paired bootstrap over rounds, widened by the between-run spread that "
+    "two make report runs showed (reports/cpu/ab/drift.json; coverage in docs/methodology.md)"
 )
 NOTES = {PAIRED: PAIRED_NOTE, UNPAIRED: UNPAIRED_NOTE, RERUN: RERUN_NOTE, "": MEDIANS_NOTE}
 

@@ -52,7 +52,7 @@ def findings(src: Sources) -> list[Finding]:
     for rows, meta in src.sweeps:
         busy = env.overloaded([meta.get("load_start"), meta.get("load_end")], meta.get("cpu_count"))
         if busy:
-            text = f"`{meta.get('path', '')}`: {busy} (load at its start and end; timings and ratios are noisier)"
+            text = f"`{meta.get('path', '')}`: {busy}"
             found.append(Finding("Was the machine busy?", text, TITLE, data=dict(path=meta.get("path", ""))))
         ours = rows[tables.is_ours(rows)] if not rows.empty else rows
         if ours.empty or not (ours[Col.SOLVER] == NATIVE).any():
