@@ -173,6 +173,11 @@ def parser() -> argparse.ArgumentParser:
         type=_positive,
         help="interleaved rounds of each paired problem (every flow's default algorithm at one d; default 5)",
     )
+    s.add_argument(
+        "--processes",
+        type=_positive,
+        help="fresh worker processes that each time every paired problem's rounds, kept together (default 1)",
+    )
     s.add_argument("--config", type=_config, action="append", help="key=value passed to every model (repeatable)")
     s.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     s.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")

@@ -57,6 +57,7 @@ class Config:
     roofline: bool = True
     seed: int = 0
     rounds: int = ROUNDS  # interleaved rounds of each paired problem (the default algorithms at one d)
+    processes: int = 1  # fresh worker processes that each time every paired problem's rounds
     model_config: dict = field(default_factory=dict)
     # measure in a worker process killed at the deadline (harness.worker); False measures
     # in this process, with no deadline

@@ -283,7 +283,17 @@ class TableSpec:
 
 
 # Settings that change what a row means: resuming with others would mix rows.
-SWEEP_SETTINGS = (Col.THREADS, "budget_s", "min_run_time", "seed", "model_config", Col.FLOPS, "memory", "rounds")
+SWEEP_SETTINGS = (
+    Col.THREADS,
+    "budget_s",
+    "min_run_time",
+    "seed",
+    "model_config",
+    Col.FLOPS,
+    "memory",
+    "rounds",
+    "processes",
+)
 FIT_SETTINGS = ("steps", "wall_s", "batch_size", "lr", "eval_every", "plateau", "patience", "model_config")
 FIT_SETTINGS += ("data_dir",)
 RESULTS_TABLE = TableSpec(RESULTS, tuple(COLUMNS), KEY, SWEEP_SETTINGS)

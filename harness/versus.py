@@ -28,7 +28,6 @@ from torch import Tensor
 
 from . import peers, registry, store
 from .errors import UserError
-from .measure import allocator
 from .measure.contract import PASS, violation
 from .measure.stats import ratio_interval, verdict
 from .measure.timing import time_rounds
@@ -183,39 +182,6 @@ def run_contest(
         ratio_high=high,
         verdict=verdict(low, high),
     )
-
-
-class ContestWorker:
-    """The worker side of ``versus`` (harness.worker): ``("check", contest, dim, rival)``
-    builds one contender and makes its checked call ('' or what is wrong);
-    ``("run", contest, dim, broken)`` times the contest; ``("naf", dims, batch)`` the
-    NAF ratios. An exception is answered as ``("error", line)``."""
-
-    def __init__(self, batch: int, rounds: int):
-        self.batch, self.rounds = batch, rounds
-        allocator.tune()
-
-    def __call__(self, task: tuple):
-        from .measure.call import one_line
-
-        try:
-            if task[0] == "check":
-                return self.check(*task[1:])
-            if task[0] == "run":
-                return run_contest(task[1], task[2], batch=self.batch, rounds=self.rounds, broken_before=task[3])
-            return naf_ratios(task[1], batch=task[2])
-        except Exception as e:
-            return ("error", one_line(e))
-
-    def check(self, contest: Contest, dim: int, rival: str) -> str:
-        torch.manual_seed(0)
-        x = torch.randn(self.batch, dim)
-        try:
-            model = registry.build_any(rival, dim, **(contest.config if rival in peers.NAMES else {})).eval()
-        except Exception as e:
-            return f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
-        op = dict(contest.rivals)[rival]
-        return _checked(rival, functools.partial(call(model, op), x), op, x)
 
 
 def naf_ratios(
@@ -384,6 +350,7 @@ def main(
         raise UserError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
     from tqdm.auto import tqdm
 
+    from .versus_worker import ContestWorker, contest_in
     from .worker import Worker
 
     results: list[dict] = []
@@ -399,7 +366,7 @@ def main(
         try:
             for name, dim in bar:
                 bar.set_postfix_str(f"{name} d={dim}")
-                r = _contest(worker, chosen[name], dim, deadline_s)
+                r = contest_in(worker, chosen[name], dim, deadline_s)
                 results.append(r)
                 bar.write(
                     f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
@@ -409,7 +376,7 @@ def main(
                 _write(out, rows_of(results, naf))  # every contest as it is measured
             if naf_dims:
                 answer = worker.run(("naf", list(naf_dims), batch), deadline_s * len(naf_dims))
-                if answer is None or isinstance(answer, tuple):
+                if answer is None or isinstance(answer, tuple):  # killed, or (ERROR, why)
                     why = f"killed after {deadline_s * len(naf_dims):g} s" if answer is None else answer[1]
                     warnings.warn(f"the NAF ratios were not measured: {why}", stacklevel=2)
                 else:
@@ -429,24 +396,3 @@ def _write(out: Path | None, rows: list[dict], text: str | None = None) -> None:
         store.write_table(out / VERSUS, rows, FIELDS)
         if text is not None:
             store.write_text(out / VERSUS_MD, text + "\n")
-
-
-def _contest(worker, contest: Contest, dim: int, deadline_s: float) -> dict:
-    """One contest in the worker: each contender's checked call under the deadline (a
-    hang is that contender's error, and the worker starts anew), then the timing of
-    those that kept the contract under the deadline again."""
-    broken = {}
-    for rival, _ in contest.rivals:
-        why = worker.run(("check", contest, dim, rival), deadline_s)
-        if why is None:
-            broken[rival] = f"killed after {deadline_s:g} s (its checked call did not return)"
-        elif isinstance(why, tuple):
-            broken[rival] = why[1]
-        elif why:
-            broken[rival] = why
-    answer = worker.run(("run", contest, dim, broken), deadline_s)
-    if answer is None:
-        raise UserError(f"{contest.name} at d={dim}: the timing outlived its deadline of {deadline_s:g} s (killed)")
-    if isinstance(answer, tuple):
-        raise UserError(f"{contest.name} at d={dim}: {answer[1]}")
-    return answer

@@ -132,12 +132,12 @@ def test_an_asv_folder_without_results_says_what_to_run(tmp_path):
         read(tmp_path / "missing")
 
 
-@pytest.mark.parametrize("op", ["log_prob", "sample", "train_step"])
-def test_an_asv_sample_is_a_warm_call_within_2x_of_the_sweep(op):
-    """asv --quick times one call right after setup: setup's warm-up makes that a steady
-    call, within 2x of the sweep's time for the same configuration (each side's best:
-    five asv samples, the sweep's runs; a shared machine's bursts hit either)."""
+def _asv_over_sweep(model: str, op: str) -> float:
+    """asv's best of five --quick samples (each one call right after setup) over the
+    sweep's best run, for the same configuration."""
     import time
+
+    import torch
 
     from benchmarks import bench_time
     from harness import ops
@@ -145,24 +145,35 @@ def test_an_asv_sample_is_a_warm_call_within_2x_of_the_sweep(op):
     from harness.models import build
 
     cls = getattr(bench_time, ops.OPS[op].asv_class)
-    for model in ("maf", "iaf", "bnaf"):
-        best = []
-        for _ in range(5):
-            bench = cls()
-            bench.setup(model, 8, "cpu")
-            start = time.perf_counter()
-            getattr(bench, ops.OPS[op].asv)(model, 8, "cpu")
-            best.append(time.perf_counter() - start)
-        import torch
+    best = []
+    for _ in range(5):
+        bench = cls()
+        bench.setup(model, 8, "cpu")
+        start = time.perf_counter()
+        getattr(bench, ops.OPS[op].asv)(model, 8, "cpu")
+        best.append(time.perf_counter() - start)
+    torch.manual_seed(0)
+    flow = build(model, 8).eval()
+    settings = Settings(threads=1, budget_s=30, min_run_time=0.1, flops=False, memory=False)
+    solver = flow.solver if flow.cost[op] != "parallel" else "direct"
+    backend = ops.default_backend(solver, op)  # what the asv benchmark's default model runs
+    row, _ = measure(flow, op, "cpu", 256, settings, essential=True, backend=backend)
+    return min(best) / min(float(t) for t in row["round_s"].split())
 
-        torch.manual_seed(0)
-        flow = build(model, 8).eval()
-        settings = Settings(threads=1, budget_s=30, min_run_time=0.1, flops=False, memory=False)
-        solver = flow.solver if flow.cost[op] != "parallel" else "direct"
-        backend = ops.default_backend(solver, op)  # what the asv benchmark's default model runs
-        row, _ = measure(flow, op, "cpu", 256, settings, essential=True, backend=backend)
-        sweep = min(float(t) for t in row["round_s"].split())  # its best run, as asv's best of three
-        assert 0.5 <= min(best) / sweep <= 2, (model, op, min(best), sweep)
+
+@pytest.mark.parametrize("op", ["log_prob", "sample", "train_step"])
+def test_an_asv_sample_is_a_warm_call_within_2x_of_the_sweep(op):
+    """asv --quick times one call right after setup: setup's warm-up makes that a steady
+    call, within 2x of the sweep's time for the same configuration. A shared machine
+    can put a burst into either side's best, so each gets three tries (a compile inside
+    the timed call measured 200x: no retry hides that)."""
+    for model in ("maf", "iaf", "bnaf"):
+        ratios = []
+        for _ in range(3):
+            ratios.append(_asv_over_sweep(model, op))
+            if 0.5 <= ratios[-1] <= 2:
+                break
+        assert 0.5 <= ratios[-1] <= 2, (model, op, ratios)
 
 
 def test_a_fresh_process_first_asv_sample_is_not_a_compile():

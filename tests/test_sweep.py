@@ -151,6 +151,18 @@ def test_quick_cli_prints_a_summary(tmp_path):
     assert (tmp_path / "results.csv").exists() and (tmp_path / "meta.json").exists()
 
 
+def test_quick_cli_prints_a_summary_and_processes_keep_every_round(tmp_path):
+    args = ["sweep", "--quick", "--device", "cpu", "--models", "maf,iaf", "--dims", "2", "--solvers", "default"]
+    out = _cli(*args, "--rounds", "3", "--processes", "2", "--no-progress", "--no-roofline", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    import csv
+
+    rows = [r for r in csv.DictReader(open(tmp_path / "results.csv")) if r["status"] == "ok"]
+    assert len(rows) == 4 and all(len(r["round_s"].split()) == 6 and r["runs"] == "6" for r in rows)
+    assert len({r["round_group"] for r in rows}) == 1  # paired across both processes, round by round
+    assert all(r["flops"] for r in rows)  # counted once, in the first process
+
+
 def test_budget_estimate_follows_the_counted_work():
     from harness.grid import estimate_seconds
 

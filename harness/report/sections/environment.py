@@ -50,10 +50,14 @@ def findings(src: Sources) -> list[Finding]:
 
     found = []
     for rows, meta in src.sweeps:
-        busy = env.overloaded([meta.get("load_start"), meta.get("load_end")], meta.get("cpu_count"))
+        loads = [meta.get("load_start"), meta.get("load_end")]
+        busy = env.overloaded(loads, meta.get("cpu_count"))
         if busy:
+            peak = Value(
+                "1-minute load average", max(x[0] for x in loads if x), units=f"on {meta.get('cpu_count')} cores"
+            )
             text = f"`{meta.get('path', '')}`: {busy}"
-            found.append(Finding("Was the machine busy?", text, TITLE, data=dict(path=meta.get("path", ""))))
+            found.append(Finding("Was the machine busy?", text, TITLE, (peak,), data=dict(path=meta.get("path", ""))))
         ours = rows[tables.is_ours(rows)] if not rows.empty else rows
         if ours.empty or not (ours[Col.SOLVER] == NATIVE).any():
             continue
