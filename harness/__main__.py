@@ -129,11 +129,11 @@ def _asv_table(args: argparse.Namespace) -> int:
 def _versus(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .store import ensure_folder
+    from .store import ready_to_write
     from .versus import main as versus
 
     if args.out:
-        ensure_folder(args.out)
+        ready_to_write(args.out, args.command)
     results, _ = versus(
         args.contests,
         args.dims,
@@ -155,10 +155,10 @@ def _solvers(args: argparse.Namespace) -> int:
 
     from .algorithms import main as algorithms
     from .models import NAMES
-    from .store import ensure_folder
+    from .store import ready_to_write
 
     if args.out:
-        ensure_folder(args.out)
+        ready_to_write(args.out, args.command)
     algorithms(
         args.models or list(NAMES),
         args.dims,
@@ -175,12 +175,12 @@ def _check(args: argparse.Namespace) -> int:
 
     from . import check, registry
     from .grid import GROUPS
-    from .store import ensure_folder
+    from .store import ready_to_write
     from .table import CHECKS
 
     specs = list(dict.fromkeys(m for name in args.spec for m in GROUPS.get(name, (name,))))
     if args.out:
-        ensure_folder(args.out)
+        ready_to_write(args.out, args.command)
     config = dict(args.config or [])
     for spec in specs:  # refused before any check runs: an unknown name, a module that does not import, a key not taken
         registry.factory(spec)

@@ -160,6 +160,16 @@ def _hash_files(files: list[Path], digest: hashlib._Hash) -> None:
         digest.update(file.read_bytes())
 
 
+def user_code(origin: Path, module: str) -> list[Path]:
+    """The files a user's flow module may run: every .py file of its top-level package
+    (a module of a package), or of the folder it sits in (a module on its own), so a
+    change to a helper it imports is a change of the code that ran."""
+    depth = module.count(".") + (origin.name == "__init__.py")
+    top = origin.parents[depth - 1] if depth else origin.parent
+    files = top.rglob("*.py") if depth else top.glob("*.py")
+    return sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts)[:2000]
+
+
 @functools.cache
 def code_version(spec: str = "") -> str:
     """A hash of the code a measurement of model ``spec`` runs: this package's models,
@@ -189,5 +199,5 @@ def code_version(spec: str = "") -> str:
             found = None
         origin = found.origin if found is not None else None
         if origin and Path(origin).is_file():
-            _hash_files([Path(origin).resolve()], digest)
+            _hash_files(user_code(Path(origin).resolve(), module), digest)
     return digest.hexdigest()[:16]

@@ -80,6 +80,24 @@ def ensure_folder(path: str | Path, flag: str = "--out") -> Path:
     return path
 
 
+def ready_to_write(path: str | Path, what: str) -> Path:
+    """Checks, before anything is measured, that ``path`` can take this command's
+    tables: a folder, free of another writer's lock, with room for a row (a file made
+    and removed). A UserError names what is wrong; nothing stays written."""
+    import tempfile
+
+    folder = ensure_folder(path)
+    with lock(folder, what, "checking it can write here"):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+            os.write(fd, b"0" * 4096)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UserError(f"--out {str(folder)!r} cannot take a row: {e.strerror}") from None
+    return folder
+
+
 def slug(text: str) -> str:
     """A folder name from free text: lower-case letters, digits and dashes."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80] or "unknown"

@@ -182,3 +182,29 @@ def test_a_flow_that_changes_torch_settings_is_named_and_nothing_after_it_inheri
     assert torch.get_default_dtype() == torch.float32  # set back after each call
     assert row["status"] == "ok"
     assert "default dtype" in said_changed(flow, row)["reason"]
+
+
+def test_a_change_to_a_helper_a_user_flow_imports_changes_the_code_version(tmp_path, monkeypatch):
+    from harness import env
+
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("SCALE = 1\n")
+    (pkg / "flows.py").write_text("from .helpers import SCALE\n\ndef make(dim):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env.code_version.cache_clear()
+    before = env.code_version("mypkg.flows:make")
+    (pkg / "helpers.py").write_text("SCALE = 2\n")
+    env.code_version.cache_clear()
+    assert env.code_version("mypkg.flows:make") != before  # counts cached under the old code are not reused
+
+
+def test_a_command_refuses_a_folder_another_is_writing_before_it_measures(tmp_path):
+    from harness import store
+    from harness.__main__ import main
+
+    with store.lock(tmp_path, "sweep", "measuring"):
+        assert main(["solvers", "--models", "maf", "--dims", "2", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "solvers.csv").exists()

@@ -228,6 +228,8 @@ def load_sources(paths: list[str | Path]) -> Sources:
             sides.append(path)
         else:
             (sweeps if kind == "sweep" else asv).append(load(path))
+            if kind == "sweep" and (path / FIT).is_file():  # a fit written beside a sweep is read too
+                fits.append((path, *load_fit(path)))
     _refuse_overlap(sweeps)
     folders = [Path(m["path"]) for _, m in sweeps] + sides
     side = {}
