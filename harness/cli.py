@@ -268,8 +268,8 @@ def parser() -> argparse.ArgumentParser:
         "--deadline",
         type=_seconds,
         default=300.0,
-        help="seconds one contender's checked call, and then one contest's timing, may take before the worker is "
-        "killed (default 300): a hanging contender is reported, the rest of the contest goes on",
+        help="seconds one contender's checked call may take before the worker is killed (default 300): a hanging "
+        "contender is reported, the rest of the contest goes on; the contest's timing gets this per contender",
     )
 
     g = sub.add_parser("solvers", help="A/B timing of every slow-direction solver against its family's reference")

@@ -61,9 +61,10 @@ def contest_in(worker, contest: Contest, dim: int, deadline_s: float) -> dict:
             broken[rival] = why[1]
         elif why:
             broken[rival] = why
-    answer = worker.run(("run", contest, dim, broken), deadline_s)
+    limit = deadline_s * (1 + len(contest.rivals))  # the timing: a deadline's worth per contender
+    answer = worker.run(("run", contest, dim, broken), limit)
     if answer is None:
-        raise UserError(f"{contest.name} at d={dim}: the timing outlived its deadline of {deadline_s:g} s (killed)")
+        raise UserError(f"{contest.name} at d={dim}: the timing outlived its deadline of {limit:g} s (killed)")
     if isinstance(answer, tuple):
         raise UserError(f"{contest.name} at d={dim}: {answer[1]}")
     return answer
