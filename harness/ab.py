@@ -16,7 +16,6 @@ interrupted run resumes (``--resume``).
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,13 +113,13 @@ def prepare_sides(cfg: RunConfig) -> tuple[dict[str, revisions.Revision], dict[s
     codes = {}
     for side, rev in revs.items():
         root, harness, modules = "", "", []
-        has_harness = bool(revisions._paths_at(repo, rev, revisions.HARNESS))
+        has_harness = bool(revisions.paths_at(repo, rev, revisions.HARNESS))
         if has_harness:
             root_path, harness = revisions.materialize(repo, rev, side, revisions.HARNESS)
             revisions.check_harness(root_path, harness, rev)
             root = str(root_path)
         for top in tops:
-            if revisions._paths_at(repo, rev, top):
+            if revisions.paths_at(repo, rev, top):
                 root_path, name = revisions.materialize(repo, rev, side, top)
                 root, modules = str(root_path), [*modules, (top, name)]
             elif not has_harness:
@@ -312,16 +311,18 @@ def describe_sides(meta: dict) -> list[str]:
         for s, v in sides.items()
     ]
     same = len(sides) == 2 and len({(v.get(Col.COMMIT), v.get("dirty")) for v in sides.values()}) == 1
+    same = same and not config.get("inject")  # an injected slowdown makes B another program
     if same:
         lines.append("A/A run: both sides are the same code (each imported under its own name): any verdict is false")
     loads = [meta.get("load_at_start") or meta.get("load_start"), meta.get("load_end")]
-    cores = os.cpu_count() or 1
     lines.append(
-        f"machine: {meta.get('cpu', '?')}, {cores} cores, torch {meta.get('torch', '?')}; load (1-min average) "
-        f"{' -> '.join(f'{x[0]:.2f}' for x in loads if x)}; {config.get('threads')} intra-op thread(s), float32"
+        f"machine: {meta.get('cpu', '?')}, {meta.get('cpu_count', '?')} cores, torch {meta.get('torch', '?')}; "
+        f"load (1-min average) {' -> '.join(f'{x[0]:.2f}' for x in loads if x)}; {config.get('threads')} "
+        "intra-op thread(s), float32"
     )
-    if any(x and x[0] > cores for x in loads):
-        lines.append(f"the load exceeded the {cores} cores: both sides shared the machine with other work")
+    busy = env.overloaded(loads, meta.get("cpu_count"))
+    if busy:
+        lines.append(f"{busy}: both sides alike, round by round")
     lines.append(
         f"settings: {config.get('processes')} trials x {config.get('rounds')} rounds, blocks of about "
         f"{config.get('block_s', 0) * 1e3:.0f} ms, minimum effect {config.get('min_effect', MIN_EFFECT):.0%}"

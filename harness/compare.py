@@ -95,11 +95,10 @@ def describe(label: str, meta: dict, rows: pd.DataFrame) -> str:
     load = " -> ".join(f"{x[0]:.2f}" for x in loads if x)
     batches = ",".join(map(str, sorted(rows[Col.BATCH].dropna().unique()))) if Col.BATCH in rows else ""
     machines = ", ".join(sorted(rows[Col.MACHINE].dropna().astype(str).unique()))
-    cores = meta.get("cpu_count") or 0
-    busy = any(x and cores and x[0] > cores for x in loads)
+    busy = env.overloaded(loads, meta.get("cpu_count"))
     return (
         f"{label}: commit {meta.get(Col.COMMIT, '?')}{' (dirty)' if meta.get('dirty') else ''}, {machines or '?'}; "
-        f"load {load or '?'}{' (above its cores: timings shared the machine)' if busy else ''}; "
+        f"load {load or '?'}{f' ({busy})' if busy else ''}; "
         f"threads {meta.get('threads', '?')}" + (f"; batch {batches}" if batches else "")
     )
 

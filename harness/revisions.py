@@ -115,7 +115,7 @@ def _tree_hash(repo: Path) -> str:
     return digest.hexdigest()
 
 
-def _paths_at(repo: Path, rev: Revision, top: str) -> list[str]:
+def paths_at(repo: Path, rev: Revision, top: str) -> list[str]:
     """The files of package or module ``top`` at the revision (relative to the repo)."""
     if rev.asked == WORKTREE:
         return [f for f in _worktree_files(repo, top) if f == f"{top}.py" or f.startswith(f"{top}/")]
@@ -143,7 +143,7 @@ def materialize(repo: Path, rev: Revision, side: str, top: str) -> tuple[Path, s
     root = cache_root() / name
     if (root / ".complete").exists():
         return root, name
-    files = _paths_at(repo, rev, top)
+    files = paths_at(repo, rev, top)
     if not files:
         what = "the working tree" if rev.asked == WORKTREE else f"revision {rev.asked!r} ({rev.commit[:12]})"
         raise UserError(
