@@ -129,9 +129,12 @@ def _asv_table(args: argparse.Namespace) -> int:
 def _versus(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .errors import UserError
     from .store import ready_to_write
     from .versus import main as versus
 
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out (the folder whose versus.csv it continues)")
     if args.out:
         ready_to_write(args.out, args.command)
     results, _ = versus(
@@ -143,10 +146,14 @@ def _versus(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
         entrants=args.contest or [],
         deadline_s=args.deadline,
+        resume=args.resume,
     )
     verdicts = [r["verdict"] for r in results]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("faster", "no clear difference", "slower"))
-    print(f"\nours against the fastest peer, 95% intervals over rounds: {counts} (of {len(results)} contests)")
+    print(
+        f"\nours against the fastest peer, 95% intervals over rounds: {counts} (of {len(results)} contests measured now"
+        + (", those kept from the earlier run in the table)" if args.resume else ")")
+    )
     return 0
 
 
@@ -154,9 +161,12 @@ def _solvers(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .algorithms import main as algorithms
+    from .errors import UserError
     from .models import NAMES
     from .store import ready_to_write
 
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out (the folder whose solvers.csv it continues)")
     if args.out:
         ready_to_write(args.out, args.command)
     algorithms(
@@ -166,6 +176,8 @@ def _solvers(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         max_call_s=args.max_call_s,
         out=Path(args.out) if args.out else None,
+        resume=args.resume,
+        deadline_s=args.deadline,
     )
     return 0
 
@@ -331,8 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     import traceback
     import warnings
 
-    from .errors import UserError
-    from .sweep import Interrupted
+    from .errors import Interrupted, UserError
 
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     args = parser().parse_args(argv)

@@ -30,7 +30,7 @@ from .errors import UserError
 from .intervals import MIN_EFFECT, holm, over_processes
 from .models.solvers import DIRECT
 from .ops import EAGER
-from .table import AB_MD, AB_META, AB_TABLE, ERROR, KEY, Col
+from .table import AB_MD, AB_META, AB_META_SHAPE, AB_TABLE, ERROR, KEY, Col
 from .worker import Worker
 
 # The quick default a pull request can afford (about 4 minutes on two cores).
@@ -189,7 +189,7 @@ def measure(cfg: RunConfig) -> tuple[pd.DataFrame, dict, Path]:
     folder = Path(cfg.out) if cfg.out else default_out(revs)
     plan = Plan(codes, cfg.rounds, cfg.block_s, cfg.threads, cfg.seed, cfg.max_s, cfg.inject)
     settings = _settings(cfg, revs, entries)
-    first = Worker(functools.partial(Trial, plan, 0))
+    first = Worker(functools.partial(Trial, plan, 0), fresh=True)
     try:
         _probe(first, entries, revs)
         load_start = env.load_average()
@@ -213,7 +213,7 @@ def measure(cfg: RunConfig) -> tuple[pd.DataFrame, dict, Path]:
             run.update_meta(load_end=env.load_average(), load_at_start=load_start)
     finally:
         first.close()
-    return read_rounds(folder), store.read_json(folder / AB_META), folder
+    return read_rounds(folder), store.read_json(folder / AB_META, shape=AB_META_SHAPE), folder
 
 
 def read_rounds(folder: Path) -> pd.DataFrame:
@@ -242,7 +242,7 @@ def _trials(cfg: RunConfig, plan: Plan, entries: list[dict], run: store.Run, fir
         for trial, entry in todo:
             if trial != current:  # a fresh process per trial; the one before it leaves
                 worker.close()
-                worker, current = Worker(functools.partial(Trial, plan, trial)), trial
+                worker, current = Worker(functools.partial(Trial, plan, trial), fresh=True), trial
             answer = worker.run(("measure", entry, trial), DEADLINE_S)
             if answer is None:
                 answer = [{**entry, Col.TRIAL: trial, Col.STATUS: ERROR, Col.REASON: f"killed after {DEADLINE_S:g} s"}]

@@ -11,8 +11,10 @@ median over rounds of reference / solver with a bootstrap 95% interval.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from .measure.contract import violation
 from .measure.stats import ratio_interval, relative_deviation
 from .measure.timing import time_once, time_rounds
 from .models import NAMES, build, run_op, unchecked
-from .table import OK, SOLVERS, SOLVERS_MD, Col
+from .table import ERROR, OK, SOLVERS, SOLVERS_MD, TIMEOUT, Col
 
 FIELDS = [
     Col.MODEL,
@@ -143,9 +145,29 @@ def table(rows: list[dict]) -> str:
     return ab_table(frame(rows))
 
 
-def write_csv(rows: list[dict], folder: Path) -> None:
-    with store.lock(folder, "solvers"):
-        store.write_table(folder / SOLVERS, rows, FIELDS)
+class SolverWorker:
+    """The worker side of ``solvers`` (harness.worker): ``(name, dim)`` answers that
+    model's rows (:func:`compare`) or ``(ERROR, line)``."""
+
+    def __init__(self, batch: int, rounds: int, max_call_s: float):
+        self.batch, self.rounds, self.max_call_s = batch, rounds, max_call_s
+        allocator.tune()
+
+    def __call__(self, task: tuple[str, int]):
+        from .measure.call import one_line
+
+        try:
+            return compare(*task, batch=self.batch, rounds=self.rounds, max_call_s=self.max_call_s)
+        except Exception as e:
+            return (ERROR, one_line(e))
+
+
+def failed_row(name: str, dim: int, batch: int, status: str, reason: str) -> dict:
+    """The row of a model and d whose A/B did not finish (killed, or an error)."""
+    family = ops.FAMILIES[name]
+    known = {Col.MODEL: name, Col.DIM: dim, Col.BATCH: batch, Col.OP: family.slow}
+    known |= {Col.STATUS: status, Col.REASON: reason}
+    return {field: known.get(field, "") for field in FIELDS}
 
 
 def main(
@@ -157,24 +179,60 @@ def main(
     max_call_s: float = 10.0,
     out: Path | None = None,
     progress: bool = True,
+    resume: bool = False,
+    deadline_s: float = 600.0,
 ) -> list[dict]:
-    """Every solver of each model at its dims (or ``dims``); prints the table, writes
-    ``out/solvers.csv`` and ``out/solvers.md`` if ``out``."""
+    """Every solver of each model at its dims (or ``dims``), each model and d in a worker
+    killed after ``deadline_s``; prints the table. With ``out``: ``out/solvers.csv``
+    rewritten after every model and d under the folder's lock, an earlier table moved
+    aside into previous/ (or, with ``resume``, its models and dims kept and not measured
+    again), and ``out/solvers.md`` at the end."""
+    from tqdm.auto import tqdm
+
+    from .worker import Worker
+
     bad = [m for m in models if m not in NAMES]
     if bad:
         raise UserError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}")
-    allocator.tune()
+    todo = [(name, dim) for name in models for dim in dims or ops.FAMILIES[name].solver_dims]
     rows: list[dict] = []
-    for name in models:
-        for dim in dims or ops.FAMILIES[name].solver_dims:
-            new = compare(name, dim, batch=batch, rounds=rounds, max_call_s=max_call_s)
-            rows += new
-            if progress:
-                best = max(new, key=lambda r: r["speedup"])
-                print(f"{name} d={dim}: fastest {best[Col.SOLVER]} ({best['speedup']:.3g}x the reference)", flush=True)
-    text = table(rows)
-    print(text)
-    if out is not None:
-        write_csv(rows, out)
-        store.write_text(out / SOLVERS_MD, text + "\n")
+    worker = Worker(functools.partial(SolverWorker, batch, rounds, max_call_s))
+    with store.lock(out, "solvers") if out is not None else contextlib.nullcontext():
+        if out is not None and resume:
+            rows = store.kept_rows(out / SOLVERS, FIELDS, {Col.BATCH: batch}, (Col.MODEL, Col.DIM))
+            done = {(r[Col.MODEL], int(r[Col.DIM])) for r in rows}
+            todo = [t for t in todo if t not in done]
+        elif out is not None and (aside := store.move_aside(out, (SOLVERS, SOLVERS_MD))) is not None:
+            print(f"moved the earlier solver A/B of {out} aside into {aside}", file=sys.stderr)
+        bar = tqdm(todo, desc="solvers", unit="model x d", disable=not progress, dynamic_ncols=True)
+        try:
+            for name, dim in bar:
+                bar.set_postfix_str(f"{name} d={dim}")
+                answer = worker.run((name, dim), deadline_s)
+                if answer is None:
+                    new = [failed_row(name, dim, batch, TIMEOUT, f"killed after {deadline_s:g} s")]
+                elif isinstance(answer, tuple):
+                    new = [failed_row(name, dim, batch, ERROR, answer[1])]
+                else:
+                    new = answer
+                rows += new
+                bar.write(f"{name} d={dim}: " + summary(new))
+                if out is not None:  # every model and d as it is measured
+                    store.write_table(out / SOLVERS, rows, FIELDS)
+        finally:
+            bar.close()
+            worker.close()
+        text = table(rows)
+        print(text)
+        if out is not None:
+            store.write_text(out / SOLVERS_MD, text + "\n")
     return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """One model and d's outcome, as the progress line says it."""
+    timed = [r for r in rows if r[Col.STATUS] == OK]
+    if not timed:
+        return f"{rows[0][Col.STATUS]}: {rows[0][Col.REASON]}"
+    best = max(timed, key=lambda r: r["speedup"])
+    return f"fastest {best[Col.SOLVER]} ({best['speedup']:.3g}x the reference)"

@@ -19,6 +19,7 @@ from asv.results import Results
 from . import store
 from .errors import UserError
 from .ops import OPS
+from .records import NUMBER, OBJECT, STRING, Shape, fields
 from .table import ERROR, OK, SKIPPED, Col, Status
 
 # What to run when a folder holds no results: asv's development loop (`--python=same`)
@@ -30,6 +31,26 @@ HINT = (
 
 TIMED = {op.asv: name for name, op in OPS.items()}  # time_log_prob -> log_prob, for every op
 COLUMNS = ["benchmark", "params", "value", "unit", Col.STATUS, Col.COMMIT, "date", Col.MACHINE, "env", "type"]
+
+
+def _strings(v: object) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+# What this reader relies on in asv's files (another shape is one line naming the file)
+NAMES = Shape("a list of text", _strings)
+BENCHMARKS = Shape(
+    "asv's benchmark list",
+    keys={"version": NUMBER},
+    each=fields(
+        "a benchmark",
+        params=Shape("a list of lists of text", lambda v: isinstance(v, list) and all(map(_strings, v))),
+        param_names=NAMES,
+        unit=STRING,
+        type=STRING,
+    ),
+)
+RESULT = fields("asv's results of one commit", commit_hash=STRING, date=NUMBER, env_name=STRING, params=OBJECT)
 
 
 def _value(text: str):
@@ -48,9 +69,9 @@ def _status(value) -> Status:
     return OK
 
 
-def _json(path: Path, kind: type = dict):
-    """A JSON file's contents, of the expected top-level type; UserError naming the file."""
-    return store.read_json(path, kind)
+def _json(path: Path, kind: type = dict, shape: Shape | None = None):
+    """A JSON file's contents, of the expected shape; UserError naming the file."""
+    return store.read_json(path, kind, shape=shape)
 
 
 def read_machines(results_dir: str | Path) -> dict[str, dict]:
@@ -73,12 +94,18 @@ def read(results_dir: str | Path) -> pd.DataFrame:
     index = results_dir / "benchmarks.json"
     if not index.is_file():
         raise UserError(f"{str(results_dir)!r} is not an asv results folder: no benchmarks.json; {HINT}")
-    benchmarks = _json(index)
+    benchmarks = _json(index, shape=BENCHMARKS)
+    for name, info in benchmarks.items():
+        if isinstance(info, dict) and len(info.get("params", [])) != len(info.get("param_names", [])):
+            raise UserError(
+                f"{str(index)!r}: {name} names {len(info.get('param_names', []))} parameters for "
+                f"{len(info.get('params', []))} lists of values: not asv's benchmark list"
+            )
     rows = []
     for path in sorted(results_dir.glob("*/*.json")):
         if path.name == "machine.json":
             continue
-        _json(path)  # a file that is not a JSON object is named before asv reads it
+        _json(path, shape=RESULT)  # a file of another shape is named before asv reads it
         try:
             rows += _rows(Results.load(str(path)), benchmarks, path)
         except Exception as e:  # asv's loader raises many kinds on a malformed file
@@ -97,6 +124,8 @@ def _rows(res: Results, benchmarks: dict, path: Path) -> list[dict]:
         info = benchmarks.get(name, {})
         names = info.get("param_names", [])
         params = res.get_result_params(name)
+        if len(names) != len(params or []):
+            raise ValueError(f"{name} has {len(params or [])} parameters here, {len(names)} in benchmarks.json")
         combos = list(itertools.product(*params)) if params else [()]
         values, stats = res.get_result_value(name, params), res.get_result_stats(name, params)
         samples = res.get_result_samples(name, params)

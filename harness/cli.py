@@ -271,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
         help="seconds one contender's checked call may take before the worker is killed (default 300): a hanging "
         "contender is reported, the rest of the contest goes on; the contest's timing gets this per contender",
     )
+    _again(v, "keep the contests OUT/versus.csv holds (same batch) and measure the rest", "versus.csv, versus.md")
 
     g = sub.add_parser("solvers", help="A/B timing of every slow-direction solver against its family's reference")
     g.add_argument("--models", type=_names, help="comma list of reference models (default all)")
@@ -285,6 +286,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--rounds", type=_positive, default=7, help="alternating rounds (default 7)")
     g.add_argument("--max-call-s", type=_seconds, default=10.0, help="solvers slower than this per call are timed once")
     g.add_argument("--out", help="folder for solvers.csv and solvers.md")
+    g.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=600.0,
+        help="seconds one model and d's A/B may take before its worker is killed (default 600): a timeout row",
+    )
+    _again(g, "keep the models and dims OUT/solvers.csv holds and measure the rest", "solvers.csv, solvers.md")
 
     c = sub.add_parser(
         "check",

@@ -29,7 +29,7 @@ from typing import Any
 
 from . import env, store
 from .errors import UserError
-from .table import FINISHED, JOBS, LOCK, MACHINES, PLAN, SUBMITIT, Col
+from .table import FINISHED, JOBS, LOCK, MACHINES, META_SHAPE, PLAN, PLAN_SHAPE, SUBMITIT, Col
 from .track import Track
 
 EXECUTORS = ("local", "slurm")
@@ -124,7 +124,7 @@ def _prepare(out: Path, settings: dict, resume: bool, fresh: bool) -> None:
                 f"{str(out)!r} already holds a distributed run: pass --resume to complete it, or --fresh to "
                 "move it aside into previous/ and start anew"
             )
-        old = store.read_json(plan_path)
+        old = store.read_json(plan_path, shape=PLAN_SHAPE)
         if old.get("config") != settings["config"] or old.get("track") != settings["track"]:
             diff = [k for k in settings["config"] if old.get("config", {}).get(k) != settings["config"][k]]
             raise UserError(f"cannot resume {str(out)!r} with other settings ({', '.join(diff) or 'track'} differ)")
@@ -221,7 +221,9 @@ def merge(out: Path, track: Track) -> list[dict]:
                     (out / sub).mkdir(exist_ok=True)
                     for file in (job / sub).iterdir():
                         shutil.copy2(file, out / sub / file.name)
-        settings = {j.name: store.read_json(j / track.meta) for j in jobs if (j / track.meta).is_file()}
+        settings = {
+            j.name: store.read_json(j / track.meta, shape=META_SHAPE) for j in jobs if (j / track.meta).is_file()
+        }
         meta = {**next(iter(settings.values()), {}), "jobs": sorted(settings)}
         meta["finished"] = sorted(j.name for j in jobs if (j / FINISHED).is_file())
         store.write_json(machine_dir / track.meta, meta)
@@ -243,7 +245,7 @@ MACHINE_FIELDS = ("hostname", "cpu", "cpu_count", "gpu", "gpu_driver", "torch", 
 def _combined_meta(out: Path, name: str, metas: dict[str, dict]) -> None:
     """DIR's settings file: the first machine's environment (this one's if none),
     each machine's hardware under ``machines`` and the executor's settings."""
-    plan = store.read_json(out / PLAN, missing={})
+    plan = store.read_json(out / PLAN, missing={}, shape=PLAN_SHAPE)
     first = next(iter(metas.values()), None) or env.environment()
     combined = {**first, "machines": {m: {k: v.get(k) for k in MACHINE_FIELDS} for m, v in metas.items()}}
     combined["executor"] = plan.get("executor")

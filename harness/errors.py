@@ -10,3 +10,11 @@ from __future__ import annotations
 class UserError(ValueError):
     """A bad value (naming it and the allowed ones), a missing or malformed file
     (naming it), or a refusal to overwrite or mix results (saying what to do)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run; the rows measured so far are kept (``kept`` of them, in ``table``)."""
+
+    def __init__(self, kept: int, table: object):
+        super().__init__(f"interrupted: {kept} rows kept in {table}; continue with --resume")
+        self.kept = kept

@@ -18,7 +18,8 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -77,9 +78,62 @@ def write_json(path: Path, data: object) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path, kind: type = dict, missing: object = ...) -> object:
+@dataclass(frozen=True)
+class Shape:
+    """What a value read from a JSON file must be: ``about`` says it to the user;
+    ``keys``: what the keys it names must hold, where present; ``each``: what every
+    value of an object must hold."""
+
+    about: str
+    holds: Callable[[object], bool] = lambda v: True
+    keys: dict[str, Shape] | None = None
+    each: Shape | None = None
+
+    def fault(self, value: object, where: str) -> str | None:
+        """What is wrong with ``value`` (found at ``where``), or None."""
+        if not self.holds(value) or (self.keys is not None or self.each is not None) and not isinstance(value, dict):
+            found = json.dumps(value)
+            return f"{where!r} holds {found if len(found) <= 40 else found[:37] + '...'}, not {self.about}"
+        for key, inner in value.items() if isinstance(value, dict) else ():
+            want = (self.keys or {}).get(key, self.each)
+            why = want.fault(inner, f"{where}.{key}" if where else str(key)) if want is not None else None
+            if why:
+                return why
+        return None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _nothing_or(test: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or test(v)
+
+
+OBJECT = Shape("an object", lambda v: isinstance(v, dict))
+STRING = Shape("text or null", _nothing_or(lambda v: isinstance(v, str)))
+FLAG = Shape("true, false or null", _nothing_or(lambda v: isinstance(v, bool)))
+COUNT = Shape("a whole number above 0, or null", _nothing_or(lambda v: isinstance(v, int) and _number(v) and v > 0))
+NUMBER = Shape("a number or null", _nothing_or(_number))
+NUMBERS = Shape("a list of numbers, or null", _nothing_or(lambda v: isinstance(v, list) and all(map(_number, v))))
+OBJECTS = Shape("a list of objects", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v))
+
+
+def fields(about: str, **keys: Shape) -> Shape:
+    """An object whose named keys hold their shapes (others anything)."""
+    return Shape(about, keys=keys)
+
+
+def objects_of(inner: Shape) -> Shape:
+    """An object each of whose values is ``inner``."""
+    return Shape(f"an object whose every value is {inner.about}", each=inner)
+
+
+def read_json(path: Path, kind: type = dict, missing: object = ..., shape: Shape | None = None) -> object:
     """A JSON file's contents of the expected top-level type; UserError naming the file
-    otherwise. ``missing``: returned when the file does not exist (else an error)."""
+    otherwise. ``missing``: returned when the file does not exist (else an error).
+    ``shape``: what its values must hold; another shape is one line naming the file,
+    the key and what it should hold."""
     if not path.exists() and missing is not ...:
         return missing
     try:
@@ -90,6 +144,9 @@ def read_json(path: Path, kind: type = dict, missing: object = ...) -> object:
         raise UserError(f"{str(path)!r} is not valid JSON ({e})") from None
     if not isinstance(data, kind):
         raise UserError(f"{str(path)!r} holds a JSON {type(data).__name__}, not the {kind.__name__} expected")
+    why = shape.fault(data, "") if shape is not None else None
+    if why:
+        raise UserError(f"{str(path)!r}: {why}: not a file this harness wrote")
     return data
 
 

@@ -36,12 +36,15 @@ from .table import (
     COUNTS,
     CURVES,
     DENSITIES,
+    ERROR,
     FIT,
     FIT_META,
     LOCK,
     MACHINES,
     META,
+    META_SHAPE,
     NLL,
+    OK,
     PAPER,
     PLAN,
     PREVIOUS,
@@ -101,6 +104,21 @@ def ready_to_write(path: str | Path, what: str) -> Path:
 def slug(text: str) -> str:
     """A folder name from free text: lower-case letters, digits and dashes."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80] or "unknown"
+
+
+def kept_rows(path: Path, columns: list[str], same: dict[str, object], unit: tuple[str, ...]) -> list[dict]:
+    """The rows of a side table (solvers.csv, versus.csv) that ``--resume`` keeps: every
+    ``unit`` (e.g. model and d) whose rows are all ok or error, none a timeout. A table
+    measured with other ``same`` settings (e.g. the batch) is refused in one line."""
+    if not path.exists():
+        return []
+    rows = read_table(path, columns)
+    for field, value in same.items():
+        found = sorted({r[field] for r in rows} - {"", str(value)})
+        if found:
+            raise UserError(f"{str(path)!r} was measured with {field} {', '.join(found)}, not {value}: give --fresh")
+    again = {tuple(r[f] for f in unit) for r in rows if r[Col.STATUS] not in (OK, ERROR)}
+    return [r for r in rows if tuple(r[f] for f in unit) not in again]
 
 
 def kind(folder: Path) -> str | None:
@@ -311,7 +329,7 @@ class Run:
         if cut:
             print(f"warning: {self.path}: cut a torn last line ({cut} bytes); it is measured again", file=sys.stderr)
         self.rows = read_table(self.path, self.spec.columns, strict=True, key=self.spec.key)
-        first, now = read_json(self.meta_path), self.meta(False)
+        first, now = read_json(self.meta_path, shape=META_SHAPE), self.meta(False)
         first.setdefault("resumed", []).append(
             {k: now.get(k) for k in ("date", Col.COMMIT, "dirty", "torch", "cpu", "load_start", "command")}
         )
@@ -321,7 +339,7 @@ class Run:
     def _check_settings(self) -> None:
         if not self.meta_path.exists():
             raise UserError(f"{str(self.meta_path)!r} is missing: the settings of the rows to resume are unknown")
-        old = read_json(self.meta_path).get("config", {})
+        old = read_json(self.meta_path, shape=META_SHAPE).get("config", {})
         new = json.loads(json.dumps(self.config))
         diff = [
             f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in self.spec.settings if old.get(k) != new.get(k)
@@ -343,7 +361,7 @@ class Run:
 
     def update_meta(self, **fields: object) -> None:
         """Adds fields to the settings file, to the last resume's entry if resumed."""
-        meta = read_json(self.meta_path)
+        meta = read_json(self.meta_path, shape=META_SHAPE)
         (meta["resumed"][-1] if meta.get("resumed") else meta).update(fields)
         write_json(self.meta_path, meta)
 

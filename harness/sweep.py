@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import env, peers, registry, store
-from .errors import UserError
+from .errors import Interrupted, UserError
 from .grid import (
     GRID,
     Config,
@@ -41,11 +41,12 @@ from .measurer import READY, Measurer
 from .models import NAMES
 from .table import (
     COUNTS,
+    COUNTS_SHAPE,
     ERROR,
     META,
+    META_SHAPE,
     OK,
     OOM,
-    RESULTS,
     RESULTS_TABLE,
     SKIPPED,
     TIMEOUT,
@@ -83,14 +84,6 @@ def counts_key(row: dict, config: Config) -> str:
     parts = [row[k] for k in (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER)]
     parts.append(env.code_version(row[Col.MODEL]))
     return "|".join(map(str, parts)) + "|" + json.dumps(config.model_config, sort_keys=True)
-
-
-class Interrupted(Exception):
-    """Ctrl-C during a sweep; the rows measured so far are kept."""
-
-    def __init__(self, kept: int, out: Path):
-        super().__init__(f"interrupted: {kept} rows kept in {out / RESULTS}; continue with --resume")
-        self.kept = kept
 
 
 class _Series:
@@ -166,7 +159,8 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
     with folder:
         if not store.wait_free(out / WORKER_LOCK, 30):
             raise UserError(f"a measuring worker of an earlier sweep still runs in {str(out)!r}; wait for it to end")
-        worker = Worker(partial(Measurer, config), lock_path=out / WORKER_LOCK) if config.isolate else None
+        fresh = config.processes > 1  # the processes are what its intervals sample: each a new interpreter
+        worker = Worker(partial(Measurer, config), lock_path=out / WORKER_LOCK, fresh=fresh) if config.isolate else None
         local = None if config.isolate else Measurer(config)
         broken = _probe(config, worker, local)
         done = {key_of(r): r for r in folder.rows}
@@ -177,7 +171,7 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         for r in sorted(done.values(), key=lambda r: int(r[Col.DIM])):  # resumed rows inform the budget
             series.record(r)
         counts_path = out / COUNTS
-        counts = store.read_json(counts_path, missing={})
+        counts = store.read_json(counts_path, missing={}, shape=COUNTS_SHAPE)
         bar = tqdm(total=len(todo), desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
         group = f"{env.git_commit()}-{uuid.uuid4().hex[:8]}"  # this run's rounds: pairs never cross runs
 
@@ -240,13 +234,13 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
                             row.update(answer)
                     finish(stubs)
         except KeyboardInterrupt:  # what the table holds, whichever line the signal came in
-            raise Interrupted(store.count_rows(folder.path), out) from None
+            raise Interrupted(store.count_rows(folder.path), folder.path) from None
         finally:
             if worker is not None:
                 worker.close()
             bar.close()
             folder.update_meta(load_end=env.load_average())
-            meta = store.read_json(folder.meta_path, missing={})
+            meta = store.read_json(folder.meta_path, missing={}, shape=META_SHAPE)
             busy = env.overloaded([meta.get("load_start"), meta.get("load_end")], meta.get("cpu_count"))
             if busy:
                 print(f"warning: {busy}", file=sys.stderr)

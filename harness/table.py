@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypedDict
 
+from .records import COUNT, FLAG, NUMBER, NUMBERS, OBJECT, OBJECTS, STRING, fields, objects_of
+
 RESULTS = "results.csv"
 AB_ROUNDS = "rounds.csv"  # compare --run: every timed block of both revisions (harness.ab)
 AB_META = "ab.json"  # compare --run: both sides, the machine and the settings
@@ -335,3 +337,27 @@ def fit_stem(model: str, data: str) -> str:
 
 def key_of(row: dict) -> tuple[str, ...]:
     return tuple(str(row[k]) for k in KEY)
+
+
+# What the settings files hold where a reader relies on it: records.read_json refuses a
+# file of another shape in one line (a list where an object was, text for a number).
+_ENVIRONMENT = dict(cpu=STRING, cpu_count=COUNT, gpu=STRING, torch=STRING, commit=STRING, dirty=FLAG, date=STRING)
+_ENVIRONMENT |= dict(command=STRING, hostname=STRING, threads=COUNT, load_start=NUMBERS, load_end=NUMBERS)
+META_SHAPE = fields(
+    "a sweep's or fit's settings",
+    **_ENVIRONMENT,
+    config=OBJECT,
+    resumed=OBJECTS,
+    units=objects_of(STRING),
+    roofline=objects_of(OBJECT),
+    machines=objects_of(OBJECT),
+)
+AB_META_SHAPE = fields(
+    "a two-revision run's settings",
+    **_ENVIRONMENT,
+    load_at_start=NUMBERS,
+    sides_resolved=objects_of(STRING),
+    config=fields("an object", sides=objects_of(OBJECT), threads=COUNT),
+)
+PLAN_SHAPE = fields("a distributed run's plan", config=OBJECT, executor=OBJECT)
+COUNTS_SHAPE = objects_of(objects_of(NUMBER))  # counts.json: per configuration, its counts

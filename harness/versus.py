@@ -329,10 +329,12 @@ def main(
     progress: bool = True,
     entrants: Sequence[tuple[str, str]] = (),
     deadline_s: float = 300.0,
+    resume: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Runs the contests (all by default, or those ``entrants`` join) at their dims (or
     ``dims``) and the NAF ratios; prints both tables; writes ``out/versus.csv`` and
-    ``out/versus.md`` if ``out``. ``entrants``: (model name, contest) pairs, each adding
+    ``out/versus.md`` if ``out`` (with ``resume``, the contests and d its versus.csv
+    holds are kept, not measured again). ``entrants``: (model name, contest) pairs, each adding
     a flow (a user's ``module:factory`` or any registered name) to a contest's rivals."""
     for spec, contest in entrants:
         if contest not in CONTESTS:
@@ -355,10 +357,15 @@ def main(
 
     results: list[dict] = []
     naf: list[dict] = []
+    kept: list[dict] = []
     todo = [(name, dim) for name in names for dim in dims or chosen[name].dims]
     worker = Worker(functools.partial(ContestWorker, batch, rounds))
     with store.lock(out, "versus") if out is not None else contextlib.nullcontext():
-        if out is not None:  # the folder is ours before anything is measured; an old table goes aside
+        if out is not None and resume:
+            kept = store.kept_rows(out / VERSUS, FIELDS, {Col.BATCH: batch}, ("contest", Col.DIM))
+            todo = [t for t in todo if (t[0], str(t[1])) not in {(r["contest"], r[Col.DIM]) for r in kept}]
+            naf_dims = [] if any(r["contest"] == NAF_CONTEST for r in kept) else naf_dims
+        elif out is not None:  # the folder is ours before anything is measured; an old table goes aside
             aside = store.move_aside(out, (VERSUS, VERSUS_MD))
             if aside is not None:
                 print(f"moved the earlier contests of {out} aside into {aside}", file=sys.stderr)
@@ -373,7 +380,7 @@ def main(
                     f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)"
                     + "".join(f"; {k} not timed: {why}" for k, why in r["broken"].items())
                 )
-                _write(out, rows_of(results, naf))  # every contest as it is measured
+                _write(out, kept + rows_of(results, naf))  # every contest as it is measured
             if naf_dims:
                 answer = worker.run(("naf", list(naf_dims), batch), deadline_s * len(naf_dims))
                 if answer is None or isinstance(answer, tuple):  # killed, or (ERROR, why)
@@ -384,7 +391,7 @@ def main(
         finally:
             bar.close()
             worker.close()
-        rows = rows_of(results, naf)
+        rows = kept + rows_of(results, naf)
         text = text_of(rows)
         print(text)
         _write(out, rows, text)

@@ -155,7 +155,7 @@ def extended(tmp_path_factory):
         "--models",
         "maf,toy",
         "--dims",
-        "2,4",
+        "2",
         "--ops",
         "log_prob,sample,forward",
         "--solvers",

@@ -5,6 +5,7 @@ the folder the table came from."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -208,3 +209,83 @@ def test_a_command_refuses_a_folder_another_is_writing_before_it_measures(tmp_pa
     with store.lock(tmp_path, "sweep", "measuring"):
         assert main(["solvers", "--models", "maf", "--dims", "2", "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "solvers.csv").exists()
+
+
+def test_the_solver_ab_writes_each_model_as_measured_and_resumes(tmp_path):
+    """A model and d killed at its deadline is a timeout row, written at once; --resume
+    measures it again and keeps what finished; a new run moves the table aside."""
+    from harness import algorithms, store
+    from harness.table import OK, SOLVERS, TIMEOUT, Col
+
+    algorithms.main(["maf"], [2], batch=8, rounds=2, out=tmp_path, progress=False, deadline_s=0.001)
+    (row,) = store.read_table(tmp_path / SOLVERS)
+    assert row[Col.STATUS] == TIMEOUT and "killed after" in row[Col.REASON]
+    rows = algorithms.main(["maf"], [2], batch=8, rounds=2, out=tmp_path, progress=False, resume=True)
+    assert {r[Col.STATUS] for r in rows} == {OK} and len(rows) == len(store.read_table(tmp_path / SOLVERS)) > 1
+    again = algorithms.main(["maf"], [2], batch=8, rounds=2, out=tmp_path, progress=False, resume=True)
+    assert again == store.read_table(tmp_path / SOLVERS)  # nothing measured twice
+    with pytest.raises(UserError, match="batch 8, not 16"):
+        algorithms.main(["maf"], [2], batch=16, out=tmp_path, progress=False, resume=True)
+    algorithms.main(["maf"], [2], batch=8, rounds=2, out=tmp_path, progress=False, deadline_s=0.001)
+    (aside,) = (tmp_path / "previous").iterdir()
+    assert len(store.read_table(aside / SOLVERS)) == len(rows)
+
+
+@pytest.mark.parametrize(
+    "file, value, message",
+    [
+        ("meta.json", {"config": []}, "'config' holds [], not an object"),
+        ("meta.json", {"load_start": "x"}, "'load_start' holds \"x\", not a list of numbers"),
+        ("meta.json", {"roofline": {"cpu": 3}}, "'roofline.cpu' holds 3, not an object"),
+        ("meta.json", {"cpu_count": -1}, "'cpu_count' holds -1, not a whole number above 0"),
+        ("counts.json", {"maf|2": {"flops": "x"}}, "'maf|2.flops' holds \"x\", not a number"),
+    ],
+)
+def test_a_settings_file_of_another_shape_is_one_line(tmp_path, file, value, message):
+    """Every reader of a settings file refuses another shape in one line naming file and
+    key (report, resume, compare), and nothing on disk changes."""
+    import json
+    import shutil
+
+    from harness.__main__ import main
+
+    src = _two_families(tmp_path / "src")
+    shutil.copy2(Path(__file__).parents[1] / "reports" / "cpu" / "meta.json", src / "meta.json")
+    path = src / file
+    data = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**data, **value}))
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    if file == "meta.json":
+        assert main(["report", str(src), "--out", str(tmp_path / "out"), "--no-paper"]) == 2
+    from harness.records import read_json
+    from harness.table import COUNTS_SHAPE, META_SHAPE
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        read_json(path, shape=META_SHAPE if file == "meta.json" else COUNTS_SHAPE)
+    assert {p: p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
+
+
+def test_asv_files_of_another_shape_are_one_line(tmp_path):
+    import json
+    import shutil
+
+    from harness.asv_results import read
+
+    folder = tmp_path / "asv"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "asv_results", folder)
+    index = json.loads((folder / "benchmarks.json").read_text())
+    name = next(k for k in index if k != "version")
+    for change, message in [
+        ({name: {**index[name], "params": None}}, "not a list of lists of text"),
+        ({name: {**index[name], "param_names": []}}, "parameters for"),
+        ({name: {**index[name], "unit": []}}, f"'{name}.unit' holds []"),
+    ]:
+        (folder / "benchmarks.json").write_text(json.dumps({**index, **change}))
+        with pytest.raises(UserError, match=re.escape(message)):
+            read(folder)
+    (folder / "benchmarks.json").write_text(json.dumps(index))
+    result = next((folder / "ci-box").glob("aaaa*.json"))
+    data = json.loads(result.read_text())
+    result.write_text(json.dumps({**data, "commit_hash": [1, 2]}))
+    with pytest.raises(UserError, match="'commit_hash' holds"):
+        read(folder)

@@ -33,26 +33,59 @@ def _lines(path: Path) -> list[list[str]]:
     return list(csv.reader(io.StringIO(path.read_bytes().decode(), newline="")))
 
 
-def _tear_everywhere(path: Path, resume, columns: list[str], key: tuple[str, ...]) -> int:
-    """Cuts the table's last line at every byte offset (its line end included), resumes
-    twice after each cut, and checks the table against the uninterrupted one: the same
-    keys once each, every line with the header's field count. Returns the cuts made."""
+def _keys(path: Path, columns: list[str], key: tuple[str, ...]) -> list[tuple[str, ...]]:
+    lines = _lines(path)
+    assert lines[0] == columns
+    assert all(len(line) == len(columns) for line in lines), "a fused or short line"
+    return sorted(tuple(dict(zip(columns, r))[k] for k in key) for r in lines[1:])
+
+
+def _cuts(path: Path) -> range:
+    """Every byte offset inside the table's last line, its line end included."""
     full = path.read_bytes()
     assert full.endswith(b"\r\n"), "tables are written with csv's line ends"
-    expected = sorted(tuple(dict(zip(columns, r))[k] for k in key) for r in _lines(path)[1:])
-    start = full[:-1].rfind(b"\n") + 1  # the last line's first byte
-    for cut in range(start, len(full)):
+    return range(full[:-1].rfind(b"\n") + 1, len(full))
+
+
+# the cuts a command's resume is run after: the line's first bytes, a field's middle, and
+# either side of its line end (every other offset is the store's repair alone, below)
+def _some(cuts: range) -> list[int]:
+    return [cuts[0], cuts[1], cuts[len(cuts) // 2], cuts[-2], cuts[-1]]
+
+
+def test_a_torn_last_line_at_any_byte_is_cut_and_the_row_written_again(tmp_path):
+    """The store's part of every resume, at every offset of a real sweep's last line:
+    repair cuts exactly the torn line, and the row appended again leaves the table as
+    it was, every line whole."""
+    from harness.table import RESULTS_TABLE
+
+    path = tmp_path / "results.csv"
+    shutil.copy2(ROOT / "reports" / "cpu" / "results.csv", path)
+    full, rows = path.read_bytes(), store.read_table(path, COLUMNS)
+    cuts = _cuts(path)
+    for cut in cuts:
+        path.write_bytes(full[:cut])
+        assert store.repair(path) == (cut - cuts[0] if cut > cuts[0] else 0), cut
+        assert store.read_table(path, COLUMNS, key=RESULTS_TABLE.key) == rows[:-1], cut
+        table = store.Appender(path, COLUMNS, new=False)
+        table.write(rows[-1])
+        table.close()
+        assert path.read_bytes() == full, cut
+    assert len(cuts) > 100
+
+
+def _tear(path: Path, resume, columns: list[str], key: tuple[str, ...]) -> None:
+    """Cuts the table's last line at :func:`_some` offsets, resumes twice after each cut,
+    and checks the table against the uninterrupted one: the same keys once each."""
+    full, expected = path.read_bytes(), _keys(path, columns, key)
+    for cut in _some(_cuts(path)):
         path.write_bytes(full[:cut])
         resume()
         resume()
-        lines = _lines(path)
-        assert lines[0] == columns, cut
-        assert all(len(line) == len(columns) for line in lines), f"a fused or short line after a cut at byte {cut}"
-        assert sorted(tuple(dict(zip(columns, r))[k] for k in key) for r in lines[1:]) == expected, cut
-    return len(full) - start
+        assert _keys(path, columns, key) == expected, cut
 
 
-def test_a_torn_results_line_at_any_byte_is_cut_and_measured_again(tmp_path, monkeypatch, capsys):
+def test_a_torn_results_line_is_cut_and_measured_again(tmp_path, monkeypatch, capsys):
     def measured(model, op, *args, **kwargs):
         return dict(status="ok", reason="", median_s=1e-3, iqr_s=1e-5, runs=3), None
 
@@ -63,12 +96,11 @@ def test_a_torn_results_line_at_any_byte_is_cut_and_measured_again(tmp_path, mon
     config.flops = config.memory = config.isolate = config.roofline = False
     config.min_run_time = 0.001  # the rounds of each resume: any time will do
     sweep.run(config, tmp_path, progress=False)
-    path = tmp_path / "results.csv"
-    cuts = _tear_everywhere(path, lambda: sweep.run(config, tmp_path, resume=True, progress=False), COLUMNS, KEY)
-    assert cuts > 100 and "cut a torn last line" in capsys.readouterr().err
+    _tear(tmp_path / "results.csv", lambda: sweep.run(config, tmp_path, resume=True, progress=False), COLUMNS, KEY)
+    assert "cut a torn last line" in capsys.readouterr().err
 
 
-def test_a_torn_fit_line_at_any_byte_is_cut_and_fitted_again(tmp_path, monkeypatch):
+def test_a_torn_fit_line_is_cut_and_fitted_again(tmp_path, monkeypatch):
     def fitted(name, ds, config, seed, out, on_eval=None):
         row = dict(test_nll=1.0 + len(name), test_nll_se=0.01, steps=3, nll_units=ds.units, params_stored=7)
         return row, [{Col.STEP: 1, Col.WALL_S: 0.1, Col.TRAIN_NLL: 2.0, Col.VAL_NLL: 2.0, Col.LEARNING_RATE: 0.01}]
@@ -80,8 +112,7 @@ def test_a_torn_fit_line_at_any_byte_is_cut_and_fitted_again(tmp_path, monkeypat
     config = fit.FitConfig(models=("made", "maf"), data=("eight_gaussians",), seeds=(0,), isolate=False)
     fit.run(config, tmp_path, progress=False)
     resume = lambda: fit.run(config, tmp_path, resume=True, progress=False)  # noqa: E731
-    cuts = _tear_everywhere(tmp_path / "fit.csv", resume, FIT_COLUMNS, FIT_KEY)
-    assert cuts > 100
+    _tear(tmp_path / "fit.csv", resume, FIT_COLUMNS, FIT_KEY)
     curves = store.read_table(tmp_path / "curves.csv")
     assert sorted((r[Col.MODEL], r[Col.DATA]) for r in curves) == [
         ("made", "eight_gaussians"),

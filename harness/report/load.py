@@ -21,6 +21,7 @@ from ..table import (
     FIT_UNITS,
     KEY,
     META,
+    META_SHAPE,
     NUMERIC,
     OK,
     PAPER,
@@ -106,7 +107,7 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
     kind = kind_of(path)
     if kind == "sweep":
         df = read_results(path / RESULTS)
-        meta = store.read_json(path / META, missing={})
+        meta = store.read_json(path / META, missing={}, shape=META_SHAPE)
     else:
         from ..asv_results import read, read_machines
 
@@ -144,7 +145,7 @@ def load_fit(folder: Path) -> tuple[pd.DataFrame, dict]:
     df = pd.DataFrame(store.read_table(folder / FIT, strict=False), columns=FIT_COLUMNS).replace("", np.nan)
     for column in FIT_NUMERIC:
         df[column] = pd.to_numeric(df[column], errors="coerce")
-    return df, store.read_json(folder / FIT_META, missing={})
+    return df, store.read_json(folder / FIT_META, missing={}, shape=META_SHAPE)
 
 
 SIDE_TABLES = (VERSUS, SOLVERS, CHECKS, PAPER)
@@ -180,7 +181,9 @@ class Sources:
     @property
     def rows(self) -> pd.DataFrame:
         """Every sweep row of every folder."""
-        return pd.concat([d for d, _ in self.sweeps], ignore_index=True) if self.sweeps else pd.DataFrame()
+        if not self.sweeps:
+            return pd.DataFrame(columns=COLUMNS)
+        return pd.concat([d for d, _ in self.sweeps], ignore_index=True)
 
     @property
     def folders(self) -> list[Path]:

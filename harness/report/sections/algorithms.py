@@ -96,6 +96,12 @@ def ab_table(rows: pd.DataFrame) -> str:
             return f"{r['speedup']:.3g} (single calls)"
         return f"{r['speedup']:.3g} [{r['speedup_low']:.3g}, {r['speedup_high']:.3g}]"
 
+    failed = rows[rows[Col.STATUS] != OK]
+    rows = rows[rows[Col.STATUS] == OK]
+    notes = "".join(
+        f"\n\n{r[Col.MODEL]} {r[Col.OP]} at d={int(r[Col.DIM])}: not measured ({r[Col.STATUS]}: {r[Col.REASON]})"
+        for _, r in failed.iterrows()
+    )
     body = pd.DataFrame(
         {
             Col.MODEL: rows[Col.MODEL],
@@ -110,7 +116,7 @@ def ab_table(rows: pd.DataFrame) -> str:
             "slow op / fast op": rows["slow_over_fast"].map(lambda v: f"{v:.3g}"),
         }
     )
-    return tables.markdown(body)
+    return (tables.markdown(body) if len(rows) else "(no solver was timed)") + notes
 
 
 def prose() -> str:
@@ -129,7 +135,7 @@ def render(src: Sources, out: Path) -> list[str]:
     if slow.empty and ab.empty:
         return []
     lines = [f"## {TITLE}", "", prose(), ""]
-    for name in figure(slow, out)[:1]:
+    for name in (figure(slow, out) if not slow.empty else [])[:1]:
         lines += [f"![solvers]({name})", ""]
     for (model, op, device, batch), g in slow.groupby([Col.MODEL, Col.OP, Col.DEVICE, Col.BATCH], sort=False):
         if g[Col.SOLVER].nunique() < 2:
