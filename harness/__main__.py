@@ -97,7 +97,7 @@ def _report(args: argparse.Namespace) -> int:
     from .store import ensure_folder
 
     ensure_folder(args.out)
-    path = build_report(args.sources, args.out, paper=not args.no_paper)
+    path = build_report(args.sources, args.out, paper=not args.no_paper, figures=not args.no_figures)
     print(f"wrote {path}")
     return 0
 

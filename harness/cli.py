@@ -239,6 +239,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("sources", nargs="+", help="sweep folders (results.csv, meta.json) or asv results folders")
     r.add_argument("--out", required=True, help="output folder for REPORT.md and plots")
     r.add_argument("--no-paper", action="store_true", help="leave out the B-NAF paper's Table 1")
+    r.add_argument(
+        "--no-figures", action="store_true", help="tables and findings only, no figure drawn (a few seconds, not ~30)"
+    )
 
     t = sub.add_parser("paper-table", help="the B-NAF paper's Table 1 ratios: ours beside the paper's")
     t.add_argument("--out", help="folder for paper.csv (the report's paper section)")

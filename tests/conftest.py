@@ -1,6 +1,8 @@
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,49 @@ def perturb(model: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
             spread = max(float(p.std()) if p.numel() > 1 else 0.0, 0.1)
             p.add_(scale * spread * torch.randn_like(p))
     return model
+
+
+class Forked:
+    """``python -m harness`` started as a forked child of tests/forker.py (a process that
+    imported the harness once): ``start`` gives its pid (also its process group's),
+    ``poll`` its exit code or None, ``wait`` waits for it."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "forker.py")],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _ask(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def start(self, *args: str, stdout: Path | None = None, stderr: Path | None = None, sigint: bool = False) -> int:
+        files = dict(stdout=str(stdout or os.devnull), stderr=str(stderr or os.devnull))
+        return self._ask(do="start", argv=list(args), sigint=sigint, **files)["pid"]
+
+    def poll(self, pid: int) -> int | None:
+        return self._ask(do="poll", pid=pid)["code"]
+
+    def wait(self, pid: int, timeout: float = 120) -> int:
+        deadline = time.time() + timeout
+        while (code := self.poll(pid)) is None:
+            if time.time() > deadline:
+                raise TimeoutError(f"harness run {pid} did not end within {timeout} s")
+            time.sleep(0.02)
+        return code
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def forked():
+    runner = Forked()
+    yield runner
+    runner.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +44,25 @@ def git(repo: Path, *args: str) -> str:
 
 
 def compare(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FLOWBENCH_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "harness", "compare", "--no-progress", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
+    """``python -m harness compare --no-progress ARGS`` in this process (its trials are
+    processes of their own), with revisions kept under ``cache``."""
+    import contextlib
+    import io
+
+    from harness.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = os.environ.get("FLOWBENCH_CACHE")
+    os.environ["FLOWBENCH_CACHE"] = str(cache)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["compare", "--no-progress", *args])
+    finally:
+        if before is None:
+            os.environ.pop("FLOWBENCH_CACHE")
+        else:
+            os.environ["FLOWBENCH_CACHE"] = before
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def cells_of(line: str) -> list[str]:
@@ -109,13 +118,13 @@ def test_a_slower_revision_is_found_and_an_unchanged_flow_is_not(repo, tmp_path)
 
 
 def test_identical_revisions_are_an_a_a_run_without_a_verdict(repo, tmp_path):
-    common = ["--repo", str(repo), "--dims", "4", "--ops", "log_prob", "--batch", "64", "--processes", "3"]
-    common += ["--rounds", "8"]
+    common = ["--repo", str(repo), "--dims", "2", "--ops", "log_prob", "--batch", "16", "--processes", "2"]
+    common += ["--rounds", "6"]
     done = compare("--run", "HEAD", "HEAD", "--models", "maf", *common, "--out", str(tmp_path / "aa"), cache=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "A/A run" in done.stdout
     assert "| slower" not in done.stdout and "| faster" not in done.stdout
-    for text in ("load (1-min average)", "AMD" if "AMD" in done.stdout else "cores", "3 trials x 8 rounds"):
+    for text in ("load (1-min average)", "AMD" if "AMD" in done.stdout else "cores", "2 trials x 6 rounds"):
         assert text in done.stdout
 
 

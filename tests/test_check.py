@@ -219,7 +219,7 @@ def test_a_user_flow_joins_a_contest(tmp_path):
     for name in ("versus.csv",):
         (sweep_dir / name).write_text((tmp_path / name).read_text())
     _quick_maf(sweep_dir)
-    report = build_report([sweep_dir], tmp_path / "r", paper=False).read_text()
+    report = build_report([sweep_dir], tmp_path / "r", paper=False, figures=False).read_text()
     found = report.split("## Contents")[0]
     assert "examples.linear_flow" not in found and "joined (ours / it [95% CI])" in report
     with pytest.raises(ValueError, match="unknown contest 'maf.nope'.*allowed: maf.log_prob"):
@@ -249,7 +249,7 @@ def test_the_report_has_a_correctness_table_with_failures_spelled_out(tmp_path):
     good = [check.Result("log-det", 2, 1e-15, 1e-6, True), check.Result("structure", 2, 0.25, None, None)]
     check.write(src, "mine:make", "", "mine", bad)
     check.write(src, "maf", "maf", OURS, good)
-    text = build_report([src], tmp_path / "out", paper=False).read_text()
+    text = build_report([src], tmp_path / "out", paper=False, figures=False).read_text()
     assert "## Correctness" in text
     assert "| mine:make | mine      | FAIL 0.5" in text and "| pass 1e-15 " in text and "(0.25)" in text
     assert "- mine:make log-det at d=2: 0.5 > 1e-06 (against slogdet)" in text

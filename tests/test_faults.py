@@ -5,8 +5,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +16,6 @@ from harness.__main__ import main
 from harness.grid import Config
 from harness.models import InversionError, build
 from harness.table import COLUMNS, key_of
-
-from .conftest import cli as _cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -67,12 +63,13 @@ def _lines(path: Path) -> list[list[str]]:
 # ---- interruptions -----------------------------------------------------------------
 
 
-def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path):
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path, forked):
     """5 kills mid-sweep, each followed by --resume: the final table holds exactly the
     configurations of an uninterrupted run, once each, every line whole. In-process
-    (the parent alone writes the table; a worker would double each start's imports)."""
+    (the parent alone writes the table); each start forked from one process that
+    imported the harness, each kill of its whole process group."""
     ref = tmp_path / "ref"
-    assert _cli("sweep", *SMALL, "--no-isolate", "--out", str(ref)).returncode == 0
+    assert forked.wait(forked.start("sweep", *SMALL, "--no-isolate", "--out", str(ref))) == 0
     expected = sorted(key_of(dict(zip(COLUMNS, r))) for r in _lines(ref / "results.csv")[1:])
     out, results = tmp_path / "killed", tmp_path / "killed" / "results.csv"
     rng = random.Random(0)
@@ -80,54 +77,40 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path):
     for _ in range(60):
         before = len(_lines(results)) if results.exists() else 0
         args = ["sweep", *SMALL, "--no-isolate", "--out", str(out)] + (["--resume"] if results.exists() else [])
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", *args],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        pid = forked.start(*args)
         deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:  # until it has written something new
+        while time.time() < deadline and forked.poll(pid) is None:  # until it has written something new
             if results.exists() and len(_lines(results)) > before:
                 break
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.15))  # then at a random moment: between rows, or inside one
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if forked.poll(pid) is None:
+            os.killpg(pid, signal.SIGKILL)
             kills += 1
-        proc.wait()
+        forked.wait(pid)
         if kills >= 5:
             break
     assert kills >= 5
-    done = _cli("sweep", *SMALL, "--out", str(out), "--resume")
-    assert done.returncode == 0, done.stderr
+    assert forked.wait(forked.start("sweep", *SMALL, "--out", str(out), "--resume")) == 0
     lines = _lines(results)
     assert lines[0] == COLUMNS and all(len(r) == len(COLUMNS) for r in lines)
     assert sorted(key_of(dict(zip(COLUMNS, r))) for r in lines[1:]) == expected
 
 
-def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path):
+def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path, forked):
     # a shell that started the tests in the background ignores SIGINT for its children:
-    # give the sweep the default disposition a terminal gives it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "sweep", *SMALL, "--out", str(tmp_path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    results = tmp_path / "results.csv"
+    # the sweep gets the default disposition a terminal gives it
+    out, err = tmp_path / "out", tmp_path / "stderr"
+    pid = forked.start("sweep", *SMALL, "--out", str(out), stderr=err, sigint=True)
+    results = out / "results.csv"
     deadline = time.time() + 60
     while time.time() < deadline and not (results.exists() and len(_lines(results)) >= 3):
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    kept = len(_lines(results)) - 1
-    assert proc.returncode == 130
-    assert f"interrupted: {kept} rows kept" in err and "continue with --resume" in err
-    assert "Traceback" not in err
+    os.kill(pid, signal.SIGINT)
+    assert forked.wait(pid, timeout=60) == 130
+    kept, said = len(_lines(results)) - 1, err.read_text()
+    assert f"interrupted: {kept} rows kept" in said and "continue with --resume" in said
+    assert "Traceback" not in said
 
 
 # ---- the results folder is owned --------------------------------------------------
@@ -144,18 +127,18 @@ def test_a_second_writer_is_refused_and_loses_nothing(tmp_path):
     assert (tmp_path / "results.csv").read_text() == before
 
 
-def test_two_sweeps_started_on_one_out_keep_every_row(tmp_path):
-    args = ["sweep", *SMALL, "--dims", "2,3", "--out", str(tmp_path)]
-    first = subprocess.Popen(
-        [sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    results = tmp_path / "results.csv"
+def test_two_sweeps_started_on_one_out_keep_every_row(tmp_path, forked):
+    out = tmp_path / "out"
+    args = ["sweep", *SMALL, "--dims", "2,3", "--out", str(out)]
+    first = forked.start(*args)
+    results = out / "results.csv"
     deadline = time.time() + 60
     while time.time() < deadline and not results.exists():
         time.sleep(0.01)
-    second = _cli(*args)
-    assert second.returncode == 2 and "being written by another run (sweep, pid" in second.stderr
-    assert first.wait(timeout=120) == 0
+    err = tmp_path / "second.err"
+    assert forked.wait(forked.start(*args, stderr=err)) == 2
+    assert "being written by another run (sweep, pid" in err.read_text()
+    assert forked.wait(first) == 0
     assert len(_lines(results)) == 1 + 2 * 2 * 3
 
 
@@ -239,7 +222,7 @@ def test_report_names_the_file_with_wrong_columns_and_warns_about_bad_rows(tmp_p
     lines = results.read_text().splitlines()
     results.write_text("\n".join([*lines, lines[-1], lines[-1][:20]]) + "\n")  # a duplicate and a torn row
     with pytest.warns(UserWarning) as warned:
-        assert main(["report", str(src), "--out", str(tmp_path / "out"), "--no-paper"]) == 0
+        assert main(["report", str(src), "--out", str(tmp_path / "out"), "--no-paper", "--no-figures"]) == 0
     messages = [str(w.message) for w in warned]
     assert any(m.startswith(f"{results}:9: ") and "row left out" in m for m in messages)
     assert any("1 rows repeat a key" in m for m in messages)

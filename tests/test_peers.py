@@ -196,7 +196,7 @@ def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
             assert r["status"] == "ok", r
             assert float(r["median_s"]) > 0 and int(r["params_effective"]) > 0
     assert int(rows[("zuko.maf", "4", "log_prob")]["flops"]) > 0
-    report = build_report([out], tmp_path / "r", paper=False).read_text()
+    report = build_report([out], tmp_path / "r", paper=False, figures=False).read_text()
     assert "## Ours against peers" in report and "### maf: time on cpu, batch 16" in report
     assert "ours / zuko.maf" not in report and "not interleaved" in report  # ratios come from contests alone
     assert "skipped: pyro B-NAF has no inverse" in report
@@ -219,7 +219,7 @@ def test_versus_times_every_contender_and_reports(tmp_path):
     out = tmp_path / "sweep"
     sweep.run(grid.Config.quick(models=("maf",), dims=(4,), device="cpu", roofline=False), out, progress=False)
     (out / "versus.csv").write_text((tmp_path / "versus.csv").read_text())
-    report = build_report([out], tmp_path / "r", paper=False).read_text()
+    report = build_report([out], tmp_path / "r", paper=False, figures=False).read_text()
     assert "### A/B: ours against the fastest peer" in report and "sample / log_prob" in report
     assert "ours / fastest peer [95% CI]" in report and r["verdict"] in report
 

@@ -170,9 +170,11 @@ def test_report_includes_the_paper_table(tmp_path):
     from harness import paper
 
     src = synthetic(tmp_path / "sweep")
-    assert "B-NAF paper" not in build_report([src], tmp_path / "out").read_text()  # only where a folder holds it
+    first = build_report([src], tmp_path / "out", figures=False).read_text()
+    assert "B-NAF paper" not in first  # only where a folder holds it
+    assert "Figures: none drawn" in first and not list((tmp_path / "out").glob("*.png"))
     paper.write(src)
-    text = build_report([src], tmp_path / "out").read_text()
+    text = build_report([src], tmp_path / "out", figures=False).read_text()
     assert "B-NAF paper, Table 1" in text and "MINIBOONE" in text
 
 
@@ -272,7 +274,7 @@ def test_every_flow_has_its_own_style_and_peers_take_a_shade_of_their_family():
 
 
 def test_an_asv_report_states_asv_parameters_and_leaves_out_sweep_sections(tmp_path):
-    text = build_report([FIXTURES / "asv_results"], tmp_path / "out").read_text()
+    text = build_report([FIXTURES / "asv_results"], tmp_path / "out", figures=False).read_text()
     assert "asv's own parameters" in text and "| bench_time.LogProb.time_log_prob" in text
     for sweep_only in ("## Findings", "B-NAF paper, Table 1", "Times are medians of blocked runs"):
         assert sweep_only not in text

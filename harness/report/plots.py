@@ -4,6 +4,9 @@ points not measured, log-log axes, legends beside the data."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -71,12 +74,31 @@ def file_stem(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip(".") or "figure"
 
 
+_DRAWING = contextvars.ContextVar("drawing", default=True)
+
+
+@contextlib.contextmanager
+def drawn(on: bool) -> Iterator[None]:
+    """Within the block, :func:`save` draws and writes figures only if ``on`` (a report
+    without figures: its tables and findings, in a fraction of the time)."""
+    token = _DRAWING.set(on)
+    try:
+        yield
+    finally:
+        _DRAWING.reset(token)
+
+
 def save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
     """The figure as PNG (and SVG) in ``out``, each written whole under a sanitised name
-    (harness.records.write_bytes: no link there is followed)."""
+    (harness.records.write_bytes: no link there is followed); nothing, and no name,
+    outside :func:`drawn`'s figures."""
     import io
 
     from ..records import write_bytes
+
+    if not _DRAWING.get():
+        plt.close(fig)
+        return []
 
     stem = file_stem(stem)
     names = []
