@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # each job's wall time, commit and load, into reports/timing.json (the README's commands block)
 TIMED = $(BIN)/python -m harness.timing
 
-.PHONY: venv test test-timed report peers solvers checks fit compile report-gpu asv-quick example lint format clean
+.PHONY: venv test test-fast test-timed report peers solvers checks fit compile report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,12 @@ venv: $(STAMP)
 PYTEST_ARGS ?= -n 3
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
+
+# The inner loop, about a minute: every test but those marked slow (they start processes,
+# measure or draw for seconds); make test runs them all.
+test-fast: $(STAMP)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 # make test, its wall time and load recorded in reports/timing.json (the README's commands block)

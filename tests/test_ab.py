@@ -100,6 +100,7 @@ def test_rename_moves_every_absolute_reference():
     assert "harness_version = 1" in out  # a name that only starts the same is left alone
 
 
+@pytest.mark.slow
 def test_a_slower_revision_is_found_and_an_unchanged_flow_is_not(repo, tmp_path):
     out = tmp_path / "ab"
     common = ["--repo", str(repo), "--dims", "4", "--ops", "log_prob", "--batch", "64", "--processes", "3"]
@@ -117,6 +118,7 @@ def test_a_slower_revision_is_found_and_an_unchanged_flow_is_not(repo, tmp_path)
     assert again.returncode == 1 and again.stdout.split("\n\n")[0] == done.stdout.split("\n\n")[0]
 
 
+@pytest.mark.slow
 def test_identical_revisions_are_an_a_a_run_without_a_verdict(repo, tmp_path):
     common = ["--repo", str(repo), "--dims", "2", "--ops", "log_prob", "--batch", "16", "--processes", "2"]
     common += ["--rounds", "6"]
@@ -128,6 +130,7 @@ def test_identical_revisions_are_an_a_a_run_without_a_verdict(repo, tmp_path):
         assert text in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "run, message",
     [
@@ -143,6 +146,7 @@ def test_bad_input_is_one_line_and_exit_2(repo, tmp_path, run, message):
     assert not (tmp_path / "bad").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_a_user_flow_that_fails_on_one_side_is_named_and_nothing_is_written(tmp_path):
     repo = tmp_path / "mine"
     repo.mkdir()

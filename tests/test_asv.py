@@ -60,6 +60,7 @@ def test_asv_conf_installs_the_project_without_deps():
     assert not any("--force-reinstall" in c for c in conf["install_command"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_asv_runs_for_real_and_reads_back(tmp_path):
     """asv run --python=same on one small benchmark, one parameter combination skipped."""
@@ -161,6 +162,7 @@ def _asv_over_sweep(model: str, op: str) -> float:
     return min(best) / min(float(t) for t in row["round_s"].split())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", ["log_prob", "sample", "train_step"])
 def test_an_asv_sample_is_a_warm_call_within_2x_of_the_sweep(op):
     """asv --quick times one call right after setup: setup's warm-up makes that a steady
@@ -176,6 +178,7 @@ def test_an_asv_sample_is_a_warm_call_within_2x_of_the_sweep(op):
         assert 0.5 <= ratios[-1] <= 2, (model, op, ratios)
 
 
+@pytest.mark.slow
 def test_a_fresh_process_first_asv_sample_is_not_a_compile():
     """The case asv --quick got wrong: IAF's log_prob (the numba loop) in a fresh process,
     one call timed right after setup, within 2x of a steady call of the same process."""

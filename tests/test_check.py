@@ -17,6 +17,7 @@ from harness.table import CHECKS, VERSUS
 from .conftest import cli
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_every_reference_model_passes(name):
     make = registry.factory(name)
@@ -27,6 +28,7 @@ def test_every_reference_model_passes(name):
     assert {r.check for r in results if r.passed} >= {"log-det", "round trip x", "normalises (d=2)"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["zuko.maf", "nflows.maf", "pyro.iaf", "pyro.bnaf"])
 def test_peers_pass_and_say_what_they_cannot_do(name):
     from harness import peers
@@ -91,6 +93,7 @@ def test_the_example_passes_and_broken_flows_fail():
     assert "samples match density" in failed and failed["samples match density"].measured > check.TV_BOUND
 
 
+@pytest.mark.slow
 def test_check_command_exit_codes_and_table():
     ok = cli("check", "examples.linear_flow:make", "--dims", "1,3")
     assert ok.returncode == 0, ok.stderr
@@ -109,6 +112,7 @@ def test_unknown_specs_are_one_line_errors(capsys):
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_user_flow_runs_in_the_sweep_like_a_peer(tmp_path):
     out = cli(
         "sweep",
@@ -173,6 +177,7 @@ def make(dim):
 """
 
 
+@pytest.mark.slow
 def test_a_contender_that_breaks_the_contract_is_never_timed_nor_fastest(tmp_path, monkeypatch):
     from harness import peers, versus
 
@@ -195,6 +200,7 @@ def test_a_contender_that_breaks_the_contract_is_never_timed_nor_fastest(tmp_pat
     assert rows["nan_inverse_flow:make"]["status"] == "error" and rows["nan_inverse_flow:make"]["median_s"] == ""
 
 
+@pytest.mark.slow
 def test_a_user_flow_joins_a_contest(tmp_path):
     from harness import peers, versus
 
@@ -226,6 +232,7 @@ def test_a_user_flow_joins_a_contest(tmp_path):
         versus.main(entrants=[("examples.linear_flow:make", "maf.nope")], progress=False)
 
 
+@pytest.mark.slow
 def test_check_out_records_every_model_for_the_report(tmp_path):
     rc = main(["check", "examples.linear_flow:make,maf", "--dims", "1,2", "--out", str(tmp_path)])
     assert rc == 0
@@ -241,6 +248,7 @@ def test_check_out_records_every_model_for_the_report(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_the_report_has_a_correctness_table_with_failures_spelled_out(tmp_path):
     from .test_report import synthetic
 

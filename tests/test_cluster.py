@@ -63,6 +63,7 @@ def test_jobs_hold_whole_series_and_every_solver_of_a_problem():
         assert job.dims == (2, 3) and len(job.models) == len(job.ops) == len(job.batches) == 1
 
 
+@pytest.mark.slow
 def test_local_jobs_merge_into_exactly_the_direct_runs_configurations(tmp_path, direct):
     out = tmp_path / "jobs"
     assert (
@@ -80,6 +81,7 @@ def test_local_jobs_merge_into_exactly_the_direct_runs_configurations(tmp_path, 
     assert main(["sweep", "--models", "maf,made", *ARGS, "--executor", "local", "--out", str(out)]) == 2  # refused
 
 
+@pytest.mark.slow
 def test_a_killed_parent_resumes_collecting_finished_jobs(tmp_path, direct):
     out = tmp_path / "jobs"
     cmd = [sys.executable, "-m", "harness", "sweep", "--models", "maf,made", *ARGS, "--executor", "local"]
@@ -107,6 +109,7 @@ def test_bad_cluster_settings_name_the_value():
         Cluster(partition="gpu").validate()
 
 
+@pytest.mark.slow
 def test_a_report_over_two_machines_puts_them_side_by_side(tmp_path):
     cpu = tmp_path / "cpu"
     cfg = grid.Config(models=("maf",), dims=(2, 4), ops=("log_prob",), batches=(1024,), device="cpu")
@@ -147,6 +150,7 @@ def test_slurm_settings_map_to_submitits_parameters(tmp_path, monkeypatch):
     assert params["gpus_per_node"] == 1 and params["cpus_per_task"] == 8 and params["time"] == 90
 
 
+@pytest.mark.slow
 def test_a_fit_runs_as_jobs_and_merges_into_a_folder_the_report_reads(tmp_path):
     from harness.table import DENSITIES, FIT
 

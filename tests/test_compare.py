@@ -91,6 +91,7 @@ def sweeps(tmp_path_factory):
 DRIFT = 0.10  # a bound as tools/calibrate_ab.py --drift writes it
 
 
+@pytest.mark.slow
 def test_without_a_drift_bound_runs_measured_apart_get_ratios_and_no_verdict(sweeps, tmp_path, capsys):
     a, _, slower = sweeps
     rows = compare(str(a), str(slower), drift=None)

@@ -24,6 +24,7 @@ def test_quadrature_gives_a_gaussians_closed_form_entropy():
     assert entropy == pytest.approx(1 + math.log(2 * math.pi * sigma**2), abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(toys.TOYS))
 def test_each_toy_density_normalises_and_matches_its_samples(name):
     toy = toys.TOYS[name]

@@ -178,6 +178,7 @@ def extended(tmp_path_factory):
     return touched, out, report
 
 
+@pytest.mark.slow
 def test_each_addition_touched_at_most_two_files(extended):
     touched, _, _ = extended
     assert {k: len(v) for k, v in touched.items()} == {"flow": 2, "op": 2, "solver": 2, "section": 2}

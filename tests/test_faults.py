@@ -63,6 +63,7 @@ def _lines(path: Path) -> list[list[str]]:
 # ---- interruptions -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path, forked):
     """5 kills mid-sweep, each followed by --resume: the final table holds exactly the
     configurations of an uninterrupted run, once each, every line whole. In-process
@@ -97,6 +98,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path, forked):
     assert sorted(key_of(dict(zip(COLUMNS, r))) for r in lines[1:]) == expected
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path, forked):
     # a shell that started the tests in the background ignores SIGINT for its children:
     # the sweep gets the default disposition a terminal gives it
@@ -127,6 +129,7 @@ def test_a_second_writer_is_refused_and_loses_nothing(tmp_path):
     assert (tmp_path / "results.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_on_one_out_keep_every_row(tmp_path, forked):
     out = tmp_path / "out"
     args = ["sweep", *SMALL, "--dims", "2,3", "--out", str(out)]
@@ -166,6 +169,7 @@ def test_resume_refuses_other_columns_or_settings(tmp_path):
 # ---- budgets bound everything ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_configuration_past_its_deadline_is_killed_as_timeout(tmp_path):
     config = small(
         models=("bnaf",),
@@ -215,6 +219,7 @@ def test_versus_refuses_a_zero_batch(capsys):
     assert e.value.code == 2 and "expected an int >= 1, got '0'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_names_the_file_with_wrong_columns_and_warns_about_bad_rows(tmp_path, capsys):
     src = tmp_path / "src"
     sweep.run(small(), src, progress=False)
@@ -248,6 +253,7 @@ def test_malformed_asv_results_name_the_file(tmp_path, capsys):
 # ---- the models' own faults -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_inversion_out_of_range_raises_instead_of_returning_garbage():
     torch.manual_seed(0)
     flow = build("naf", 2).eval()

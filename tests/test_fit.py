@@ -34,6 +34,7 @@ def fitted(tmp_path_factory):
     return out, rows, config
 
 
+@pytest.mark.slow
 def test_a_fit_writes_one_row_per_model_and_data_set_with_units(fitted):
     out, rows, _ = fitted
     on_disk = rows_of(out)
@@ -86,6 +87,7 @@ def test_training_improves_on_the_initial_weights_and_keeps_the_best():
     assert trained.best_step in [c[Col.STEP] for c in trained.curve]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_rows_and_refuses_other_settings(fitted, tmp_path):
     out, _, config = fitted
     again = run(
@@ -142,6 +144,7 @@ def test_bad_settings_name_the_value_and_the_allowed_ones():
         FitConfig(data=["gas"]).validate()
 
 
+@pytest.mark.slow
 def test_the_fit_command_and_the_report_quality_section(tmp_path, capsys):
     out = tmp_path / "fit"
     code = main(

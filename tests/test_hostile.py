@@ -47,6 +47,7 @@ def test_a_name_read_from_a_table_must_stay_in_its_folder(tmp_path, name):
     assert inside(tmp_path, "nll/a.npy", "nll_file") == (tmp_path / "nll" / "a.npy").resolve()
 
 
+@pytest.mark.slow
 def test_a_device_value_with_dot_dot_writes_no_figure_outside_out(tmp_path):
     src = _two_families(tmp_path / "src")
     table = pd.read_csv(src / "results.csv")
@@ -119,6 +120,7 @@ def test_a_flow_whose_outputs_turn_nan_after_the_checked_call_is_an_error_row(tm
     assert columns["status"] == "error" and "after" in columns["reason"], columns
 
 
+@pytest.mark.slow
 def test_foreign_tables_are_one_line_and_nothing_is_cut(tmp_path):
     import shutil
 
@@ -211,6 +213,7 @@ def test_a_command_refuses_a_folder_another_is_writing_before_it_measures(tmp_pa
     assert not (tmp_path / "solvers.csv").exists()
 
 
+@pytest.mark.slow
 def test_the_solver_ab_writes_each_model_as_measured_and_resumes(tmp_path):
     """A model and d killed at its deadline is a timeout row, written at once; --resume
     measures it again and keeps what finished; a new run moves the table aside."""

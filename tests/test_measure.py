@@ -73,6 +73,7 @@ def test_params_per_submodule_add_up():
     assert any(k.endswith("made.layers.0") for k in per)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver,passes", [("sequential", "d"), ("incremental", "one")])
 def test_maf_sample_flops_follow_the_solver(solver, passes):
     """2 flops per multiply-add. log_prob is one pass: d->h, h->h, h->2d. The sequential

@@ -94,6 +94,7 @@ def test_density_normalises_1d(name):
         assert abs(mass(model(name, 1).log_prob, 1) - 1) < MASS_TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_density_normalises_2d(name):
     config = {"flows": 2} if name == "naf" else {}  # 160,000 points: NAF's five flows take 15 s
@@ -101,6 +102,7 @@ def test_density_normalises_2d(name):
         assert abs(mass(model(name, 2, **config).log_prob, 2) - 1) < MASS_TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_samples_match_density(name):
     assert sample_density_tv(model(name, 2)) < TV_BOUND
@@ -112,6 +114,7 @@ def test_tv_detects_a_wrong_sampler():
     assert sample_density_tv(m) > 2 * TV_BOUND
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("d", [1, 2, 8, 64, 256])
 def test_default_config_runs(name, d):

@@ -153,6 +153,7 @@ def test_without_the_extra_peers_are_listed_unavailable(monkeypatch, tmp_path, c
     assert all("unavailable: zuko is not installed" in r["reason"] for r in rows)
 
 
+@pytest.mark.slow
 def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
     for name in ("zuko.maf", "pyro.bnaf"):
         need(name)
@@ -202,6 +203,7 @@ def test_sweep_with_peers_records_missing_directions_and_reports(tmp_path):
     assert "skipped: pyro B-NAF has no inverse" in report
 
 
+@pytest.mark.slow
 def test_versus_times_every_contender_and_reports(tmp_path):
     for name in ("zuko.maf", "nflows.maf", "zuko.naf"):
         need(name)
@@ -245,6 +247,7 @@ def make(dim):
 """
 
 
+@pytest.mark.slow
 def test_a_hanging_contender_is_an_error_row_and_the_contest_goes_on(tmp_path, monkeypatch):
     need("zuko.maf")
     (tmp_path / "hangs.py").write_text(HANGS)

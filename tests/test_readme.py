@@ -37,6 +37,7 @@ def test_every_block_is_held_by_a_document(tmp_path):
         readme.main(tmp_path / "README.md", ROOT / "reports", check=True)
 
 
+@pytest.mark.slow
 def test_a_report_built_twice_is_byte_identical(tmp_path):
     src = synthetic(tmp_path / "sweep")
     first, second = tmp_path / "a", tmp_path / "b"

@@ -123,6 +123,7 @@ def rendered(tmp_path_factory) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_report_from_a_synthetic_sweep(rendered):
     tmp_path = rendered
     path = tmp_path / "out" / "REPORT.md"
@@ -151,6 +152,7 @@ def _legends(svg: Path) -> str:
     return svg.read_text()
 
 
+@pytest.mark.slow
 def test_report_from_asv_results(tmp_path, monkeypatch):
     from harness import calibration
 
@@ -166,6 +168,7 @@ def test_report_from_asv_results(tmp_path, monkeypatch):
     assert pngs and all(p.read_bytes().startswith(PNG) for p in pngs)
 
 
+@pytest.mark.slow
 def test_report_includes_the_paper_table(tmp_path):
     from harness import paper
 
@@ -229,6 +232,7 @@ def _two_families(out: Path, devices=("cpu",), batches=(100,)) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_findings_come_first_and_their_numbers_are_in_the_tables_below(tmp_path):
     text = build_report(
         [_two_families(tmp_path / "s", devices=("cpu", "cuda"))], tmp_path / "out", paper=False
@@ -246,6 +250,7 @@ def test_findings_come_first_and_their_numbers_are_in_the_tables_below(tmp_path)
     assert "## CPU against GPU" in rest and (tmp_path / "out" / "devices.png").is_file()
 
 
+@pytest.mark.slow
 def test_series_are_grouped_by_batch_with_slopes_per_batch(tmp_path):
     src = _two_families(tmp_path / "s", batches=(100, 400))
     text = build_report([src], tmp_path / "out", paper=False).read_text()

@@ -103,6 +103,7 @@ def test_compiling_pays_only_past_its_interval_and_counts_calls_to_pay(tmp_path)
     assert set(main_rows(src.rows)["backend"]) == {"eager"}
 
 
+@pytest.mark.slow
 def test_a_compiled_measurement_records_its_compile_seconds_apart():
     from harness.measure.call import Settings, measure
     from harness.models import build

@@ -42,6 +42,7 @@ def test_every_family_has_its_solvers():
         assert flow.solver in flow.solvers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,solver", CASES)
 @pytest.mark.parametrize("d", DIMS)
 def test_solver_equals_reference(name, solver, d):
@@ -55,6 +56,7 @@ def test_solver_equals_reference(name, solver, d):
         torch.testing.assert_close(flow.log_prob(x), ref_flow.log_prob(x), atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,solver", CASES)
 @pytest.mark.parametrize("d", DIMS)
 def test_round_trip_and_counters(name, solver, d):

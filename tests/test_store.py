@@ -129,6 +129,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_fit_fresh_moves_every_file_of_the_old_fit_aside(tmp_path):
     config = fit.FitConfig(models=("made",), data=("eight_gaussians",), seeds=(0,), steps=10, eval_every=5, time_s=0.01)
     config.time_batch = 64
@@ -143,6 +144,7 @@ def test_fit_fresh_moves_every_file_of_the_old_fit_aside(tmp_path):
     assert set(_files(tmp_path)) == set(before)
 
 
+@pytest.mark.slow
 def test_a_folder_holds_one_kind_of_run(tmp_path):
     """An executor's --fresh over a direct sweep moves all of it aside; a direct
     --resume on the distributed folder is refused; the executor resumes it."""
@@ -209,6 +211,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
 def test_no_process_of_a_killed_sweep_outlives_it(tmp_path):
     (tmp_path / "hanging_flow.py").write_text(HANGING)
@@ -251,6 +254,7 @@ def _sweep_in(tree: Path, out: Path) -> dict:
     return store.read_table(out / "results.csv")[0]
 
 
+@pytest.mark.slow
 def test_an_uncommitted_change_to_a_model_recounts_its_flops(tmp_path):
     """Counts are cached under a hash of the code that ran: the cached value is used
     while the code is the same, and counted anew after a change nobody committed."""

@@ -26,6 +26,7 @@ def small(**overrides) -> Config:
     return Config(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
     rows = sweep.run(small(ops=("log_prob", "sample", "train_step")), tmp_path, progress=False)
     table = read_table(tmp_path / "results.csv")
@@ -60,6 +61,7 @@ def test_sweep_writes_a_tidy_table_and_metadata(tmp_path):
         assert key in meta, key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "solvers, expected",
     [
@@ -78,6 +80,7 @@ def test_solvers_pick_each_family_s_own(tmp_path, solvers, expected):
     assert all(r["status"] == "ok" for r in rows)
 
 
+@pytest.mark.slow
 def test_unknown_solver_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown solver 'gauss'; allowed: default, reference, all, sequential"):
         sweep.run(small(solvers=["gauss"]), tmp_path, progress=False)
@@ -85,6 +88,7 @@ def test_unknown_solver_is_refused(tmp_path):
         sweep.run(small(models=("maf",), solvers=["newton"]), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_tiny_budget_skips_with_a_reason(tmp_path):
     config = small(budget_s=1e-6, flops=False, memory=False, roofline=False, solvers=["reference"], ops=("sample",))
     rows = sweep.run(config, tmp_path, progress=False)  # reference solvers: the budget applies
@@ -94,6 +98,7 @@ def test_tiny_budget_skips_with_a_reason(tmp_path):
     assert all("already at d=2" in r["reason"] for r in larger), "no time is spent above a skipped d"
 
 
+@pytest.mark.slow
 def test_oom_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     real = measurer.prepare
 
@@ -144,6 +149,7 @@ def test_absent_device_exits_2(tmp_path, capsys):
     assert "device 'cuda' is not available here; present: cpu" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_quick_cli_prints_a_summary_and_processes_keep_every_round(tmp_path):
     args = ["sweep", "--quick", "--device", "cpu", "--models", "maf,iaf", "--dims", "2", "--solvers", "default"]
     out = _cli(*args, "--rounds", "3", "--processes", "2", "--no-progress", "--no-roofline", "--out", str(tmp_path))
@@ -169,6 +175,7 @@ def test_budget_estimate_follows_the_counted_work():
     assert estimate_seconds([(8, 1.0, 1e6), (16, 1.1, 8e6)], 32) == pytest.approx(1.1 * 8)
 
 
+@pytest.mark.slow
 def test_flops_do_not_depend_on_load(tmp_path, monkeypatch):
     """The same configurations counted on a quiet and on a loaded machine (every timed
     call made 20x slower, on the same code path) give identical FLOPs and memory."""
@@ -206,6 +213,7 @@ def test_the_default_grid_is_measured_whatever_the_budget_and_nothing_else_is(tm
         assert st == ("ok" if essential else "skipped"), (model, dim, op, solver, batch, st)
 
 
+@pytest.mark.slow
 def test_counts_are_cached_per_configuration(tmp_path, monkeypatch):
     sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, progress=False)
     counts = json.loads((tmp_path / "counts.json").read_text())

@@ -125,6 +125,7 @@ def flows(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "factory, code",
     [
@@ -147,6 +148,7 @@ def test_check_passes_only_what_ran_and_passed(flows, capsys, factory, code):
     assert out.out.strip().splitlines()[-1].startswith("pass: " if code == 0 else "FAIL: ")
 
 
+@pytest.mark.slow
 def test_check_refuses_what_it_cannot_take(flows, capsys):
     assert main(["check", "maf", "--config", "nosuchkey=1"]) == 2
     assert "unknown keyword 'nosuchkey' for model 'maf'; allowed: flows, hidden, solver" in capsys.readouterr().err
@@ -156,6 +158,7 @@ def test_check_refuses_what_it_cannot_take(flows, capsys):
     assert "importing 'broken_at_import'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_checks_deadline_fails_a_hanging_flow(flows):
     start = time.time()
     ((spec, _, _, results),) = list(check.run_isolated([f"{flows}:hangs"], [1], {}, deadline_s=3))
@@ -169,6 +172,7 @@ def _small(models, **overrides) -> grid.Config:
     return grid.Config(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_outputs_that_break_the_contract_are_error_rows_never_timed(flows, tmp_path):
     models = [f"{flows}:{f}" for f in ("column", "scalar", "half", "nan_inverse")]
     rows = sweep.run(_small(models), tmp_path / "out", progress=False)
@@ -185,6 +189,7 @@ def test_outputs_that_break_the_contract_are_error_rows_never_timed(flows, tmp_p
     assert status[("column", "sample")]["status"] == "ok"  # the op that keeps it is measured
 
 
+@pytest.mark.slow
 def test_user_code_that_raises_is_a_row_and_a_hang_a_timeout(flows, tmp_path):
     models = [f"{flows}:{f}" for f in ("raises_key", "hangs_building", "hangs", "good")]
     start = time.time()
@@ -212,6 +217,7 @@ def test_a_broken_module_is_one_line_in_every_command(flows, tmp_path, capsys):
         assert err.startswith("error: importing 'broken_at_import'") and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_fit_that_raises_or_hangs_is_a_row_and_the_others_go_on(flows, tmp_path):
     config = fit.FitConfig(
         models=(f"{flows}:raises_key", f"{flows}:hangs", "made"),
