@@ -24,8 +24,10 @@ venv: $(STAMP)
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass. Three
 # workers (pytest-xdist) share the suite, more than the two cores, because much of it
-# waits on subprocesses, sleeps and deadlines; PYTEST_ARGS= runs it in one process.
-PYTEST_ARGS ?= -n 3
+# waits on subprocesses, sleeps and deadlines; a module's tests go to one worker
+# (loadscope), so a module-scoped fixture (a rendered report, a git repository, a copied
+# harness) is built once. PYTEST_ARGS= runs it in one process.
+PYTEST_ARGS ?= -n 3 --dist loadscope
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc

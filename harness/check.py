@@ -233,18 +233,49 @@ def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> lis
 
 @dataclass(frozen=True)
 class Job:
-    """One flow's checks, for a worker: its spec, dims and the keywords its factory takes."""
+    """One flow's checks, for a worker: its spec, dims and the keywords its factory
+    takes; ``probe``: only time the flow's own calls (see :func:`probe_seconds`)."""
 
     spec: str
     dims: tuple[int, ...]
     config: dict
+    probe: bool = False
+
+
+def probe_seconds(make: Callable[[int], object], points: int = 1024) -> float:
+    """Seconds of what the checks call most: building the flow at d = 2 in float64,
+    then its log_prob and sample of ``points`` points (a call that raises counts its
+    time; the checks name the error)."""
+    import time
+
+    start = time.perf_counter()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        flow = make(2)
+        for call in (lambda: flow.log_prob(torch.randn(points, 2)), lambda: flow.sample(points)):
+            try:
+                call()
+            except Exception:
+                pass
+    except Exception:
+        pass
+    finally:
+        torch.set_default_dtype(default)
+    return time.perf_counter() - start
 
 
 def checker() -> Callable[[Job], tuple[str, str, list[Result]]]:
-    """The worker's handler: (family, library, results) of a job."""
+    """The worker's handler: (family, library, results) of a job, or a probe's seconds."""
     from . import registry
 
-    def handle(job: Job) -> tuple[str, str, list[Result]]:
+    def handle(job: Job) -> tuple[str, str, list[Result]] | float:
+        if job.probe:
+            try:
+                make = registry.factory(job.spec)
+            except Exception:
+                return 0.0
+            return probe_seconds(lambda dim: make(dim, **job.config))
         try:
             make = registry.factory(job.spec)
             family, library = registry.identity(job.spec)
@@ -256,15 +287,19 @@ def checker() -> Callable[[Job], tuple[str, str, list[Result]]]:
     return handle
 
 
-DEADLINE_S = 600.0
+# Without --deadline a flow's checks get CALLS times what its own calls took in a probe
+# (at least FIRST_S): a hanging flow fails within FIRST_S, a slow honest one is not killed.
+FIRST_S = 120.0
+CALLS = 300  # the checks make ~100 calls of the probe's size (density grids, samples, Jacobians)
 
 
 def run_isolated(
-    specs: Sequence[str], dims: Sequence[int], config: dict, deadline_s: float = DEADLINE_S, processes: int = 2
+    specs: Sequence[str], dims: Sequence[int], config: dict, deadline_s: float | None = None, processes: int = 2
 ):
-    """Each flow's checks in a worker process killed at ``deadline_s``, ``processes``
-    flows at a time (checks time nothing): yields (spec, family, library, results) in
-    the order given; a flow that hangs or kills its process fails its checks."""
+    """Each flow's checks in a worker process killed at ``deadline_s`` (None: at what
+    the flow's own calls take, see FIRST_S), ``processes`` flows at a time (checks time
+    nothing): yields (spec, family, library, results) in the order given; a flow that
+    hangs or kills its process fails its checks."""
     import queue
     from concurrent.futures import ThreadPoolExecutor
 
@@ -278,8 +313,16 @@ def run_isolated(
     def one(spec: str) -> tuple:
         worker = free.get()
         try:
-            answer = worker.run(Job(spec, tuple(dims), dict(config)), deadline_s)
-            why = "" if answer is not None else f"did not finish within the deadline of {deadline_s:g} s: killed"
+            limit = deadline_s
+            if limit is None:
+                took = worker.run(Job(spec, tuple(dims), dict(config), probe=True), FIRST_S)
+                limit = max(FIRST_S, CALLS * took) if took is not None else None
+            if limit is None:
+                answer, why = None, f"its first calls did not return within {FIRST_S:g} s: killed (a hang?"
+                why += " --deadline gives a slower flow longer)"
+            else:
+                answer = worker.run(Job(spec, tuple(dims), dict(config)), limit)
+                why = "" if answer is not None else f"did not finish within the deadline of {limit:.3g} s: killed"
         except WorkerDied as e:
             answer, why = None, f"the checking process died: {e}"
         finally:

@@ -314,8 +314,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--deadline",
         type=_seconds,
-        default=600.0,
-        help="seconds one flow's checks may take before they are killed and fail (default 600)",
+        default=None,
+        help="seconds one flow's checks may take before they are killed and fail (default: 300 times what the "
+        "flow's own build, log_prob and sample took in a probe, at least 120 s; a flow whose first calls hang "
+        "fails after 120 s)",
     )
 
     m2 = sub.add_parser("readme", help="rewrite the README's generated blocks from the committed reports")

@@ -168,14 +168,16 @@ def test_an_asv_sample_is_a_warm_call_within_2x_of_the_sweep(op):
     """asv --quick times one call right after setup: setup's warm-up makes that a steady
     call, within 2x of the sweep's time for the same configuration. A shared machine
     can put a burst into either side's best, so each gets three tries (a compile inside
-    the timed call measured 200x: no retry hides that)."""
+    the timed call measured 200x: no retry hides that; a benchmark that skipped the op,
+    below 0.01x). The lower bound is loose: a loaded machine stretches the sweep's rounds
+    of a 0.3 s train_step more than asv's single calls (measured 0.39-0.44x then)."""
     for model in ("maf", "iaf", "bnaf"):
         ratios = []
         for _ in range(3):
             ratios.append(_asv_over_sweep(model, op))
-            if 0.5 <= ratios[-1] <= 2:
+            if 0.25 <= ratios[-1] <= 2:
                 break
-        assert 0.5 <= ratios[-1] <= 2, (model, op, ratios)
+        assert 0.25 <= ratios[-1] <= 2, (model, op, ratios)
 
 
 @pytest.mark.slow
@@ -193,6 +195,13 @@ def test_a_fresh_process_first_asv_sample_is_not_a_compile():
         "print(first / sorted(steady)[2])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert float(out.stdout.split()[-1]) < 2
+    ratios = []
+    for _ in range(3):  # a burst on a shared machine can stretch one sub-ms call; a compile stretches every try
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr
+        ratios.append(float(out.stdout.split()[-1]))
+        if ratios[-1] < 2:
+            break
+    assert ratios[-1] < 2, ratios

@@ -111,6 +111,16 @@ def hangs(dim):
 def hangs_building(dim):
     while True:
         time.sleep(0.05)
+
+
+class Slow(Linear):
+    def log_prob(self, x):
+        time.sleep(0.1)  # an honest flow, slow in every call
+        return super().log_prob(x)
+
+
+def slow(dim):
+    return Slow(dim)
 """
 
 
@@ -164,6 +174,21 @@ def test_a_checks_deadline_fails_a_hanging_flow(flows):
     ((spec, _, _, results),) = list(check.run_isolated([f"{flows}:hangs"], [1], {}, deadline_s=3))
     assert time.time() - start < 60 and check.passed(results) is False
     assert "did not finish within the deadline of 3 s" in results[0].note
+
+
+@pytest.mark.slow
+def test_checks_default_deadline_follows_the_flows_own_calls(flows, monkeypatch):
+    """Without --deadline: a flow whose first calls hang fails after FIRST_S; one slow
+    in every call gets what its calls take and is not killed, though its checks
+    outlast FIRST_S."""
+    monkeypatch.setattr(check, "FIRST_S", 1.0)
+    start = time.time()
+    ((_, _, _, hung),) = list(check.run_isolated([f"{flows}:hangs"], [1], {}))
+    assert time.time() - start < 30 and "first calls did not return within 1 s" in hung[0].note
+    start = time.time()
+    ((_, _, _, results),) = list(check.run_isolated([f"{flows}:slow"], [1, 2], {}))
+    assert time.time() - start > 1.0, "the checks outlasted FIRST_S, so a fixed deadline of it would have killed them"
+    assert check.passed(results), [r for r in results if r.passed is False]
 
 
 def _small(models, **overrides) -> grid.Config:
