@@ -5,7 +5,7 @@ dimension, the pseudo-parameters of a deep sigmoidal flow (DSF, or DDSF when
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +130,47 @@ class DeepSigmoid(nn.Module):
             h = log_s - log_ms
         return h[0], g[0]
 
+    def at(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """:meth:`columns` at fixed ``params`` (n_params, C), for a root-finder's many
+        evaluations: x (C,) -> y (C,), log dy/dx (C,). What does not depend on x (the
+        slopes, the softmax normalisers of u and w, u's weights) is computed once here;
+        each evaluation then runs one GEMM of three log-matrix products per layer."""
+        H, start, layers = self.hidden, 0, []
+        for (n_in, _), u_own, w_own in zip(self.sizes, self.u, self.w):
+            p = params[start : start + 3 * H + n_in]
+            start += 3 * H + n_in
+            log_a = soft_clamp(p[:H], LOG_SCALE_BOUND)
+            b, p_w, p_u = p[H : 2 * H], p[2 * H : 3 * H], p[3 * H :]
+            (log_zw,) = log_matmuls(w_own, p_w)
+            mixing = None
+            if n_in > 1:  # u's softmax weights and normaliser, as columns() forms them
+                c = (p_u - p_u.amax(0, keepdim=True)).exp()
+                e_u = u_own.exp()
+                (log_zu,) = log_matmuls(u_own, p_u)
+                mixing = (c, e_u, e_u @ c, log_zu, p_u, u_own)
+            layers.append((log_a, log_a.exp(), b, p_w, w_own, log_zw, mixing))
+
+        def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:
+            h = x[None]
+            g = torch.zeros_like(h)
+            for log_a, a, b, p_w, w_own, log_zw, mixing in layers:
+                if mixing is None:
+                    uh, t = h, g
+                else:
+                    c, e_u, norm, log_zu, p_u, u_own = mixing
+                    uh = (e_u @ (c * h)) / norm
+                    (log_ug,) = log_matmuls(u_own, p_u + g)
+                    t = log_ug - log_zu
+                pre = torch.addcmul(b, a, uh)
+                ls, lms = log_sigmoids(pre)
+                log_s, log_ms, log_g = log_matmuls(w_own, p_w + ls, p_w + lms, p_w + ls + lms + log_a + t)
+                log_s, log_ms = log_s - log_zw, log_ms - log_zw
+                g = log_g - log_zw - log_s - log_ms
+                h = log_s - log_ms
+            return h[0], g[0]
+
+        return evaluate
+
 
 def log_sigmoids(pre: Tensor) -> tuple[Tensor, Tensor]:
     """(log sigmoid(pre), log sigmoid(-pre)) from one exp and one log1p: both are
@@ -236,10 +277,12 @@ class SigmoidalAutoregressive(Transform):
             nonlocal output
             if output is None:  # inside the solver's no_grad: hidden units kept in buffers
                 output = self.made.incremental(x, in_place=True)
-            params = self.to_params(output(i, x[:, :i]))
+            # feature-major (n_params, n), its x-free terms once (DeepSigmoid.at): each of
+            # the root-finder's evaluations is then one GEMM per layer, as log_prob's
+            ddsf = self.ds.at(self.to_params(output(i, x[:, :i])).T.contiguous())
 
             def fn(xi: Tensor) -> tuple[Tensor, Tensor]:
-                yi, logder = self.ds(xi, params)
+                yi, logder = ddsf(xi)
                 return yi, logder.exp()
 
             return fn
