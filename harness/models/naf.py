@@ -135,6 +135,8 @@ class DeepSigmoid(nn.Module):
         evaluations: x (C,) -> y (C,), log dy/dx (C,). What does not depend on x (the
         slopes, the softmax normalisers of u and w, u's weights) is computed once here;
         each evaluation then runs one GEMM of three log-matrix products per layer."""
+        if params.shape[1] == 0:  # no point: nothing to evaluate (log_matmuls splits by C)
+            return lambda x: (x.clone(), x.clone())
         H, start, layers = self.hidden, 0, []
         for (n_in, _), u_own, w_own in zip(self.sizes, self.u, self.w):
             p = params[start : start + 3 * H + n_in]
