@@ -363,7 +363,8 @@ def main(
     with store.lock(out, "versus") if out is not None else contextlib.nullcontext():
         if out is not None and resume:
             kept = store.kept_rows(out / VERSUS, FIELDS, {Col.BATCH: batch}, ("contest", Col.DIM))
-            todo = [t for t in todo if (t[0], str(t[1])) not in {(r["contest"], r[Col.DIM]) for r in kept}]
+            measured = {(r["contest"], r[Col.DIM]) for r in kept}
+            todo = [t for t in todo if (t[0], str(t[1])) not in measured]
             naf_dims = [] if any(r["contest"] == NAF_CONTEST for r in kept) else naf_dims
         elif out is not None:  # the folder is ours before anything is measured; an old table goes aside
             aside = store.move_aside(out, (VERSUS, VERSUS_MD))

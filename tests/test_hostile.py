@@ -102,20 +102,27 @@ def make(dim):
 """
 
 
+def _user_module(tmp_path: Path, monkeypatch, name: str, source: str) -> str:
+    """Writes ``source`` as the user module ``name`` (importable, as examples are);
+    returns its factory's spec."""
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    return f"{name}:make"
+
+
 def test_a_flow_whose_outputs_turn_nan_after_the_checked_call_is_an_error_row(tmp_path, monkeypatch):
     import sys
 
     from harness import registry
     from harness.measure.call import Settings, measure, measure_together, prepare
 
-    (tmp_path / "turns_nan.py").write_text(TURNS_NAN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
+    spec = _user_module(tmp_path, monkeypatch, "turns_nan", TURNS_NAN)
     settings = Settings(budget_s=10, min_run_time=0.02, flops=False, memory=False)
-    row, _ = measure(registry.build_any("turns_nan:make", 3), "log_prob", "cpu", 16, settings)
+    row, _ = measure(registry.build_any(spec, 3), "log_prob", "cpu", 16, settings)
     assert row["status"] == "error" and "after" in row["reason"] and "finite" in row["reason"], row
     sys.modules["turns_nan"].TurnsNaN.calls = 0
-    _, ready = prepare(registry.build_any("turns_nan:make", 3), "log_prob", "cpu", 16, settings)
+    _, ready = prepare(registry.build_any(spec, 3), "log_prob", "cpu", 16, settings)
     (columns,) = measure_together({"k": ready}, "cpu", settings).values()
     assert columns["status"] == "error" and "after" in columns["reason"], columns
 
@@ -175,10 +182,7 @@ def test_a_flow_that_changes_torch_settings_is_named_and_nothing_after_it_inheri
     from harness.measure.call import Settings
     from harness.measurer import said_changed
 
-    (tmp_path / "changes_dtype.py").write_text(CHANGES_DTYPE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
-    flow = registry.build_any("changes_dtype:make", 3)
+    flow = registry.build_any(_user_module(tmp_path, monkeypatch, "changes_dtype", CHANGES_DTYPE), 3)
     from harness.measure.call import measure
 
     row, _ = measure(flow, "log_prob", "cpu", 16, Settings(budget_s=10, min_run_time=0.02, flops=False, memory=False))
