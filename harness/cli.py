@@ -160,8 +160,8 @@ def parser() -> argparse.ArgumentParser:
         "--backends",
         type=_names,
         help=f"how each configuration runs: default, or {', '.join(ops.BACKENDS)} (numba where a compiled loop "
-        "exists: the incremental solve on the CPU); comma list (default: default, the numba loop where there is "
-        "one, else eager)",
+        "exists on the CPU: the incremental solve, NAF's and B-NAF's root-finds); comma list (default: "
+        "default, the numba loop where there is one, else eager)",
     )
     s.add_argument(
         "--compile-limit",

@@ -169,18 +169,18 @@ def essential(
     their default backend, at the default dims and batch): measured whatever the
     budget, cut only by the deadline. Every other configuration is bounded by the budget."""
     in_grid = dim in DEFAULT_DIMS and batch in DEFAULT_BATCHES
-    default = not backend or backend == default_backend(solver, op, device)
+    default = not backend or backend == default_backend(name, solver, op, device)
     return in_grid and default and name in NAMES and solver in (DIRECT, _default_solver(name))
 
 
 GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER, Col.BACKEND)  # the fields of a grid entry
 
 
-def backends_for(solver: str, op: str, device: str, requested: Sequence[str]) -> list[str]:
+def backends_for(name: str, solver: str, op: str, device: str, requested: Sequence[str]) -> list[str]:
     """The backend column values to sweep for a configuration: ``default`` resolved to
     its default (harness.ops.default_backend); ``numba`` only where a kernel exists."""
-    chosen = [default_backend(solver, op, device) if b == "default" else b for b in requested]
-    return [b for b in dict.fromkeys(chosen) if b != NUMBA or has_kernel(solver, op, device)]
+    chosen = [default_backend(name, solver, op, device) if b == "default" else b for b in requested]
+    return [b for b in dict.fromkeys(chosen) if b != NUMBA or has_kernel(name, solver, op, device)]
 
 
 def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int, str, int, str, str]]:
@@ -200,7 +200,7 @@ def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int
         for op in config.ops
         for dim in sorted(config.dims)
         for solver in ([DIRECT] if name in broken else solvers_for(name, op, config.solvers))
-        for backend in ([EAGER] if name in broken else backends_for(solver, op, device, config.backends))
+        for backend in ([EAGER] if name in broken else backends_for(name, solver, op, device, config.backends))
     ]
 
 

@@ -157,20 +157,20 @@ def role(solver: str) -> str:
 
 EAGER, NUMBA, COMPILE = "eager", "numba", "compile"
 BACKENDS = (EAGER, NUMBA, COMPILE)
-KERNEL_SOLVERS = ("incremental",)  # the solvers with a compiled loop (harness.models.kernels)
 
 
-def has_kernel(solver: str, op: str, device: str = "cpu") -> bool:
-    """Whether the numba kernel runs this configuration: a solver with one, on a
-    direction (a training step needs gradients, which the kernel does not give), on the
-    CPU."""
-    return solver in KERNEL_SOLVERS and op in DIRECTIONS and device == "cpu"
+def has_kernel(model: str, solver: str, op: str, device: str = "cpu") -> bool:
+    """Whether a numba kernel runs this configuration: a reference family's solver with
+    one (:attr:`Family.kernels`), on a direction (a training step needs gradients, which
+    a kernel does not give), on the CPU."""
+    family = FAMILIES.get(model)
+    return family is not None and solver in family.kernels and op in DIRECTIONS and device == "cpu"
 
 
-def default_backend(solver: str, op: str, device: str = "cpu") -> str:
+def default_backend(model: str, solver: str, op: str, device: str = "cpu") -> str:
     """How a configuration runs by default: the compiled loop where there is one, else
     torch's eager ops."""
-    return NUMBA if has_kernel(solver, op, device) else EAGER
+    return NUMBA if has_kernel(model, solver, op, device) else EAGER
 
 
 # ---- reference families ------------------------------------------------------------
@@ -187,6 +187,8 @@ class Family:
         solvers: the solver family of that direction.
         builder: ``module:function`` that builds it (imported by :mod:`harness.models`).
         color, marker: its style in every figure.
+        kernels: the solvers of its slow direction that run as a compiled loop
+            (harness.models.kernels) where no gradient is wanted.
     """
 
     name: str
@@ -196,6 +198,7 @@ class Family:
     builder: str
     color: str
     marker: str
+    kernels: tuple[str, ...] = ()
 
     @property
     def solver_dims(self) -> tuple[int, ...]:
@@ -204,14 +207,23 @@ class Family:
         return (8, 64, 256) if self.solvers == "affine" else (8, 32, 64)
 
 
+INCREMENTAL, ROOT_FINDS = ("incremental",), ("bisection", "newton")  # solvers with compiled loops
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("made", "Germain et al., 2015", SAMPLE, "affine", "harness.models.made:build_made", "C0", "o"),
-        Family("maf", "Papamakarios et al., 2017", SAMPLE, "affine", "harness.models.maf:build_maf", "C1", "s"),
-        Family("iaf", "Kingma et al., 2016", LOG_PROB, "affine", "harness.models.iaf:build_iaf", "C2", "^"),
-        Family("naf", "Huang et al., 2018", SAMPLE, "monotone", "harness.models.naf:build_naf", "C3", "D"),
-        Family("bnaf", "De Cao et al., 2019", SAMPLE, "monotone", "harness.models.bnaf:build_bnaf", "C4", "v"),
+        Family(
+            "made", "Germain et al., 2015", SAMPLE, "affine", "harness.models.made:build_made", "C0", "o", INCREMENTAL
+        ),
+        Family(
+            "maf", "Papamakarios et al., 2017", SAMPLE, "affine", "harness.models.maf:build_maf", "C1", "s", INCREMENTAL
+        ),
+        Family(
+            "iaf", "Kingma et al., 2016", LOG_PROB, "affine", "harness.models.iaf:build_iaf", "C2", "^", INCREMENTAL
+        ),
+        Family("naf", "Huang et al., 2018", SAMPLE, "monotone", "harness.models.naf:build_naf", "C3", "D", ROOT_FINDS),
+        Family(
+            "bnaf", "De Cao et al., 2019", SAMPLE, "monotone", "harness.models.bnaf:build_bnaf", "C4", "v", ROOT_FINDS
+        ),
     )
 }
 NAMES = tuple(FAMILIES)

@@ -157,7 +157,7 @@ def _asv_over_sweep(model: str, op: str) -> float:
     flow = build(model, 8).eval()
     settings = Settings(threads=1, budget_s=30, min_run_time=0.1, flops=False, memory=False)
     solver = flow.solver if flow.cost[op] != "parallel" else "direct"
-    backend = ops.default_backend(solver, op)  # what the asv benchmark's default model runs
+    backend = ops.default_backend(model, solver, op)  # what the asv benchmark's default model runs
     row, _ = measure(flow, op, "cpu", 256, settings, essential=True, backend=backend)
     return min(best) / min(float(t) for t in row["round_s"].split())
 

@@ -1,11 +1,12 @@
 """The fast paths agree with their references in float64: NAF's feature-major log_prob
 with the per-dimension DDSF, B-NAF's feature-major map with the row-major one (gated
-and ungated), and the compiled incremental solve with the eager one, to 1e-9 or better."""
+and ungated), the compiled incremental solve with the eager one, and B-NAF's compiled
+Newton solve with the eager one and with bisection, to 1e-9 or better."""
 
 import pytest
 import torch
 
-from harness.models import build, kernels
+from harness.models import build, kernels, use_kernel
 
 from .conftest import perturb
 
@@ -56,6 +57,48 @@ def test_the_compiled_incremental_solve_agrees_with_the_eager_one(name, op, dim)
     assert kernels.compile_seconds() > 0  # compiling was timed, apart from any call
 
 
+@pytest.mark.parametrize("residual", ["gated", "gated-but-last"])
+@pytest.mark.parametrize("dim", [1, 8, 19])  # a block, and blocks with a remainder (harness.models.bnaf.KERNEL_BLOCK)
+def test_the_compiled_bnaf_newton_agrees_with_the_eager_one_and_bisection(residual, dim):
+    flow = _float64("bnaf", dim, residual=residual, flows=2, hidden_factor=3)
+    torch.manual_seed(1)
+    x = torch.randn(70, dim, dtype=torch.float64)
+    with torch.no_grad():
+        z = flow(x)[0]
+        compiled = flow.inverse(z)
+        compiled_spent = flow.solve_stats()
+        use_kernel(flow, False)
+        eager = flow.inverse(z)
+        eager_spent = flow.solve_stats()
+        for t in flow.transforms:
+            if t.solver:
+                t.solver = "bisection"
+        reference = flow.inverse(z)
+    assert torch.allclose(compiled, eager, rtol=0, atol=1e-10)
+    if residual == "gated":  # an ungated last layer saturates: its inverse is ill-conditioned for any solver
+        assert torch.allclose(compiled, reference, rtol=0, atol=1e-9)
+        assert torch.allclose(compiled, x, rtol=0, atol=1e-8)
+    # the same safeguarded Newton: the evaluations spent agree to a step or two per dimension
+    assert abs(compiled_spent.evaluations - eager_spent.evaluations) <= 2 * dim * 2
+
+
+def test_the_compiled_bnaf_solve_in_float32_round_trips():
+    torch.manual_seed(0)
+    flow = build("bnaf", 12).eval()
+    z = torch.randn(300, 12)
+    with torch.no_grad():
+        x = flow.inverse(z)
+        assert torch.allclose(flow(x)[0], z, rtol=1e-4, atol=1e-4)
+        use_kernel(flow, False)
+        assert torch.allclose(flow.inverse(z), x, rtol=1e-4, atol=1e-4)
+
+
+def test_the_kernels_tanh_is_within_4e_16_of_tanh():
+    v = torch.cat([torch.linspace(-25, 25, 100001, dtype=torch.float64), torch.logspace(-300, 1.3, 2000).double()])
+    got = torch.tensor([kernels._tanh(float(t)) for t in v], dtype=torch.float64)
+    assert float((got - torch.tanh(v)).abs().max()) <= 4e-16
+
+
 def test_the_compiled_solve_is_used_only_without_gradients():
     flow = build("maf", 5)
     z = torch.randn(8, 5, requires_grad=True)
@@ -79,3 +122,30 @@ def test_the_underflow_guard_leaves_every_normal_result_unchanged(dtype):
         >= tiny
         > torch.exp(torch.nextafter(torch.tensor(low, dtype=dtype), torch.tensor(-1e9, dtype=dtype)))
     )
+
+
+@pytest.mark.parametrize("method", ["newton", "bisection"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_compiled_root_step_takes_the_torch_loops_steps(method, dtype):
+    """The root-finder's bookkeeping as one compiled pass per step: on increasing maps
+    with flat stretches, far targets (outward doubling) and a NaN, the same points, the
+    same evaluations and the same failure as the torch loop."""
+    from harness.models import invert
+
+    def fn(x):  # increasing, flat around 0 (Newton steps there are refused), cubic tails
+        return x**3 + 0.01 * torch.tanh(x), 3 * x**2 + 0.01 * (1 - torch.tanh(x) ** 2)
+
+    target = torch.tensor([0.0, 1e-6, -2.5, 1e5, -1e6, 7.0, 0.3], dtype=dtype)
+    with torch.no_grad():
+        compiled = invert.solve_increasing(fn, target, target.clone(), method=method, compiled=True)
+        loop = invert.solve_increasing(fn, target, target.clone(), method=method)
+        assert compiled[1] == loop[1] and torch.allclose(
+            compiled[0], loop[0], rtol=1e-6 if dtype == torch.float32 else 1e-14
+        )
+        bad = torch.cat([target, torch.tensor([float("nan")], dtype=dtype)])
+        messages = []
+        for steps in (True, False):
+            with pytest.raises(invert.InversionError) as caught:
+                invert.solve_increasing(fn, bad, bad.clone(), method=method, compiled=steps)
+            messages.append(str(caught.value))
+    assert messages[0] == messages[1] and "1 of 8 entries unsolved" in messages[0]

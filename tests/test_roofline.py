@@ -30,10 +30,13 @@ def test_bytes_are_what_each_op_reads_and_writes_and_views_move_none():
 
 
 def test_the_numba_loop_only_where_a_kernel_exists_and_default_picks_it():
-    assert backends_for("incremental", "sample", "cpu", ["default"]) == ["numba"]
-    assert backends_for("incremental", "sample", "cuda", ["default"]) == ["eager"]
-    assert backends_for("direct", "log_prob", "cpu", ["eager", "numba", "compile"]) == ["eager", "compile"]
-    assert backends_for("incremental", "train_step", "cpu", ["numba"]) == []
+    assert backends_for("maf", "incremental", "sample", "cpu", ["default"]) == ["numba"]
+    assert backends_for("maf", "incremental", "sample", "cuda", ["default"]) == ["eager"]
+    assert backends_for("maf", "direct", "log_prob", "cpu", ["eager", "numba", "compile"]) == ["eager", "compile"]
+    assert backends_for("maf", "incremental", "train_step", "cpu", ["numba"]) == []
+    assert backends_for("bnaf", "newton", "sample", "cpu", ["default"]) == ["numba"]
+    assert backends_for("naf", "bisection", "sample", "cpu", ["default", "eager"]) == ["numba", "eager"]
+    assert backends_for("bnaf", "fixed-point", "sample", "cpu", ["default", "numba"]) == ["eager"]  # no kernel
     entries = grid(Config(models=("maf",), dims=(8,), ops=("sample",), solvers=("default",), device="cpu"))
     assert [e[-1] for e in entries] == ["numba"]
     assert essential("maf", "incremental", 8, 1024, "sample", "numba")

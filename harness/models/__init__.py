@@ -16,14 +16,15 @@ from .base import (
     Flow,
     Measurable,
     Transform,
+    eager_ops,
     op_call,
     op_context,
     run_op,
     train_step,
     unchecked,
+    use_kernel,
 )
 from .invert import InversionError
-from .maf import eager_ops, use_kernel
 
 __all__ = [
     "NAMES",

@@ -44,6 +44,35 @@ def unchecked() -> Iterator[None]:
         _CHECKS = old
 
 
+def _kernel_layers(flow: object) -> list[nn.Module]:
+    """The layers of ``flow`` with a compiled loop: a ``kernel`` switch (MADE-affine's
+    incremental solve, B-NAF's Newton solve; harness.models.kernels)."""
+    modules = flow.modules() if isinstance(flow, nn.Module) else ()
+    return [m for m in modules if isinstance(getattr(m, "kernel", None), bool)]
+
+
+@contextlib.contextmanager
+def eager_ops(flow: object) -> Iterator[None]:
+    """Within it, every layer of ``flow`` with a compiled loop solves in torch's eager
+    ops (what a counter of dispatched ops can see), each switched back as it was after."""
+    layers = _kernel_layers(flow)
+    was = [m.kernel for m in layers]
+    for m in layers:
+        m.kernel = False
+    try:
+        yield
+    finally:
+        for m, on in zip(layers, was):
+            m.kernel = on
+
+
+def use_kernel(flow: object, on: bool) -> None:
+    """Runs every compiled loop of ``flow`` (harness.models.kernels) as such, or as
+    torch's eager ops: the same arithmetic either way."""
+    for module in _kernel_layers(flow):
+        module.kernel = on
+
+
 @dataclass(frozen=True)
 class Cost:
     """How each operation scales with the dimension d, as data for plots and tables.

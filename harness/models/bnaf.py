@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
+from . import invert, kernels
 from .base import Cost, Flow, Transform, stack
-from .invert import implicit_grad, invert_autoregressive, invert_coupled
+from .invert import InversionError, implicit_grad, invert_autoregressive, invert_coupled
 from .masked import floored, in_place_ok
-from .solvers import DEFAULT, check_solver
+from .solvers import DEFAULT, SolveStats, check_solver
 
 RESIDUALS = ("gated", "gated-but-last", "none")
+KERNEL_BLOCK = 8  # dimensions per compiled block of the Newton solve; a GEMM per layer between blocks
+KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 class BlockMaskedLinear(nn.Module):
@@ -128,9 +132,11 @@ class BlockAutoregressive(Transform):
     def __init__(self, dim: int, layers: int, hidden_factor: int, gated: bool, solver: str = DEFAULT["monotone"]):
         super().__init__()
         self.dim, self.solver = dim, check_solver("monotone", solver)
-        blocks = [1] + [hidden_factor] * layers + [1]
-        self.linears = nn.ModuleList(BlockMaskedLinear(dim, i, o) for i, o in zip(blocks, blocks[1:]))
+        self.blocks = [1] + [hidden_factor] * layers + [1]
+        self.linears = nn.ModuleList(BlockMaskedLinear(dim, i, o) for i, o in zip(self.blocks, self.blocks[1:]))
         self.gate = nn.Parameter(torch.randn(1)) if gated else None
+        # on the CPU: Newton's solve as compiled loops, bisection's steps as compiled passes (harness.models.kernels)
+        self.kernel = True
 
     def _map(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (n, d) -> y (n, d) and log dy_i/dx_i (n, d), feature-major: the activations
@@ -192,6 +198,8 @@ class BlockAutoregressive(Transform):
         if self.solver == "fixed-point":
             x, self.stats = invert_coupled(self._slope_map, y)
             return x
+        if self.kernel and self.solver == "newton" and y.device.type == "cpu" and y.dtype in KERNEL_DTYPES:
+            return self._kernel_solve(y)
         with torch.no_grad():
             weights = [(*linear.weights(), linear.bias) for linear in self.linears]
             # activations of the solved dimensions' blocks, layer by layer (layer 0 is x)
@@ -229,8 +237,55 @@ class BlockAutoregressive(Transform):
             for a, h, linear in zip(acts, kept, self.linears):
                 a[:, i * linear.block_in : (i + 1) * linear.block_in] = h
 
-        x, self.stats = invert_autoregressive(dim_solver, y, method=self.solver, solved=solved)
+        x, self.stats = invert_autoregressive(dim_solver, y, method=self.solver, solved=solved, compiled=self.kernel)
         return x
+
+    @torch.no_grad()
+    def _kernel_solve(self, y: Tensor) -> Tensor:
+        """Newton's solve as compiled loops (harness.models.kernels): dimensions in
+        blocks of :data:`KERNEL_BLOCK`; within a block, each point's root-finds one after
+        the other in one compiled loop; after it, one GEMM per layer adds the block's
+        activations to the block rows of every later dimension. The arithmetic of the
+        eager solve, without its per-op overhead at each step of each dimension."""
+        n, d = y.shape
+        weights = [linear.weights() for linear in self.linears]
+        acts = y.new_empty(n, sum(d * linear.block_in for linear in self.linears))
+        pre = torch.cat([linear.bias.expand(n, -1) for linear in self.linears], 1)
+        act_off = np.cumsum([0] + [d * linear.block_in for linear in self.linears])[:-1]
+        pre_off = np.cumsum([0] + [d * linear.block_out for linear in self.linears])[:-1]
+        flat_w = torch.cat([w.reshape(-1) for w, _ in weights])
+        w_off = np.cumsum([0] + [w.numel() for w, _ in weights])[:-1]
+        diag = torch.cat([log_diag.exp().reshape(-1) for _, log_diag in weights])
+        diag_off = np.cumsum([0] + [log_diag.numel() for _, log_diag in weights])[:-1]
+        alpha = float(torch.sigmoid(self.gate)) if self.gate is not None else 1.0
+        tol, eps = invert.TOLERANCE.get(y.dtype, 1e-5), 4 * torch.finfo(y.dtype).eps
+        z = y.contiguous()
+        arrays = (acts.numpy(), act_off, pre.numpy(), pre_off, flat_w.numpy(), w_off, diag.numpy(), diag_off)
+        blocks = np.asarray(self.blocks, dtype=np.int64)
+        self.stats = SolveStats(self.solver)
+        for i0 in range(0, d, KERNEL_BLOCK):
+            i1 = min(d, i0 + KERNEL_BLOCK)
+            spent = kernels.bnaf_block(
+                z.numpy(), i0, i1, *arrays, blocks, alpha, self.gate is not None, tol, eps, invert.MAX_ITER
+            )
+            for j, (evaluations, unsolved, worst) in enumerate(spent):
+                if unsolved:
+                    raise InversionError(
+                        f"dimension {i0 + j}: newton did not converge in {invert.MAX_ITER} evaluations: "
+                        f"{int(unsolved)} of {n} entries unsolved, worst residual {worst:.3g} "
+                        f"(tolerance {float(invert.tolerance(z[:, i0 + j]).max()):.3g})"
+                    )
+                self.stats.evaluations += int(evaluations)
+                self.stats.iterations += int(evaluations)
+            if i1 == d:
+                break
+            for (w, _), linear, a, b in zip(weights, self.linears, act_off, pre_off):
+                bi, bo = linear.block_in, linear.block_out
+                # the block's activations into the block rows of every later dimension
+                pre[:, b + i1 * bo : b + d * bo].addmm_(
+                    acts[:, a + i0 * bi : a + i1 * bi], w[i1 * bo :, i0 * bi : i1 * bi].T
+                )
+        return acts[:, :d].clone()
 
 
 def build_bnaf(

@@ -53,6 +53,7 @@ def solve_increasing(
     tol: float | None = None,
     max_iter: int | None = None,
     coupled: bool = False,
+    compiled: bool = False,
 ) -> tuple[Tensor, int]:
     """Solves fn(x) = target element-wise, fn increasing in each entry.
 
@@ -67,6 +68,9 @@ def solve_increasing(
             iteration: entry i's function is fixed only once entries < i are solved,
             so until then its bracket holds only this iteration's sign, and Newton
             steps are taken without the residual-halving test until then.
+        compiled: take each step's bookkeeping as one compiled pass
+            (:func:`harness.models.kernels.root_step`) where :func:`compiled_steps`
+            allows: the same steps, without ~60 small torch ops per step.
 
     Returns:
         x and the number of evaluations of fn.
@@ -74,6 +78,8 @@ def solve_increasing(
     max_iter = MAX_ITER if max_iter is None else max_iter
     tol_abs = tolerance(target, tol)
     eps = 4 * torch.finfo(target.dtype).eps
+    if compiled and not coupled and compiled_steps(x0, target):
+        return _solve_compiled(fn, target, x0, tol_abs, eps, method, max_iter)
     x = x0.clone()
     lo = torch.full_like(x, -torch.inf)
     hi = torch.full_like(x, torch.inf)
@@ -112,17 +118,60 @@ def solve_increasing(
         step = torch.where(closed, step, 2 * step)
         prev = r.abs()
         x = torch.where(done, x, fallback)
+    raise _unsolved(done, r, tol_abs, "fixed-point" if coupled else method, max_iter)
+
+
+def _unsolved(done: Tensor, r: Tensor, tol_abs: Tensor, name: str, max_iter: int) -> InversionError:
     bad = ~done
     worst = float(torch.where(bad, r.abs().nan_to_num(torch.inf), 0).max())
     where = ""
-    if x.ndim == 2:  # (batch, d): name the dimension with the worst residual
+    if r.ndim == 2:  # (batch, d): name the dimension with the worst residual
         column = int(torch.where(bad, r.abs().nan_to_num(torch.inf), -1).amax(0).argmax())
         where = f"dimension {column}: "
-    name = "fixed-point" if coupled else method
-    raise InversionError(
+    return InversionError(
         f"{where}{name} did not converge in {max_iter} evaluations: {int(bad.sum())} of {bad.numel()} "
         f"entries unsolved, worst residual {worst:.3g} (tolerance {float(tol_abs.max()):.3g})"
     )
+
+
+def compiled_steps(x0: Tensor, target: Tensor) -> bool:
+    """Whether a scalar root-find runs its steps as one compiled pass each
+    (:func:`harness.models.kernels.root_step`): one-dimensional float32 or float64
+    tensors on the CPU, outside autograd (the solvers run under no_grad)."""
+    return (
+        x0.ndim == 1
+        and x0.device.type == "cpu"
+        and x0.dtype in (torch.float32, torch.float64)
+        and target.dtype == x0.dtype
+        and not torch.is_grad_enabled()
+    )
+
+
+def _solve_compiled(
+    fn: Scalar, target: Tensor, x0: Tensor, tol_abs: Tensor, eps: float, method: str, max_iter: int
+) -> tuple[Tensor, int]:
+    """:func:`solve_increasing`'s loop with each step's bookkeeping (bracket, acceptance,
+    next point) as one compiled pass: the same arithmetic, entry by entry, where the
+    torch loop dispatches ~60 small ops per step. Each step writes a new x: what ``fn``
+    kept of an earlier point stays as it was."""
+    from . import kernels  # numba: imported where first used
+
+    x = x0.contiguous().clone()
+    target, tol_abs = target.contiguous(), tol_abs.contiguous()
+    lo, hi = torch.full_like(x, -torch.inf), torch.full_like(x, torch.inf)
+    step, prev, r = 1 + x.abs(), torch.full_like(x, torch.inf), torch.empty_like(x)
+    done = torch.zeros_like(x, dtype=torch.bool)
+    state = [t.numpy() for t in (target, tol_abs, lo, hi, step, prev, done, r)]
+    for it in range(1, max_iter + 1):
+        y, dy = fn(x)
+        x_next = torch.empty_like(x)
+        left = kernels.root_step(
+            x.numpy(), y.contiguous().numpy(), dy.contiguous().numpy(), *state, method == "newton", eps, x_next.numpy()
+        )
+        if left == 0:
+            return x, it
+        x = x_next
+    raise _unsolved(done, r, tol_abs, method, max_iter)
 
 
 def invert_autoregressive(
@@ -133,6 +182,7 @@ def invert_autoregressive(
     tol: float | None = None,
     max_iter: int | None = None,
     solved: Callable[[int], None] | None = None,
+    compiled: bool = False,
 ) -> tuple[Tensor, SolveStats]:
     """Inverts an autoregressive map f with f_i increasing in x_i, dimension by dimension.
 
@@ -142,6 +192,7 @@ def invert_autoregressive(
         z: targets (batch, d).
         method: ``newton`` or ``bisection``.
         solved: called with i once x[:, i] is final (e.g. to keep its activations).
+        compiled: each root-find's steps as compiled passes (:func:`solve_increasing`).
 
     Returns:
         x (batch, d) with f(x) = z, and the evaluations spent.
@@ -151,7 +202,9 @@ def invert_autoregressive(
     with torch.no_grad():
         for i in range(z.shape[-1]):
             try:
-                xi, n = solve_increasing(dim_solver(x, i), z[:, i], x[:, i], method=method, tol=tol, max_iter=max_iter)
+                xi, n = solve_increasing(
+                    dim_solver(x, i), z[:, i], x[:, i], method=method, tol=tol, max_iter=max_iter, compiled=compiled
+                )
             except InversionError as e:
                 raise InversionError(f"dimension {i}: {e}") from None
             x[:, i] = xi

@@ -182,3 +182,222 @@ def _ensure_compiled(v, hw, hw_off, hin, hb, hb_off, ends, h_off, w_m, w_s, b_m,
 def compile_seconds() -> float:
     """Seconds this process has spent compiling (or loading) kernels so far."""
     return sum(_COMPILED.values())
+
+
+# ---- the safeguarded root-find (harness.models.invert.solve_increasing) -----------------
+
+
+@numba.njit(cache=True, inline="always", error_model="numpy")  # r / 0 is inf
+def _step(x, r, dy, lo, hi, step, prev, tol_abs, eps, newton):
+    """After an evaluation at x (residual r, slope dy, bracket [lo, hi] already updated
+    by r's sign): (accepted, the next point, the next outward step). Accepted when
+    finite and within tolerance, or pinned by a bracket closed to resolution with a
+    residual the slope across it explains. Otherwise bisect a closed bracket, or step
+    outwards from the known side, doubling; a Newton step replaces that where it stays
+    inside the bracket (within twice the step on an open side) and halves |r|."""
+    closed = math.isfinite(lo) and math.isfinite(hi)
+    span = hi - lo
+    pinned = closed and span <= eps * (1.0 + abs(x)) and abs(r) <= 2.0 * abs(dy) * span + tol_abs
+    if math.isfinite(x) and math.isfinite(r) and (abs(r) <= tol_abs or pinned):
+        return True, x, step
+    if closed:
+        nxt = 0.5 * (lo + hi)
+    elif math.isinf(hi):
+        nxt = lo + step
+    else:
+        nxt = hi - step
+    if newton:
+        trial = x - r / dy
+        reach_lo = hi - 2.0 * step if math.isinf(lo) else lo
+        reach_hi = lo + 2.0 * step if math.isinf(hi) else hi
+        if trial > reach_lo and trial < reach_hi and math.isfinite(trial) and abs(r) <= 0.5 * prev:
+            nxt = trial
+    return False, nxt, step if closed else 2.0 * step
+
+
+# ---- B-NAF: the per-dimension root-find (harness.models.bnaf) -------------------------
+
+
+@numba.njit(cache=True, inline="always")
+def _tanh(v):
+    """tanh(v) from one exp, within 4e-16 of it (absolute, all that the sums after it
+    see) at a third of libm's tanh's cost here; +-1 beyond |v| = 20, where tanh rounds
+    to +-1 in float64."""
+    if v > 20.0:
+        return 1.0
+    if v < -20.0:
+        return -1.0
+    return 1.0 - 2.0 / (math.exp(2.0 * v) + 1.0)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"}, error_model="numpy")  # r / 0 is inf
+def _bnaf_block(
+    z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter, out
+):
+    """Solves dimensions i0..i1-1 of one B-NAF layer for every point (row of z), one
+    point at a time: for each dimension its block row's known part (``pre``, the
+    contributions of dimensions before i0, plus those of i0..i-1 added here), then the
+    safeguarded Newton of :func:`harness.models.invert.solve_increasing` on the scalar
+    map of its diagonal blocks; the inputs of each layer at the solution go to ``acts``.
+
+    Layer k (blocks[k] -> blocks[k+1] units per dimension): weight w[w_off[k]:] (d
+    blocks[k+1], d blocks[k]) row-major, diagonal blocks diag[diag_off[k]:] (d, out, in);
+    its inputs acts[:, act_off[k]:] and pre-activations pre[:, pre_off[k]:], points as
+    rows. ``out`` (i1 - i0, 3): per dimension, the most evaluations a point took, the
+    points left unsolved and their worst residual."""
+    n, d = z.shape
+    layers = blocks.shape[0] - 1
+    width = 1
+    for k in range(blocks.shape[0]):
+        width = max(width, blocks[k])
+    c = np.empty((layers, width))  # the block row's known part, per layer
+    h = np.empty((layers + 1, width))  # the layers' inputs at the current x (h[0, 0] = x)
+    g = np.empty((layers + 1, width))  # their derivatives in x
+    for i in range(i1 - i0):
+        out[i, 0] = 0.0
+        out[i, 1] = 0.0
+        out[i, 2] = 0.0
+    for p in range(n):
+        for i in range(i0, i1):
+            for k in range(layers):
+                bi, bo = blocks[k], blocks[k + 1]
+                row_len = d * bi
+                for a in range(bo):
+                    acc = pre[p, pre_off[k] + i * bo + a]
+                    base = w_off[k] + (i * bo + a) * row_len
+                    for col in range(i0 * bi, i * bi):
+                        acc += w[base + col] * acts[p, act_off[k] + col]
+                    c[k, a] = acc
+            target = z[p, i]
+            tol_abs = tol * max(1.0, abs(target))
+            x, lo, hi = target, -np.inf, np.inf
+            step, prev, r = 1.0 + abs(target), np.inf, np.nan
+            done, it = False, 0
+            while it < max_iter:
+                it += 1
+                # the map of dimension i and its derivative, layer by layer
+                h[0, 0], g[0, 0] = x, 1.0
+                for k in range(layers):
+                    bi, bo = blocks[k], blocks[k + 1]
+                    base = diag_off[k] + i * bo * bi
+                    for a in range(bo):
+                        v, s = c[k, a], 0.0
+                        for b in range(bi):
+                            v += diag[base + a * bi + b] * h[k, b]
+                            s += diag[base + a * bi + b] * g[k, b]
+                        if k < layers - 1:
+                            v = _tanh(v)
+                            s *= 1.0 - v * v
+                        h[k + 1, a], g[k + 1, a] = v, s
+                y, dy = h[layers, 0], g[layers, 0]
+                if gated:
+                    y, dy = alpha * y + (1.0 - alpha) * x, alpha * dy + (1.0 - alpha)
+                r = y - target
+                if r < 0:
+                    lo = x
+                if r > 0:
+                    hi = x
+                done, nxt, step = _step(x, r, dy, lo, hi, step, prev, tol_abs, eps, True)
+                if done:
+                    break
+                prev = abs(r)
+                x = nxt
+            j = i - i0
+            out[j, 0] = max(out[j, 0], it)
+            if not done:
+                out[j, 1] += 1.0
+                out[j, 2] = max(out[j, 2], abs(r) if math.isfinite(r) else np.inf)
+            for k in range(layers):  # the last evaluation was at the solution: keep each layer's input
+                for b in range(blocks[k]):
+                    acts[p, act_off[k] + i * blocks[k] + b] = h[k, b]
+
+
+def bnaf_block(
+    z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter
+):
+    """:func:`_bnaf_block` on numpy arrays, compiled (or loaded) and timed on first use.
+    Returns (i1 - i0, 3): per dimension, the evaluations, unsolved points and worst residual."""
+    key = "bnaf-" + str(z.dtype)
+    if key not in _COMPILED:
+        start = time.perf_counter()
+        out = np.zeros((1, 3))
+        one = np.zeros(1, np.int64)
+        tiny = np.zeros((1, 1), z.dtype)
+        _bnaf_block(
+            tiny,
+            0,
+            1,
+            tiny.copy(),
+            one,
+            tiny.copy(),
+            one,
+            np.ones(1, z.dtype),
+            one,
+            np.ones(1, z.dtype),
+            one,
+            np.ones(2, np.int64),
+            1.0,
+            False,
+            1e-5,
+            1e-7,
+            1,
+            out,
+        )
+        _COMPILED[key] = time.perf_counter() - start
+    out = np.zeros((i1 - i0, 3))
+    _bnaf_block(
+        z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter, out
+    )
+    return out
+
+
+# ---- one step of the safeguarded root-finder (harness.models.invert) ------------------
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+def _root_step(x, y, dy, target, tol_abs, lo, hi, step, prev, done, residual, newton, eps, x_next):
+    """One step of :func:`harness.models.invert.solve_increasing` (not coupled) over
+    every entry, in one pass where torch takes ~60 ops: the residual, the bracket, the
+    acceptance test, then the next point (Newton where it is trusted, else bisection or
+    an outward step). Returns how many entries are not done."""
+    left = 0
+    for j in range(x.shape[0]):
+        xj = x[j]
+        r = y[j] - target[j]
+        residual[j] = r
+        if r < 0:
+            lo[j] = xj
+        if r > 0:
+            hi[j] = xj
+        done[j], x_next[j], s = _step(xj, r, dy[j], lo[j], hi[j], step[j], prev[j], tol_abs[j], eps, newton)
+        if not done[j]:
+            left += 1
+            step[j] = s
+            prev[j] = abs(r)
+    return left
+
+
+def root_step(x, y, dy, target, tol_abs, lo, hi, step, prev, done, residual, newton, eps, x_next) -> int:
+    """:func:`_root_step` on numpy arrays, compiled (or loaded) and timed on first use."""
+    key = "root-" + str(x.dtype)
+    if key not in _COMPILED:
+        start = time.perf_counter()
+        one = np.zeros(1, x.dtype)
+        _root_step(
+            one,
+            one,
+            one,
+            one,
+            one,
+            one.copy(),
+            one.copy(),
+            one.copy(),
+            one.copy(),
+            np.zeros(1, np.bool_),
+            one.copy(),
+            True,
+            1e-7,
+            one.copy(),
+        )
+        _COMPILED[key] = time.perf_counter() - start
+    return _root_step(x, y, dy, target, tol_abs, lo, hi, step, prev, done, residual, newton, eps, x_next)

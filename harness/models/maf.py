@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import kernels
 from .base import Cost, Flow, Transform
@@ -167,26 +166,3 @@ def build_maf(
     hidden = default_hidden(dim) if hidden is None else hidden
     layers = [MaskedAffine(dim, hidden, fast="forward", reverse=k % 2 == 1, solver=solver) for k in range(flows)]
     return Flow(dim, layers, Cost(log_prob="parallel", sample="sequential", family="affine"), family="maf")
-
-
-@contextlib.contextmanager
-def eager_ops(flow: object) -> Iterator[None]:
-    """Within it, every affine layer of ``flow`` solves in torch's eager ops (what a
-    counter of dispatched ops can see), each switched back as it was after."""
-    layers = [m for m in flow.modules() if isinstance(m, MaskedAffine)] if isinstance(flow, nn.Module) else []
-    was = [m.kernel for m in layers]
-    for m in layers:
-        m.kernel = False
-    try:
-        yield
-    finally:
-        for m, on in zip(layers, was):
-            m.kernel = on
-
-
-def use_kernel(flow: object, on: bool) -> None:
-    """Runs every affine layer's incremental solve of ``flow`` as the compiled loop
-    (harness.models.kernels) or as torch's eager ops: the same arithmetic either way."""
-    for module in flow.modules() if isinstance(flow, nn.Module) else ():
-        if isinstance(module, MaskedAffine):
-            module.kernel = on

@@ -150,22 +150,24 @@ class DeepSigmoid(nn.Module):
                 e_u = u_own.exp()
                 (log_zu,) = log_matmuls(u_own, p_u)
                 mixing = (c, e_u, e_u @ c, log_zu, p_u, u_own)
-            layers.append((log_a, log_a.exp(), b, p_w, w_own, log_zw, mixing))
+            layers.append((log_a, log_a.exp(), b, p_w, w_own, w_own.exp(), log_zw, mixing))
 
         def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:
             h = x[None]
             g = torch.zeros_like(h)
-            for log_a, a, b, p_w, w_own, log_zw, mixing in layers:
+            for log_a, a, b, p_w, w_own, e_w, log_zw, mixing in layers:
                 if mixing is None:
                     uh, t = h, g
                 else:
                     c, e_u, norm, log_zu, p_u, u_own = mixing
-                    uh = (e_u @ (c * h)) / norm
-                    (log_ug,) = log_matmuls(u_own, p_u + g)
-                    t = log_ug - log_zu
+                    uh = (e_u @ (c * h)).div_(norm)
+                    (log_ug,) = log_matmuls(u_own, p_u + g, m=e_u)
+                    t = log_ug.sub_(log_zu)
                 pre = torch.addcmul(b, a, uh)
                 ls, lms = log_sigmoids(pre)
-                log_s, log_ms, log_g = log_matmuls(w_own, p_w + ls, p_w + lms, p_w + ls + lms + log_a + t)
+                ls.add_(p_w)  # ls, lms are fresh: shifted in place
+                lms.add_(p_w)
+                log_s, log_ms, log_g = log_matmuls(w_own, ls, lms, (ls + lms).sub_(p_w).add_(log_a).add_(t), m=e_w)
                 log_s, log_ms = log_s - log_zw, log_ms - log_zw
                 g = log_g - log_zw - log_s - log_ms
                 h = log_s - log_ms
@@ -184,16 +186,18 @@ def log_sigmoids(pre: Tensor) -> tuple[Tensor, Tensor]:
     return pre.clamp(max=0) - l1p, -pre.clamp(min=0) - l1p
 
 
-def log_matmuls(log_m: Tensor, *bs: Tensor) -> tuple[Tensor, ...]:
+def log_matmuls(log_m: Tensor, *bs: Tensor, m: Tensor | None = None) -> tuple[Tensor, ...]:
     """log(exp(log_m) @ exp(b)) of each b, feature-major: log_m (out, H), each b (H, C) ->
     (out, C). One GEMM for all of them: each column shifted by its own maximum, so the
-    largest term is exp(0) and nothing overflows (De Cao et al., appendix D)."""
-    stacked = torch.cat(bs, dim=1)
+    largest term is exp(0) and nothing overflows (De Cao et al., appendix D). ``m``:
+    exp(log_m), where the caller has it."""
+    stacked = torch.cat(bs, dim=1) if len(bs) > 1 else bs[0].clone()
     shift = stacked.amax(0, keepdim=True)
+    m = log_m.exp() if m is None else m
     if in_place_ok(stacked):
-        out = torch.mm(log_m.exp(), floored(stacked.sub_(shift)).exp_()).log_().add_(shift)
+        out = torch.mm(m, floored(stacked.sub_(shift)).exp_()).log_().add_(shift)
     else:
-        out = torch.log(log_m.exp() @ floored(stacked - shift).exp()) + shift
+        out = torch.log(m @ floored(stacked - shift).exp()) + shift
     return out.split(bs[0].shape[1], dim=1)
 
 
@@ -237,6 +241,8 @@ class SigmoidalAutoregressive(Transform):
         self.ds = DeepSigmoid(ds_hidden, ds_layers)
         self.to_params = nn.Linear(channels, self.ds.n_params)
         self.ds.init_hyper_bias(self.to_params.bias)
+        # the root-finder's steps as compiled passes on the CPU (harness.models.kernels.root_step)
+        self.kernel = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Data->base, feature-major: the MADE's outputs become (channels, d x n) columns,
@@ -281,7 +287,8 @@ class SigmoidalAutoregressive(Transform):
                 output = self.made.incremental(x, in_place=True)
             # feature-major (n_params, n), its x-free terms once (DeepSigmoid.at): each of
             # the root-finder's evaluations is then one GEMM per layer, as log_prob's
-            ddsf = self.ds.at(self.to_params(output(i, x[:, :i])).T.contiguous())
+            w, bias = self.to_params.weight, self.to_params.bias
+            ddsf = self.ds.at(torch.addmm(bias[:, None], w, output(i, x[:, :i]).T))
 
             def fn(xi: Tensor) -> tuple[Tensor, Tensor]:
                 yi, logder = ddsf(xi)
@@ -289,7 +296,7 @@ class SigmoidalAutoregressive(Transform):
 
             return fn
 
-        x, self.stats = invert_autoregressive(dim_solver, y, method=self.solver)
+        x, self.stats = invert_autoregressive(dim_solver, y, method=self.solver, compiled=self.kernel)
         return x
 
 

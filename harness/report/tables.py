@@ -48,7 +48,8 @@ def default_backend_rows(df: pd.DataFrame) -> pd.Series:
     or from before the backend column (blank)."""
     if df.empty:
         return pd.Series(False, index=df.index)
-    wanted = [default_backend(s, o, d) for s, o, d in zip(df[Col.SOLVER], df[Col.OP], df[Col.DEVICE])]
+    columns = (df[Col.MODEL], df[Col.SOLVER], df[Col.OP], df[Col.DEVICE])
+    wanted = [default_backend(m, s, o, d) for m, s, o, d in zip(*columns)]
     backend = df[Col.BACKEND]
     return backend.isna() | (backend == pd.Series(wanted, index=df.index))
 
