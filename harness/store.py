@@ -289,6 +289,7 @@ class Run:
         self.config, self.meta, self.resume, self.fresh = config, meta, resume, fresh
         self.kind_wanted, self.doing = kind_wanted, doing
         self.rows: list[dict] = []
+        self.moved: Path | None = None  # where --fresh moved the earlier contents
         self.appender: Appender | None = None
         self._lock: contextlib.AbstractContextManager | None = None
 
@@ -309,9 +310,9 @@ class Run:
 
     def _prepare(self) -> None:
         if self.fresh:
-            moved = move_aside(self.folder)
-            if moved is not None:
-                print(f"moved the earlier contents of {self.folder} aside into {moved}", file=sys.stderr)
+            self.moved = move_aside(self.folder)
+            if self.moved is not None:
+                print(f"moved the earlier contents of {self.folder} aside into {self.moved}", file=sys.stderr)
         else:
             require_kind(self.folder, self.kind_wanted)
         exists = self.path.exists() and self.path.stat().st_size > 0

@@ -10,6 +10,7 @@ worker process killed at its deadline (:mod:`harness.worker`), by
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import uuid
 from collections.abc import Iterable
@@ -171,6 +172,10 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         for r in sorted(done.values(), key=lambda r: int(r[Col.DIM])):  # resumed rows inform the budget
             series.record(r)
         counts_path = out / COUNTS
+        if folder.moved is not None and (folder.moved / COUNTS).exists() and not counts_path.exists():
+            # a cache, not a result: counts are keyed by the code that ran, so the earlier
+            # run's still hold for the configurations whose code is unchanged
+            shutil.copy2(folder.moved / COUNTS, counts_path)
         counts = store.read_json(counts_path, missing={}, shape=COUNTS_SHAPE)
         bar = tqdm(total=len(todo), desc="sweep", unit="config", disable=not progress, dynamic_ncols=True)
         group = f"{env.git_commit()}-{uuid.uuid4().hex[:8]}"  # this run's rounds: pairs never cross runs

@@ -224,6 +224,11 @@ def test_counts_are_cached_per_configuration(tmp_path, monkeypatch):
     (tmp_path / "results.csv").write_bytes(b"".join((tmp_path / "results.csv").read_bytes().splitlines(True)[:1]))
     rows = sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, resume=True, progress=False)
     assert sorted(r["flops"] for r in rows) == sorted(c["flops"] for c in counts.values())
+    # --fresh moves the table aside and keeps the cache: counts of unchanged code still hold
+    rows = sweep.run(small(models=("maf",), dims=(2,), isolate=False), tmp_path, fresh=True, progress=False)
+    assert sorted(r["flops"] for r in rows) == sorted(c["flops"] for c in counts.values())
+    (aside,) = (tmp_path / "previous").iterdir()
+    assert (aside / "counts.json").exists() and (aside / "results.csv").exists()
 
 
 def test_cli_help_lists_every_command_and_the_version(capsys):
