@@ -154,9 +154,11 @@ def environment() -> dict:
     }
 
 
-def _hash_files(files: list[Path], digest: hashlib._Hash) -> None:
+def _hash_files(files: list[Path], digest: hashlib._Hash, root: Path) -> None:
+    """Each file's path below ``root`` and its bytes: the same code hashes the same
+    wherever it is checked out (a cache of counts travels with a clone)."""
     for file in sorted(files):
-        digest.update(str(file.relative_to(file.anchor)).encode())
+        digest.update(file.relative_to(root).as_posix().encode())
         digest.update(file.read_bytes())
 
 
@@ -183,7 +185,7 @@ def code_version(spec: str = "") -> str:
     for part in MEASURED:
         path = PACKAGE / part
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    _hash_files(files, digest)
+    _hash_files(files, digest, PACKAGE)
     for library in ("torch", "zuko", "pyro-ppl", "nflows"):
         try:
             digest.update(f"{library} {version(library)}".encode())
@@ -199,5 +201,6 @@ def code_version(spec: str = "") -> str:
             found = None
         origin = found.origin if found is not None else None
         if origin and Path(origin).is_file():
-            _hash_files(user_code(Path(origin).resolve(), module), digest)
+            files = user_code(Path(origin).resolve(), module)
+            _hash_files(files, digest, Path(os.path.commonpath([f.parent for f in files])))
     return digest.hexdigest()[:16]

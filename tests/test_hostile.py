@@ -208,6 +208,27 @@ def test_a_change_to_a_helper_a_user_flow_imports_changes_the_code_version(tmp_p
     assert env.code_version("mypkg.flows:make") != before  # counts cached under the old code are not reused
 
 
+def test_the_same_code_has_the_same_version_wherever_it_is_checked_out(tmp_path, monkeypatch):
+    """Counts are cached under the code's version: a clone in another folder reuses
+    them (reports/cpu/counts.json), a change to the measured code does not."""
+    import shutil
+
+    from harness import env
+
+    versions = []
+    for where in ("a", "b/deeper"):
+        copy = tmp_path / where / "harness"
+        shutil.copytree(env.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        monkeypatch.setattr(env, "PACKAGE", copy)
+        env.code_version.cache_clear()
+        versions.append(env.code_version("maf"))
+    (copy / "models" / "maf.py").write_text((copy / "models" / "maf.py").read_text() + "\n# changed\n")
+    env.code_version.cache_clear()
+    versions.append(env.code_version("maf"))
+    env.code_version.cache_clear()
+    assert versions[0] == versions[1] != versions[2]
+
+
 def test_a_command_refuses_a_folder_another_is_writing_before_it_measures(tmp_path):
     from harness import store
     from harness.__main__ import main

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import csv
 import io
-import json
 import os
 import shutil
 import signal
@@ -240,18 +239,15 @@ def test_no_process_of_a_killed_sweep_outlives_it(tmp_path):
     assert b"Traceback" not in parent.stderr.read()
 
 
-def _sweep_in(tree: Path, out: Path) -> dict:
-    args = ["--models", "maf", "--dims", "2", "--ops", "log_prob", "--batch", "8", "--device", "cpu"]
-    args += ["--no-memory", "--no-roofline", "--no-isolate", "--no-progress", "--budget", "5"]
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "sweep", *args, "--out", str(out)],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+SWEEP_ARGS = ["--models", "maf", "--dims", "2", "--ops", "log_prob", "--batch", "8", "--device", "cpu"]
+SWEEP_ARGS += ["--no-memory", "--no-roofline", "--no-isolate", "--no-progress", "--budget", "5"]
+
+
+def _sweeps_in(tree: Path, code: str) -> None:
+    """``code`` in one process of the copied tree, ``sweep(out)`` running its sweep command."""
+    prelude = f"from harness.__main__ import main\nsweep = lambda out: main(['sweep', *{SWEEP_ARGS!r}, '--out', out])\n"
+    done = subprocess.run([sys.executable, "-c", prelude + code], cwd=tree, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    return store.read_table(out / "results.csv")[0]
 
 
 @pytest.mark.slow
@@ -261,14 +257,22 @@ def test_an_uncommitted_change_to_a_model_recounts_its_flops(tmp_path):
     tree = tmp_path / "tree"
     # numba's cache (in __pycache__, stamped with the sources' copied mtimes) comes along: no kernel recompiles
     shutil.copytree(ROOT / "harness", tree / "harness", ignore=shutil.ignore_patterns("*.pyc"))
-    first = _sweep_in(tree, tmp_path / "a")
-    counts = json.loads((tmp_path / "a" / "counts.json").read_text())
-    for c in counts.values():
-        c[Col.FLOPS] = 12345  # a value no count gives: seen again only if the cache is used
-    for name in ("b", "c"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "counts.json").write_text(json.dumps(counts))
-    assert _sweep_in(tree, tmp_path / "b")[Col.FLOPS] == "12345", "the same code takes the cached count"
+    # one process: the first sweep counts, a second one over counts made up (12345, a value no
+    # count gives: seen again only if the cache is used) takes them
+    a, b, c = (str(tmp_path / name) for name in "abc")
+    _sweeps_in(
+        tree,
+        f"import json, os\nassert sweep({a!r}) == 0\n"
+        f"counts = json.load(open(os.path.join({a!r}, 'counts.json')))\n"
+        f"for key in counts: counts[key]['{Col.FLOPS}'] = 12345\n"
+        f"for out in ({b!r}, {c!r}):\n    os.mkdir(out)\n"
+        f"    json.dump(counts, open(os.path.join(out, 'counts.json'), 'w'))\n"
+        f"assert sweep({b!r}) == 0\n",
+    )
+    first = store.read_table(tmp_path / "a" / "results.csv")[0]
+    assert store.read_table(tmp_path / "b" / "results.csv")[0][Col.FLOPS] == "12345", (
+        "the same code takes the cached count"
+    )
     maf = tree / "harness" / "models" / "maf.py"
     text = maf.read_text()
     changed = text.replace(
@@ -276,7 +280,8 @@ def test_an_uncommitted_change_to_a_model_recounts_its_flops(tmp_path):
     )
     assert changed != text
     maf.write_text(changed)
-    again = _sweep_in(tree, tmp_path / "c")
+    _sweeps_in(tree, f"assert sweep({c!r}) == 0\n")  # a new process: the changed code
+    again = store.read_table(tmp_path / "c" / "results.csv")[0]
     assert int(again[Col.FLOPS]) > int(first[Col.FLOPS]), "the changed forward is counted, not taken from the cache"
 
 
