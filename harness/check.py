@@ -12,6 +12,9 @@ Each check measures an error and compares it with a stated tolerance, in float64
   mass in 10 x 10 bins at d = 2.
 
 - ``contract``: what ``log_prob`` and ``inverse`` return: shape, dtype, finiteness.
+- ``declared cost`` (reported): how sampling's time grows from d = 4 to 64 against
+  log_prob's; a flow that declares (or defaults to) parallel sampling whose sampling
+  grows like a d-step loop is told how to declare its cost.
 
 A check the flow declares it cannot take (no data->base map, no inverse) is reported
 as not applicable, with the reason. Any other check that could not run (the flow does
@@ -24,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -210,6 +214,47 @@ def check_density(make: Callable[[int], object]) -> list[Result]:
     return out
 
 
+COST_DIMS = (4, 64)  # the declared-cost check's dims: 16x the dimensions
+GROWTH = 4.0  # sampling growing this much faster than log_prob over them is a d-step loop, not a pass
+
+
+def _best_seconds(call: Callable[[], object], calls: int = 3) -> float:
+    import time
+
+    best = math.inf
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def check_cost(make: Callable[[int], Measurable], points: int = 128) -> list[Result]:
+    """Reported, not required: sampling's growth in time from d = 4 to 64 over
+    log_prob's (best of three calls each). Above :data:`GROWTH` while the flow says its
+    sampling is one parallel pass, the note says how to declare it."""
+    times = {}
+    for dim in COST_DIMS:
+        flow = make(dim)
+        if can(flow, "inverse"):
+            return [Result("declared cost", dim, None, None, None, can(flow, "inverse"))]
+        torch.manual_seed(2)
+        x = torch.randn(points, dim, dtype=torch.float64)
+        with torch.no_grad():
+            flow.inverse(x), flow.log_prob(x)  # warm-up
+            times[dim] = (_best_seconds(partial(flow.inverse, x)), _best_seconds(partial(flow.log_prob, x)))
+    (s4, l4), (s64, l64) = times[COST_DIMS[0]], times[COST_DIMS[1]]
+    growth = (s64 / s4) / (l64 / l4)
+    kind = flow.cost.sample if getattr(flow, "cost", None) is not None else "parallel"
+    note = f"d = 4 -> 64: sample x{s64 / s4:.3g}, log_prob x{l64 / l4:.3g}; declared sample cost: {kind}"
+    if kind == "parallel" and growth > GROWTH:
+        note += (
+            "; sampling grows like a d-step loop: if it is one, declare it "
+            "(cost = harness.models.Cost(log_prob='parallel', sample='sequential'); docs/user-guide.md)"
+        )
+    return [Result("declared cost", COST_DIMS[1], growth, GROWTH, None, note)]
+
+
 def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> list[Result]:
     """Every check of the flow ``make(dim)`` builds, in float64 with a fixed seed."""
 
@@ -232,7 +277,8 @@ def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> lis
     try:
         for dim in dims:
             results += guarded("build", dim, lambda dim=dim: check_dim(build(dim), dim))
-        return results + guarded("density", 2, lambda: check_density(build))
+        results += guarded("density", 2, lambda: check_density(build))
+        return results + guarded("declared cost", COST_DIMS[1], lambda: check_cost(build))
     finally:
         torch.set_default_dtype(default)
 

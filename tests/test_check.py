@@ -9,7 +9,7 @@ import torch
 
 from harness import check, registry
 from harness.__main__ import main
-from harness.models import NAMES
+from harness.models import NAMES, Cost
 from harness.ops import OURS
 from harness.report import build_report
 from harness.table import CHECKS, VERSUS
@@ -39,6 +39,50 @@ def test_peers_pass_and_say_what_they_cannot_do(name):
     assert {r.check for r in results if r.passed} >= {"log-det", "log_prob", "normalises (d=2)"}
     if name == "pyro.bnaf":
         assert any(r.passed is None and "no inverse" in r.note for r in results)
+
+
+class LoopedInverse(torch.nn.Module):
+    """The example flow sampled one dimension at a time, as a d-step loop is: each
+    step solves the triangular system for its row alone."""
+
+    def __init__(self, dim):
+        super().__init__()
+        from examples.linear_flow import make
+
+        self.flow = make(dim)
+
+    def forward(self, x):
+        return self.flow(x)
+
+    def inverse(self, z):
+        m, v = self.flow.matrix(), z - self.flow.shift
+        x = torch.zeros_like(z)
+        for i in range(z.shape[1]):
+            x[:, i] = (v[:, i] - x[:, :i] @ m[i, :i]) / m[i, i]
+        return x
+
+    def log_prob(self, x):
+        return self.flow.log_prob(x)
+
+
+def test_a_flow_that_samples_in_d_steps_but_says_parallel_is_told_how_to_declare_it():
+    def wrapped(cls, cost=None):
+        def make(dim):
+            flow = registry.UserFlow(dim, cls(dim), name="tests.test_check:LoopedInverse")
+            if cost is not None:
+                flow.cost = cost
+            return flow.double()
+
+        return make
+
+    (looped,) = check.check_cost(wrapped(LoopedInverse))
+    assert looped.passed is None and looped.measured > check.GROWTH and "declare it" in looped.note
+    (declared,) = check.check_cost(wrapped(LoopedInverse, Cost(log_prob="parallel", sample="sequential")))
+    assert "declared sample cost: sequential" in declared.note and "declare it" not in declared.note
+    from examples.linear_flow import LinearFlow
+
+    (one_pass,) = check.check_cost(wrapped(LinearFlow))
+    assert one_pass.measured < check.GROWTH and "declare it" not in one_pass.note
 
 
 class ScaledLogDet(torch.nn.Module):

@@ -11,7 +11,7 @@ from harness.report import build_report, load
 from harness.report.sections.parameters import ratios_to
 from harness.report.sections.scaling import slope_values
 from harness.report.sections.time import time_table
-from harness.report.tables import fit_slope
+from harness.report.tables import fit_slope, fit_slope_interval
 from harness.table import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +80,19 @@ def test_slope_fit_recovers_a_known_exponent():
     assert fit_slope(dims, noisy) == pytest.approx(2.0, abs=0.1)
 
 
+def test_a_scaling_exponent_needs_three_dims_and_states_its_interval(tmp_path):
+    assert np.isnan(fit_slope_interval(np.array([64, 256]), np.array([1.0, 4.0]))[0])
+    # the 95% interval covers the true exponent in about 95% of noisy draws
+    dims, rng = 2.0 ** np.arange(1, 9), np.random.default_rng(0)
+    fits = [fit_slope_interval(dims, 1e-4 * dims**1.5 * np.exp(rng.normal(0, 0.05, len(dims)))) for _ in range(400)]
+    assert 0.9 <= np.mean([low < 1.5 < high for _, low, high in fits]) <= 0.99
+    text = build_report([_two_families(tmp_path / "s")], tmp_path / "out", paper=False, figures=False).read_text()
+    findings = text.split("## Contents")[0]
+    # every series grows as d^1: one value with its interval, never "k from 1 to 1"
+    assert "k = 1 [1, 1] for all" in findings and "k from" not in findings
+    assert "slope k [95% CI]" in text
+
+
 def test_tables_from_a_synthetic_sweep(tmp_path, monkeypatch):
     from harness import calibration
 
@@ -142,7 +155,9 @@ def test_report_from_a_synthetic_sweep(rendered):
     assert "| 8   | sequential (reference) | 51.2" in text and "| 8   | incremental (default)  | 6.4" in text
     assert (tmp_path / "out" / "solvers.png").read_bytes().startswith(PNG)
     assert "sample (points/s)" in text and "GFLOP/s" in text and "maf / bnaf" in text
-    for name in ("overview.png", "scaling.png", "params.png", "devices.png"):  # two devices: CPU against GPU too
+    reference_rows = [line for line in text.splitlines() if "| sequential (reference) |" in line]
+    assert reference_rows and all("1 (reference)" in line and " 1 [" not in line for line in reference_rows)
+    for name in ("overview.png", "scaling.png", "params.png", "devices.png", "ratios_cpu_b100.png"):
         assert f"({name})" in text
         assert (tmp_path / "out" / name).read_bytes().startswith(PNG)
     assert "parallel, slope 1.00" in _legends(tmp_path / "out" / "scaling.svg")

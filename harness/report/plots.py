@@ -157,5 +157,17 @@ def log_axes(ax, title: str, ylabel: str = "median seconds per call", xlabel: st
     ax.grid(True, which="both", alpha=0.3)
 
 
+def plain_ticks(axis) -> None:
+    """Tick labels of a log axis as plain numbers (0.5, 1, 2, 5), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v: float, _) -> str:  # 2 and 5 of each decade: readable, never crowded
+        mantissa = v / 10 ** np.floor(np.log10(v)) if v > 0 else 0
+        return f"{v:g}" if round(mantissa) in (2, 5) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 def grid(rows: int, cols: int, width: float, height: float):
     return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")

@@ -109,24 +109,39 @@ def in_group(df: pd.DataFrame, device: str, batch: int) -> pd.DataFrame:
     return df[(df[Col.DEVICE] == device) & (df[Col.BATCH] == batch)]
 
 
+MIN_FIT_DIMS = 3  # a power law through two dims has no residual to say how well it fits
+
+
 def upper_half(dims: np.ndarray) -> np.ndarray:
-    """Mask of the dims at or above their median (at least the two largest)."""
+    """Mask of the dims at or above their median (at least the :data:`MIN_FIT_DIMS` largest)."""
     dims = np.asarray(dims, float)
-    upper = dims >= np.median(np.unique(dims)) if len(dims) else np.zeros(0, bool)
-    if upper.sum() < 2:
-        upper = dims >= np.sort(np.unique(dims))[-2:].min() if len(np.unique(dims)) >= 2 else upper
+    unique = np.unique(dims)
+    upper = dims >= np.median(unique) if len(dims) else np.zeros(0, bool)
+    if len(np.unique(dims[upper])) < MIN_FIT_DIMS and len(unique) >= MIN_FIT_DIMS:
+        upper = dims >= np.sort(unique)[-MIN_FIT_DIMS:].min()
     return upper
 
 
-def fit_slope(dims: np.ndarray, seconds: np.ndarray) -> float:
-    """Least-squares slope of log(time) against log(d) over the upper half of the dims."""
+def fit_slope_interval(dims: np.ndarray, seconds: np.ndarray) -> tuple[float, float, float]:
+    """(k, low, high): the least-squares slope of log(time) against log(d) over the upper
+    half of the dims and its 95% interval from the fit's residuals (Student's t, n - 2
+    degrees of freedom); nan below :data:`MIN_FIT_DIMS` distinct dims."""
     dims, seconds = np.asarray(dims, float), np.asarray(seconds, float)
     keep = np.isfinite(seconds) & (seconds > 0)
     dims, seconds = dims[keep], seconds[keep]
     upper = upper_half(dims)
-    if len(np.unique(dims[upper])) < 2:
-        return np.nan
-    return float(np.polyfit(np.log(dims[upper]), np.log(seconds[upper]), 1)[0])
+    if len(np.unique(dims[upper])) < MIN_FIT_DIMS:
+        return np.nan, np.nan, np.nan
+    from scipy import stats
+
+    fit = stats.linregress(np.log(dims[upper]), np.log(seconds[upper]))
+    half = float(stats.t.ppf(0.975, upper.sum() - 2)) * fit.stderr
+    return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
+
+
+def fit_slope(dims: np.ndarray, seconds: np.ndarray) -> float:
+    """The slope of :func:`fit_slope_interval` alone."""
+    return fit_slope_interval(dims, seconds)[0]
 
 
 def fitted_dims(dims: np.ndarray, k: float) -> str:

@@ -42,7 +42,10 @@ def solver_table(g: pd.DataFrame) -> pd.DataFrame:
         r = h.iloc[0]
         ref = g[(g[Col.DIM] == dim) & (g[Col.SOLVER].map(role) == "reference")]
         ref_ok = len(ref) and ref[Col.STATUS].iloc[0] == OK and r[Col.STATUS] == OK
-        speedup = ratio(ref.iloc[0], r).show() if ref_ok else ""
+        if role(solver) == "reference":  # against itself: 1 by definition, no interval to state
+            speedup = "1 (reference)"
+        else:
+            speedup = ratio(ref.iloc[0], r).show() if ref_ok else ""
         t = float(r[Col.MEDIAN_S]) if r[Col.STATUS] == OK else np.nan
         rows.append(
             {

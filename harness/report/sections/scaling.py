@@ -23,7 +23,7 @@ def slope_values(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     groups = tables.ok(tables.main_rows(df)).groupby([Col.DEVICE, Col.BATCH, Col.MODEL, Col.OP], sort=False)
     for (device, batch, model, op), g in groups:
-        k = tables.fit_slope(g[Col.DIM].to_numpy(), g[Col.MEDIAN_S].to_numpy())
+        k, low, high = tables.fit_slope_interval(g[Col.DIM].to_numpy(), g[Col.MEDIAN_S].to_numpy())
         rows.append(
             {
                 Col.DEVICE: device,
@@ -32,6 +32,8 @@ def slope_values(df: pd.DataFrame) -> pd.DataFrame:
                 Col.OP: op,
                 Col.KIND: g[Col.KIND].iloc[0],
                 "k": k,
+                "low": low,
+                "high": high,
                 "dims fitted": tables.fitted_dims(g[Col.DIM].to_numpy(), k),
             }
         )
@@ -88,10 +90,12 @@ def render(src: Sources, out: Path) -> list[str]:
     lines = [f"## {TITLE}", ""]
     for name in overview(rows, out)[:1]:
         lines += ["Every flow's time against d, peers included, each op in its panel:", "", f"![overview]({name})", ""]
-    shown = values.assign(k=values["k"].map(lambda k: tables.fmt(k, 2))).rename(columns={"k": "slope k"})
+    shown = values.assign(k=[_k(r) for _, r in values.iterrows()]).drop(columns=["low", "high"])
+    shown = shown.rename(columns={"k": "slope k [95% CI]"})
     lines += [
-        "Fitted exponent k of time ~ d^k over the upper half of the dims, per device and batch (parallel passes "
-        "grow with the networks' widths; sequential ones make d passes):",
+        f"Fitted exponent k of time ~ d^k over the upper half of the dims (at least {tables.MIN_FIT_DIMS}), per "
+        "device and batch, with the fit's 95% interval (Student's t over its residuals); parallel passes "
+        "grow with the networks' widths, sequential ones make d passes:",
         "",
         tables.markdown(shown),
         "",
@@ -101,30 +105,41 @@ def render(src: Sources, out: Path) -> list[str]:
     return lines
 
 
+def _k(r: pd.Series) -> str:
+    """'1.02 [0.97, 1.07]', or why there is no exponent."""
+    if not np.isfinite(r["k"]):
+        return "too few dims"
+    return f"{tables.fmt(r['k'])} [{tables.fmt(r['low'])}, {tables.fmt(r['high'])}]"
+
+
+def _span(g: pd.DataFrame) -> str:
+    """The smallest and largest exponent of a set of series, each named with its interval;
+    one value where they print the same."""
+    lo, hi = g.loc[g["k"].idxmin()], g.loc[g["k"].idxmax()]
+    if tables.fmt(lo["k"]) == tables.fmt(hi["k"]):
+        return f"k = {_k(lo)} for all {len(g)}"
+    return f"k from {_k(lo)} ({lo[Col.MODEL]} {lo[Col.OP]}) to {_k(hi)} ({hi[Col.MODEL]} {hi[Col.OP]})"
+
+
 def findings(src: Sources) -> list[Finding]:
     rows = src.rows
     if rows.empty:
         return []
-    values = slope_values(rows[tables.is_ours(rows)])
+    values = slope_values(tables.flows(rows))  # the reference models and users' flows
     found = []
     for (device, batch), g in values.groupby([Col.DEVICE, Col.BATCH], sort=False) if not values.empty else []:
-        par = g[g[Col.KIND] == "parallel"]["k"].dropna()
-        seq = g[g[Col.KIND] != "parallel"]["k"].dropna()
+        fitted = g[np.isfinite(g["k"])]
+        par, seq = fitted[fitted[Col.KIND] == "parallel"], fitted[fitted[Col.KIND] != "parallel"]
         if par.empty or seq.empty:
             continue
         text = (
-            f"on {device}, batch {batch}: time grows as d^k with k from {tables.fmt(par.min(), 2)} to "
-            f"{tables.fmt(par.max(), 2)} for the parallel ops and {tables.fmt(seq.min(), 2)} to "
-            f"{tables.fmt(seq.max(), 2)} for the sequential and iterative ones, with the default solvers"
+            f"on {device}, batch {batch}, over the upper half of the dims (95% intervals of each fit): "
+            f"{_span(par)} for the parallel ops, {_span(seq)} for the sequential and iterative ones, "
+            "with the default solvers"
         )
-        found.append(
-            Finding(
-                "Scaling",
-                text,
-                TITLE,
-                tuple(Value(f"{r[Col.MODEL]} {r[Col.OP]}", float(r["k"]), units="exponent") for _, r in g.iterrows()),
-                "",
-                dict(device=device, batch=int(batch)),
-            )
+        values_ = tuple(
+            Value(f"{r[Col.MODEL]} {r[Col.OP]}", float(r["k"]), float(r["low"]), float(r["high"]), "exponent")
+            for _, r in fitted.iterrows()
         )
-    return found if not np.isnan(values["k"]).all() else []
+        found.append(Finding("Scaling", text, TITLE, values_, "", dict(device=device, batch=int(batch))))
+    return found

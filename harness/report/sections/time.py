@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...ops import DIRECT, DIRECTIONS, LOG_PROB, OPS, SAMPLE, TRAIN_STEP
 from ...table import OK, Col
-from .. import tables
+from .. import plots, tables
 from ..findings import Finding, note, ratio
 from ..load import Sources
 
@@ -66,6 +66,35 @@ def time_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("")
 
 
+def ratio_figure(g: pd.DataFrame, device: str, batch: int, out: Path) -> list[str]:
+    """The headline question as a picture: each flow's sample / log_prob and training
+    step / log_prob against d on one device and batch, with the ratios' 95% intervals
+    as error bars (the table's numbers) and the line of equal cost."""
+    main = tables.main_rows(g)
+    panels = [op for op in (SAMPLE, TRAIN_STEP) if tables.ok(main[main[Col.OP] == op]).shape[0]]
+    if not panels or tables.ok(main[main[Col.OP] == LOG_PROB]).empty:
+        return []
+    style = plots.styles(g)
+    fig, axes = plots.grid(1, len(panels), 5.2, 3.6)
+    for ax, op in zip(axes[0], panels):
+        for model in dict.fromkeys(main[Col.MODEL]):
+            points = []
+            for dim in sorted(set(main[main[Col.MODEL] == model][Col.DIM].astype(int))):
+                a, b = tables.ok_row(main, model, dim, op), tables.ok_row(main, model, dim, LOG_PROB)
+                if a is not None and b is not None:
+                    v = ratio(a, b)
+                    low, high = (v.low, v.high) if v.low is not None else (v.value, v.value)
+                    points.append((dim, v.value, v.value - low, high - v.value))
+            if points:
+                dims, values, below, above = zip(*points)
+                ax.errorbar(dims, values, yerr=[below, above], label=model, capsize=2, lw=1.2, ms=4, **style[model])
+        ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+        plots.log_axes(ax, f"{op} / log_prob on {device}, batch {int(batch)}", ylabel="ratio of times (95% CI)")
+        plots.plain_ticks(ax.yaxis)
+        plots.legend(ax)
+    return plots.save(fig, out, f"ratios_{device}_b{int(batch)}")
+
+
 def render(src: Sources, out: Path) -> list[str]:
     df = _rows(src)
     if df.empty:
@@ -89,6 +118,13 @@ def render(src: Sources, out: Path) -> list[str]:
             tables.markdown(table),
             "",
         ]
+        for name in ratio_figure(g, device, batch, out)[:1]:
+            lines += [
+                "Each flow's ops against density evaluation, with their 95% intervals:",
+                "",
+                f"![ratios]({name})",
+                "",
+            ]
         missing = tables.main_rows(g)
         missing = missing[missing[Col.STATUS] != OK]
         if not missing.empty:
