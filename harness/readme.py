@@ -155,7 +155,8 @@ def quality(reports: Path) -> str:
     df, meta = load_fit(folder)
     config = meta.get("config", {})
     head = (
-        f"Test NLL ± standard error from `{meta.get('command', 'python -m harness fit')}` (at most "
+        f"Test NLL, the median over seeds [min, max] with the fits' standard error (a diverged seed's value "
+        f"after it), from `{meta.get('command', 'python -m harness fit')}` (at most "
         f"{config.get('steps', '?')} steps or {config.get('wall_s', '?')} s per fit, commit "
         f"`{meta.get('commit', '')}`); lower is better, a toy's true entropy is its floor:"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import sys
 import types
 
@@ -231,3 +232,30 @@ def test_a_non_finite_validation_nll_raises(monkeypatch):
     monkeypatch.setattr(training, "nll_per_point", lambda flow, x: torch.full((len(x),), float("inf")))
     with pytest.raises(NonFinite, match="non-finite validation NLL at step 10"):
         train(flow, ds, FitConfig(**TINY), seed=0)
+
+
+def test_a_diverged_seed_is_flagged_and_rules_neither_the_summary_nor_the_axis(tmp_path):
+    import pandas as pd
+
+    from harness.report.sections.quality import nll_table, quality_figure
+    from harness.table import FIT_COLUMNS
+
+    nlls = {"iaf": (126.5, 5.07e11, 127.3), "naf": (108.0, 108.7, 110.9)}
+    fits = pd.DataFrame(
+        [
+            {Col.MODEL: m, Col.DATA: "digits", Col.STATUS: OK, Col.TEST_NLL: v, Col.TEST_NLL_SE: 0.5, Col.SEED: s}
+            for m, values in nlls.items()
+            for s, v in enumerate(values)
+        ],
+        columns=FIT_COLUMNS,
+    ).assign(dim=64, params_effective=[10, 10, 10, 20, 20, 20], train_s=1.0, baseline_nll=150.9)
+    fits = fits.assign(nll_units="nats per image", entropy=float("nan"))
+    table = nll_table(fits)
+    # the median over seeds [min, max] of the seeds that trained; the diverged one after it
+    assert table.loc[0, "iaf"] == "126.900 [126.500, 127.300] (SE 0.500); diverged: 5.07e+11"
+    assert table.loc[0, "naf"] == "108.700 [108.000, 110.900] (SE 0.500)"
+    quality_figure(fits, tmp_path)
+    svg = (tmp_path / "quality.svg").read_text()
+    assert "diverged seed" in svg and svg.count("<!-- iaf -->") == 1  # one legend entry per model, not per seed
+    y_top = max(float(v) for v in re.findall(r"<!-- (\d+(?:\.\d+)?) -->", svg))  # the axes' tick labels
+    assert y_top < 1000  # the axis is the seeds' that trained, not 5e11

@@ -43,19 +43,35 @@ def done(df: pd.DataFrame) -> pd.DataFrame:
     return df[df[Col.STATUS] == OK]
 
 
+DIVERGED = 10.0  # a test NLL this many times |N(0, I)'s| past N(0, I)'s: the training diverged
+
+
+def diverged(nll: pd.Series, baseline: pd.Series) -> pd.Series:
+    """Seeds whose test NLL is not finite or lies far past the standard normal's
+    (:data:`DIVERGED`): a training that blew up, flagged and kept out of the summaries."""
+    return ~np.isfinite(nll) | (nll > baseline + DIVERGED * baseline.abs().clip(lower=1.0))
+
+
 def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """Per data set and model: seeds, mean and sd of the test NLL over seeds, the mean of
+    """Per data set and model: seeds, the median, min and max of the test NLL over the
+    seeds that did not diverge (mean and sd too), the diverged seeds' values, the mean of
     the fits' standard errors, the same for the paired gap, and any flag raised."""
     rows = []
-    for (data, model), g in done(df).groupby([Col.DATA, Col.MODEL], sort=False):
+    for (data, model), every in done(df).groupby([Col.DATA, Col.MODEL], sort=False):
+        blown = diverged(every[Col.TEST_NLL].astype(float), every[Col.BASELINE_NLL].astype(float))
+        g = every[~blown] if (~blown).any() else every
         nll = g[Col.TEST_NLL].astype(float)
         gap = g[Col.GAP].astype(float) if Col.GAP in g else pd.Series(dtype=float)
         rows.append(
             {
                 Col.DATA: data,
                 Col.MODEL: model,
-                "seeds": len(g),
+                "seeds": len(every),
                 "nll": nll.mean(),
+                "nll_median": nll.median(),
+                "nll_min": nll.min(),
+                "nll_max": nll.max(),
+                "diverged": tuple(float(v) for v in every[blown][Col.TEST_NLL].astype(float)),
                 "nll_sd": nll.std() if len(g) > 1 else math.nan,
                 "nll_se": g[Col.TEST_NLL_SE].astype(float).mean(),
                 Col.GAP: gap.mean() if gap.notna().any() else math.nan,
@@ -72,6 +88,22 @@ def over_seeds(df: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def show_median(
+    median: float, low: float, high: float, se: float, seeds: int, blown: tuple = (), digits: int = 3
+) -> str:
+    """'2.475 [2.470, 2.481] (SE 0.006)': the median over seeds [their min, max] and the
+    fits' mean standard error; the diverged seeds' values after, never in the summary."""
+    if math.isnan(median):
+        return ""
+    if seeds - len(blown) <= 1:
+        text = f"{median:.{digits}f} ± {se:.{digits}f} (SE, one seed)"
+    else:
+        text = f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (SE {se:.{digits}f})"
+    if blown:
+        text += f"; diverged: {', '.join(f'{v:.3g}' for v in blown)}"
+    return text
 
 
 def show(mean: float, sd: float, se: float, digits: int = 3) -> str:

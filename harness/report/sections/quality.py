@@ -27,8 +27,9 @@ def _pareto(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 def nll_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Test NLL per data set (rows) and model (columns): the mean over seeds ± their sd,
-    with the fits' mean standard error; N(0, I)'s and, for the toys, the true entropy."""
+    """Test NLL per data set (rows) and model (columns): the median over seeds [min, max]
+    with the fits' mean standard error, diverged seeds apart; N(0, I)'s and, for the
+    toys, the true entropy."""
     agg = fits.over_seeds(df)
     rows = []
     for data, g in agg.groupby(Col.DATA, sort=False):
@@ -38,7 +39,7 @@ def nll_table(df: pd.DataFrame) -> pd.DataFrame:
             row["true entropy"] = tables.fmt(first[Col.ENTROPY], 4)
         row["N(0, I)"] = tables.fmt(first["baseline"], 4)
         for r in g.itertuples():
-            row[r.model] = fits.show(r.nll, r.nll_sd, r.nll_se)
+            row[r.model] = fits.show_median(r.nll_median, r.nll_min, r.nll_max, r.nll_se, r.seeds, r.diverged)
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -60,12 +61,12 @@ def gap_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranking(folder: Path, df: pd.DataFrame) -> list[tuple[str, pd.DataFrame, fits.Paired | None]]:
-    """Per data set: its models by mean test NLL, and the paired comparison of the first
-    two (None with a single model)."""
+    """Per data set: its models by median test NLL over the seeds that did not diverge,
+    and the paired comparison of the first two (None with a single model)."""
     out = []
     agg = fits.over_seeds(df)
     for data, g in agg.groupby(Col.DATA, sort=False):
-        g = g.sort_values("nll")
+        g = g.sort_values("nll_median")
         pair = fits.paired(folder, df, data, g.iloc[0][Col.MODEL], g.iloc[1][Col.MODEL]) if len(g) > 1 else None
         out.append((data, g, pair))
     return out
@@ -125,10 +126,13 @@ def _findings(folder: Path, df: pd.DataFrame, meta: dict) -> list[Finding]:
     for data, g, pair in ranking(folder, df):
         best = g.iloc[0]
         units = best["units"]
-        values = [Value(f"{best[Col.MODEL]} test NLL", float(best["nll"]), units=units)]
+        values = [Value(f"{best[Col.MODEL]} test NLL", float(best["nll_median"]), units=units)]
+        shown = fits.show_median(
+            best["nll_median"], best["nll_min"], best["nll_max"], best["nll_se"], int(best["seeds"]), best["diverged"]
+        )
         text = (
-            f"(d={best[Col.DIM]}, {int(best['seeds'])} seeds): lowest mean test NLL "
-            f"{fits.show(best['nll'], best['nll_sd'], best['nll_se'])} {units} by {best[Col.MODEL]}"
+            f"(d={best[Col.DIM]}, {int(best['seeds'])} seeds): lowest median test NLL [min, max over seeds] "
+            f"{shown} {units} by {best[Col.MODEL]}"
         )
         if pair is not None and not math.isnan(pair.diff):
             values.append(Value(f"{pair.runner_up} - {pair.best}", pair.diff, pair.low, pair.high, units, pair.how))
@@ -142,6 +146,7 @@ def _findings(folder: Path, df: pd.DataFrame, meta: dict) -> list[Finding]:
         text += f"; {int((~g['worse']).sum())} of {len(g)} models beat N(0, I) ({best['baseline']:.3f})"
         flagged = [f"{r.model} worse than N(0, I)" for r in g.itertuples() if r.worse]
         flagged += [f"{r.model}'s validation and test NLL disagree" for r in g.itertuples() if r.disagree]
+        flagged += [f"{r.model}: {len(r.diverged)} of {r.seeds} seeds diverged" for r in g.itertuples() if r.diverged]
         if flagged:
             text += " (flagged: " + "; ".join(flagged) + ")"
         note = "paired differences on the same test points: t intervals over seeds (95%)"
@@ -161,8 +166,10 @@ def _section(folder: Path, df: pd.DataFrame, meta: dict, out: Path) -> list[str]
         f"{config.get('wall_s', '?')} s per fit, the learning rate halved after {config.get('plateau', '?')} "
         f"validations without improvement and early stopping after {config.get('patience', '?')}; the "
         "weights best on validation are judged on the test split (see `harness.training`). Each model is "
-        "fitted with every seed; cells give the mean over seeds ± their standard deviation, with the fits' "
-        "mean standard error (SE). The gap to a toy's truth is mean(log p(x) - log q(x)) over the same test "
+        "fitted with every seed; cells give the median over seeds [min, max], with the fits' mean standard "
+        f"error (SE); a seed whose test NLL is not finite or over {fits.DIVERGED:g} times |N(0, I)'s| past "
+        "N(0, I)'s diverged: its value follows, outside the summary and the figure's axis. "
+        "The gap to a toy's truth is mean(log p(x) - log q(x)) over the same test "
         "points (paired; an estimate of KL(truth || model)). A best flow is named only where its paired "
         "difference to the runner-up is clear; otherwise they are a tie.",
         "",
@@ -222,11 +229,16 @@ def _section(folder: Path, df: pd.DataFrame, meta: dict, out: Path) -> list[str]
 
 def quality_figure(fits: pd.DataFrame, out: Path) -> list[str]:
     """Per data set, test NLL against training time (top) and against effective
-    parameters (bottom); the Pareto front ringed, N(0, I) and the true entropy dashed."""
+    parameters (bottom); the Pareto front ringed, N(0, I) and the true entropy dashed. A
+    diverged seed is an x at the top of its panel: the axis is the other seeds'."""
+    from .. import fits as fit_rows
+
     done = fits[fits[Col.STATUS] == OK]
     if done.empty:
         return []
+    blown = fit_rows.diverged(done[Col.TEST_NLL].astype(float), done[Col.BASELINE_NLL].astype(float))
     style = plots.styles(done)
+    done, diverged = done[~blown], done[blown]
     sets = list(dict.fromkeys(done[Col.DATA]))
     fig, axes = plt.subplots(2, len(sets), figsize=(3.1 * len(sets) + 1.6, 6.2), layout="constrained", squeeze=False)
     for col, data in enumerate(sets):
@@ -253,13 +265,15 @@ def quality_figure(fits: pd.DataFrame, out: Path) -> list[str]:
                 ax.set_title(f"{data} (d={int(g[Col.DIM].iloc[0])})", fontsize=10)
             if col == 0:
                 ax.set_ylabel(f"test NLL ({g[Col.NLL_UNITS].iloc[0]})")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes.flat:  # the union of the legends, once
+            for r in diverged[diverged[Col.DATA] == data].itertuples():
+                x_at = getattr(r, x)
+                ax.plot(x_at, 0.97, "x", color=style[r.model]["color"], transform=ax.get_xaxis_transform(), ms=8)
+                ax.plot([], [], "x", color="black", label="diverged seed (value in the table)")
+    legend: dict[str, object] = {}
+    for ax in axes.flat:  # the union of the legends, each entry once (a model has a point per seed)
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+            legend.setdefault(lab, h)
+    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=8, frameon=False)
     fig.suptitle("Test NLL against training time and size (lower is better)", fontsize=10)
     return plots.save(fig, out, "quality")
 
