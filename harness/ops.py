@@ -231,9 +231,10 @@ NAMES = tuple(FAMILIES)
 # ---- libraries ---------------------------------------------------------------------
 
 OURS = "flowbench"  # the library column of the reference models
-# peers' libraries, with the shade of their family's colour and the marker they take
-PEER_LIBRARIES: dict[str, tuple[str, float, str]] = {
-    "zuko": ("white", 0.45, "P"),
-    "pyro": ("black", 0.35, "X"),
-    "nflows": ("white", 0.7, "*"),
+# peers' libraries, with the shade of their family's colour, the marker and the line
+# style they take (ours and users' flows are solid)
+PEER_LIBRARIES: dict[str, tuple[str, float, str, str]] = {
+    "zuko": ("white", 0.45, "P", "--"),
+    "pyro": ("black", 0.35, "X", "-."),
+    "nflows": ("white", 0.7, "*", ":"),
 }

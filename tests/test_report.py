@@ -290,6 +290,25 @@ def test_every_flow_has_its_own_style_and_peers_take_a_shade_of_their_family():
     assert users[0] != users[1] and all(
         u["marker"] not in {s["marker"] for s in style.values() if s not in users} for u in users
     )
+    # ours and users' flows solid, each peer library a line style of its own
+    assert style["maf"]["linestyle"] == style["mine.flow:make"]["linestyle"] == "-" != style["zuko.maf"]["linestyle"]
+
+
+def test_a_legend_names_each_entry_once_and_an_unmeasured_point_once():
+    from harness.report import plots
+
+    fig, axes = plots.grid(1, 1, 4, 3)
+    ax = axes[0][0]
+    rows = pd.DataFrame(
+        {"dim": [2, 4, 8], "median_s": [1e-3, 2e-3, None], "iqr_s": [0, 0, None], "status": ["ok", "ok", "skipped"]}
+    ).assign(kind="parallel")
+    for name in ("a", "b"):
+        plots.curve(ax, rows, name)
+    plots.curve(ax, rows, "a")  # the same series again: no second entry
+    plots.legend(ax)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(labels) == len(set(labels)) == 3 and labels.count(plots.MISSING) == 1
+    plots.plt.close(fig)
 
 
 def test_an_asv_report_states_asv_parameters_and_leaves_out_sweep_sections(tmp_path):

@@ -39,31 +39,49 @@ def _mix(color: str, toward: str, share: float) -> str:
 
 
 def styles(df: pd.DataFrame) -> dict[str, dict]:
-    """``color`` and ``marker`` of every flow in the table, the same in every figure: a
-    reference model its family's; a peer a shade of its family's colour and its
-    library's marker; any other flow (a user's) a colour and marker of its own."""
+    """``color``, ``marker`` and ``linestyle`` of every flow in the table, the same in
+    every figure: a reference model its family's colour, solid; a peer a shade of its
+    family's colour with its library's marker and line style; any other flow (a
+    user's) a colour and marker of its own, solid."""
     out: dict[str, dict] = {}
     others = 0
     names = df[[Col.MODEL, Col.FAMILY, Col.LIBRARY]].drop_duplicates(Col.MODEL)
     for model, family, library in names.itertuples(index=False):
         family = family if isinstance(family, str) else ""
         if model in FAMILIES:
-            out[model] = dict(color=FAMILIES[model].color, marker=FAMILIES[model].marker)
+            out[model] = dict(color=FAMILIES[model].color, marker=FAMILIES[model].marker, linestyle="-")
         elif family in FAMILIES and library in PEER_LIBRARIES:
-            toward, share, marker = PEER_LIBRARIES[library]
-            out[model] = dict(color=_mix(FAMILIES[family].color, toward, share), marker=marker)
+            toward, share, marker, line = PEER_LIBRARIES[library]
+            out[model] = dict(color=_mix(FAMILIES[family].color, toward, share), marker=marker, linestyle=line)
         else:
             out[model] = dict(
-                color=OTHER_COLORS[others % len(OTHER_COLORS)], marker=OTHER_MARKERS[others % len(OTHER_MARKERS)]
+                color=OTHER_COLORS[others % len(OTHER_COLORS)],
+                marker=OTHER_MARKERS[others % len(OTHER_MARKERS)],
+                linestyle="-",
             )
             others += 1
     return out
 
 
+MISSING = "x: not measured (why: the tables)"
+
+
 def legend(ax, **kwargs) -> None:
-    """The legend beside the axes, off the data."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, frameon=False, **kwargs)
+    """The legend beside the axes, off the data, each entry once."""
+    entries: dict[str, object] = {}
+    for handle, label in zip(*ax.get_legend_handles_labels()):
+        entries.setdefault(label, handle)
+    if entries:
+        ax.legend(
+            list(entries.values()),
+            list(entries),
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0,
+            fontsize=8,
+            frameon=False,
+            **kwargs,
+        )
 
 
 def file_stem(stem: str) -> str:
@@ -136,16 +154,9 @@ def curve(ax, g: pd.DataFrame, label: str, **style) -> None:
         low = (done[Col.MEDIAN_S] - half).clip(lower=done[Col.MEDIAN_S] * 0.5)
         ax.fill_between(done[Col.DIM], low, done[Col.MEDIAN_S] + half, color=color, alpha=0.2, lw=0)
     missing = g[g[Col.STATUS] != OK]
-    if not missing.empty:
-        ax.plot(
-            missing[Col.DIM],
-            [0.97] * len(missing),
-            "x",
-            color=color,
-            transform=ax.get_xaxis_transform(),
-            clip_on=False,
-            label=f"{label}: not measured ({', '.join(sorted(set(missing[Col.STATUS])))})",
-        )
+    if not missing.empty:  # in the series' colour at the top; one legend entry says what an x is
+        ax.plot(missing[Col.DIM], [0.97] * len(missing), "x", color=color, transform=ax.get_xaxis_transform())
+        ax.plot([], [], "x", color="0.3", label=MISSING)
 
 
 def log_axes(ax, title: str, ylabel: str = "median seconds per call", xlabel: str = "dimension d") -> None:

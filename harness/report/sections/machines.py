@@ -86,7 +86,8 @@ def figure(df: pd.DataFrame, op: str, out: Path) -> list[str]:
     for (model, machine), g in done.groupby([Col.MODEL, Col.MACHINE], sort=False):
         g = g.sort_values(Col.DIM)
         line = MACHINE_LINES[names.index(machine) % len(MACHINE_LINES)]
-        ax.plot(g[Col.DIM], g[Col.MEDIAN_S], linestyle=line, label=f"{model}, {machine}", **style[model])
+        shape = dict(style[model], linestyle=line)  # the line style says the machine here
+        ax.plot(g[Col.DIM], g[Col.MEDIAN_S], label=f"{model}, {machine}", **shape)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("dimension d")

@@ -71,7 +71,7 @@ def figure(sizes: pd.DataFrame, out: Path) -> list[str]:
     for models in same.values():
         g, s = sizes[sizes[Col.MODEL] == models[0]], style[models[0]]
         name = " = ".join(models) + (" (identical)" if len(models) > 1 else "")
-        ax.plot(g[Col.DIM], g[Col.PARAMS_EFFECTIVE], linestyle="-", label=f"{name} effective", **s)
+        ax.plot(g[Col.DIM], g[Col.PARAMS_EFFECTIVE], label=f"{name} effective", **dict(s, linestyle="-"))
         ax.plot(g[Col.DIM], g[Col.PARAMS_STORED], linestyle="--", alpha=0.6, color=s["color"], label=f"{name} stored")
     plots.log_axes(ax, "Parameters against d (effective: without masked-out entries)", ylabel="parameters")
     plots.legend(ax)

@@ -247,9 +247,8 @@ def quality_figure(fits: pd.DataFrame, out: Path) -> list[str]:
             ax = axes[row][col]
             front = _pareto(g[x].to_numpy(float), g[Col.TEST_NLL].to_numpy(float))
             for r, on_front in zip(g.itertuples(), front):
-                ax.errorbar(
-                    getattr(r, x), r.test_nll, yerr=r.test_nll_se, linestyle="none", label=r.model, **style[r.model]
-                )
+                point = dict(style[r.model], linestyle="none")
+                ax.errorbar(getattr(r, x), r.test_nll, yerr=r.test_nll_se, label=r.model, **point)
                 if on_front:
                     ax.plot(getattr(r, x), r.test_nll, marker="o", ms=13, mfc="none", mec="black", lw=0)
             order = np.argsort(g[x].to_numpy(float)[front])

@@ -54,7 +54,7 @@ def overview(df: pd.DataFrame, out: Path) -> list[str]:
             ax = axes[i][j]
             here = tables.in_group(d, device, batch)
             for model, g in here[here[Col.OP] == op].groupby(Col.MODEL, sort=False):
-                plots.curve(ax, g, model, linestyle="-", **style[model])
+                plots.curve(ax, g, model, **style[model])
             plots.log_axes(ax, f"{op} on {device}, batch {batch}")
             plots.legend(ax)
     return plots.save(fig, out, "overview")
