@@ -271,3 +271,47 @@ def test_a_hanging_contender_is_an_error_row_and_the_contest_goes_on(tmp_path, m
     assert "zuko.maf" in r["medians"] and "ours" in r["medians"]
     assert "hangs:make" in (tmp_path / "versus.csv").read_text()
     assert [p.read_text() for p in (tmp_path / "previous").glob("*/versus.csv")] == ["old\n"]
+
+
+def test_the_contests_forest_plot_draws_each_contest_with_its_interval_and_verdict(tmp_path):
+    import pandas as pd
+
+    from harness.report.sections.peers import forest
+
+    rows = [
+        dict(
+            contest="maf.sample",
+            dim=8,
+            role="ours",
+            fastest="zuko.maf",
+            ratio=0.2,
+            ratio_low=0.18,
+            ratio_high=0.22,
+            verdict="faster",
+        ),
+        dict(
+            contest="iaf.sample",
+            dim=8,
+            role="ours",
+            fastest="pyro.iaf",
+            ratio=1.01,
+            ratio_low=0.9,
+            ratio_high=1.1,
+            verdict="no clear difference",
+        ),
+        dict(
+            contest="iaf.sample",
+            dim=8,
+            role="peer",
+            fastest="pyro.iaf",
+            ratio=1.01,
+            ratio_low=0.9,
+            ratio_high=1.1,
+            verdict="",
+        ),
+    ]
+    names = forest(pd.DataFrame(rows), tmp_path)
+    assert names == ["contests.png", "contests.svg"]
+    svg = (tmp_path / "contests.svg").read_text()
+    assert "<!-- maf.sample d=8 vs zuko.maf -->" in svg and "<!-- iaf.sample d=8 vs pyro.iaf -->" in svg
+    assert forest(pd.DataFrame(rows[2:]), tmp_path / "none") == []  # no contest of ours: no figure

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ...table import OK, VERSUS, Col
-from .. import tables
+from .. import plots, tables
 from ..findings import Finding, Value
 from ..load import Sources
 
@@ -102,6 +102,38 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=[c for c in ("joined (ours / it [95% CI])", "not timed") if c in out and not out[c].any()])
 
 
+VERDICT_COLORS = {"faster": "C2", "slower": "C3"}  # anything else: no clear difference, grey
+
+
+def forest(vs: pd.DataFrame, out: Path) -> list[str]:
+    """Ours over the fastest peer in every contest (a row per contest and d), with its 95%
+    interval and the line of parity: green where ours is faster, red where slower, grey
+    where the interval holds 1."""
+    ours = vs[(vs["contest"] != NAF_CONTEST) & (vs["role"] == "ours") & vs["ratio"].notna()] if not vs.empty else vs
+    if ours.empty:
+        return []
+    ours = ours.iloc[::-1]  # the table's order from the top
+    fig, axes = plots.grid(1, 1, 6.4, 0.32 * len(ours) + 1.2)
+    ax = axes[0][0]
+    for y, r in enumerate(ours.itertuples()):
+        low = r.ratio_low if pd.notna(r.ratio_low) else r.ratio
+        high = r.ratio_high if pd.notna(r.ratio_high) else r.ratio
+        color = VERDICT_COLORS.get(str(r.verdict), "0.5")
+        ax.errorbar(r.ratio, y, xerr=[[r.ratio - low], [high - r.ratio]], fmt="o", color=color, capsize=3)
+    ax.axvline(1.0, color="0.3", lw=0.8, ls=":")
+    ax.set_yticks(range(len(ours)))
+    ax.set_yticklabels([f"{r.contest} d={int(r.dim)} vs {r.fastest}" for r in ours.itertuples()], fontsize=8)
+    ax.set_xscale("log")
+    plots.plain_ticks(ax.xaxis)
+    ax.set_xlabel("ours / fastest peer (95% interval over rounds; < 1: ours faster)")
+    ax.set_title("Ours against the fastest peer, per contest", fontsize=10)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    for verdict, color in (*VERDICT_COLORS.items(), ("no clear difference", "0.5")):
+        ax.plot([], [], "o", color=color, label=f"ours {verdict}" if verdict in VERDICT_COLORS else verdict)
+    plots.legend(ax)
+    return plots.save(fig, out, "contests")
+
+
 def naf_table(vs: pd.DataFrame) -> pd.DataFrame:
     """sample / log_prob of our NAF and zuko's, timed in the same rounds."""
     g = vs[vs["contest"] == NAF_CONTEST] if not vs.empty else vs
@@ -154,6 +186,8 @@ def render(src: Sources, out: Path) -> list[str]:
             tables.markdown(versus_table(vs)),
             "",
         ]
+        for name in forest(vs, out)[:1]:
+            lines += [f"![contests]({name})", ""]
         naf = naf_table(vs)
         if not naf.empty:
             lines += [
