@@ -278,37 +278,14 @@ def test_the_contests_forest_plot_draws_each_contest_with_its_interval_and_verdi
 
     from harness.report.sections.peers import forest
 
+    keys = ("contest", "dim", "role", "fastest", "ratio", "ratio_low", "ratio_high", "verdict")
     rows = [
-        dict(
-            contest="maf.sample",
-            dim=8,
-            role="ours",
-            fastest="zuko.maf",
-            ratio=0.2,
-            ratio_low=0.18,
-            ratio_high=0.22,
-            verdict="faster",
-        ),
-        dict(
-            contest="iaf.sample",
-            dim=8,
-            role="ours",
-            fastest="pyro.iaf",
-            ratio=1.01,
-            ratio_low=0.9,
-            ratio_high=1.1,
-            verdict="no clear difference",
-        ),
-        dict(
-            contest="iaf.sample",
-            dim=8,
-            role="peer",
-            fastest="pyro.iaf",
-            ratio=1.01,
-            ratio_low=0.9,
-            ratio_high=1.1,
-            verdict="",
-        ),
+        dict(zip(keys, values))
+        for values in (
+            ("maf.sample", 8, "ours", "zuko.maf", 0.2, 0.18, 0.22, "faster"),
+            ("iaf.sample", 8, "ours", "pyro.iaf", 1.01, 0.9, 1.1, "no clear difference"),
+            ("iaf.sample", 8, "peer", "pyro.iaf", 1.01, 0.9, 1.1, ""),
+        )
     ]
     names = forest(pd.DataFrame(rows), tmp_path)
     assert names == ["contests.png", "contests.svg"]
