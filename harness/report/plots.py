@@ -180,5 +180,37 @@ def plain_ticks(axis) -> None:
     axis.set_minor_formatter(FuncFormatter(minor))
 
 
+def forest(
+    rows: list[tuple[str, float, float | None, float | None, str]],
+    out: Path,
+    stem: str,
+    title: str,
+    xlabel: str,
+    colors: dict[str, str],
+) -> list[str]:
+    """Ratios with their intervals as a forest plot: one row per (label, value, low,
+    high, colour), the first on top, the line of parity at 1, a log axis of plain
+    numbers; ``colors`` names what each colour says, for the legend."""
+    if not rows:
+        return []
+    fig, axes = grid(1, 1, 6.4, 0.32 * len(rows) + 1.2)
+    ax = axes[0][0]
+    for y, (_, value, low, high, color) in enumerate(reversed(rows)):
+        low, high = (value, value) if low is None or high is None else (low, high)
+        ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=3)
+    ax.axvline(1.0, color="0.3", lw=0.8, ls=":")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([label for label, *_ in reversed(rows)], fontsize=8)
+    ax.set_xscale("log")
+    plain_ticks(ax.xaxis)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    for said, color in colors.items():
+        ax.plot([], [], "o", color=color, label=said)
+    legend(ax)
+    return save(fig, out, stem)
+
+
 def grid(rows: int, cols: int, width: float, height: float):
     return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")

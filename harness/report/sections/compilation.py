@@ -12,7 +12,7 @@ import pandas as pd
 from ...intervals import MIN_EFFECT, verdict
 from ...ops import COMPILE, EAGER
 from ...table import Col
-from .. import tables
+from .. import plots, tables
 from ..findings import Finding, Value, note, ratio
 from ..load import Sources
 
@@ -74,10 +74,29 @@ def table(found: list) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+SAID_COLORS = {"pays": "C2", "slower": "C3"}  # anything else: no clear difference, grey
+
+
+def figure(found: list, out: Path) -> list[str]:
+    """Each compiled configuration's speed-up over eager as a forest plot (95% intervals,
+    parity at 1), coloured by its verdict, each label naming the backend and the calls
+    after which compiling has paid."""
+    rows = []
+    for eager, compiled, value, said in found:
+        n = pays_after(float(eager[Col.MEDIAN_S]), float(compiled[Col.MEDIAN_S]), float(compiled[Col.COMPILE_S]))
+        paid = f", pays after {tables.fmt(float(n))} calls" if said == "pays" else ""
+        label = f"{value.label} {compiled[Col.BACKEND]}{paid}"
+        rows.append((label, value.value, value.low, value.high, SAID_COLORS.get(said, "0.5")))
+    colors = {"pays": SAID_COLORS["pays"], "slower": SAID_COLORS["slower"], "no clear difference": "0.5"}
+    xlabel = "eager / compiled (95% interval; > 1: compiling is faster per call)"
+    return plots.forest(rows, out, "compiling", "Speed-up over eager, per configuration", xlabel, colors)
+
+
 def render(src: Sources, out: Path) -> list[str]:
     found = comparisons(src)
     if not found:
         return []
+    figures = [f"![compiling]({name})" for name in figure(found, out)[:1]]
     return [
         f"## {TITLE}",
         "",
@@ -90,6 +109,7 @@ def render(src: Sources, out: Path) -> list[str]:
         "",
         tables.markdown(table(found)),
         "",
+        *(line for name in figures for line in (name, "")),
     ]
 
 

@@ -102,7 +102,7 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=[c for c in ("joined (ours / it [95% CI])", "not timed") if c in out and not out[c].any()])
 
 
-VERDICT_COLORS = {"faster": "C2", "slower": "C3"}  # anything else: no clear difference, grey
+VERDICT_COLORS = {"ours faster": "C2", "ours slower": "C3", "no clear difference": "0.5"}
 
 
 def forest(vs: pd.DataFrame, out: Path) -> list[str]:
@@ -110,28 +110,18 @@ def forest(vs: pd.DataFrame, out: Path) -> list[str]:
     interval and the line of parity: green where ours is faster, red where slower, grey
     where the interval holds 1."""
     ours = vs[(vs["contest"] != NAF_CONTEST) & (vs["role"] == "ours") & vs["ratio"].notna()] if not vs.empty else vs
-    if ours.empty:
-        return []
-    ours = ours.iloc[::-1]  # the table's order from the top
-    fig, axes = plots.grid(1, 1, 6.4, 0.32 * len(ours) + 1.2)
-    ax = axes[0][0]
-    for y, r in enumerate(ours.itertuples()):
-        low = r.ratio_low if pd.notna(r.ratio_low) else r.ratio
-        high = r.ratio_high if pd.notna(r.ratio_high) else r.ratio
-        color = VERDICT_COLORS.get(str(r.verdict), "0.5")
-        ax.errorbar(r.ratio, y, xerr=[[r.ratio - low], [high - r.ratio]], fmt="o", color=color, capsize=3)
-    ax.axvline(1.0, color="0.3", lw=0.8, ls=":")
-    ax.set_yticks(range(len(ours)))
-    ax.set_yticklabels([f"{r.contest} d={int(r.dim)} vs {r.fastest}" for r in ours.itertuples()], fontsize=8)
-    ax.set_xscale("log")
-    plots.plain_ticks(ax.xaxis)
-    ax.set_xlabel("ours / fastest peer (95% interval over rounds; < 1: ours faster)")
-    ax.set_title("Ours against the fastest peer, per contest", fontsize=10)
-    ax.grid(True, axis="x", which="both", alpha=0.3)
-    for verdict, color in (*VERDICT_COLORS.items(), ("no clear difference", "0.5")):
-        ax.plot([], [], "o", color=color, label=f"ours {verdict}" if verdict in VERDICT_COLORS else verdict)
-    plots.legend(ax)
-    return plots.save(fig, out, "contests")
+    rows = [
+        (
+            f"{r.contest} d={int(r.dim)} vs {r.fastest}",
+            float(r.ratio),
+            None if pd.isna(r.ratio_low) else float(r.ratio_low),
+            None if pd.isna(r.ratio_high) else float(r.ratio_high),
+            VERDICT_COLORS.get(f"ours {r.verdict}", VERDICT_COLORS["no clear difference"]),
+        )
+        for r in ours.itertuples()
+    ]
+    title, xlabel = "Ours against the fastest peer, per contest", "ours / fastest peer (95% interval over rounds)"
+    return plots.forest(rows, out, "contests", title, xlabel, VERDICT_COLORS)
 
 
 def naf_table(vs: pd.DataFrame) -> pd.DataFrame:
