@@ -361,6 +361,32 @@ def render(table: pd.DataFrame, meta: dict, min_effect: float) -> tuple[str, str
     return markdown(shown[columns]), "\n".join(summary)
 
 
+VERDICT_COLORS = {"slower": "C3", "faster": "C2", "no clear difference": "0.5"}
+
+
+def figure(table: pd.DataFrame, folder: Path) -> list[str]:
+    """B / A of every configuration as a forest plot: its 95% interval over trials, the
+    line of no change, red where B is slower, green where faster."""
+    from .report import plots
+
+    if table.empty:
+        return []
+
+    rows = [
+        (
+            f"{r[Col.MODEL]} {r[Col.OP]} d={r[Col.DIM]}, {r[Col.DEVICE]}, batch {r[Col.BATCH]}",
+            float(r["B / A"]),
+            None if pd.isna(r["low"]) else float(r["low"]),
+            None if pd.isna(r["high"]) else float(r["high"]),
+            VERDICT_COLORS.get(str(r["verdict"]), "0.5"),
+        )
+        for _, r in table.iterrows()
+        if pd.notna(r["B / A"])
+    ]
+    title = "B / A per configuration (95% interval over trials)"
+    return plots.forest(rows, folder, "compare", title, "B / A (> 1: B is slower)", VERDICT_COLORS)
+
+
 def main(cfg: RunConfig) -> int:
     rows, meta, folder = measure(cfg)
     table = analyse(rows, cfg.min_effect)
@@ -369,7 +395,8 @@ def main(cfg: RunConfig) -> int:
     if broken:
         summary += "\nnot timed: " + "; ".join(broken)
     print(text + "\n\n" + summary)
-    store.write_text(folder / AB_MD, text + "\n\n" + summary + "\n")
+    drawn = "".join(f"\n![B / A per configuration]({name})\n" for name in figure(table, folder)[:1])
+    store.write_text(folder / AB_MD, text + "\n\n" + summary + "\n" + drawn)
     print(f"\nrounds: {folder / AB_TABLE.name}; table: {folder / AB_MD}", file=sys.stderr)
     slower = bool(((table.get("verdict") == "slower") & table.get("holds", False)).any()) if len(table) else False
     return 1 if slower else 0

@@ -111,6 +111,9 @@ def test_a_slower_revision_is_found_and_an_unchanged_flow_is_not(repo, tmp_path)
     assert cells["maf"][-2:] == ["slower", "yes"], done.stdout
     assert cells["made"][-2] not in ("slower", "faster"), done.stdout
     assert (out / "rounds.csv").exists() and (out / "compare.md").exists()
+    # the ratios as a forest plot beside the table, named in it
+    assert "![B / A per configuration](compare.png)" in (out / "compare.md").read_text()
+    assert "<!-- maf log_prob d=4, cpu, batch 64 -->" in (out / "compare.svg").read_text()
     # resuming a finished run measures nothing more and gives the same table
     again = compare(
         "--run", "HEAD~1", "HEAD", "--models", "maf,made", *common, "--out", str(out), "--resume", cache=tmp_path
