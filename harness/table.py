@@ -26,6 +26,7 @@ SOLVERS_MD = "solvers.md"
 CHECKS = "checks.csv"  # the exactness suite (harness.check)
 PAPER = "paper.csv"  # the B-NAF paper's Table 1 with our presets' counts (harness.paper)
 REPORT = "REPORT.md"
+REPORT_HTML = "REPORT.html"  # the same report as one page, figures inline (harness.report.page)
 TIMING = "timing.json"  # make report's and make test's wall time and load (the README's commands block)
 FIT = "fit.csv"  # one row per model x data set (harness.fit)
 FIT_META = "fit.json"

@@ -1,6 +1,7 @@
 """Reports from a synthetic sweep table and a small asv results fixture."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -398,6 +399,40 @@ def test_a_table_from_before_family_and_library_gets_them_from_names(tmp_path):
     df, _ = load(src)
     assert df.loc[0, "library"] == "zuko" and df.loc[0, "family"] == "maf"
     assert set(df.loc[1:, "library"]) == {"flowbench"}
+
+
+def test_the_html_page_holds_every_section_figure_and_table_of_the_report_and_needs_no_network(rendered):
+    from html.parser import HTMLParser
+
+    text = (rendered / "out" / "REPORT.md").read_text()
+    page = (rendered / "out" / "REPORT.html").read_text()
+
+    class Parts(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.h2, self.tables, self.figures, self.fetches, self._in = [], 0, 0, [], None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.tables += tag == "table"
+            self.figures += tag == "svg" or (tag == "img" and attrs.get("src", "").startswith("data:image/png"))
+            self.fetches += [v for k, v in attrs.items() if k in ("src", "href") and v and "://" in v]
+            self.fetches += ["a script"] if tag in ("script", "link", "iframe") else []
+            self._in = "h2" if tag == "h2" else self._in
+
+        def handle_endtag(self, tag):
+            self._in = None if tag == "h2" else self._in
+
+        def handle_data(self, data):
+            if self._in == "h2":
+                self.h2.append(data)
+
+    parts = Parts()
+    parts.feed(page)
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert parts.h2 == headings
+    assert parts.tables == sum(1 for line in text.splitlines() if re.match(r"^\|\s*:?-{3,}", line)) > 0
+    assert parts.figures == text.count("![") > 0 and parts.fetches == []
 
 
 def test_reading_and_rendering_a_results_folder_imports_no_torch(rendered):

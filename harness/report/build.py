@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import store
-from ..table import REPORT
-from . import plots
+from ..table import REPORT, REPORT_HTML
+from . import page, plots
 from .findings import FINDINGS, Finding, anchor, render
 from .load import load_sources
 from .sections import SECTIONS
@@ -23,7 +23,8 @@ def contents(body: list[str]) -> list[str]:
 def build_report(
     sources: list[str | Path], out: str | Path, paper: bool = True, sections=None, figures: bool = True
 ) -> Path:
-    """Writes ``out/REPORT.md`` (with its figures) and ``out/findings.json`` from the
+    """Writes ``out/REPORT.md`` (with its figures), the same as one page ``out/REPORT.html``
+    and ``out/findings.json`` from the
     sources (sweep, fit and asv results folders); returns REPORT.md's path. ``paper``
     False leaves out the B-NAF paper's Table 1; ``figures`` False, every figure."""
     out = store.ensure_folder(out)
@@ -43,6 +44,7 @@ def build_report(
     text = "\n".join(head + render(found) + contents(body) + body).rstrip() + "\n"
     path = out / REPORT
     store.write_text(path, text)
+    store.write_text(out / REPORT_HTML, page.page(text, out))
     data = {"report": REPORT, "sources": src.names(), "findings": [f.as_dict() for f in found]}
     store.write_json(out / FINDINGS, data)
     return path
