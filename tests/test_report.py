@@ -92,6 +92,13 @@ def test_a_scaling_exponent_needs_three_dims_and_states_its_interval(tmp_path):
     # every series grows as d^1: one value with its interval, never "k from 1 to 1"
     assert "k = 1 [1, 1] for all" in findings and "k from" not in findings
     assert "slope k [95% CI]" in text
+    # two dims: the statement is left out, and the reader told why in one line
+    few = _two_families(tmp_path / "few")
+    results = few / "results.csv"
+    lines = results.read_text().splitlines(True)
+    results.write_text("".join(lines[:1] + [line for line in lines[1:] if ",8," not in line]))
+    text = build_report([few], tmp_path / "out2", paper=False, figures=False).read_text()
+    assert "no exponent stated: a fit needs 3 dims (measured: 2, 4)" in text.split("## Contents")[0]
 
 
 def test_tables_from_a_synthetic_sweep(tmp_path, monkeypatch):

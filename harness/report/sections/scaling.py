@@ -129,17 +129,25 @@ def findings(src: Sources) -> list[Finding]:
     found = []
     for (device, batch), g in values.groupby([Col.DEVICE, Col.BATCH], sort=False) if not values.empty else []:
         fitted = g[np.isfinite(g["k"])]
-        par, seq = fitted[fitted[Col.KIND] == "parallel"], fitted[fitted[Col.KIND] != "parallel"]
-        if par.empty or seq.empty:
+        keys = dict(device=device, batch=int(batch))
+        if fitted.empty:  # the statement is left out, and the reader told why in one line
+            dims = sorted(set(tables.in_group(tables.ok(tables.flows(rows)), device, batch)[Col.DIM].astype(int)))
+            text = (
+                f"on {device}, batch {batch}: no exponent stated: a fit needs {tables.MIN_FIT_DIMS} dims "
+                f"(measured: {', '.join(map(str, dims)) or 'none'})"
+            )
+            found.append(Finding("Scaling", text, TITLE, (), "", keys))
             continue
+        par, seq = fitted[fitted[Col.KIND] == "parallel"], fitted[fitted[Col.KIND] != "parallel"]
+        spans = [f"{_span(par)} for the parallel ops"] if not par.empty else []
+        spans += [f"{_span(seq)} for the sequential and iterative ones"] if not seq.empty else []
         text = (
             f"on {device}, batch {batch}, over the upper half of the dims (95% intervals of each fit): "
-            f"{_span(par)} for the parallel ops, {_span(seq)} for the sequential and iterative ones, "
-            "with the default solvers"
+            f"{', '.join(spans)}, with the default solvers"
         )
         values_ = tuple(
             Value(f"{r[Col.MODEL]} {r[Col.OP]}", float(r["k"]), float(r["low"]), float(r["high"]), "exponent")
             for _, r in fitted.iterrows()
         )
-        found.append(Finding("Scaling", text, TITLE, values_, "", dict(device=device, batch=int(batch))))
+        found.append(Finding("Scaling", text, TITLE, values_, "", keys))
     return found
