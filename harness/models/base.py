@@ -46,7 +46,7 @@ def unchecked() -> Iterator[None]:
 
 def _kernel_layers(flow: object) -> list[nn.Module]:
     """The layers of ``flow`` with a compiled loop: a ``kernel`` switch (MADE-affine's
-    incremental solve, B-NAF's Newton solve; harness.models.kernels)."""
+    incremental solve, NAF's root-find steps, B-NAF's Newton solve; harness.models.kernels)."""
     modules = flow.modules() if isinstance(flow, nn.Module) else ()
     return [m for m in modules if isinstance(getattr(m, "kernel", None), bool)]
 

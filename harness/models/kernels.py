@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 TILE = 256  # points per tile: 256 units x 256 points of activations per layer fit the L2 cache
-_COMPILED: dict[str, float] = {}  # dtype -> seconds spent compiling (or loading) in this process
+_COMPILED: dict[str, float] = {}  # kernel and dtype -> seconds spent compiling (or loading) in this process
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
@@ -144,39 +144,20 @@ def affine_solve(
     hidden = np.empty((tiles, sum(sizes), TILE), dtype=dtype)
     u3 = np.empty_like(v3)
     ladj3 = np.zeros((tiles, TILE), dtype=dtype)
-    _ensure_compiled(v3, hw, hw_off, hin, hb, hb_off, ends, h_off, w_m, w_s, b_m, b_s, bound)
-    _affine_solve(v3, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u3, ladj3)
+    args = (v3, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u3, ladj3)
+    _ready(str(dtype), _affine_solve, *args)
+    _affine_solve(*args)
     ladj -= ladj3.reshape(-1)[:n]
     return u3.transpose(1, 0, 2).reshape(d, tiles * TILE)[:, :n]
 
 
-def _ensure_compiled(v, hw, hw_off, hin, hb, hb_off, ends, h_off, w_m, w_s, b_m, b_s, bound) -> None:
-    """Compiles (or loads from the disk cache) the kernel for v's dtype on a tiny
-    problem, timing it: the first real call is then steady state."""
-    key = str(v.dtype)
-    if key in _COMPILED:
-        return
-    start = time.perf_counter()
-    tiny = np.zeros((1, 1, 1), dtype=v.dtype)
-    _affine_solve(
-        tiny,
-        np.zeros(1, v.dtype),
-        np.zeros(1, np.int64),
-        np.ones(1, np.int64),
-        np.zeros(1, v.dtype),
-        np.zeros(1, np.int64),
-        np.zeros((1, 1), np.int64),
-        np.zeros((1, 1, 1), v.dtype),
-        np.zeros(1, np.int64),
-        np.zeros((1, 1), v.dtype),
-        np.zeros((1, 1), v.dtype),
-        np.zeros(1, v.dtype),
-        np.zeros(1, v.dtype),
-        float(bound),
-        np.zeros((1, 1, 1), v.dtype),
-        np.zeros((1, 1), v.dtype),
-    )
-    _COMPILED[key] = time.perf_counter() - start
+def _ready(key: str, kernel, *args) -> None:
+    """Compiles ``kernel`` for these arguments' types (or loads it from the disk cache)
+    once per process, timing it apart: the first real call is then steady state."""
+    if key not in _COMPILED:
+        start = time.perf_counter()
+        kernel.compile(tuple(numba.typeof(a) for a in args))
+        _COMPILED[key] = time.perf_counter() - start
 
 
 def compile_seconds() -> float:
@@ -315,39 +296,12 @@ def _bnaf_block(
 def bnaf_block(
     z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter
 ):
-    """:func:`_bnaf_block` on numpy arrays, compiled (or loaded) and timed on first use.
+    """:func:`_bnaf_block` on numpy arrays, compiled (or loaded) and timed apart on first use.
     Returns (i1 - i0, 3): per dimension, the evaluations, unsolved points and worst residual."""
-    key = "bnaf-" + str(z.dtype)
-    if key not in _COMPILED:
-        start = time.perf_counter()
-        out = np.zeros((1, 3))
-        one = np.zeros(1, np.int64)
-        tiny = np.zeros((1, 1), z.dtype)
-        _bnaf_block(
-            tiny,
-            0,
-            1,
-            tiny.copy(),
-            one,
-            tiny.copy(),
-            one,
-            np.ones(1, z.dtype),
-            one,
-            np.ones(1, z.dtype),
-            one,
-            np.ones(2, np.int64),
-            1.0,
-            False,
-            1e-5,
-            1e-7,
-            1,
-            out,
-        )
-        _COMPILED[key] = time.perf_counter() - start
     out = np.zeros((i1 - i0, 3))
-    _bnaf_block(
-        z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter, out
-    )
+    args = (z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter)
+    _ready("bnaf-" + str(z.dtype), _bnaf_block, *args, out)
+    _bnaf_block(*args, out)
     return out
 
 
@@ -378,26 +332,7 @@ def _root_step(x, y, dy, target, tol_abs, lo, hi, step, prev, done, residual, ne
 
 
 def root_step(x, y, dy, target, tol_abs, lo, hi, step, prev, done, residual, newton, eps, x_next) -> int:
-    """:func:`_root_step` on numpy arrays, compiled (or loaded) and timed on first use."""
-    key = "root-" + str(x.dtype)
-    if key not in _COMPILED:
-        start = time.perf_counter()
-        one = np.zeros(1, x.dtype)
-        _root_step(
-            one,
-            one,
-            one,
-            one,
-            one,
-            one.copy(),
-            one.copy(),
-            one.copy(),
-            one.copy(),
-            np.zeros(1, np.bool_),
-            one.copy(),
-            True,
-            1e-7,
-            one.copy(),
-        )
-        _COMPILED[key] = time.perf_counter() - start
-    return _root_step(x, y, dy, target, tol_abs, lo, hi, step, prev, done, residual, newton, eps, x_next)
+    """:func:`_root_step` on numpy arrays, compiled (or loaded) and timed apart on first use."""
+    args = (x, y, dy, target, tol_abs, lo, hi, step, prev, done, residual, newton, eps, x_next)
+    _ready("root-" + str(x.dtype), _root_step, *args)
+    return _root_step(*args)
