@@ -376,8 +376,8 @@ def figure(table: pd.DataFrame, folder: Path) -> list[str]:
         (
             f"{r[Col.MODEL]} {r[Col.OP]} d={r[Col.DIM]}, {r[Col.DEVICE]}, batch {r[Col.BATCH]}",
             float(r["B / A"]),
-            None if pd.isna(r["low"]) else float(r["low"]),
-            None if pd.isna(r["high"]) else float(r["high"]),
+            float(r["low"]),
+            float(r["high"]),
             VERDICT_COLORS.get(str(r["verdict"]), "0.5"),
         )
         for _, r in table.iterrows()

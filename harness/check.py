@@ -35,6 +35,7 @@ from torch import Tensor
 
 from . import store
 from .measure.contract import violation
+from .measure.timing import time_once
 from .models.base import Measurable, normal_log_prob
 from .ops import LOG_PROB, SAMPLE
 from .table import CHECKS, Col, TableSpec
@@ -219,14 +220,7 @@ GROWTH = 4.0  # sampling growing this much faster than log_prob over them is a d
 
 
 def _best_seconds(call: Callable[[], object], calls: int = 3) -> float:
-    import time
-
-    best = math.inf
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(time_once(call, "cpu") for _ in range(calls))
 
 
 def check_cost(make: Callable[[int], Measurable], points: int = 128) -> list[Result]:

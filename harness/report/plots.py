@@ -190,13 +190,15 @@ def forest(
 ) -> list[str]:
     """Ratios with their intervals as a forest plot: one row per (label, value, low,
     high, colour), the first on top, the line of parity at 1, a log axis of plain
-    numbers; ``colors`` names what each colour says, for the legend."""
+    numbers; ``colors`` names what each colour says, for the legend. A bound that is
+    None or NaN: the value without an interval."""
     if not rows:
         return []
     fig, axes = grid(1, 1, 6.4, 0.32 * len(rows) + 1.2)
     ax = axes[0][0]
     for y, (_, value, low, high, color) in enumerate(reversed(rows)):
-        low, high = (value, value) if low is None or high is None else (low, high)
+        if low is None or high is None or not np.isfinite([low, high]).all():
+            low, high = value, value
         ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=color, capsize=3)
     ax.axvline(1.0, color="0.3", lw=0.8, ls=":")
     ax.set_yticks(range(len(rows)))

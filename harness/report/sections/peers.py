@@ -114,8 +114,8 @@ def forest(vs: pd.DataFrame, out: Path) -> list[str]:
         (
             f"{r.contest} d={int(r.dim)} vs {r.fastest}",
             float(r.ratio),
-            None if pd.isna(r.ratio_low) else float(r.ratio_low),
-            None if pd.isna(r.ratio_high) else float(r.ratio_high),
+            float(r.ratio_low),
+            float(r.ratio_high),
             VERDICT_COLORS.get(f"ours {r.verdict}", VERDICT_COLORS["no clear difference"]),
         )
         for r in ours.itertuples()

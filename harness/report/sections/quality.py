@@ -227,16 +227,15 @@ def _section(folder: Path, df: pd.DataFrame, meta: dict, out: Path) -> list[str]
     return lines
 
 
-def quality_figure(fits: pd.DataFrame, out: Path) -> list[str]:
+def quality_figure(rows: pd.DataFrame, out: Path) -> list[str]:
     """Per data set, test NLL against training time (top) and against effective
-    parameters (bottom); the Pareto front ringed, N(0, I) and the true entropy dashed. A
-    diverged seed is an x at the top of its panel: the axis is the other seeds'."""
-    from .. import fits as fit_rows
-
-    done = fits[fits[Col.STATUS] == OK]
+    parameters (bottom) of the fit rows; the Pareto front ringed, N(0, I) and the true
+    entropy dashed. A diverged seed is an x at the top of its panel: the axis is the
+    other seeds'."""
+    done = rows[rows[Col.STATUS] == OK]
     if done.empty:
         return []
-    blown = fit_rows.diverged(done[Col.TEST_NLL].astype(float), done[Col.BASELINE_NLL].astype(float))
+    blown = fits.diverged(done[Col.TEST_NLL].astype(float), done[Col.BASELINE_NLL].astype(float))
     style = plots.styles(done)
     done, diverged = done[~blown], done[blown]
     sets = list(dict.fromkeys(done[Col.DATA]))
