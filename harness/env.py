@@ -4,6 +4,7 @@ that ran, so an uncommitted change is counted anew."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import functools
 import hashlib
@@ -19,9 +20,11 @@ from . import __version__
 from .table import Col
 
 PACKAGE = Path(__file__).parent
-# The code a measurement runs: the models, the measuring and the adapters of peers and
-# users' flows. A change to any of them changes the version its counts are kept under.
-MEASURED = ("models", "measure", "peers.py", "registry.py")
+# The code a measurement runs: the measuring, and the module that builds the model with
+# everything of this package it imports (so a new family does not change the version of
+# the others'). Modules of names only (the vocabulary) are not followed.
+MEASURED = ("measure",)
+VOCABULARY = ("ops.py", "table.py", "errors.py")
 PEER_LIBRARIES = ("zuko", "pyro", "nflows")
 
 
@@ -172,20 +175,64 @@ def user_code(origin: Path, module: str) -> list[Path]:
     return sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts)[:2000]
 
 
+def imported_files(start: list[Path]) -> list[Path]:
+    """``start`` and every module of this package they import, directly or through each
+    other (at the top or inside a function), read from their syntax trees; the
+    :data:`VOCABULARY` modules are not followed."""
+    seen: set[Path] = set()
+    todo = [p.resolve() for p in start]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        package = path.relative_to(PACKAGE).parts[:-1]  # the package the file is in (or is the __init__ of)
+        for node in ast.walk(ast.parse(path.read_bytes())):
+            names: list[tuple[str, ...]] = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                elif (node.module or "").split(".")[0] == PACKAGE.name:
+                    base = ()
+                else:
+                    continue
+                module = tuple(node.module.split(".")) if node.module else ()
+                if not node.level:
+                    module = module[1:]
+                names = [(*base, *module, alias.name) for alias in node.names] + [(*base, *module)]
+            elif isinstance(node, ast.Import):
+                names = [tuple(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == PACKAGE.name]
+            for parts in names:
+                for candidate in (PACKAGE.joinpath(*parts).with_suffix(".py"), PACKAGE.joinpath(*parts, "__init__.py")):
+                    if candidate.is_file() and candidate.name not in VOCABULARY:
+                        todo.append(candidate)
+    return sorted(seen)
+
+
 @functools.cache
 def code_version(spec: str = "") -> str:
-    """A hash of the code a measurement of model ``spec`` runs: this package's models,
-    measuring code and adapters (:data:`MEASURED`), torch's and the peer libraries'
-    versions, and for a user's ``module:factory`` the module's source file. Counts
-    cached under it are counted anew after any change, committed or not."""
+    """A hash of the code a measurement of model ``spec`` runs: the measuring code
+    (:data:`MEASURED`), the module that builds it (a reference family's, the peers'
+    adapters, or the registry's for a user's flow) with the modules of this package it
+    imports, torch's and the peer libraries' versions, and for a user's
+    ``module:factory`` its package's source files. Counts cached under it are counted
+    anew after any change, committed or not; a change to another family's module is not
+    one."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from . import ops
 
     digest = hashlib.sha256()
     files = []
     for part in MEASURED:
         path = PACKAGE / part
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    _hash_files(files, digest, PACKAGE)
+    family = ops.FAMILIES.get(spec)
+    if family is not None:
+        files.append(PACKAGE.joinpath(*family.builder.partition(":")[0].split(".")[1:]).with_suffix(".py"))
+    else:
+        files += [PACKAGE / "peers.py", PACKAGE / "registry.py"]
+    _hash_files(imported_files(files), digest, PACKAGE)
     for library in ("torch", "zuko", "pyro-ppl", "nflows"):
         try:
             digest.update(f"{library} {version(library)}".encode())

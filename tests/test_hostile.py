@@ -210,7 +210,8 @@ def test_a_change_to_a_helper_a_user_flow_imports_changes_the_code_version(tmp_p
 
 def test_the_same_code_has_the_same_version_wherever_it_is_checked_out(tmp_path, monkeypatch):
     """Counts are cached under the code's version: a clone in another folder reuses
-    them (reports/cpu/counts.json), a change to the measured code does not."""
+    them (reports/cpu/counts.json), as does a change to another family's module; a change
+    to the code measured does not."""
     import shutil
 
     from harness import env
@@ -222,11 +223,14 @@ def test_the_same_code_has_the_same_version_wherever_it_is_checked_out(tmp_path,
         monkeypatch.setattr(env, "PACKAGE", copy)
         env.code_version.cache_clear()
         versions.append(env.code_version("maf"))
-    (copy / "models" / "maf.py").write_text((copy / "models" / "maf.py").read_text() + "\n# changed\n")
+    (copy / "models" / "bnaf.py").write_text((copy / "models" / "bnaf.py").read_text() + "\n# changed\n")
     env.code_version.cache_clear()
-    versions.append(env.code_version("maf"))
+    versions.append(env.code_version("maf"))  # another family's module: not the code maf's counts ran
+    (copy / "models" / "masked.py").write_text((copy / "models" / "masked.py").read_text() + "\n# changed\n")
     env.code_version.cache_clear()
-    assert versions[0] == versions[1] != versions[2]
+    versions.append(env.code_version("maf"))  # a module maf.py imports: the code changed
+    env.code_version.cache_clear()
+    assert versions[0] == versions[1] == versions[2] != versions[3]
 
 
 def test_a_command_refuses_a_folder_another_is_writing_before_it_measures(tmp_path):

@@ -243,14 +243,17 @@ class BlockAutoregressive(Transform):
     @torch.no_grad()
     def _kernel_solve(self, y: Tensor) -> Tensor:
         """Newton's solve as compiled loops (harness.models.kernels): dimensions in
-        blocks of :data:`KERNEL_BLOCK`; within a block, each point's root-finds one after
-        the other in one compiled loop; after it, one GEMM per layer adds the block's
+        blocks of :data:`KERNEL_BLOCK`; within a block, the root-finds of each group of
+        :data:`kernels.GROUP` points in lock-step in one compiled loop; after it, one GEMM per layer adds the block's
         activations to the block rows of every later dimension. The arithmetic of the
         eager solve, without its per-op overhead at each step of each dimension."""
         n, d = y.shape
         weights = [linear.weights() for linear in self.linears]
-        acts = y.new_empty(n, sum(d * linear.block_in for linear in self.linears))
-        pre = torch.cat([linear.bias.expand(n, -1) for linear in self.linears], 1)
+        # whole groups of points: the last point repeated (a target in the map's range), dropped after
+        y = torch.cat([y, y[-1:].expand(-n % kernels.GROUP, -1)])
+        # feature-major (features, points): a group of points is contiguous in each row
+        acts = y.new_empty(sum(d * linear.block_in for linear in self.linears), y.shape[0])
+        pre = torch.cat([linear.bias[:, None].expand(-1, y.shape[0]) for linear in self.linears])
         act_off = np.cumsum([0] + [d * linear.block_in for linear in self.linears])[:-1]
         pre_off = np.cumsum([0] + [d * linear.block_out for linear in self.linears])[:-1]
         flat_w = torch.cat([w.reshape(-1) for w, _ in weights])
@@ -259,21 +262,21 @@ class BlockAutoregressive(Transform):
         diag_off = np.cumsum([0] + [log_diag.numel() for _, log_diag in weights])[:-1]
         alpha = float(torch.sigmoid(self.gate)) if self.gate is not None else 1.0
         tol, eps = invert.TOLERANCE.get(y.dtype, 1e-5), 4 * torch.finfo(y.dtype).eps
-        z = y.contiguous()
+        z = y.T.contiguous()
         arrays = (acts.numpy(), act_off, pre.numpy(), pre_off, flat_w.numpy(), w_off, diag.numpy(), diag_off)
         blocks = np.asarray(self.blocks, dtype=np.int64)
         self.stats = SolveStats(self.solver)
         for i0 in range(0, d, KERNEL_BLOCK):
             i1 = min(d, i0 + KERNEL_BLOCK)
             spent = kernels.bnaf_block(
-                z.numpy(), i0, i1, *arrays, blocks, alpha, self.gate is not None, tol, eps, invert.MAX_ITER
+                z.numpy(), n, i0, i1, *arrays, blocks, alpha, self.gate is not None, tol, eps, invert.MAX_ITER
             )
             for j, (evaluations, unsolved, worst) in enumerate(spent):
                 if unsolved:
                     raise InversionError(
                         f"dimension {i0 + j}: newton did not converge in {invert.MAX_ITER} evaluations: "
                         f"{int(unsolved)} of {n} entries unsolved, worst residual {worst:.3g} "
-                        f"(tolerance {float(invert.tolerance(z[:, i0 + j]).max()):.3g})"
+                        f"(tolerance {float(invert.tolerance(z[i0 + j]).max()):.3g})"
                     )
                 self.stats.evaluations += int(evaluations)
                 self.stats.iterations += int(evaluations)
@@ -282,10 +285,8 @@ class BlockAutoregressive(Transform):
             for (w, _), linear, a, b in zip(weights, self.linears, act_off, pre_off):
                 bi, bo = linear.block_in, linear.block_out
                 # the block's activations into the block rows of every later dimension
-                pre[:, b + i1 * bo : b + d * bo].addmm_(
-                    acts[:, a + i0 * bi : a + i1 * bi], w[i1 * bo :, i0 * bi : i1 * bi].T
-                )
-        return acts[:, :d].clone()
+                pre[b + i1 * bo : b + d * bo].addmm_(w[i1 * bo :, i0 * bi : i1 * bi], acts[a + i0 * bi : a + i1 * bi])
+        return acts[:d, :n].T.contiguous()
 
 
 def build_bnaf(

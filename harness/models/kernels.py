@@ -200,106 +200,174 @@ def _step(x, r, dy, lo, hi, step, prev, tol_abs, eps, newton):
 
 
 @numba.njit(cache=True, inline="always")
-def _tanh(v):
-    """tanh(v) from one exp, within 4e-16 of it (absolute, all that the sums after it
-    see) at a third of libm's tanh's cost here; +-1 beyond |v| = 20, where tanh rounds
-    to +-1 in float64."""
+def _tanh(v, one):
+    """tanh(v) from one exp in v's precision (``one`` is 1 in it), within 4e-16 of it in
+    float64 (absolute, all that the sums after it see) at a third of libm's tanh's cost
+    here; +-1 beyond |v| = 20, where tanh rounds to +-1."""
     if v > 20.0:
-        return 1.0
+        return one
     if v < -20.0:
-        return -1.0
-    return 1.0 - 2.0 / (math.exp(2.0 * v) + 1.0)
+        return -one
+    two = one + one
+    return one - two / (math.exp(two * v) + one)
+
+
+GROUP = 8  # points solved in lock-step: eight independent Newton chains keep the core busy
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"}, error_model="numpy")  # r / 0 is inf
 def _bnaf_block(
-    z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter, out
+    z,
+    points,
+    i0,
+    i1,
+    acts,
+    act_off,
+    pre,
+    pre_off,
+    w,
+    w_off,
+    diag,
+    diag_off,
+    blocks,
+    alpha,
+    gated,
+    tol,
+    eps,
+    max_iter,
+    out,
 ):
-    """Solves dimensions i0..i1-1 of one B-NAF layer for every point (row of z), one
-    point at a time: for each dimension its block row's known part (``pre``, the
-    contributions of dimensions before i0, plus those of i0..i-1 added here), then the
-    safeguarded Newton of :func:`harness.models.invert.solve_increasing` on the scalar
-    map of its diagonal blocks; the inputs of each layer at the solution go to ``acts``.
+    """Solves dimensions i0..i1-1 of one B-NAF layer for every point (column of z; the
+    first ``points`` are the caller's, the rest padding to whole groups),
+    :data:`GROUP` points at a time: for each dimension its block row's known part
+    (``pre``, the contributions of dimensions before i0, plus those of i0..i-1 added
+    here), then the safeguarded Newton of :func:`harness.models.invert.solve_increasing`
+    on the scalar map of its diagonal blocks, the group's points in lock-step (one
+    point's evaluation is a chain of dependent exps and divisions; eight independent
+    chains overlap). A point that has converged keeps its x, so evaluating it again
+    gives its solution's values; each layer's inputs at the solution go to ``acts``.
 
     Layer k (blocks[k] -> blocks[k+1] units per dimension): weight w[w_off[k]:] (d
     blocks[k+1], d blocks[k]) row-major, diagonal blocks diag[diag_off[k]:] (d, out, in);
-    its inputs acts[:, act_off[k]:] and pre-activations pre[:, pre_off[k]:], points as
-    rows. ``out`` (i1 - i0, 3): per dimension, the most evaluations a point took, the
-    points left unsolved and their worst residual."""
-    n, d = z.shape
+    its inputs acts[act_off[k]:] and pre-activations pre[pre_off[k]:], feature-major
+    (features, points). ``out`` (i1 - i0, 3): per dimension, the most evaluations a
+    point took, the points left unsolved and their worst residual."""
+    d, n = z.shape
     layers = blocks.shape[0] - 1
     width = 1
     for k in range(blocks.shape[0]):
         width = max(width, blocks[k])
-    c = np.empty((layers, width))  # the block row's known part, per layer
-    h = np.empty((layers + 1, width))  # the layers' inputs at the current x (h[0, 0] = x)
-    g = np.empty((layers + 1, width))  # their derivatives in x
+    # the evaluations run in the points' precision (float32 arithmetic for float32
+    # points, as the eager solve's); the root-find's bookkeeping in float64
+    one = np.ones(1, dtype=z.dtype)[0]
+    c = np.empty((layers, width, GROUP), dtype=z.dtype)  # the block row's known part, per layer
+    h = np.empty((layers + 1, width, GROUP), dtype=z.dtype)  # the layers' inputs at x (h[0, 0] = x)
+    g = np.empty((layers + 1, width, GROUP), dtype=z.dtype)  # their derivatives in x
+    x, lo, hi = np.empty(GROUP), np.empty(GROUP), np.empty(GROUP)
+    step, prev, r = np.empty(GROUP), np.empty(GROUP), np.empty(GROUP)
+    target, tol_abs = np.empty(GROUP), np.empty(GROUP)
+    done, its = np.zeros(GROUP, dtype=np.bool_), np.zeros(GROUP, dtype=np.int64)
     for i in range(i1 - i0):
         out[i, 0] = 0.0
         out[i, 1] = 0.0
         out[i, 2] = 0.0
-    for p in range(n):
+    for p0 in range(0, n, GROUP):  # n is a multiple of GROUP (the caller pads)
         for i in range(i0, i1):
             for k in range(layers):
                 bi, bo = blocks[k], blocks[k + 1]
-                row_len = d * bi
                 for a in range(bo):
-                    acc = pre[p, pre_off[k] + i * bo + a]
-                    base = w_off[k] + (i * bo + a) * row_len
+                    row = pre_off[k] + i * bo + a
+                    for q in range(GROUP):
+                        c[k, a, q] = pre[row, p0 + q]
+                    base = w_off[k] + (i * bo + a) * d * bi
                     for col in range(i0 * bi, i * bi):
-                        acc += w[base + col] * acts[p, act_off[k] + col]
-                    c[k, a] = acc
-            target = z[p, i]
-            tol_abs = tol * max(1.0, abs(target))
-            x, lo, hi = target, -np.inf, np.inf
-            step, prev, r = 1.0 + abs(target), np.inf, np.nan
-            done, it = False, 0
-            while it < max_iter:
+                        wv, src = w[base + col], act_off[k] + col
+                        for q in range(GROUP):
+                            c[k, a, q] += wv * acts[src, p0 + q]
+            for q in range(GROUP):
+                t = float(z[i, p0 + q])
+                target[q], tol_abs[q], x[q] = t, tol * max(1.0, abs(t)), t
+                lo[q], hi[q], step[q], prev[q], r[q] = -np.inf, np.inf, 1.0 + abs(t), np.inf, np.nan
+                done[q], its[q] = False, 0
+            left, it = GROUP, 0
+            while left > 0 and it < max_iter:
                 it += 1
-                # the map of dimension i and its derivative, layer by layer
-                h[0, 0], g[0, 0] = x, 1.0
+                # the map of dimension i and its derivative, layer by layer, at every x
+                for q in range(GROUP):
+                    h[0, 0, q], g[0, 0, q] = x[q], one
                 for k in range(layers):
                     bi, bo = blocks[k], blocks[k + 1]
                     base = diag_off[k] + i * bo * bi
                     for a in range(bo):
-                        v, s = c[k, a], 0.0
+                        for q in range(GROUP):
+                            h[k + 1, a, q], g[k + 1, a, q] = c[k, a, q], one - one
                         for b in range(bi):
-                            v += diag[base + a * bi + b] * h[k, b]
-                            s += diag[base + a * bi + b] * g[k, b]
+                            dw = diag[base + a * bi + b]
+                            for q in range(GROUP):
+                                h[k + 1, a, q] += dw * h[k, b, q]
+                                g[k + 1, a, q] += dw * g[k, b, q]
                         if k < layers - 1:
-                            v = _tanh(v)
-                            s *= 1.0 - v * v
-                        h[k + 1, a], g[k + 1, a] = v, s
-                y, dy = h[layers, 0], g[layers, 0]
-                if gated:
-                    y, dy = alpha * y + (1.0 - alpha) * x, alpha * dy + (1.0 - alpha)
-                r = y - target
-                if r < 0:
-                    lo = x
-                if r > 0:
-                    hi = x
-                done, nxt, step = _step(x, r, dy, lo, hi, step, prev, tol_abs, eps, True)
-                if done:
-                    break
-                prev = abs(r)
-                x = nxt
+                            for q in range(GROUP):
+                                v = _tanh(h[k + 1, a, q], one)
+                                h[k + 1, a, q] = v
+                                g[k + 1, a, q] *= one - v * v
+                for q in range(GROUP):
+                    if done[q]:
+                        continue
+                    its[q] += 1
+                    y, dy = float(h[layers, 0, q]), float(g[layers, 0, q])
+                    if gated:
+                        y, dy = alpha * y + (1.0 - alpha) * x[q], alpha * dy + (1.0 - alpha)
+                    rq = y - target[q]
+                    r[q] = rq
+                    if rq < 0:
+                        lo[q] = x[q]
+                    if rq > 0:
+                        hi[q] = x[q]
+                    ok, nxt, st = _step(x[q], rq, dy, lo[q], hi[q], step[q], prev[q], tol_abs[q], eps, True)
+                    if ok:
+                        done[q] = True
+                        left -= 1
+                    else:
+                        prev[q], x[q], step[q] = abs(rq), nxt, st
             j = i - i0
-            out[j, 0] = max(out[j, 0], it)
-            if not done:
-                out[j, 1] += 1.0
-                out[j, 2] = max(out[j, 2], abs(r) if math.isfinite(r) else np.inf)
-            for k in range(layers):  # the last evaluation was at the solution: keep each layer's input
+            for q in range(min(GROUP, points - p0)):  # the caller's padding is not counted
+                out[j, 0] = max(out[j, 0], its[q])
+                if not done[q]:
+                    out[j, 1] += 1.0
+                    out[j, 2] = max(out[j, 2], abs(r[q]) if math.isfinite(r[q]) else np.inf)
+            for k in range(layers):  # the last evaluation was at each solution: keep each layer's input
                 for b in range(blocks[k]):
-                    acts[p, act_off[k] + i * blocks[k] + b] = h[k, b]
+                    for q in range(GROUP):
+                        acts[act_off[k] + i * blocks[k] + b, p0 + q] = h[k, b, q]
 
 
 def bnaf_block(
-    z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter
+    z, points, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter
 ):
     """:func:`_bnaf_block` on numpy arrays, compiled (or loaded) and timed apart on first use.
     Returns (i1 - i0, 3): per dimension, the evaluations, unsolved points and worst residual."""
     out = np.zeros((i1 - i0, 3))
-    args = (z, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter)
+    args = (
+        z,
+        points,
+        i0,
+        i1,
+        acts,
+        act_off,
+        pre,
+        pre_off,
+        w,
+        w_off,
+        diag,
+        diag_off,
+        blocks,
+        alpha,
+        gated,
+        tol,
+        eps,
+        max_iter,
+    )
     _ready("bnaf-" + str(z.dtype), _bnaf_block, *args, out)
     _bnaf_block(*args, out)
     return out
