@@ -342,32 +342,11 @@ def _bnaf_block(
                         acts[act_off[k] + i * blocks[k] + b, p0 + q] = h[k, b, q]
 
 
-def bnaf_block(
-    z, points, i0, i1, acts, act_off, pre, pre_off, w, w_off, diag, diag_off, blocks, alpha, gated, tol, eps, max_iter
-):
+def bnaf_block(z, points, i0, i1, *rest):
     """:func:`_bnaf_block` on numpy arrays, compiled (or loaded) and timed apart on first use.
     Returns (i1 - i0, 3): per dimension, the evaluations, unsolved points and worst residual."""
     out = np.zeros((i1 - i0, 3))
-    args = (
-        z,
-        points,
-        i0,
-        i1,
-        acts,
-        act_off,
-        pre,
-        pre_off,
-        w,
-        w_off,
-        diag,
-        diag_off,
-        blocks,
-        alpha,
-        gated,
-        tol,
-        eps,
-        max_iter,
-    )
+    args = (z, points, i0, i1, *rest)
     _ready("bnaf-" + str(z.dtype), _bnaf_block, *args, out)
     _bnaf_block(*args, out)
     return out
