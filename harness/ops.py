@@ -82,7 +82,8 @@ class Solver:
 
     Attributes:
         name: its name in the ``solver`` column and on the command line.
-        family: the systems it solves: ``affine`` (MADE, MAF, IAF) or ``monotone``
+        family: the systems it solves: ``affine`` (MADE, MAF, IAF; NSF's splines too: each
+            dimension in closed form once those before it are known) or ``monotone``
             (NAF, B-NAF).
         role: ``reference`` (the textbook algorithm every other is checked against),
             ``default`` (the fastest exact one on the CPU, from ``harness solvers``) or ''.
@@ -224,6 +225,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "bnaf", "De Cao et al., 2019", SAMPLE, "monotone", "harness.models.bnaf:build_bnaf", "C4", "v", ROOT_FINDS
         ),
+        Family("nsf", "Durkan et al., 2019", SAMPLE, "affine", "harness.models.nsf:build_nsf", "C5", "p"),
     )
 }
 NAMES = tuple(FAMILIES)

@@ -29,7 +29,7 @@ LINES = ("-", "--", ":", "-.")
 OP_STYLE = {op: dict(linestyle=LINES[i % len(LINES)]) for i, op in enumerate(OPS)}
 KIND_LABEL = {"parallel": "parallel", "sequential": "sequential in d", "iterative": "iterative (root-finding)"}
 # users' flows: colours and markers of their own, in order of appearance
-OTHER_COLORS = ("C5", "C6", "C8", "C9", "C7")
+OTHER_COLORS = ("C6", "C8", "C9", "C7")
 OTHER_MARKERS = ("h", "p", "8", "d", "<", ">", "H")
 
 
