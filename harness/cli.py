@@ -270,8 +270,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--deadline",
         type=_seconds,
-        default=300.0,
-        help="seconds one contender's checked call may take before the worker is killed (default 300): a hanging "
+        default=600.0,
+        help="seconds one contender's checked call may take before the worker is killed (default 600): a hanging "
         "contender is reported, the rest of the contest goes on; the contest's timing gets this per contender",
     )
     _again(v, "keep the contests OUT/versus.csv holds (same batch) and measure the rest", "versus.csv, versus.md")

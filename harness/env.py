@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).parent
 # the others'). Modules of names only (the vocabulary) are not followed.
 MEASURED = ("measure",)
 VOCABULARY = ("ops.py", "table.py", "errors.py")
-PEER_LIBRARIES = ("zuko", "pyro", "nflows")
+PEER_LIBRARIES = ("zuko", "pyro", "nflows", "normflows")
 
 
 def _git(*args: str, path: Path | None = None) -> str | None:
@@ -231,9 +231,9 @@ def code_version(spec: str = "") -> str:
     if family is not None:
         files.append(PACKAGE.joinpath(*family.builder.partition(":")[0].split(".")[1:]).with_suffix(".py"))
     else:
-        files += [PACKAGE / "peers.py", PACKAGE / "registry.py"]
+        files += [PACKAGE / "peers" / "__init__.py", PACKAGE / "registry.py"]
     _hash_files(imported_files(files), digest, PACKAGE)
-    for library in ("torch", "zuko", "pyro-ppl", "nflows"):
+    for library in ("torch", "zuko", "pyro-ppl", "nflows", "normflows"):
         try:
             digest.update(f"{library} {version(library)}".encode())
         except PackageNotFoundError:

@@ -239,4 +239,5 @@ PEER_LIBRARIES: dict[str, tuple[str, float, str, str]] = {
     "zuko": ("white", 0.45, "P", "--"),
     "pyro": ("black", 0.35, "X", "-."),
     "nflows": ("white", 0.7, "*", ":"),
+    "normflows": ("black", 0.55, "h", (0, (5, 1))),
 }

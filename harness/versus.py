@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import statistics
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,7 @@ class Contest:
         return dataclasses.replace(self, rivals=rivals)
 
 
+NSF_PEERS = ("zuko.nsf", "nflows.nsf", "normflows.nsf", "pyro.nsf")
 CONTESTS: dict[str, Contest] = {
     c.name: c
     for c in (
@@ -64,6 +67,8 @@ CONTESTS: dict[str, Contest] = {
         Contest("maf", "sample", (("zuko.maf", "sample"), ("nflows.maf", "sample"))),
         Contest("iaf", "sample", (("pyro.iaf", "sample"), ("zuko.maf", "pass"), ("nflows.maf", "pass"))),
         Contest("bnaf", "log_prob", (("pyro.bnaf", "log_prob"),), {"hidden_factor": 8}),
+        Contest("nsf", "log_prob", tuple((p, "log_prob") for p in NSF_PEERS)),
+        Contest("nsf", "sample", tuple((p, "sample") for p in NSF_PEERS)),
     )
 }
 # Sampling against density evaluation, ours and zuko's NAF; zuko bisects d times per
@@ -99,15 +104,25 @@ def _timed(fns: dict[str, Callable[[], object]], rounds: int, block_s: float, th
         return time_rounds(fns, rounds=rounds, min_rounds=MIN_ROUNDS, block_s=block_s, threads=threads, enough=enough)
 
 
-def _checked(name: str, fn: Callable[[], object], op: str, x: Tensor) -> str:
-    """'' if one call of ``fn`` keeps the contract; else what is wrong (a contender that
-    breaks it is never timed, and never named fastest)."""
+# A contender whose checked call takes longer than this is not timed in rounds: that one
+# call is its time (a peer's d-pass inverse at d=128 takes ~45 s a call here, and ours
+# a fraction of a second: rounds would add minutes and no doubt), shown without interval.
+ONE_CALL_S = 10.0
+ONCE = "timed once: its checked call took {:.1f} s (over {:.0f} s, no rounds), so no interval"
+
+
+def _checked(name: str, fn: Callable[[], object], op: str, x: Tensor) -> tuple[str, float]:
+    """('', seconds) if one call of ``fn`` keeps the contract, with the call's seconds;
+    else what is wrong (a contender that breaks it is never timed, and never named
+    fastest)."""
     try:
         with unchecked(), torch.no_grad():
+            start = time.perf_counter()
             out = fn()
+            seconds = time.perf_counter() - start
     except Exception as e:  # a user's flow may raise anything: it is reported, not timed
-        return f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
-    return violation(op, out, x)
+        return f"{type(e).__name__}: {e}".replace("\n", " ")[:300], math.nan
+    return violation(op, out, x), seconds
 
 
 def run_contest(
@@ -119,13 +134,16 @@ def run_contest(
     block_s: float = 0.2,
     threads: int = 1,
     broken_before: dict[str, str] | None = None,
+    once_before: dict[str, float] | None = None,
 ) -> dict:
     """Times one contest at one d: medians (s per call) per contender, ours over the
     fastest peer of each round, and ours over each contender, with bootstrap intervals.
 
     The contest's own rivals are its peers; a flow that joined it (an entrant) is timed
     beside them and compared with ours, but is the fastest peer only if it declares the
-    contest's family. A contender whose call breaks the contract is reported, not timed.
+    contest's family. A contender whose call breaks the contract is reported, not timed;
+    one whose call took over :data:`ONE_CALL_S` is timed by that call alone
+    (``once_before``: calls made before, in a worker's check).
     """
     torch.manual_seed(0)
     x = torch.randn(batch, dim)
@@ -139,32 +157,44 @@ def run_contest(
         ops[rival] = op
         is_peer = rival in dict(CONTESTS[contest.name].rivals) or registry.identity_or_module(rival)[0] == contest.model
         roles[rival] = PEER if is_peer else ENTRANT
-        if rival in broken:  # found hanging or failing in a worker of its own before
+        if rival in broken or rival in (once_before or {}):  # found hanging, failing or slow before
             continue
         try:
             models[rival] = registry.build_any(rival, dim, **config).eval()
         except Exception as e:  # a user's factory may raise anything
             broken[rival] = f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
     fns = {k: functools.partial(call(m, ops[k]), x) for k, m in models.items()}
+    once = dict(once_before or {})  # contenders too slow for rounds: their checked call's seconds
     for k in list(fns):
-        why = _checked(k, fns[k], ops[k], x)
+        why, seconds = _checked(k, fns[k], ops[k], x)
         if why:
             broken[k] = why
+            del fns[k]
+        elif k != OURS_ROLE and seconds > ONE_CALL_S:
+            once[k] = seconds
             del fns[k]
     if OURS_ROLE in broken:
         raise RuntimeError(f"our {contest.name} breaks the contract at d={dim}: {broken[OURS_ROLE]}")
     rivals = [p for p, _ in contest.rivals if p in fns and roles[p] == PEER]
-    if not rivals:
+    slow_rivals = [p for p, _ in contest.rivals if p in once and roles[p] == PEER]
+    if not rivals and not slow_rivals:
         raise UserError(f"{contest.name} at d={dim}: no peer could be timed ({'; '.join(broken.values())})")
 
     def enough(times: dict[str, list[float]]) -> bool:
+        if not rivals:
+            return len(times[OURS_ROLE]) >= MIN_ROUNDS
         _, low, high = ratio_interval(*per_round(times, OURS_ROLE, rivals), resamples=500)
         return high < 1 - CLEAR or low > 1 + CLEAR
 
     times = _timed(fns, rounds, block_s, threads, enough)
-    ratio, low, high = ratio_interval(*per_round(times, OURS_ROLE, rivals))
-    medians = {k: statistics.median(v) for k, v in times.items()}
+    medians = {k: statistics.median(v) for k, v in times.items()} | once
+    fastest = min(rivals + slow_rivals, key=medians.__getitem__)
+    if fastest in once:  # the fastest peer was called once: ours over that call, no interval
+        ratio, low, high = medians[OURS_ROLE] / once[fastest], math.nan, math.nan
+    else:
+        ratio, low, high = ratio_interval(*per_round(times, OURS_ROLE, rivals))
     each = {k: ratio_interval(times[OURS_ROLE], times[k]) for k in times if k != OURS_ROLE}
+    each |= {k: (medians[OURS_ROLE] / s, math.nan, math.nan) for k, s in once.items()}
     return dict(
         contest=contest.name,
         dim=dim,
@@ -175,12 +205,13 @@ def run_contest(
         ops=ops,
         roles=roles,
         broken=broken,
+        once=once,
         each=each,
-        fastest=min(rivals, key=medians.__getitem__),
+        fastest=fastest,
         ratio=ratio,
         ratio_low=low,
         ratio_high=high,
-        verdict=verdict(low, high),
+        verdict=verdict(low, high) if not math.isnan(low) else "",  # earned by an interval only
     )
 
 
@@ -275,6 +306,8 @@ def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
                 ratio, low, high = r["each"][who]
                 row.update(median_s=r["medians"][who], status=OK, ratio=ratio, ratio_low=low, ratio_high=high)
                 row.update(verdict=verdict(low, high))
+                if who in r.get("once", {}):
+                    row.update(reason=ONCE.format(r["once"][who], ONE_CALL_S), verdict="")
             rows.append(row)
     for r in naf:
         for op in (LOG_PROB, SAMPLE):
@@ -328,7 +361,7 @@ def main(
     out: Path | None = None,
     progress: bool = True,
     entrants: Sequence[tuple[str, str]] = (),
-    deadline_s: float = 300.0,
+    deadline_s: float = 600.0,
     resume: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Runs the contests (all by default, or those ``entrants`` join) at their dims (or

@@ -12,7 +12,7 @@ from . import peers, registry
 from .errors import UserError
 from .measure import allocator
 from .table import ERROR
-from .versus import Contest, _checked, call, naf_ratios, run_contest
+from .versus import ONE_CALL_S, Contest, _checked, call, naf_ratios, run_contest
 
 
 class ContestWorker:
@@ -32,12 +32,15 @@ class ContestWorker:
             if task[0] == "check":
                 return self.check(*task[1:])
             if task[0] == "run":
-                return run_contest(task[1], task[2], batch=self.batch, rounds=self.rounds, broken_before=task[3])
+                return run_contest(
+                    task[1], task[2], batch=self.batch, rounds=self.rounds, broken_before=task[3], once_before=task[4]
+                )
             return naf_ratios(task[1], batch=task[2])
         except Exception as e:
             return (ERROR, one_line(e))
 
-    def check(self, contest: Contest, dim: int, rival: str) -> str:
+    def check(self, contest: Contest, dim: int, rival: str) -> str | float:
+        """What is wrong with the rival's checked call, or the call's seconds."""
         torch.manual_seed(0)
         x = torch.randn(self.batch, dim)
         try:
@@ -45,24 +48,27 @@ class ContestWorker:
         except Exception as e:
             return f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
         op = dict(contest.rivals)[rival]
-        return _checked(rival, functools.partial(call(model, op), x), op, x)
+        why, seconds = _checked(rival, functools.partial(call(model, op), x), op, x)
+        return why or seconds
 
 
 def contest_in(worker, contest: Contest, dim: int, deadline_s: float) -> dict:
     """One contest in the worker: each contender's checked call under the deadline (a
     hang is that contender's error, and the worker starts anew), then the timing of
     those that kept the contract under the deadline again."""
-    broken = {}
+    broken, once = {}, {}
     for rival, _ in contest.rivals:
         why = worker.run(("check", contest, dim, rival), deadline_s)
         if why is None:
             broken[rival] = f"killed after {deadline_s:g} s (its checked call did not return)"
         elif isinstance(why, tuple):
             broken[rival] = why[1]
-        elif why:
+        elif isinstance(why, str):
             broken[rival] = why
+        elif why > ONE_CALL_S:  # that call is its time: not called again
+            once[rival] = why
     limit = deadline_s * (1 + len(contest.rivals))  # the timing: a deadline's worth per contender
-    answer = worker.run(("run", contest, dim, broken), limit)
+    answer = worker.run(("run", contest, dim, broken, once), limit)
     if answer is None:
         raise UserError(f"{contest.name} at d={dim}: the timing outlived its deadline of {limit:g} s (killed)")
     if isinstance(answer, tuple):

@@ -226,6 +226,20 @@ def test_versus_times_every_contender_and_reports(tmp_path):
     assert "ours / fastest peer [95% CI]" in report and r["verdict"] in report
 
 
+def test_a_contender_too_slow_for_rounds_is_timed_once_and_given_no_interval(monkeypatch):
+    """A peer whose checked call takes over ONE_CALL_S (the d-pass inverses at d=128)
+    is timed by that call alone: its ratio is stated without interval or verdict."""
+    for name in versus.NSF_PEERS:
+        need(name)
+    monkeypatch.setattr(versus, "ONE_CALL_S", 0.0)  # every peer is "too slow"
+    r = versus.run_contest(versus.CONTESTS["nsf.sample"], 4, batch=16, rounds=3, block_s=0.01)
+    assert set(r["once"]) == set(versus.NSF_PEERS) and r["fastest"] in r["once"]
+    assert r["ratio"] == pytest.approx(r["medians"]["ours"] / r["once"][r["fastest"]])
+    assert math.isnan(r["ratio_low"]) and r["verdict"] == ""  # no interval, no verdict
+    rows = [row for row in versus.rows_of([r], []) if row["contender"] in r["once"]]
+    assert all(row["reason"].startswith("timed once") and row["verdict"] == "" for row in rows)
+
+
 def test_versus_names_a_bad_contest():
     with pytest.raises(ValueError, match="unknown contest 'made.sample'; allowed: maf.log_prob"):
         versus.main(["made.sample"])

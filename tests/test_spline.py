@@ -14,7 +14,7 @@ from harness.models.spline import BOUND, params_per_dim, rq_forward, rq_inverse
 
 def _params(n: int, bins: int = 8, scale: float = 2.0, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(n, params_per_dim(bins), generator=g, dtype=torch.float64)
+    return scale * torch.randn(params_per_dim(bins), n, generator=g, dtype=torch.float64)  # (3 K - 1, n)
 
 
 @pytest.mark.parametrize("bins", [2, 8, 32])
@@ -32,7 +32,7 @@ def test_the_spline_round_trips_and_its_log_det_is_the_derivative(bins, scale, x
     assert torch.allclose(again, y.detach(), atol=1e-12, rtol=0)
     assert torch.allclose(back, x.detach(), atol=x_tol, rtol=0)
     assert torch.allclose(inv_log_det, -again_log_det, atol=1e-9, rtol=0)  # log |dx/dy| at y = -log |dy/dx| at x(y)
-    one, _ = rq_forward(x.detach(), params[:1].expand(500, -1))  # one spline over the grid
+    one, _ = rq_forward(x.detach(), params[:, :1].expand(-1, 500))  # one spline over the grid
     assert bool((one[1:] > one[:-1]).all())  # monotone, strictly
 
 
@@ -44,7 +44,7 @@ def test_the_spline_is_the_identity_outside_its_interval_and_continuous_at_its_e
     # the ends map to themselves with slope 1: value and slope continuous with the tails
     assert torch.allclose(y, x, atol=1e-8, rtol=0)
     assert torch.allclose(log_det, torch.zeros(6, dtype=torch.float64), atol=1e-6)
-    z, _ = rq_inverse(torch.tensor([-7.0, 9.0], dtype=torch.float64), params[:2])
+    z, _ = rq_inverse(torch.tensor([-7.0, 9.0], dtype=torch.float64), params[:, :2])
     assert z.tolist() == [-7.0, 9.0]  # base points outside [-B, B] sample as themselves
 
 

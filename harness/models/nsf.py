@@ -53,8 +53,12 @@ class MaskedSpline(Transform):
         self.stats: SolveStats | None = None  # what the last slow-direction call spent
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, log_det = rq_forward(x, self.made(x), self.bound)
+        z, log_det = rq_forward(x, self._params(x), self.bound)
         return z, log_det.sum(-1)
+
+    def _params(self, x: Tensor) -> Tensor:
+        """The splines' parameters (batch, 3 K - 1, d): the MADE's output as it lies in memory."""
+        return self.made(x).transpose(-1, -2)
 
     def inverse(self, z: Tensor) -> Tensor:
         solve = {"sequential": self._sequential, "incremental": self._incremental, "fixed-point": self._fixed_point}
@@ -66,7 +70,7 @@ class MaskedSpline(Transform):
         x = torch.zeros_like(z)
         for i in self.made.order:
             # output i depends only on the dimensions before it in the order, solved by now
-            x = set_column(x, i, rq_inverse(z[:, i], net(x, i), self.bound)[0])
+            x = set_column(x, i, rq_inverse(z[:, i, None], net(x, i)[..., None], self.bound)[0][:, 0])
         return x, SolveStats("sequential", self.dim, self.dim)
 
     def _incremental(self, z: Tensor) -> tuple[Tensor, SolveStats]:
@@ -74,7 +78,7 @@ class MaskedSpline(Transform):
         output = self.made.incremental(z, in_place)
         x = Columns(z.shape[0], self.dim, z, in_place)  # solved dimensions, in solve order
         for p, i in enumerate(self.made.order):
-            x.append(rq_inverse(z[:, i], output(p, x.get()), self.bound)[0][:, None])
+            x.append(rq_inverse(z[:, i, None], output(p, x.get())[..., None], self.bound)[0])
         solved = x.get()
         return (solved.flip(-1) if self.made.order[0] else solved), SolveStats("incremental", self.dim, self.dim)
 
@@ -82,7 +86,7 @@ class MaskedSpline(Transform):
         tol = TOLERANCE.get(z.dtype, 1e-5)
         x = z
         for it in range(1, self.dim + 2):  # d updates make it exact; one more pass checks
-            params = self.made(x)
+            params = self._params(x)
             residual = rq_forward(x, params, self.bound)[0] - z
             if bool((residual.abs() <= tol * z.abs().clamp_min(1)).all()):
                 return x, SolveStats("fixed-point", it * self.dim, it)

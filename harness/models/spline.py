@@ -7,7 +7,9 @@ slope are continuous. Each bin is a ratio of two quadratics (the paper's eq. 4),
 inverse the stable root of a quadratic (eq. 6, 8): both directions are closed form.
 
 Parameters per dimension: ``3 K - 1`` (K widths, K heights, K - 1 interior derivatives),
-as a (..., 3 K - 1) tensor, in this order.
+in this order, on the second-to-last axis: (..., 3 K - 1, n) for n entries (..., n),
+the layout a MADE's output has in memory, so that every reduction over a spline's bins
+runs along contiguous entries.
 """
 
 from __future__ import annotations
@@ -47,46 +49,32 @@ def check_spline(bins: object, bound: object) -> tuple[int, float]:
 
 
 def _knots(raw: Tensor, bound: float, floor: float) -> tuple[Tensor, Tensor]:
-    """Knot positions (..., K + 1) from -B to B, and the bins' sizes (..., K)."""
-    bins = raw.shape[-1]
-    sizes = floor + (1 - floor * bins) * torch.softmax(raw, -1)
-    knots = F.pad(torch.cumsum(sizes, -1), (1, 0))
-    knots = 2 * bound * knots - bound
-    knots = torch.cat(
-        [
-            knots.new_full(knots.shape[:-1] + (1,), -bound),
-            knots[..., 1:-1],
-            knots.new_full(knots.shape[:-1] + (1,), bound),
-        ],
-        -1,
-    )
-    return knots, knots[..., 1:] - knots[..., :-1]
-
-
-def _derivatives(raw: Tensor) -> Tensor:
-    """Derivatives at the K + 1 knots: softplus of the interior ones above the floor, 1
-    at either end (the linear tails' slope)."""
-    inner = MIN_DERIVATIVE + F.softplus(raw)
-    return F.pad(inner, (1, 1), value=1.0)
+    """Knot positions (..., K + 1, n) from -B to B, and the bins' sizes (..., K, n)."""
+    bins = raw.shape[-2]
+    sizes = floor + (1 - floor * bins) * torch.softmax(raw, -2)
+    knots = 2 * bound * F.pad(torch.cumsum(sizes, -2), (0, 0, 1, 0)) - bound
+    knots[..., -1, :] = bound  # the sizes sum to 1 up to rounding: the last knot is B exactly
+    return knots, knots[..., 1:, :] - knots[..., :-1, :]
 
 
 def _bin_params(x: Tensor, params: Tensor, bound: float, inverse: bool):
     """The bin each entry falls in (by x's knots forward, y's inverse) and that bin's
-    (x_k, width, y_k, height, d_k, d_k+1)."""
-    bins = (params.shape[-1] + 1) // 3
-    raw_w, raw_h, raw_d = params[..., :bins], params[..., bins : 2 * bins], params[..., 2 * bins :]
+    (x_k, width, y_k, height, d_k, d_k+1), each shaped as x."""
+    bins = (params.shape[-2] + 1) // 3
+    raw_w, raw_h, raw_d = params[..., :bins, :], params[..., bins : 2 * bins, :], params[..., 2 * bins :, :]
     xk, widths = _knots(raw_w, bound, MIN_WIDTH)
     yk, heights = _knots(raw_h, bound, MIN_HEIGHT)
-    deriv = _derivatives(raw_d)
+    # derivatives at the K + 1 knots: softplus of the interior ones above the floor, 1
+    # at either end (the linear tails' slope)
+    deriv = F.pad(MIN_DERIVATIVE + F.softplus(raw_d), (0, 0, 1, 1), value=1.0)
     knots = yk if inverse else xk
-    # the bin: how many interior knots lie at or below the entry (searchsorted on the
-    # last axis); entries at B fall in the last bin
-    k = (x[..., None] >= knots[..., 1:-1]).sum(-1, keepdim=True)
+    # the bin: how many interior knots lie at or below the entry; entries at B fall in the last bin
+    k = (x.unsqueeze(-2) >= knots[..., 1:-1, :]).sum(-2, keepdim=True)
 
-    def at(t: Tensor) -> Tensor:
-        return t.gather(-1, k).squeeze(-1)
+    def at(t: Tensor, shift: int = 0) -> Tensor:
+        return t.gather(-2, k + shift).squeeze(-2)
 
-    return at(xk), at(widths), at(yk), at(heights), at(deriv), deriv[..., 1:].gather(-1, k).squeeze(-1)
+    return at(xk), at(widths), at(yk), at(heights), at(deriv), at(deriv, 1)
 
 
 def _log_slope(theta: Tensor, s: Tensor, d0: Tensor, d1: Tensor) -> Tensor:
@@ -108,8 +96,8 @@ def rq_forward(x: Tensor, params: Tensor, bound: float = BOUND) -> tuple[Tensor,
     """y = spline(x) and log |dy/dx|, elementwise.
 
     Arguments:
-        x: (...) inputs; those outside [-B, B] map to themselves with log-det 0.
-        params: (..., 3 K - 1) unconstrained parameters of each entry's spline.
+        x: (..., n) inputs; those outside [-B, B] map to themselves with log-det 0.
+        params: (..., 3 K - 1, n) unconstrained parameters of each entry's spline.
     """
     xc = x.clamp(-bound, bound)
     xk, w, yk, h, d0, d1 = _bin_params(xc, params, bound, inverse=False)
@@ -125,8 +113,8 @@ def rq_inverse(y: Tensor, params: Tensor, bound: float = BOUND) -> tuple[Tensor,
     quadratic, taken in the form that does not cancel (Durkan et al., eq. 6-8).
 
     Arguments:
-        y: (...) outputs; those outside [-B, B] map to themselves with log-det 0.
-        params: (..., 3 K - 1) unconstrained parameters of each entry's spline.
+        y: (..., n) outputs; those outside [-B, B] map to themselves with log-det 0.
+        params: (..., 3 K - 1, n) unconstrained parameters of each entry's spline.
     """
     yc = y.clamp(-bound, bound)
     xk, w, yk, h, d0, d1 = _bin_params(yc, params, bound, inverse=True)

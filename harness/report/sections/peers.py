@@ -70,6 +70,11 @@ def interval(r: pd.Series) -> str:
     return f"{float(r['ratio']):.3f} [{float(r['ratio_low']):.3f}, {float(r['ratio_high']):.3f}]"
 
 
+def _once(reason: object) -> bool:
+    """Whether a timed contender's row says it was timed by one call (harness.versus.ONCE)."""
+    return isinstance(reason, str) and reason.startswith("timed once")
+
+
 def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
     """The contests: ours, the peers and the fastest peer, ours over it; flows that
     joined a contest with ours over each; contenders not timed, with the reason."""
@@ -85,7 +90,9 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
                 "d": int(dim),
                 "ours (ms)": tables.fmt(ours[Col.MEDIAN_S] * 1e3),
                 "peers (ms)": ", ".join(
-                    f"{r.contender} {r.op} {tables.fmt(r.median_s * 1e3)}" for r in peers.itertuples()
+                    f"{r.contender} {r.op} {tables.fmt(r.median_s * 1e3)}"
+                    + (" (1 call)" if _once(getattr(r, "reason", "")) else "")
+                    for r in peers.itertuples()
                 ),
                 "fastest peer": ours["fastest"],
                 "ours / fastest peer [95% CI]": interval(ours),
