@@ -220,6 +220,7 @@ def test_a_uci_fit_is_reported_beside_the_papers_numbers():
     assert list(table[Col.DATA]) == ["power"]
     # as the paper states its numbers: mean ± sd over trainings (seeds)
     assert table.loc[0, "B-NAF (paper)"] == "0.61 ± .01" and table.loc[0, "maf (ours)"] == "0.21 ± 0.01 (SE 0.01)"
+    assert table.loc[0, "RQ-NSF (AR) (paper)"] == "0.66 ± .01"  # Durkan et al., 2019, Table 1
     assert published_table(fits.assign(**{Col.DATA: "eight_gaussians"})).empty
 
 

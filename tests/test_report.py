@@ -488,3 +488,28 @@ def test_two_folders_of_one_machine_are_never_merged_silently(tmp_path):
     shutil.copytree(first, tmp_path / "second")
     with pytest.raises(ValueError, match="both hold maf d=2 log_prob on .*harness compare"):
         build_report([first, tmp_path / "second"], tmp_path / "out")
+
+
+def test_the_splines_section_sets_nsf_beside_maf(tmp_path, monkeypatch):
+    """NSF over MAF per op and d from the rows (paired where timed in the same rounds),
+    their parameters, and a finding at the largest d both reached with both ops."""
+    from harness import calibration
+    from harness.report import tables
+    from harness.report.load import load_sources
+    from harness.report.sections import splines
+
+    monkeypatch.setattr(calibration, "load", lambda path=None: {})
+    folder = synthetic(tmp_path / "sweep")
+    rows = pd.read_csv(folder / "results.csv")
+    rows.loc[rows["model"] == "bnaf", "solver"] = rows.loc[rows["model"] == "bnaf", "solver"].replace(
+        "newton", "incremental"
+    )
+    rows["model"] = rows["model"].replace("bnaf", "nsf")
+    rows.to_csv(folder / "results.csv", index=False)
+    src = load_sources([folder])
+    flows = tables.flows(src.rows)
+    table = splines.comparison(tables.main_rows(flows), tables.reference_rows(flows)).set_index("d")
+    assert table.loc[8, "log_prob: nsf / maf"] == "1 [1, 1]" and table.loc[8, "parameters: nsf / maf"].endswith("= 0.2")
+    (found,) = splines.findings(src)
+    assert found.data["d"] == 16 and "log_prob nsf / maf 1 [1, 1]" in found.text  # d=32: nsf sample skipped
+    assert "## Splines against affine: NSF and MAF" in "\n".join(splines.render(src, tmp_path))

@@ -17,6 +17,7 @@ from . import (
     quality,
     sampling,
     scaling,
+    splines,
     time,
     work,
 )
@@ -26,6 +27,7 @@ SECTIONS = (
     sampling,
     scaling,
     parameters,
+    splines,
     peers,
     quality,
     work,

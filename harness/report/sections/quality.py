@@ -104,7 +104,7 @@ def cost_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def published_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Our test log-likelihoods beside the B-NAF paper's Table 1 on the UCI sets fitted."""
+    """Our test log-likelihoods beside the B-NAF and NSF papers' Tables 1 on the UCI sets fitted."""
     agg = fits.over_seeds(df)
     agg = agg[agg[Col.DATA].isin(list(PUBLISHED_LL))] if not agg.empty else agg
     rows = []
