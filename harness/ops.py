@@ -225,7 +225,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "bnaf", "De Cao et al., 2019", SAMPLE, "monotone", "harness.models.bnaf:build_bnaf", "C4", "v", ROOT_FINDS
         ),
-        Family("nsf", "Durkan et al., 2019", SAMPLE, "affine", "harness.models.nsf:build_nsf", "C5", "p"),
+        Family("nsf", "Durkan et al., 2019", SAMPLE, "affine", "harness.models.nsf:build_nsf", "C5", "p", INCREMENTAL),
     )
 }
 NAMES = tuple(FAMILIES)

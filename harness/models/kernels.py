@@ -70,6 +70,29 @@ def _accumulate_two(a, b, wa, wb, count, rows, first):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
+def advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc):
+    """Computes the hidden units of degree p (ReLU), from the p solved inputs ``u[:p]``
+    and the units of lower degree (MADE.incremental's step; the layout of
+    :func:`_affine_solve`). ``acc`` is scratch of one row."""
+    if p < 1:
+        return
+    n = acc.shape[0]
+    for layer in range(ends.shape[0]):
+        start, stop = ends[layer, p - 1], ends[layer, p]
+        known = p if layer == 0 else ends[layer - 1, p]
+        for r in range(start, stop):
+            acc[:] = hb[hb_off[layer] + r]
+            base = hw_off[layer] + r * hin[layer]
+            if layer == 0:
+                _accumulate(acc, hw, base, known, u, 0)
+            else:
+                _accumulate(acc, hw, base, known, hidden, h_off[layer - 1])
+            row = h_off[layer] + r
+            for i in range(n):
+                hidden[row, i] = max(acc[i], 0.0)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
 def _affine_solve(v, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u, ladj):
     """u = solve of v (tiles, d, T) through one MADE-affine layer, in solve order; ladj
     (tiles, T) -= s. Each tile is a contiguous (d, T) block of points.
@@ -91,20 +114,7 @@ def _solve_tile(v, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b
     s = np.empty(n, dtype=v.dtype)
     last = h_off[layers - 1]
     for p in range(d):
-        if p >= 1:
-            for layer in range(layers):
-                start, stop = ends[layer, p - 1], ends[layer, p]
-                known = p if layer == 0 else ends[layer - 1, p]
-                for r in range(start, stop):
-                    acc[:] = hb[hb_off[layer] + r]
-                    base = hw_off[layer] + r * hin[layer]
-                    if layer == 0:
-                        _accumulate(acc, hw, base, known, u, 0)
-                    else:
-                        _accumulate(acc, hw, base, known, hidden, h_off[layer - 1])
-                    row = h_off[layer] + r
-                    for i in range(n):
-                        hidden[row, i] = max(acc[i], 0.0)
+        advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc)
         units = ends[layers - 1, p]
         m[:] = b_m[p]
         s[:] = b_s[p]
@@ -129,25 +139,41 @@ def affine_solve(
     """The solved u (d, n) of v (d, n), feature-major and in solve order; subtracts each
     clamped log-scale from ``ladj`` (n,). ``hidden_layers``: (weight (h, in), bias (h,))
     per hidden layer, rows sorted by degree and columns in the previous layer's order."""
+    v3, net, hidden, tiles = tiled(v, hidden_layers)
+    d, n = v.shape
+    u3 = np.empty_like(v3)
+    ladj3 = np.zeros((tiles, TILE), dtype=v.dtype)
+    args = (v3, *net, ends, hidden, net[-1], w_m, w_s, b_m, b_s, bound, u3, ladj3)
+    _ready(str(v.dtype), _affine_solve, *args)
+    _affine_solve(*args)
+    ladj -= ladj3.reshape(-1)[:n]
+    return untiled(u3, n)
+
+
+def tiled(v: np.ndarray, hidden_layers: list[tuple[np.ndarray, np.ndarray]]):
+    """The incremental solves' layout: v (d, n) as (tiles, d, TILE), the last tile padded
+    with zeros (dropped after); the hidden layers' weights and biases flat with their
+    offsets, (hw, hw_off, hin, hb, hb_off); the activations' buffer (tiles, units,
+    TILE), whose layer offsets equal hb_off; and the tile count."""
     dtype = v.dtype
     hw = np.concatenate([w.ravel() for w, _ in hidden_layers]).astype(dtype, copy=False)
     hw_off = np.cumsum([0] + [w.size for w, _ in hidden_layers])[:-1].astype(np.int64)
     hin = np.array([w.shape[1] for w, _ in hidden_layers], dtype=np.int64)
     hb = np.concatenate([b for _, b in hidden_layers]).astype(dtype, copy=False)
     sizes = [w.shape[0] for w, _ in hidden_layers]
-    hb_off = h_off = np.cumsum([0] + sizes)[:-1].astype(np.int64)
+    hb_off = np.cumsum([0] + sizes)[:-1].astype(np.int64)
     d, n = v.shape
     tiles = -(-n // TILE)
-    padded = np.zeros((d, tiles * TILE), dtype=dtype)  # the last tile padded with zeros, dropped after
+    padded = np.zeros((d, tiles * TILE), dtype=dtype)
     padded[:, :n] = v
     v3 = np.ascontiguousarray(padded.reshape(d, tiles, TILE).transpose(1, 0, 2))
     hidden = np.empty((tiles, sum(sizes), TILE), dtype=dtype)
-    u3 = np.empty_like(v3)
-    ladj3 = np.zeros((tiles, TILE), dtype=dtype)
-    args = (v3, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u3, ladj3)
-    _ready(str(dtype), _affine_solve, *args)
-    _affine_solve(*args)
-    ladj -= ladj3.reshape(-1)[:n]
+    return v3, (hw, hw_off, hin, hb, hb_off), hidden, tiles
+
+
+def untiled(u3: np.ndarray, n: int) -> np.ndarray:
+    """(tiles, d, TILE) back to (d, n), the padding dropped."""
+    tiles, d, _ = u3.shape
     return u3.transpose(1, 0, 2).reshape(d, tiles * TILE)[:, :n]
 
 

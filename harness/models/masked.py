@@ -152,8 +152,8 @@ class Regrouping:
     """Where each weight of a MADE goes when it is solved in order (:meth:`MADE.regrouping`)."""
 
     hidden: list[tuple[Tensor, Tensor]]  # per hidden layer: (flat indices (h, in), sorted rows (h,))
-    output: Tensor  # flat indices (2, d, h_last) of the shift's and log-scale's weights, in solve order
-    output_bias: Tensor  # (2, d) their bias indices
+    output: Tensor  # flat indices (k, d, h_last) of each parameter's weights (MAF: shift, log-scale), in solve order
+    output_bias: Tensor  # (k, d) their bias indices
     ends: np.ndarray  # (layers, d): units of degree <= p per layer
 
 
@@ -200,7 +200,7 @@ class MADE(nn.Module):
         """Indices that regroup the masked weights for solving in order (computed once):
         each hidden layer's rows sorted by degree and its columns in the previous
         layer's order, as flat indices into the (out, in) weight; the output rows of
-        the first two parameters in solve order, and their columns likewise."""
+        every parameter in solve order, and their columns likewise."""
         if self._regrouping is None:
             order = torch.tensor(self.order)
             cols, hidden = order, []
@@ -210,7 +210,7 @@ class MADE(nn.Module):
                 hidden.append(((rows[:, None] * n_in + cols[None, :]).contiguous(), rows))
                 cols = rows
             d, n_in = self.dim, self.layers[-1].weight.shape[1]
-            out_rows = torch.arange(2)[:, None] * d + order[None, :]  # (2, d): parameter k of dimension order[p]
+            out_rows = torch.arange(self.per_dim)[:, None] * d + order[None, :]  # (k, d): parameter k of order[p]
             output = (out_rows[..., None] * n_in + cols[None, None, :]).contiguous()
             ends = np.asarray(self._ends, dtype=np.int64)
             self._regrouping = Regrouping(hidden, output, out_rows, ends)

@@ -5,13 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Cost, Flow, Transform
 from .invert import TOLERANCE, InversionError
 from .masked import MADE, Columns, default_hidden, in_place_ok, set_column
 from .solvers import DEFAULT, SolveStats, check_solver
-from .spline import BINS, BOUND, check_spline, params_per_dim, rq_forward, rq_inverse
+from .spline import (
+    BINS,
+    BOUND,
+    MIN_DERIVATIVE,
+    MIN_HEIGHT,
+    MIN_WIDTH,
+    check_spline,
+    params_per_dim,
+    rq_forward,
+    rq_inverse,
+)
+from .spline_kernel import spline_solve
 
 
 class MaskedSpline(Transform):
@@ -51,6 +63,8 @@ class MaskedSpline(Transform):
         self.dim, self.solver = dim, check_solver("affine", solver)
         self.made = MADE(dim, hidden, per_dim=params_per_dim(self.bins), reverse=reverse)
         self.stats: SolveStats | None = None  # what the last slow-direction call spent
+        # the incremental solve as a compiled loop where no gradient is wanted (harness.models.spline_kernel)
+        self.kernel = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z, log_det = rq_forward(x, self._params(x), self.bound)
@@ -75,12 +89,35 @@ class MaskedSpline(Transform):
 
     def _incremental(self, z: Tensor) -> tuple[Tensor, SolveStats]:
         in_place = in_place_ok(z, *self.parameters())
+        if in_place and self.kernel and z.device.type == "cpu" and self.made.activation is F.relu:
+            return self._kernel(z), SolveStats("incremental", self.dim, self.dim)
         output = self.made.incremental(z, in_place)
         x = Columns(z.shape[0], self.dim, z, in_place)  # solved dimensions, in solve order
         for p, i in enumerate(self.made.order):
             x.append(rq_inverse(z[:, i, None], output(p, x.get())[..., None], self.bound)[0])
         solved = x.get()
         return (solved.flip(-1) if self.made.order[0] else solved), SolveStats("incremental", self.dim, self.dim)
+
+    @torch.no_grad()
+    def _kernel(self, z: Tensor) -> Tensor:
+        """The incremental solve as one compiled loop (harness.models.spline_kernel):
+        the same arithmetic, without torch's per-op overhead at each of the d steps."""
+        made = self.made
+        regroup = made.regrouping()
+        hidden = []
+        for layer, (flat, rows) in zip(made.layers[:-1], regroup.hidden):
+            w, b = layer.effective()
+            hidden.append((torch.take(w, flat).numpy(), b[rows].numpy()))
+        w_out, b_out = made.layers[-1].effective()
+        w_out = torch.take(w_out, regroup.output).numpy()  # (3K - 1, d, h): each parameter, in solve order
+        b_out = z.new_zeros(made.per_dim, made.dim) if b_out is None else b_out[regroup.output_bias]
+        solved = z.flip(-1) if made.order[0] else z
+        floors = (MIN_WIDTH, MIN_HEIGHT, MIN_DERIVATIVE)
+        x = spline_solve(
+            solved.T.contiguous().numpy(), hidden, regroup.ends, w_out, b_out.numpy(), self.bins, self.bound, floors
+        )
+        x = torch.from_numpy(x).T
+        return x.flip(-1) if made.order[0] else x.contiguous()
 
     def _fixed_point(self, z: Tensor) -> tuple[Tensor, SolveStats]:
         tol = TOLERANCE.get(z.dtype, 1e-5)
