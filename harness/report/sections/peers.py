@@ -65,8 +65,8 @@ def interval(r: pd.Series) -> str:
     """A contest row's ratio with its 95% interval, as text."""
     if pd.isna(r.get("ratio", np.nan)):
         return ""
-    if pd.isna(r.get("ratio_low", np.nan)):
-        return f"{float(r['ratio']):.3f}"
+    if _bound(r.get("ratio_low")) is None:  # no interval (a contender timed by one call)
+        return f"{float(r['ratio']):.3f} (no interval)"
     return f"{float(r['ratio']):.3f} [{float(r['ratio_low']):.3f}, {float(r['ratio_high']):.3f}]"
 
 
@@ -91,7 +91,7 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
                 "ours (ms)": tables.fmt(ours[Col.MEDIAN_S] * 1e3),
                 "peers (ms)": ", ".join(
                     f"{r.contender} {r.op} {tables.fmt(r.median_s * 1e3)}"
-                    + (" (1 call)" if _once(getattr(r, "reason", "")) else "")
+                    + (" (1 call)" if _once(getattr(r, Col.REASON, "")) else "")
                     for r in peers.itertuples()
                 ),
                 "fastest peer": ours["fastest"],
@@ -197,6 +197,15 @@ def render(src: Sources, out: Path) -> list[str]:
     return lines
 
 
+def _bound(value: object) -> float | None:
+    """An interval's bound as read from the table, None where there is none."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(number) else number
+
+
 def findings(src: Sources) -> list[Finding]:
     vs = src.side[VERSUS]
     if vs.empty:
@@ -205,14 +214,19 @@ def findings(src: Sources) -> list[Finding]:
     contests = vs[(vs["contest"] != NAF_CONTEST) & (vs["role"] == "ours")]
     for contest, g in contests.groupby("contest", sort=False):
         ours = g[g[Col.DIM] == g[Col.DIM].max()].iloc[0]
+        low, high = _bound(ours["ratio_low"]), _bound(ours["ratio_high"])
+        value = Value(f"{contest} at d={int(ours[Col.DIM])}", float(ours["ratio"]), low, high)
+        values.append(value)
+        if low is None:  # the fastest peer was timed by one call (harness.versus.ONCE): no verdict
+            parts.append(
+                f"{contest} at d={int(ours[Col.DIM])}: ours / {ours['fastest']} {value.show()} "
+                "(the peer timed by one call: no interval, no verdict)"
+            )
+            continue
         verdict = str(ours["verdict"])
         winner = {"faster": "ours", "slower": ours["fastest"]}.get(
             verdict, f"no clear winner of ours and {ours['fastest']}"
         )
-        value = Value(
-            f"{contest} at d={int(ours[Col.DIM])}", float(ours["ratio"]), ours["ratio_low"], ours["ratio_high"]
-        )
-        values.append(value)
         parts.append(
             f"{contest} at d={int(ours[Col.DIM])}: {winner} (ours / {ours['fastest']} {value.show()}, ours {verdict})"
         )

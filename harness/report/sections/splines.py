@@ -110,9 +110,9 @@ def render(src: Sources, out: Path) -> list[str]:
             f"### NSF against MAF on {device}, batch {int(batch)}",
             "",
             "Both with the same MADE conditioner and depth; an NSF layer's MADE emits 3K - 1 numbers per "
-            "dimension (K bins, 8 by default) where MAF's emits 2. Ratios of medians with their 95% intervals (paired by "
-            "round where both were timed in the same rounds); NSF's sample / log_prob by its default (incremental) "
-            "solve and by its reference, d sequential passes per layer:",
+            "dimension (K bins, 8 by default) where MAF's emits 2. Ratios of medians with their 95% intervals "
+            "(paired by round where both were timed in the same rounds); NSF's sample / log_prob by its default "
+            "(incremental) solve and by its reference, d sequential passes per layer:",
             "",
             tables.markdown(table),
             "",
