@@ -23,7 +23,7 @@ import torch
 from . import data as datasets
 from . import env, registry, store
 from .errors import UserError
-from .models import NAMES
+from .models import NAMES, build
 from .table import (
     CHECKPOINTS,
     CURVES,
@@ -94,6 +94,8 @@ class FitConfig:
             raise UserError(f"unknown model {bad[0]!r}; allowed: {', '.join(NAMES)}, peers, or module:factory")
         for m in self.models:
             registry.importable(m)
+            if m in NAMES:  # a reference model's settings, before anything is trained (one line, exit 2)
+                build(m, 2, **self.model_config)
         bad = [d for d in self.data if d not in datasets.NAMES]
         if bad:
             raise UserError(f"unknown data set {bad[0]!r}; allowed: {', '.join(datasets.NAMES)}")

@@ -85,3 +85,12 @@ def test_nsf_mass_on_a_grid_covers_the_tails():
 def test_bad_spline_settings_are_one_line_naming_the_value(config, match):
     with pytest.raises(UserError, match=match):
         build("nsf", 4, **config)
+
+
+@pytest.mark.parametrize("command", ["sweep", "fit"])
+def test_a_bad_spline_setting_stops_a_command_before_it_measures(command, tmp_path, capsys):
+    from harness.__main__ import main
+
+    out = tmp_path / "out"
+    assert main([command, "--quick", "--models", "nsf", "--config", "bins=1", "--out", str(out)]) == 2
+    assert "bins must be an int >= 2, got 1" in capsys.readouterr().err and not out.exists()
