@@ -22,9 +22,12 @@ COVERAGE = "coverage.md"  # a rerun's paired ratios in the first run's intervals
 CALIBRATION = "CALIBRATION.md"  # compare --run on identical code and injected slowdowns (tools/calibrate_ab.py)
 
 
+HEADLINE_DIM = 256  # the default grid's largest d
+
+
 def headline(reports: Path) -> str:
-    """Our models at d = 64 and 256: times with the default solver, sample / log_prob
-    with its interval, % of the roofline's bound, and parameters."""
+    """Our models at d = 256 (every d is in the report): times with the default solver,
+    sample / log_prob with its interval, % of the roofline's bound, and parameters."""
     from .ops import LOG_PROB, SAMPLE
     from .report.load import load_sources
     from .report.sections.time import time_table
@@ -35,7 +38,7 @@ def headline(reports: Path) -> str:
     meta = src.sweeps[0][1]
     df = flows(src.rows)
     t = time_table(df)
-    t = t[t["d"].isin([64, 256])].copy()
+    t = t[t["d"] == HEADLINE_DIM].copy()
     sizes = main_rows(df).drop_duplicates([Col.MODEL, Col.DIM]).set_index([Col.MODEL, Col.DIM])[Col.PARAMS_EFFECTIVE]
     t["params (effective)"] = [fmt(float(sizes[(m, d)])) for m, d in zip(t[Col.MODEL], t["d"])]
     roof = roofline(df, src).set_index([Col.MODEL, Col.DIM, Col.OP])["percent_of_bound"]
@@ -55,7 +58,8 @@ def headline(reports: Path) -> str:
     keep = [k for k in keep if k in t.columns]
     cpu = " ".join(str(meta.get("cpu", "")).split()[:2])
     head = (
-        f"Milliseconds per call of 1024 points, median [IQR], 1 thread, float32 (`make report` at "
+        f"At d = {HEADLINE_DIM} (every d: the report), milliseconds per call of 1024 points, median [IQR], "
+        "1 thread, float32 (`make report` at "
         f"`{meta.get('commit', '')[:7]}`, {cpu}); sample / log_prob from the same interleaved rounds "
         "[95% CI]; `% of bound`: of the roofline's bound at the op's FLOPs per byte (docs/methodology.md)."
     )

@@ -70,6 +70,16 @@ def interval(r: pd.Series) -> str:
     return f"{float(r['ratio']):.3f} [{float(r['ratio_low']):.3f}, {float(r['ratio_high']):.3f}]"
 
 
+SPLINE_CONVENTIONS = (
+    "The spline peers hold our parameter count at the same bins, bound, hidden sizes and depth (tested), with "
+    "their own conventions: zuko soft-clips the unconstrained widths, heights and derivatives and takes the "
+    "derivatives as exp (its NSF class fixes the bound at 5: the adapter passes ours); nflows and normflows "
+    "divide widths and heights by the square root of the hidden width (normflows also starts at the identity); "
+    "pyro's quadratic-order spline on a network built with K, K and K - 1 outputs (its helper gives four sets). "
+    "All four sample by d full conditioner passes per layer; ours by the incremental solve."
+)
+
+
 def _once(reason: object) -> bool:
     """Whether a timed contender's row says it was timed by one call (harness.versus.ONCE)."""
     return isinstance(reason, str) and reason.startswith("timed once")
@@ -158,11 +168,13 @@ def render(src: Sources, out: Path) -> list[str]:
     if not peer_rows.empty:
         lines += [
             "Peers are built from the same config as the reference model of their family (`harness.peers`: same "
-            "K flows, hidden sizes, B-NAF hidden factors). The tables below are the sweep's absolute times, "
-            "measured minutes apart and **not interleaved**: compare ours with a peer only through the A/B "
-            "contests further down.",
+            "K flows, hidden sizes, B-NAF hidden factors, spline bins and bound). The tables below are the sweep's "
+            "absolute times, measured minutes apart and **not interleaved**: compare ours with a peer only "
+            "through the A/B contests further down.",
             "",
         ]
+        if (peer_rows[Col.FAMILY] == "nsf").any():
+            lines += [SPLINE_CONVENTIONS, ""]
     for device, batch in tables.groups(peer_rows):
         g = tables.in_group(rows, device, batch)
         for family in dict.fromkeys(g[tables.is_peer(g)][Col.FAMILY].fillna("")):
