@@ -101,6 +101,10 @@ def test_pyro_cache_does_not_shortcut_a_repeated_input():
         ("iaf", "pyro.iaf", {}, False),  # pyro spreads hidden degrees its own way
         ("bnaf", "pyro.bnaf", {"hidden_factor": 8}, True),
         ("maf", "zuko.maf", {"flows": 2, "hidden": (20, 20)}, True),
+        ("nsf", "zuko.nsf", {}, True),
+        ("nsf", "nflows.nsf", {"bins": 4, "bound": 2.0}, True),
+        ("nsf", "normflows.nsf", {}, True),
+        ("nsf", "pyro.nsf", {"bins": 4}, False),
     ],
 )
 def test_matched_configs_have_the_same_parameters(ours, peer, config, same_masks):
@@ -116,6 +120,18 @@ def test_matched_configs_have_the_same_parameters(ours, peer, config, same_masks
             assert p_eff == o_eff, dim
         else:
             assert 0 < p_eff < p_stored
+
+
+@pytest.mark.parametrize("name", ["nsf", *versus.NSF_PEERS])
+def test_every_spline_flow_is_the_identity_beyond_its_bound(name):
+    """The bound reaches each library's spline (zuko's NSF class would fix it at 5): with
+    one layer at d = 1, points beyond B map to themselves with log-det 0."""
+    torch.manual_seed(0)
+    flow = (build(name, 1, flows=1, bound=2.0) if name == "nsf" else built(name, 1, flows=1, bound=2.0)).double()
+    x = torch.tensor([[-4.0], [-2.5], [2.5], [4.0]], dtype=torch.float64)
+    with torch.no_grad():
+        z, log_det = flow(x)
+    assert torch.allclose(z, x, atol=1e-12) and torch.allclose(log_det, torch.zeros(4, dtype=torch.float64), atol=1e-12)
 
 
 def test_unknown_peer_and_keyword_are_named():
