@@ -23,7 +23,7 @@ import torch
 from . import data as datasets
 from . import env, registry, store
 from .errors import UserError
-from .models import NAMES, build
+from .models import NAMES
 from .table import (
     CHECKPOINTS,
     CURVES,
@@ -95,7 +95,7 @@ class FitConfig:
         for m in self.models:
             registry.importable(m)
             if m in NAMES:  # a reference model's settings, before anything is trained (one line, exit 2)
-                build(m, 2, **self.model_config)
+                registry.check_config(m, self.model_config)
         bad = [d for d in self.data if d not in datasets.NAMES]
         if bad:
             raise UserError(f"unknown data set {bad[0]!r}; allowed: {', '.join(datasets.NAMES)}")

@@ -112,7 +112,7 @@ class Config:
                     raise UserError(f"{name} must be an int in 1..{top}, got {v!r}")
         for m in self.models:  # a reference model's settings, before anything is measured (one line, exit 2)
             if m in NAMES:
-                build(m, min(self.dims), **self.model_config)
+                registry.check_config(m, self.model_config)
         most = 4 * (os.cpu_count() or 1)
         if not isinstance(self.threads, int) or not 1 <= self.threads <= most:
             raise UserError(f"threads must be an int in 1..{most} (4x this machine's cores), got {self.threads!r}")

@@ -184,7 +184,9 @@ def factory(name: str) -> Callable[..., Measurable]:
 
 
 def check_config(name: str, config: dict) -> None:
-    """Refuses keywords ``name``'s factory does not take, naming them and the allowed ones."""
+    """Refuses keywords ``name``'s factory does not take, naming them and the allowed ones,
+    and for a reference model a value it cannot take (built once at d = 2: bins=1,
+    flows=0, ...), so a command stops in one line before it measures."""
     import inspect
 
     if not config:
@@ -201,6 +203,8 @@ def check_config(name: str, config: dict) -> None:
     bad = [k for k in config if k not in allowed]
     if bad:
         raise UserError(f"unknown keyword {bad[0]!r} for model {name!r}; allowed: {', '.join(allowed) or 'none'}")
+    if name in NAMES:
+        build(name, 2, **config)
 
 
 def factory_of(name: str) -> Callable[..., object]:

@@ -162,7 +162,8 @@ def test_check_passes_only_what_ran_and_passed(flows, capsys, factory, code):
 def test_check_refuses_what_it_cannot_take(flows, capsys):
     assert main(["check", "maf", "--config", "nosuchkey=1"]) == 2
     assert "unknown keyword 'nosuchkey' for model 'maf'; allowed: flows, hidden, solver" in capsys.readouterr().err
-    assert main(["check", "maf", "--config", "flows=0", "--dims", "1"]) == 1  # a check that could not run fails
+    assert main(["check", "maf", "--config", "flows=0", "--dims", "1"]) == 2  # a value the model cannot take
+    assert "flows must be an int >= 1, got 0" in capsys.readouterr().err
     assert main(["check", "os:system", "--dims", "1"]) == 1
     assert main(["check", "broken_at_import:make"]) == 2
     assert "importing 'broken_at_import'" in capsys.readouterr().err
