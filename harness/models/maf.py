@@ -103,25 +103,18 @@ class MaskedAffine(Transform):
         """The incremental solve as one compiled loop (harness.models.kernels): the same
         arithmetic, without torch's per-op overhead at each of the d steps."""
         made = self.made
-        regroup = made.regrouping()
+        hidden, ends, w_out, b_out = made.solve_weights(v)  # w_out, b_out: shift and log-scale, in solve order
         with torch.no_grad():
-            hidden = []
-            for layer, (flat, rows) in zip(made.layers[:-1], regroup.hidden):
-                w, b = layer.effective()
-                hidden.append((torch.take(w, flat).numpy(), b[rows].numpy()))
-            w_out, b_out = made.layers[-1].effective()
-            w_out = torch.take(w_out, regroup.output).numpy()  # (2, d, h): shift and log-scale, in solve order
-            b_out = v.new_zeros(2, made.dim) if b_out is None else b_out[regroup.output_bias]
             ladj = v.new_zeros(v.shape[0])
             solved = v.flip(-1) if made.order[0] else v
             u = kernels.affine_solve(
                 solved.T.contiguous().numpy(),
                 hidden,
-                regroup.ends,
+                ends,
                 w_out[0],
                 w_out[1],
-                b_out[0].numpy(),
-                b_out[1].numpy(),
+                b_out[0],
+                b_out[1],
                 LOG_SCALE_BOUND,
                 ladj.numpy(),
             )

@@ -216,6 +216,24 @@ class MADE(nn.Module):
             self._regrouping = Regrouping(hidden, output, out_rows, ends)
         return self._regrouping
 
+    @torch.no_grad()
+    def solve_weights(
+        self, like: Tensor
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray, np.ndarray]:
+        """What a compiled incremental solve reads (harness.models.kernels): each hidden
+        layer's (weight, bias) regrouped in solve order (:meth:`regrouping`), the units
+        of degree <= p per layer, and the output layer's weights (per_dim, d, h_last) and
+        biases (per_dim, d) in solve order, as numpy arrays; ``like`` gives the dtype."""
+        regroup = self.regrouping()
+        hidden = []
+        for layer, (flat, rows) in zip(self.layers[:-1], regroup.hidden):
+            w, b = layer.effective()
+            hidden.append((torch.take(w, flat).numpy(), b[rows].numpy()))
+        w_out, b_out = self.layers[-1].effective()
+        w_out = torch.take(w_out, regroup.output).numpy()
+        b_out = like.new_zeros(self.per_dim, self.dim) if b_out is None else b_out[regroup.output_bias]
+        return hidden, regroup.ends, w_out, b_out.numpy()
+
     def network(self) -> Callable[..., Tensor]:
         """The MADE as a function ``run(x, i=None)`` with its masked weights computed once.
 

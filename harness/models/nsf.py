@@ -103,19 +103,10 @@ class MaskedSpline(Transform):
         """The incremental solve as one compiled loop (harness.models.spline_kernel):
         the same arithmetic, without torch's per-op overhead at each of the d steps."""
         made = self.made
-        regroup = made.regrouping()
-        hidden = []
-        for layer, (flat, rows) in zip(made.layers[:-1], regroup.hidden):
-            w, b = layer.effective()
-            hidden.append((torch.take(w, flat).numpy(), b[rows].numpy()))
-        w_out, b_out = made.layers[-1].effective()
-        w_out = torch.take(w_out, regroup.output).numpy()  # (3K - 1, d, h): each parameter, in solve order
-        b_out = z.new_zeros(made.per_dim, made.dim) if b_out is None else b_out[regroup.output_bias]
+        hidden, ends, w_out, b_out = made.solve_weights(z)  # w_out, b_out: each of the 3K - 1 parameters
         solved = z.flip(-1) if made.order[0] else z
         floors = (MIN_WIDTH, MIN_HEIGHT, MIN_DERIVATIVE)
-        x = spline_solve(
-            solved.T.contiguous().numpy(), hidden, regroup.ends, w_out, b_out.numpy(), self.bins, self.bound, floors
-        )
+        x = spline_solve(solved.T.contiguous().numpy(), hidden, ends, w_out, b_out, self.bins, self.bound, floors)
         x = torch.from_numpy(x).T
         return x.flip(-1) if made.order[0] else x.contiguous()
 
