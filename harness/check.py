@@ -84,16 +84,19 @@ def mass(log_prob: Callable[[Tensor], Tensor], dim: int) -> float:
     if dim == 1:
         for points in (20000, 200000):
             x, dx = sinh_grid(points)
-            log_p = torch.cat([log_prob(chunk[:, None]) for chunk in x.split(GRID_CHUNK)])
-            total = float((log_p.exp() * dx).sum())
+            total = float((_chunked(log_prob, x[:, None]).exp() * dx).sum())
             if abs(total - 1) <= 1e-3:
                 break
         return total
     x, dx = sinh_grid(400)
-    grid = torch.cartesian_prod(x, x)
-    # in chunks: a flow's activations for 160,000 points at once outgrow the caches (NAF's are 0.5 GB)
-    log_p = torch.cat([log_prob(chunk) for chunk in grid.split(GRID_CHUNK)])
+    log_p = _chunked(log_prob, torch.cartesian_prod(x, x))
     return float((log_p.exp() * torch.outer(dx, dx).flatten()).sum())
+
+
+def _chunked(log_prob: Callable[[Tensor], Tensor], grid: Tensor) -> Tensor:
+    """log_prob over a grid's points, :data:`GRID_CHUNK` at a time: a flow's activations
+    for 160,000 points at once outgrow the caches (NAF's are 0.5 GB)."""
+    return torch.cat([log_prob(chunk) for chunk in grid.split(GRID_CHUNK)])
 
 
 def sample_density_tv(flow, n: int = 20000, bins: int = 10, sub: int = 8) -> float:

@@ -103,14 +103,20 @@ def authors_spline(name: str, dim: int, hidden: Sequence[int], bins: int, bound:
     layer (nflows', and normflows' copy of it) matched to ours: linear tails at
     ``bound``, ``len(hidden) - 1`` plain blocks after the input layer (our hidden
     layers; the blocks are all ``hidden[0]`` wide, so the widths must be equal)."""
-    if len(set(hidden)) != 1:
-        raise UserError(f"{name} needs equal hidden widths, got {tuple(hidden)!r}")
     return dict(
         features=dim,
-        hidden_features=hidden[0],
+        hidden_features=equal_widths(name, hidden),
         num_bins=bins,
         tails="linear",
         tail_bound=bound,
         num_blocks=len(hidden) - 1,
         use_residual_blocks=False,
     )
+
+
+def equal_widths(name: str, hidden: Sequence[int]) -> int:
+    """The one hidden width of a library whose conditioner's layers are all one width
+    (nflows' and normflows' MADE), or a UserError naming the widths given."""
+    if len(set(hidden)) != 1:
+        raise UserError(f"{name} needs equal hidden widths, got {tuple(hidden)!r}")
+    return hidden[0]

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ..errors import UserError
 from ..models.base import Cost
-from .base import Peer, PeerFlow, authors_spline
+from .base import Peer, PeerFlow, authors_spline, equal_widths
 
 
 class NflowsFlow(PeerFlow):
@@ -27,11 +26,9 @@ class NflowsFlow(PeerFlow):
 def _nflows_maf(dim: int, flows: int, hidden: Sequence[int]) -> nn.Module:
     from nflows.flows import MaskedAutoregressiveFlow
 
-    if len(set(hidden)) != 1:
-        raise UserError(f"nflows.maf needs equal hidden widths, got {tuple(hidden)!r}")
     return MaskedAutoregressiveFlow(
         features=dim,
-        hidden_features=hidden[0],
+        hidden_features=equal_widths("nflows.maf", hidden),
         num_layers=flows,
         num_blocks_per_layer=len(hidden) - 1,
         use_residual_blocks=False,
