@@ -111,6 +111,11 @@ ONE_CALL_S = 10.0
 ONCE = "timed once: its checked call took {:.1f} s (over {:.0f} s, no rounds), so no interval"
 
 
+def timed_once(seconds: float) -> bool:
+    """Whether a contender's checked call took so long that it is its only timing."""
+    return seconds > ONE_CALL_S
+
+
 def _checked(name: str, fn: Callable[[], object], op: str, x: Tensor) -> tuple[str, float]:
     """('', seconds) if one call of ``fn`` keeps the contract, with the call's seconds;
     else what is wrong (a contender that breaks it is never timed, and never named
@@ -170,7 +175,7 @@ def run_contest(
         if why:
             broken[k] = why
             del fns[k]
-        elif k != OURS_ROLE and seconds > ONE_CALL_S:
+        elif k != OURS_ROLE and timed_once(seconds):
             once[k] = seconds
             del fns[k]
     if OURS_ROLE in broken:
@@ -306,8 +311,8 @@ def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
                 ratio, low, high = r["each"][who]
                 row.update(median_s=r["medians"][who], status=OK, ratio=ratio, ratio_low=low, ratio_high=high)
                 row.update(verdict=verdict(low, high))
-                if who in r.get("once", {}):
-                    row.update(reason=ONCE.format(r["once"][who], ONE_CALL_S), verdict="")
+                if who in r.get("once", {}):  # one call, not the contest's rounds
+                    row.update(rounds=1, reason=ONCE.format(r["once"][who], ONE_CALL_S), verdict="")
             rows.append(row)
     for r in naf:
         for op in (LOG_PROB, SAMPLE):

@@ -12,7 +12,7 @@ from . import peers, registry
 from .errors import UserError
 from .measure import allocator
 from .table import ERROR
-from .versus import ONE_CALL_S, Contest, _checked, call, naf_ratios, run_contest
+from .versus import Contest, _checked, call, naf_ratios, run_contest, timed_once
 
 
 class ContestWorker:
@@ -65,7 +65,7 @@ def contest_in(worker, contest: Contest, dim: int, deadline_s: float) -> dict:
             broken[rival] = why[1]
         elif isinstance(why, str):
             broken[rival] = why
-        elif why > ONE_CALL_S:  # that call is its time: not called again
+        elif timed_once(why):  # that call is its time: not called again
             once[rival] = why
     limit = deadline_s * (1 + len(contest.rivals))  # the timing: a deadline's worth per contender
     answer = worker.run(("run", contest, dim, broken, once), limit)

@@ -80,9 +80,9 @@ SPLINE_CONVENTIONS = (
 )
 
 
-def _once(reason: object) -> bool:
-    """Whether a timed contender's row says it was timed by one call (harness.versus.ONCE)."""
-    return isinstance(reason, str) and reason.startswith("timed once")
+def _once(rounds: object) -> bool:
+    """Whether a timed contender's row was timed by one call (harness.versus.timed_once)."""
+    return _bound(rounds) == 1
 
 
 def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
@@ -100,8 +100,7 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
                 "d": int(dim),
                 "ours (ms)": tables.fmt(ours[Col.MEDIAN_S] * 1e3),
                 "peers (ms)": ", ".join(
-                    f"{r.contender} {r.op} {tables.fmt(r.median_s * 1e3)}"
-                    + (" (1 call)" if _once(getattr(r, Col.REASON, "")) else "")
+                    f"{r.contender} {r.op} {tables.fmt(r.median_s * 1e3)}" + (" (1 call)" if _once(r.rounds) else "")
                     for r in peers.itertuples()
                 ),
                 "fastest peer": ours["fastest"],
