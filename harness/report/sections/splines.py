@@ -13,19 +13,14 @@ from ...table import Col
 from .. import fits, tables
 from ..findings import Finding, Value, note, ratio
 from ..load import Sources
+from . import time
 
 TITLE = "Splines against affine: NSF and MAF"
 SPLINE, AFFINE = "nsf", "maf"
-D_PASS_PEERS = ("zuko.nsf", "nflows.nsf", "normflows.nsf", "pyro.nsf")  # inverses of d full passes per layer
 
 
 def _pair(df: pd.DataFrame, dim: int, op: str, top: str, bottom: str, label: str) -> Value | None:
     a, b = tables.ok_row(df, top, dim, op), tables.ok_row(df, bottom, dim, op)
-    return ratio(a, b, label) if a is not None and b is not None else None
-
-
-def _own(df: pd.DataFrame, model: str, dim: int, label: str) -> Value | None:
-    a, b = tables.ok_row(df, model, dim, SAMPLE), tables.ok_row(df, model, dim, LOG_PROB)
     return ratio(a, b, label) if a is not None and b is not None else None
 
 
@@ -49,24 +44,21 @@ def comparison(df: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
             v = _pair(df, dim, op, SPLINE, AFFINE, "")
             row[f"{op}: nsf / maf"] = v.show() if v is not None else ""
         row["parameters: nsf / maf"] = _params(df, dim)
-        own = _own(df, SPLINE, dim, "")
-        row["nsf sample / log_prob (incremental)"] = own.show() if own is not None else ""
-        seq = tables.ok_row(ref, SPLINE, dim, SAMPLE)
-        lp = tables.ok_row(df, SPLINE, dim, LOG_PROB)
-        row["nsf sample / log_prob (sequential: d passes)"] = (
-            ratio(seq, lp, "").show() if seq is not None and lp is not None else ""
-        )
+        row["nsf sample / log_prob (incremental)"] = time.over_log_prob_text(df, df, SPLINE, dim, SAMPLE)
+        row["nsf sample / log_prob (sequential: d passes)"] = time.over_log_prob_text(ref, df, SPLINE, dim, SAMPLE)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def peers_d_pass(df: pd.DataFrame) -> pd.DataFrame:
-    """The spline peers' own sample / log_prob per d: each samples by d full passes."""
+    """The spline peers' own sample / log_prob per d (the peers of NSF's family in the
+    rows): each samples by d full passes."""
+    spline_peers = df[tables.is_peer(df) & (df[Col.FAMILY] == SPLINE)]
     rows = []
-    for (model, dim), _ in df[df[Col.MODEL].isin(D_PASS_PEERS)].groupby([Col.MODEL, Col.DIM], sort=True):
-        v = _own(df, model, dim, "")
-        if v is not None:
-            rows.append({Col.MODEL: model, "d": int(dim), "sample / log_prob": v.show()})
+    for (model, dim), _ in spline_peers.groupby([Col.MODEL, Col.DIM], sort=True):
+        shown = time.over_log_prob_text(df, df, model, dim, SAMPLE)
+        if shown:
+            rows.append({Col.MODEL: model, "d": int(dim), "sample / log_prob": shown})
     return pd.DataFrame(rows)
 
 
@@ -139,7 +131,7 @@ def findings(src: Sources) -> list[Finding]:
         values = []
         for dim in reversed(dims):  # the largest d where both have log_prob and sample
             values = [_pair(main, dim, op, SPLINE, AFFINE, f"{op} nsf / maf") for op in (LOG_PROB, SAMPLE)]
-            own = _own(main, SPLINE, dim, "nsf sample / log_prob")
+            own = time.over_log_prob(main, main, SPLINE, dim, SAMPLE, "nsf sample / log_prob")
             if all(v is not None for v in values) and own is not None:
                 values.append(own)
                 break

@@ -11,7 +11,7 @@ import pandas as pd
 from ...ops import DIRECT, DIRECTIONS, LOG_PROB, OPS, SAMPLE, TRAIN_STEP
 from ...table import OK, Col
 from .. import plots, tables
-from ..findings import Finding, note, ratio
+from ..findings import Finding, Value, note, ratio
 from ..load import Sources
 
 TITLE = "Time"
@@ -26,11 +26,19 @@ def _rows(src: Sources) -> pd.DataFrame:
     return tables.flows(rows) if not rows.empty else rows
 
 
-def _ratio(top: pd.DataFrame, bottom: pd.DataFrame, model: str, dim: int, op: str) -> str:
-    """op / log_prob with its interval (paired where timed in the same rounds), '' where
-    either is not ok."""
+def over_log_prob(
+    top: pd.DataFrame, bottom: pd.DataFrame, model: str, dim: int, op: str, label: str = ""
+) -> Value | None:
+    """``model``'s op (a row of ``top``) over its log_prob (a row of ``bottom``) with the
+    interval (paired where timed in the same rounds); None where either is not ok."""
     a, b = tables.ok_row(top, model, dim, op), tables.ok_row(bottom, model, dim, LOG_PROB)
-    return ratio(a, b).show() if a is not None and b is not None else ""
+    return ratio(a, b, label) if a is not None and b is not None else None
+
+
+def over_log_prob_text(top: pd.DataFrame, bottom: pd.DataFrame, model: str, dim: int, op: str) -> str:
+    """:func:`over_log_prob` as the table shows it, '' where either is not ok."""
+    v = over_log_prob(top, bottom, model, dim, op)
+    return v.show() if v is not None else ""
 
 
 def time_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -48,13 +56,13 @@ def time_table(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{op} ms [IQR]"] = tables.timed(main, model, dim, op)
         for op in measured:
             if op != LOG_PROB and LOG_PROB in times:
-                row[f"{op} / log_prob"] = _ratio(main, main, model, dim, op)
+                row[f"{op} / log_prob"] = over_log_prob_text(main, main, model, dim, op)
         if not ref.empty and SAMPLE in times:
             slow_op = str(slow[Col.OP].iloc[0]) if len(slow) else ""
             shown = ""
             if slow_op in (SAMPLE, LOG_PROB):  # the slow direction by the reference solver, the other as timed
                 over = (ref, main) if slow_op == SAMPLE else (main, ref)
-                shown = _ratio(*over, model, dim, SAMPLE)
+                shown = over_log_prob_text(*over, model, dim, SAMPLE)
             row["sample / log_prob, reference solver"] = shown or (
                 tables.status(ref, model, dim, slow_op) if slow_op else ""
             )
