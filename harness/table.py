@@ -84,6 +84,7 @@ class Row(TypedDict, total=False):
     compile_s: float  # seconds compiling took before the first call (numba's JIT, torch.compile), never timed
     status: Status
     reason: str
+    one_call_s: float  # a row skipped after its checked call: that call's seconds (where its curve would be)
     evaluations: float
     iterations: float
     evaluations_per_dim: float
@@ -172,6 +173,7 @@ class Col:
     COMPILE_S = "compile_s"
     STATUS = "status"
     REASON = "reason"
+    ONE_CALL_S = "one_call_s"
     EVALUATIONS = "evaluations"
     ITERATIONS = "iterations"
     EVALUATIONS_PER_DIM = "evaluations_per_dim"
@@ -257,6 +259,7 @@ UNITS = {
     "iqr_s": "seconds per call (interquartile range of the runs)",
     "round_s": "seconds per call of each run (a block of calls), in the order timed",
     "compile_s": "seconds, once per process and configuration, before the first call (never in a timing)",
+    "one_call_s": "seconds of the one checked call of a row skipped as over budget after it (never a timing)",
     "evaluations": "evaluations of one dimension's output per call, summed over layers",
     "iterations": "solver steps on the critical path per call, summed over layers",
     "evaluations_per_dim": "evaluations / (d x layers that solve): 1 for one evaluation per dimension",

@@ -513,3 +513,38 @@ def test_the_splines_section_sets_nsf_beside_maf(tmp_path, monkeypatch):
     (found,) = splines.findings(src)
     assert found.data["d"] == 16 and "log_prob nsf / maf 1 [1, 1]" in found.text  # d=32: nsf sample skipped
     assert "## Splines against affine: NSF and MAF" in "\n".join(splines.render(src, tmp_path))
+
+
+def test_a_point_skipped_after_one_call_is_drawn_at_that_calls_seconds():
+    """A contender over budget after its checked call is not cut where it is slow: its x
+    sits at the call's seconds; a point never called sits at the top of the axes."""
+    from harness.report import plots
+
+    fig, axes = plots.grid(1, 1, 4, 3)
+    ax = axes[0][0]
+    rows = pd.DataFrame(
+        {
+            "dim": [2, 4, 8, 16],
+            "median_s": [1e-3, 2e-3, None, None],
+            "iqr_s": [0, 0, None, None],
+            "status": ["ok", "ok", "skipped", "skipped"],
+            "one_call_s": [None, None, 4.5, None],
+        }
+    ).assign(kind="parallel")
+    plots.curve(ax, rows, "a")
+    xs = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.get_lines() if line.get_marker() == "x"]
+    assert ((8,), (4.5,)) in xs  # in data coordinates, at the call's time
+    assert ((16,), (0.97,)) in xs  # at the top (axes coordinates)
+    plots.plt.close(fig)
+
+
+def test_one_seed_gives_no_verdict_on_models_and_says_what_its_interval_covers():
+    from harness.report.fits import Paired
+    from harness.report.sections.quality import verdict_text
+
+    one = Paired("naf", "maf", 0.2, 0.1, 0.3, 1, "paired")
+    assert not one.clear  # the spread over trainings is unknown
+    text = verdict_text(one, "nats")
+    assert "no verdict with one seed" in text and "test points of one seed" in text and "best" not in text
+    three = Paired("naf", "maf", 0.2, 0.1, 0.3, 3, "paired")
+    assert three.clear and verdict_text(three, "nats").startswith("best: naf") and "over 3 seeds" in three.covers

@@ -96,6 +96,10 @@ def test_tiny_budget_skips_with_a_reason(tmp_path):
     assert all("budget" in r["reason"] for r in rows)
     larger = [r for r in rows if r["dim"] == 4]
     assert all("already at d=2" in r["reason"] for r in larger), "no time is spent above a skipped d"
+    # skipped after its checked call: that call's seconds are a column (where the curve goes on)
+    called = [r for r in rows if r["dim"] == 2]
+    assert called and all(float(r["one_call_s"]) > 0 and "one call took" in r["reason"] for r in called)
+    assert all(r.get("one_call_s") in (None, "") for r in larger)
 
 
 @pytest.mark.slow

@@ -241,7 +241,7 @@ def prepare(
         return dict(ready.row, status=ERROR, reason=f"breaks the contract: {broken}"), None
     if not essential and CALLS * ready.one > budget:
         reason = f"one call took {ready.one:.3g} s; {CALLS} calls > budget {budget:g} s"
-        return dict(ready.row, status=SKIPPED, reason=reason), ready
+        return dict(ready.row, status=SKIPPED, reason=reason, one_call_s=ready.one), ready
     return None, ready
 
 

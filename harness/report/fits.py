@@ -36,7 +36,15 @@ class Paired:
 
     @property
     def clear(self) -> bool:
-        return self.low > 0
+        """A verdict needs the spread over trainings: two seeds or more, the interval above 0."""
+        return self.seeds >= 2 and self.low > 0
+
+    @property
+    def covers(self) -> str:
+        """What the interval is over."""
+        if self.seeds >= 2:
+            return f"t interval over {self.seeds} seeds"
+        return "normal interval over the test points of one seed's fits: the spread over seeds unknown"
 
 
 def done(df: pd.DataFrame) -> pd.DataFrame:

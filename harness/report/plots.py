@@ -63,7 +63,7 @@ def styles(df: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
-MISSING = "x: not measured (why: the tables)"
+MISSING = "x: not timed (why: the tables)"
 
 
 def legend(ax, **kwargs) -> None:
@@ -154,9 +154,17 @@ def curve(ax, g: pd.DataFrame, label: str, **style) -> None:
         low = (done[Col.MEDIAN_S] - half).clip(lower=done[Col.MEDIAN_S] * 0.5)
         ax.fill_between(done[Col.DIM], low, done[Col.MEDIAN_S] + half, color=color, alpha=0.2, lw=0)
     missing = g[g[Col.STATUS] != OK]
-    if not missing.empty:  # in the series' colour at the top; one legend entry says what an x is
-        ax.plot(missing[Col.DIM], [0.97] * len(missing), "x", color=color, transform=ax.get_xaxis_transform())
-        ax.plot([], [], "x", color="0.3", label=MISSING)
+    if missing.empty:
+        return
+    # a row skipped after one checked call is drawn at that call's seconds, where the
+    # curve would go on; one never called, at the top; one legend entry says what an x is
+    seconds = pd.to_numeric(missing.get(Col.ONE_CALL_S, pd.Series(np.nan, index=missing.index)), errors="coerce")
+    called, top = missing[seconds.notna()], missing[seconds.isna()]
+    if not called.empty:
+        ax.plot(called[Col.DIM], seconds[seconds.notna()], "x", color=color, ms=8, mew=2)
+    if not top.empty:
+        ax.plot(top[Col.DIM], [0.97] * len(top), "x", color=color, transform=ax.get_xaxis_transform())
+    ax.plot([], [], "x", color="0.3", label=MISSING)
 
 
 def log_axes(ax, title: str, ylabel: str = "median seconds per call", xlabel: str = "dimension d") -> None:

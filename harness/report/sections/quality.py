@@ -78,6 +78,11 @@ def verdict_text(pair: fits.Paired | None, units: str) -> str:
         return ""
     interval = f"{pair.diff:+.3f} [{pair.low:+.3f}, {pair.high:+.3f}] {units}"
     seeds = f"{pair.seeds} seed{'s' if pair.seeds != 1 else ''}, {pair.how}"
+    if pair.seeds < 2:  # one training: its interval is over test points, no verdict on the models
+        return (
+            f"lowest: {pair.best}, {pair.runner_up} - {pair.best} = {interval} ({pair.how}, {pair.covers}; "
+            "no verdict with one seed)"
+        )
     if pair.clear:
         return f"best: {pair.best}, ahead of {pair.runner_up} by {interval} ({seeds})"
     return f"a tie of {pair.best} and {pair.runner_up}: {pair.runner_up} - {pair.best} = {interval} ({seeds})"
@@ -149,7 +154,9 @@ def _findings(folder: Path, df: pd.DataFrame, meta: dict) -> list[Finding]:
         flagged += [f"{r.model}: {len(r.diverged)} of {r.seeds} seeds diverged" for r in g.itertuples() if r.diverged]
         if flagged:
             text += " (flagged: " + "; ".join(flagged) + ")"
-        note = "paired differences on the same test points: t intervals over seeds (95%)"
+        note = "paired differences on the same test points: " + (
+            pair.covers + " (95%)" if pair is not None else "one model: no comparison"
+        )
         found.append(Finding(f"Quality on {data}", text, TITLE, tuple(values), note, dict(data=data)))
     return found
 

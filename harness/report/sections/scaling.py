@@ -89,7 +89,14 @@ def render(src: Sources, out: Path) -> list[str]:
         return []
     lines = [f"## {TITLE}", ""]
     for name in overview(rows, out)[:1]:
-        lines += ["Every flow's time against d, peers included, each op in its panel:", "", f"![overview]({name})", ""]
+        lines += [
+            "Every flow's time against d, peers included, each op in its panel; an x is a point not timed: "
+            "at the seconds of its one call where it was skipped as over budget after that call, else at the "
+            "top of the panel (the reason: the tables):",
+            "",
+            f"![overview]({name})",
+            "",
+        ]
     shown = values.assign(k=[_k(r) for _, r in values.iterrows()]).drop(columns=["low", "high"])
     shown = shown.rename(columns={"k": "slope k [95% CI]"})
     lines += [
