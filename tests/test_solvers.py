@@ -1,5 +1,7 @@
 """Every solver of every slow direction: exact against its family's reference solver."""
 
+import math
+
 import pytest
 import torch
 
@@ -124,3 +126,25 @@ def test_gradients_through_numerical_inversion(name, solver):
         down = flow.inverse(z).sum()
         weight[i, j] += 1e-6
     assert float(grad[i, j]) == pytest.approx(float(up - down) / 2e-6, rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_nafs_root_finding_evaluation_equals_its_log_domain_map(dtype, tol, monkeypatch):
+    """The root-finder's DDSF evaluations (linear domain, DeepSigmoid.at) give
+    columns()' y and exp(log dy/dx), near the root and far from it, where a mixture
+    underflows and its columns go the log way."""
+    flow = small("naf", 4, "newton").to(dtype)
+    ds = flow.transforms[0].ds
+    torch.manual_seed(2)
+    params = 2 * torch.randn(ds.n_params, 2048, dtype=dtype)
+    x = torch.cat([torch.randn(1024, dtype=dtype), 3000 * torch.randn(1024, dtype=dtype)])
+    far, at_log = [], type(ds)._at_log
+    monkeypatch.setattr(type(ds), "_at_log", lambda self, p: far.append(p.shape[1]) or at_log(self, p))
+    with torch.no_grad():
+        y_ref, logder = ds.columns(x, params)
+        y, dy = ds.at(params)(x)
+    assert far and 0 < far[0] < 1024  # some far columns went the log way, no near one
+    assert torch.isfinite(y_ref).all() and torch.isfinite(y).all() and (dy >= 0).all()
+    assert float(((y - y_ref).abs() / (1 + y_ref.abs())).max()) < tol
+    shown = logder > math.log(torch.finfo(dtype).tiny) + 20  # where exp(log dy/dx) is a normal number
+    assert float(((dy - logder.exp()).abs() / logder.exp())[shown].max()) < 10 * tol

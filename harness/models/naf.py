@@ -132,9 +132,68 @@ class DeepSigmoid(nn.Module):
 
     def at(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
         """:meth:`columns` at fixed ``params`` (n_params, C), for a root-finder's many
-        evaluations: x (C,) -> y (C,), log dy/dx (C,). What does not depend on x (the
-        slopes, the softmax normalisers of u and w, u's weights) is computed once here;
-        each evaluation then runs one GEMM of three log-matrix products per layer."""
+        evaluations: x (C,) -> y (C,), dy/dx (C,) (the derivative itself, as Newton's
+        step takes it, not its log).
+
+        An evaluation runs in the linear domain: sigmoid(pre) and sigmoid(-pre), the
+        mixtures S = w @ s and 1 - S = w @ sigmoid(-pre) and dS/dx as one GEMM per layer,
+        y = log S - log(1 - S); two exps and two logs per unit where :meth:`columns` takes
+        five of each. The derivative cannot overflow (dy/dx <= 2 a du/dx per layer: w @ s(1 - s)
+        is at most min(S, 1 - S)); S or 1 - S can underflow, for points far from the root
+        (|pre| past the exp's range), and such columns are evaluated again in the log
+        domain (:meth:`_at_log`), so the value is :meth:`columns`' wherever it is finite."""
+        if params.shape[1] == 0:  # no point: nothing to evaluate
+            return lambda x: (x.clone(), torch.ones_like(x))
+        H, start, layers = self.hidden, 0, []
+        for (n_in, _), u_own, w_own in zip(self.sizes, self.u, self.w):
+            p = params[start : start + 3 * H + n_in]
+            start += 3 * H + n_in
+            a = soft_clamp(p[:H], LOG_SCALE_BOUND).exp()
+            b, p_w, p_u = p[H : 2 * H], p[2 * H : 3 * H], p[3 * H :]
+            e_w = w_own.exp()
+            c_w = (p_w - p_w.amax(0, keepdim=True)).exp()  # w_kj = e_w[k, j] c_w[j] / z_w[k]
+            z_w = (e_w @ c_w).repeat(1, 3)
+            c_w = c_w.repeat(1, 3)  # one product for s, 1 - s and the slope side by side
+            mixing = None
+            if n_in > 1:
+                c_u = (p_u - p_u.amax(0, keepdim=True)).exp()
+                e_u = u_own.exp()
+                mixing = (c_u.repeat(1, 2), e_u, (e_u @ c_u).repeat(1, 2))
+            layers.append((a, b, c_w, e_w, z_w, mixing))
+        # below this, S or 1 - S has lost digits to underflow: that column goes the log way
+        floor = torch.finfo(params.dtype).tiny * 2**24
+        C = params.shape[1]
+
+        def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:
+            h, dh = x[None], torch.ones_like(x)[None]
+            lowest = []  # per layer, each column's least S or 1 - S
+            for a, b, c_w, e_w, z_w, mixing in layers:
+                if mixing is None:
+                    uh, duh = h, dh
+                else:
+                    c_u, e_u, z_u = mixing
+                    uh, duh = (e_u @ torch.cat([h, dh], dim=1).mul_(c_u)).div_(z_u).split(C, dim=1)
+                pre = torch.addcmul(b, a, uh)
+                s, ms = torch.sigmoid(pre), torch.sigmoid(pre.neg_())
+                stacked = torch.cat([s, ms, (s * ms).mul_(a).mul_(duh)], dim=1).mul_(c_w)
+                mixed = (e_w @ stacked).div_(z_w)
+                lowest.append(mixed[:, : 2 * C].amin(0))
+                big_s, big_ms, ds = mixed.split(C, dim=1)
+                h = big_s.log() - big_ms.log()
+                dh = ds.div_(big_s.mul_(big_ms))
+            y, dy = h[0], dh[0]
+            far = torch.stack(lowest).view(-1, 2, C).amin((0, 1)) < floor
+            if bool(far.any()):  # the few columns whose mixture underflowed, in the log domain
+                idx = far.nonzero()[:, 0]
+                y_far, g_far = self._at_log(params[:, idx])(x[idx])
+                y, dy = y.index_put((idx,), y_far), dy.index_put((idx,), g_far.exp())
+            return y, dy
+
+        return evaluate
+
+    def _at_log(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """:meth:`at`'s map in the log domain (:meth:`columns`' arithmetic, its x-free terms
+        once): x (C,) -> y (C,), log dy/dx (C,), finite wherever :meth:`columns` is."""
         if params.shape[1] == 0:  # no point: nothing to evaluate (log_matmuls splits by C)
             return lambda x: (x.clone(), x.clone())
         H, start, layers = self.hidden, 0, []
@@ -290,11 +349,7 @@ class SigmoidalAutoregressive(Transform):
             w, bias = self.to_params.weight, self.to_params.bias
             ddsf = self.ds.at(torch.addmm(bias[:, None], w, output(i, x[:, :i]).T))
 
-            def fn(xi: Tensor) -> tuple[Tensor, Tensor]:
-                yi, logder = ddsf(xi)
-                return yi, logder.exp()
-
-            return fn
+            return ddsf  # x_i -> (y_i, dy_i/dx_i)
 
         x, self.stats = invert_autoregressive(dim_solver, y, method=self.solver, compiled=self.kernel)
         return x
