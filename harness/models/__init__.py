@@ -91,8 +91,16 @@ def build(name: str, dim: int, **config: object) -> Flow:
     allowed = keywords(name)
     defaults = {p.name: p.default for p in inspect.signature(BUILDERS[name]).parameters.values()}
     for key, value in config.items():
+        if key == "context" and key not in allowed:
+            takers = ", ".join(n for n in NAMES if "context" in keywords(n))
+            raise UserError(
+                f"model {name!r} takes no context: its flow has no conditioner network for one to enter "
+                f"(conditional: {takers})"
+            )
         if key not in allowed:
             raise UserError(f"unknown keyword {key!r} for model {name!r}; allowed: {', '.join(allowed)}")
+        if key == "context" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise UserError(f"context must be an int >= 0 (features of the context; 0: unconditional), got {value!r}")
         if key in _POSITIVE and not _positive_int(value) and not (value is None and defaults[key] is None):
             raise UserError(f"{key} must be an int >= 1, got {value!r}")
         if key in _BOOLS and not isinstance(value, bool):

@@ -236,17 +236,21 @@ class Flow(nn.Module):
         dim: the data dimensionality d.
         transforms: layers applied in order from data to base.
         cost: which of ``log_prob`` and ``sample`` is parallel, sequential or iterative.
+        context: features of the context c the flow is conditioned on, p(x | c); 0 for
+            an unconditional flow. Every op then takes ``context``: (batch, c), a
+            context per point, or (c,), one for all (the posterior-sampling shape).
     """
 
     library = OURS
     inference_mode = True
 
-    def __init__(self, dim: int, transforms: Sequence[Transform], cost: Cost, family: str = ""):
+    def __init__(self, dim: int, transforms: Sequence[Transform], cost: Cost, family: str = "", context: int = 0):
         super().__init__()
         self.dim = dim
         self.transforms = nn.ModuleList(transforms)
         self.cost = cost
         self.family = family
+        self.context = context
         self.unsupported: dict[str, str] = {}
 
     def masks(self) -> dict[str, Tensor]:
@@ -298,12 +302,7 @@ class Flow(nn.Module):
             raise UserError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[-1] != self.dim:
             raise UserError(f"{what} must have shape (batch, {self.dim}), got {tuple(x.shape)}")
-        dtype = next(iter(self.parameters()), x).dtype
-        if x.dtype != dtype:
-            raise UserError(f"{what} has dtype {x.dtype}, the model {dtype}; convert one (x.to({dtype}))")
-        if _CHECKS and not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).sum())
-            raise UserError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
+        self._check_values(x, what)
 
     @staticmethod
     def _check_out(out: Tensor, what: str, error: type[Exception]) -> Tensor:
@@ -316,37 +315,81 @@ class Flow(nn.Module):
             )
         return out
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Data->base. (batch, d) -> z (batch, d), log|det dz/dx| (batch,). An empty
-        batch gives empty results."""
+    @contextlib.contextmanager
+    def given(self, context: Tensor | None, batch: int) -> Iterator[None]:
+        """Within it, every conditioner reads ``context`` (checked against the flow and a
+        batch of ``batch`` points); none is an error for a conditional flow, as a
+        context is for an unconditional one."""
+        c = self.context
+        if context is None:
+            if c:
+                raise UserError(
+                    f"this flow is conditional on a context of {c} features: pass context, shape (batch, {c})"
+                )
+            yield
+            return
+        if not c:
+            raise UserError(
+                "this flow takes no context (built with context=0); build it with context=C to condition it"
+            )
+        if not isinstance(context, Tensor):
+            raise UserError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        rows = context.reshape(1, -1) if context.ndim == 1 else context
+        if rows.ndim != 2 or rows.shape[1] != c or rows.shape[0] not in (1, batch):
+            raise UserError(f"context must have shape ({batch}, {c}) or ({c},), got {tuple(context.shape)}")
+        self._check_values(rows, "context")
+        layers = [m for m in self.modules() if m is not self and callable(getattr(m, "condition", None))]
+        for m in layers:
+            m.condition(rows)
+        try:
+            yield
+        finally:
+            for m in layers:
+                m.condition(None)
+
+    def _check_values(self, x: Tensor, what: str) -> None:
+        dtype = next(iter(self.parameters()), x).dtype
+        if x.dtype != dtype:
+            raise UserError(f"{what} has dtype {x.dtype}, the model {dtype}; convert one ({what}.to({dtype}))")
+        if _CHECKS and not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise UserError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Data->base. (batch, d) -> z (batch, d), log|det dz/dx| (batch,), given
+        ``context`` for a conditional flow. An empty batch gives empty results."""
         self._check(x, "x")
         ladj = x.new_zeros(x.shape[0])
-        for t in self.transforms:
-            x, l = t(x)
-            ladj = ladj + l
+        with self.given(context, x.shape[0]):
+            for t in self.transforms:
+                x, l = t(x)
+                ladj = ladj + l
         return self._check_out(x, "z", ValueError), self._check_out(ladj, "log|det|", ValueError)
 
-    def inverse(self, z: Tensor) -> Tensor:
-        """Base->data. (batch, d) -> x (batch, d); raises InversionError rather than
-        return a non-finite x."""
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """Base->data. (batch, d) -> x (batch, d), given ``context`` for a conditional
+        flow; raises InversionError rather than return a non-finite x."""
         from .invert import InversionError
 
         self._check(z, "z")
-        for t in reversed(self.transforms):
-            z = t.inverse(z)
+        with self.given(context, z.shape[0]):
+            for t in reversed(self.transforms):
+                z = t.inverse(z)
         return self._check_out(z, "x = inverse(z)", InversionError)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Exact log-density of x under the flow: (batch, d) -> (batch,)."""
-        z, ladj = self(x)
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Exact log-density of x under the flow: (batch, d) -> (batch,); log p(x | c)
+        for a conditional flow, ``context`` (batch, c) or (c,)."""
+        z, ladj = self(x, context)
         return self._check_out(normal_log_prob(z) + ladj, "log_prob", ValueError)
 
-    def sample(self, n: int) -> Tensor:
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
         """n samples (n, d), on the model's device and dtype, drawn without gradients
-        (``inverse(z)`` of your own base draws keeps them)."""
+        (``inverse(z)`` of your own base draws keeps them); for a conditional flow, n
+        draws from p(x | c) of one ``context`` (c,)."""
         if not isinstance(n, int) or n < 1:
             raise UserError(f"n must be a positive int, got {n!r}")
         ref = next(self.parameters())
         z = torch.randn(n, self.dim, device=ref.device, dtype=ref.dtype)
-        with torch.no_grad():
-            return self.inverse(z)
+        with torch.no_grad():  # an unconditional call keeps inverse's one-argument form (subclasses override it)
+            return self.inverse(z) if context is None else self.inverse(z, context)

@@ -73,12 +73,11 @@ def _accumulate_two(a, b, wa, wb, count, rows, first):
 def advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc):
     """Computes the hidden units of degree p (ReLU), from the p solved inputs ``u[:p]``
     and the units of lower degree (MADE.incremental's step; the layout of
-    :func:`_affine_solve`). ``acc`` is scratch of one row."""
-    if p < 1:
-        return
+    :func:`_affine_solve`); at p = 0 a conditional MADE's units of degree 0, which read
+    only the context (folded into their biases). ``acc`` is scratch of one row."""
     n = acc.shape[0]
     for layer in range(ends.shape[0]):
-        start, stop = ends[layer, p - 1], ends[layer, p]
+        start, stop = (ends[layer, p - 1] if p >= 1 else 0), ends[layer, p]
         known = p if layer == 0 else ends[layer - 1, p]
         for r in range(start, stop):
             acc[:] = hb[hb_off[layer] + r]

@@ -38,6 +38,7 @@ class MaskedAffine(Transform):
             ``inverse`` (base->data, IAF).
         reverse: autoregressive in the reversed order of the dimensions.
         solver: the slow direction's solver.
+        context: features of a context the MADE reads (0: unconditional; harness.models.masked.MADE).
     """
 
     def __init__(
@@ -47,10 +48,11 @@ class MaskedAffine(Transform):
         fast: Literal["forward", "inverse"],
         reverse: bool = False,
         solver: str = DEFAULT["affine"],
+        context: int = 0,
     ):
         super().__init__()
         self.dim, self.fast, self.solver = dim, fast, check_solver("affine", solver)
-        self.made = MADE(dim, hidden, per_dim=2, reverse=reverse)
+        self.made = MADE(dim, hidden, per_dim=2, reverse=reverse, context=context)
         self.stats: SolveStats | None = None  # what the last slow-direction call spent
         # the incremental solve as a compiled loop where no gradient is wanted (harness.models.kernels)
         self.kernel = True
@@ -86,7 +88,8 @@ class MaskedAffine(Transform):
 
     def _incremental(self, v: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None, SolveStats]:
         in_place = in_place_ok(v, *self.parameters())
-        if in_place and self.kernel and v.device.type == "cpu" and self.made.activation is F.relu:
+        made = self.made
+        if in_place and self.kernel and v.device.type == "cpu" and made.activation is F.relu and made.shared_context():
             return self._kernel(v, with_ladj)
         output = self.made.incremental(v, in_place)
         u = Columns(v.shape[0], self.dim, v, in_place)  # solved dimensions, in solve order
@@ -148,14 +151,25 @@ class MaskedAffine(Transform):
 
 
 def build_maf(
-    dim: int, *, flows: int = 5, hidden: Sequence[int] | None = None, solver: str = DEFAULT["affine"]
+    dim: int,
+    *,
+    flows: int = 5,
+    hidden: Sequence[int] | None = None,
+    solver: str = DEFAULT["affine"],
+    context: int = 0,
 ) -> Flow:
     """Masked autoregressive flow: K MADE-affine layers, the order reversed from one
     to the next (in the masks, not by permuting the data).
 
     ``log_prob`` is one MADE pass per layer; ``sample`` solves d dimensions per layer
-    with ``solver`` (``sequential``, ``incremental`` or ``fixed-point``).
+    with ``solver`` (``sequential``, ``incremental`` or ``fixed-point``). With
+    ``context`` > 0 every MADE reads a context of that many features (conditional MAF,
+    Papamakarios et al., section 3.4).
     """
     hidden = default_hidden(dim) if hidden is None else hidden
-    layers = [MaskedAffine(dim, hidden, fast="forward", reverse=k % 2 == 1, solver=solver) for k in range(flows)]
-    return Flow(dim, layers, Cost(log_prob="parallel", sample="sequential", family="affine"), family="maf")
+    layers = [
+        MaskedAffine(dim, hidden, fast="forward", reverse=k % 2 == 1, solver=solver, context=context)
+        for k in range(flows)
+    ]
+    cost = Cost(log_prob="parallel", sample="sequential", family="affine")
+    return Flow(dim, layers, cost, family="maf", context=context)

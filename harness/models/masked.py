@@ -81,26 +81,36 @@ def set_column(u: Tensor, i: int, col: Tensor) -> Tensor:
     return u
 
 
-def made_degrees(dim: int, hidden: Sequence[int], reverse: bool = False) -> list[Tensor]:
-    """Degrees of the inputs (1..d, or d..1 with ``reverse``) and of each hidden layer.
+def hidden_degrees(units: int, dim: int, conditional: bool = False) -> list[int]:
+    """Degrees of a hidden layer's units: cycling through 1..d-1, so every degree that
+    can feed an output is used and none is wasted (Germain et al. use random draws;
+    cycling is deterministic). At d=1 no such unit can feed the output and an
+    unconditional MADE reduces to its output bias. With a context (degree 0, as zuko
+    gives it) they cycle through 0..d-1: units of degree 0 read the context alone and
+    feed every output, the first dimension's too."""
+    if conditional:
+        return [j % dim for j in range(units)]
+    return [j % max(dim - 1, 1) + 1 for j in range(units)]
 
-    Hidden degrees cycle through 1..d-1, so every degree that can feed an output is
-    used and none is wasted (Germain et al. use random draws; cycling is deterministic).
-    At d=1 no hidden unit can feed the output and the MADE reduces to its output bias.
-    """
+
+def made_degrees(dim: int, hidden: Sequence[int], reverse: bool = False, conditional: bool = False) -> list[Tensor]:
+    """Degrees of the inputs (1..d, or d..1 with ``reverse``) and of each hidden layer
+    (:func:`hidden_degrees`)."""
     inputs = torch.arange(1, dim + 1)
     degrees = [inputs.flip(0) if reverse else inputs]
     for h in hidden:
-        degrees.append(torch.arange(h) % max(dim - 1, 1) + 1)
+        degrees.append(torch.tensor(hidden_degrees(h, dim, conditional), dtype=torch.long))
     return degrees
 
 
-def made_masks(dim: int, hidden: Sequence[int], per_dim: int, reverse: bool = False) -> list[Tensor]:
+def made_masks(
+    dim: int, hidden: Sequence[int], per_dim: int, reverse: bool = False, conditional: bool = False
+) -> list[Tensor]:
     """Boolean masks (out, in) of each layer: hidden masks allow ``>=``, the output
     mask is strict ``>``. The output has ``per_dim`` units per dimension, laid out
     parameter-major (unit k * d + i is parameter k of dimension i), so that each
     parameter's d values are contiguous for the element-wise work that follows."""
-    degrees = made_degrees(dim, hidden, reverse)
+    degrees = made_degrees(dim, hidden, reverse, conditional)
     masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in zip(degrees, degrees[1:])]
     d_out = degrees[0].repeat(per_dim)
     masks.append(d_out[:, None] > degrees[-1][None, :])
@@ -170,6 +180,10 @@ class MADE(nn.Module):
         weight_norm: use :class:`ContextWeightNormLinear` layers (NAF paper's conditioner).
         reverse: reversed order, so stacked flows alternate orders without a copy
             of the data between them.
+        context: features of a context vector c (0: unconditional). c enters the first
+            hidden layer through a weight matrix of its own (no mask: every unit may
+            read it), as zuko's and nflows' conditional MADEs take it; the flow sets c
+            for a call (:meth:`condition`).
     """
 
     def __init__(
@@ -180,21 +194,46 @@ class MADE(nn.Module):
         activation: str = "relu",
         weight_norm: bool = False,
         reverse: bool = False,
+        context: int = 0,
     ):
         super().__init__()
         self.dim, self.per_dim = dim, per_dim
         self.activation = ACTIVATIONS[activation]
         # dimensions in the order they can be solved: each after those it depends on
         self.order = list(range(dim - 1, -1, -1)) if reverse else list(range(dim))
-        masks = made_masks(dim, hidden, per_dim, reverse)
+        masks = made_masks(dim, hidden, per_dim, reverse, conditional=context > 0)
         layer = ContextWeightNormLinear if weight_norm else MaskedLinear
         self.layers = nn.ModuleList(layer(m) for m in masks)
+        self.context = context
+        self.context_layer = nn.Linear(context, hidden[0], bias=False) if context else None
+        self._term: Tensor | None = None  # the context's share of the first hidden layer, this call
         # per hidden layer: units sorted by degree, and how many have degree <= m, m = 0..d-1
         # (plain ints, as made_degrees numbers them: models also get built on the meta device)
-        degrees = [[j % max(dim - 1, 1) + 1 for j in range(h)] for h in hidden]
+        degrees = [hidden_degrees(h, dim, context > 0) for h in hidden]
         self._by_degree = [sorted(range(len(deg)), key=deg.__getitem__) for deg in degrees]
         self._ends = [[sum(g <= m for g in deg) for m in range(dim)] for deg in degrees]
         self._regrouping: Regrouping | None = None
+
+    def condition(self, context: Tensor | None) -> None:
+        """Sets the context of the calls that follow: (batch, c), one per point, or
+        (1, c), one for all; None clears it. Its first-layer term (batch or 1, h) is
+        computed here, once per call of the flow."""
+        if self.context_layer is None:
+            return
+        self._term = None if context is None else self.context_layer(context)
+
+    def shared_context(self) -> bool:
+        """Whether every point has the same context (or there is none): a compiled
+        solve then folds it into the first hidden layer's biases."""
+        return self._term is None or self._term.shape[0] == 1
+
+    def _first_bias(self, b: Tensor | None, rows: Tensor | None = None) -> Tensor | None:
+        """The first hidden layer's bias with this call's context term added: (h,)
+        without a context, else (batch or 1, h); ``rows`` regroups the units."""
+        if self._term is None:
+            return b if rows is None or b is None else b[rows]
+        term = self._term if rows is None else self._term[:, rows]
+        return term if b is None else term + (b if rows is None else b[rows])
 
     def regrouping(self) -> Regrouping:
         """Indices that regroup the masked weights for solving in order (computed once):
@@ -225,10 +264,13 @@ class MADE(nn.Module):
         of degree <= p per layer, and the output layer's weights (per_dim, d, h_last) and
         biases (per_dim, d) in solve order, as numpy arrays; ``like`` gives the dtype."""
         regroup = self.regrouping()
+        if not self.shared_context():
+            raise ValueError("a compiled solve takes one context for all points (MADE.shared_context)")
         hidden = []
-        for layer, (flat, rows) in zip(self.layers[:-1], regroup.hidden):
+        for k, (layer, (flat, rows)) in enumerate(zip(self.layers[:-1], regroup.hidden)):
             w, b = layer.effective()
-            hidden.append((torch.take(w, flat).numpy(), b[rows].numpy()))
+            b = self._first_bias(b, rows).reshape(-1) if k == 0 else b[rows]
+            hidden.append((torch.take(w, flat).numpy(), b.numpy()))
         w_out, b_out = self.layers[-1].effective()
         w_out = torch.take(w_out, regroup.output).numpy()
         b_out = like.new_zeros(self.per_dim, self.dim) if b_out is None else b_out[regroup.output_bias]
@@ -246,11 +288,15 @@ class MADE(nn.Module):
         act, d, k = self.activation, self.dim, self.per_dim
         w_out, b_out = params[-1]
         by_dim: tuple[Tensor, Tensor | None] | None = None  # output rows regrouped per dimension
+        term = self._term
 
         def run(x: Tensor, i: int | None = None) -> Tensor:
             nonlocal by_dim
-            for w, b in params[:-1]:
-                x = act(F.linear(x, w, b), inplace=True)  # on linear's fresh output
+            for j, (w, b) in enumerate(params[:-1]):
+                pre = F.linear(x, w, b)
+                if j == 0 and term is not None:
+                    pre = pre.add_(term) if in_place_ok(pre, term) else pre + term
+                x = act(pre, inplace=True)  # on a fresh output
             if i is None:
                 return F.linear(x, w_out, b_out).unflatten(-1, (k, d)).transpose(-1, -2)
             if by_dim is None:  # once per call: dimension i's k rows become contiguous
@@ -279,9 +325,9 @@ class MADE(nn.Module):
         params = [layer.effective() for layer in self.layers]
         order = torch.tensor(self.order, device=like.device)
         cols, hidden = order, []
-        for (w, b), rows in zip(params[:-1], self._by_degree):
+        for j, ((w, b), rows) in enumerate(zip(params[:-1], self._by_degree)):
             rows = torch.tensor(rows, device=like.device)
-            hidden.append((w[rows][:, cols], None if b is None else b[rows]))
+            hidden.append((w[rows][:, cols], self._first_bias(b, rows) if j == 0 else None if b is None else b[rows]))
             cols = rows
         w_out, b_out = params[-1]
         k, d = self.per_dim, self.dim
@@ -291,13 +337,15 @@ class MADE(nn.Module):
         units = [Columns(like.shape[0], w.shape[0], like, in_place) for w, _ in hidden]
 
         def output(p: int, u: Tensor) -> Tensor:
-            if p >= 1:  # units of degree p: inputs (or units) of degree <= p are known now
-                prev = u
-                for (w, b), kept, end in zip(hidden, units, ends):
-                    start, stop = end[p - 1], end[p]
-                    if stop > start:
-                        kept.append(act(F.linear(prev, w[start:stop, : prev.shape[1]], b[start:stop])))
-                    prev = kept.get()
+            # units of degree p: inputs (or units) of degree <= p are known now; degree 0
+            # (a conditional MADE's) reads the context alone, before any dimension
+            prev = u
+            for (w, b), kept, end in zip(hidden, units, ends):
+                start, stop = end[p - 1] if p else 0, end[p]
+                if stop > start:
+                    pre = F.linear(prev, w[start:stop, : prev.shape[1]], b[start:stop] if b.ndim == 1 else None)
+                    kept.append(act(pre if b.ndim == 1 else pre + b[:, start:stop]))
+                prev = kept.get()
             n = ends[-1][p]
             if n == 0:
                 return b_out[p].repeat(like.shape[0], 1)  # a fresh buffer: the caller works in place

@@ -293,10 +293,11 @@ class SigmoidalAutoregressive(Transform):
         activation: str = "relu",
         weight_norm: bool = False,
         solver: str = DEFAULT["monotone"],
+        context: int = 0,
     ):
         super().__init__()
         self.dim, self.solver = dim, check_solver("monotone", solver)
-        self.made = MADE(dim, hidden, channels, activation, weight_norm)
+        self.made = MADE(dim, hidden, channels, activation, weight_norm, context=context)
         self.ds = DeepSigmoid(ds_hidden, ds_layers)
         self.to_params = nn.Linear(channels, self.ds.n_params)
         self.ds.init_hyper_bias(self.to_params.bias)
@@ -414,6 +415,7 @@ def build_naf(
     weight_norm: bool = False,
     final_affine: bool = False,
     solver: str = DEFAULT["monotone"],
+    context: int = 0,
 ) -> Flow:
     """Neural autoregressive flow: K sigmoidal autoregressive layers, order reversed between.
 
@@ -426,6 +428,7 @@ def build_naf(
         weight_norm: conditional weight normalisation in the MADE (the paper's conditioner).
         final_affine: end with the paper's element-wise affine layer.
         solver: ``sample``'s root-finder: ``bisection``, ``newton`` or ``fixed-point``.
+        context: features of a context every MADE reads (0: unconditional).
 
     ``log_prob`` is one MADE pass per layer; ``sample`` inverts each layer numerically.
     """
@@ -434,10 +437,11 @@ def build_naf(
     hidden = default_hidden(dim) if hidden is None else hidden
     channels = 3 * ds_layers * max(1, hidden[-1] // dim) if ds_channels is None else ds_channels
     layers: list[Transform] = [
-        SigmoidalAutoregressive(dim, hidden, ds_hidden, ds_layers, channels, activation, weight_norm, solver)
+        SigmoidalAutoregressive(dim, hidden, ds_hidden, ds_layers, channels, activation, weight_norm, solver, context)
         for _ in range(flows)
     ]
     transforms = stack(layers, dim)
     if final_affine:
         transforms.append(ContextAffine(dim))
-    return Flow(dim, transforms, Cost(log_prob="parallel", sample="iterative", family="monotone"), family="naf")
+    cost = Cost(log_prob="parallel", sample="iterative", family="monotone")
+    return Flow(dim, transforms, cost, family="naf", context=context)

@@ -47,6 +47,7 @@ class MaskedSpline(Transform):
         bound: B, the spline's interval is [-B, B].
         reverse: autoregressive in the reversed order of the dimensions.
         solver: the slow direction's solver.
+        context: features of a context the MADE reads (0: unconditional).
     """
 
     def __init__(
@@ -57,11 +58,12 @@ class MaskedSpline(Transform):
         bound: float = BOUND,
         reverse: bool = False,
         solver: str = DEFAULT["affine"],
+        context: int = 0,
     ):
         super().__init__()
         self.bins, self.bound = check_spline(bins, bound)
         self.dim, self.solver = dim, check_solver("affine", solver)
-        self.made = MADE(dim, hidden, per_dim=params_per_dim(self.bins), reverse=reverse)
+        self.made = MADE(dim, hidden, per_dim=params_per_dim(self.bins), reverse=reverse, context=context)
         self.stats: SolveStats | None = None  # what the last slow-direction call spent
         # the incremental solve as a compiled loop where no gradient is wanted (harness.models.spline_kernel)
         self.kernel = True
@@ -89,7 +91,8 @@ class MaskedSpline(Transform):
 
     def _incremental(self, z: Tensor) -> tuple[Tensor, SolveStats]:
         in_place = in_place_ok(z, *self.parameters())
-        if in_place and self.kernel and z.device.type == "cpu" and self.made.activation is F.relu:
+        made = self.made
+        if in_place and self.kernel and z.device.type == "cpu" and made.activation is F.relu and made.shared_context():
             return self._kernel(z), SolveStats("incremental", self.dim, self.dim)
         output = self.made.incremental(z, in_place)
         x = Columns(z.shape[0], self.dim, z, in_place)  # solved dimensions, in solve order
@@ -134,6 +137,7 @@ def build_nsf(
     bins: int = BINS,
     bound: float = BOUND,
     solver: str = DEFAULT["affine"],
+    context: int = 0,
 ) -> Flow:
     """Autoregressive neural spline flow: K MADE-spline layers, the order reversed from
     one to the next (in the masks, not by permuting the data).
@@ -144,10 +148,15 @@ def build_nsf(
         bins: K bins per spline (the paper's 8).
         bound: B, each spline acts on [-B, B] and is the identity outside (the paper's 3).
         solver: ``sample``'s solver (``sequential``, ``incremental`` or ``fixed-point``).
+        context: features of a context every MADE reads (0: unconditional), as zuko's
+            and sbi's conditional NSF.
 
     ``log_prob`` is one MADE pass per layer; ``sample`` solves d dimensions per layer,
     each in closed form (the root of a quadratic).
     """
     hidden = default_hidden(dim) if hidden is None else hidden
-    layers = [MaskedSpline(dim, hidden, bins, bound, reverse=k % 2 == 1, solver=solver) for k in range(flows)]
-    return Flow(dim, layers, Cost(log_prob="parallel", sample="sequential", family="affine"), family="nsf")
+    layers = [
+        MaskedSpline(dim, hidden, bins, bound, reverse=k % 2 == 1, solver=solver, context=context) for k in range(flows)
+    ]
+    cost = Cost(log_prob="parallel", sample="sequential", family="affine")
+    return Flow(dim, layers, cost, family="nsf", context=context)
