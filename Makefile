@@ -2,7 +2,7 @@
 #   make report   the default CPU sweep and its report, into reports/cpu
 #   make test     the test suite
 # and the jobs whose committed results the report also reads: make peers, make solvers,
-# make checks, make fit; make compile has a report of its own.
+# make checks, make fit, make conditional; make compile has a report of its own.
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c  # a job piped into tee fails when the job fails
 PY ?= $(shell command -v python3.11 || command -v python3)
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # each job's wall time, commit and load, into reports/timing.json (the README's commands block)
 TIMED = $(BIN)/python -m harness.timing
 
-.PHONY: venv test test-fast test-timed report peers solvers checks fit compile report-gpu asv-quick example lint format clean
+.PHONY: venv test test-fast test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -54,7 +54,7 @@ test-timed: $(STAMP)
 # earlier one left aside into reports/cpu/previous/ (--fresh); after an interruption,
 # `make report SWEEP_ARGS=--resume` keeps the rows already measured.
 SWEEP_ARGS ?= --fresh
-SOURCES = reports/cpu reports/cpu/peers reports/cpu/solvers reports/cpu/checks reports/cpu/fit
+SOURCES = reports/cpu reports/cpu/peers reports/cpu/solvers reports/cpu/checks reports/cpu/fit reports/cpu/conditional
 report: $(STAMP)
 	$(TIMED) start make report
 	$(BIN)/python -m harness sweep --device cpu --budget 10 --out reports/cpu $(SWEEP_ARGS)
@@ -72,6 +72,18 @@ peers: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --models peers --dims 8,32,128 --budget 10 --out reports/cpu/peers $(SWEEP_ARGS)
 	$(BIN)/python -m harness versus --out reports/cpu/peers
 	$(TIMED) end make peers
+	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
+	$(BIN)/python -m harness readme
+
+# Conditional flows at the shapes of simulation-based inference (sbibm's tasks: 2 to 10
+# parameters, contexts of up to 100 features, 10,000 posterior draws per observation):
+# every flow that takes a context at d = 2, 4, 10 with contexts of 0 (itself,
+# unconditional), 8, 32 and 100 features, 10,000 (x, c) pairs per log_prob and training
+# step and 10,000 draws for one context per sample, into reports/cpu/conditional.
+conditional: $(STAMP)
+	$(TIMED) start make conditional
+	$(BIN)/python -m harness sweep --device cpu --models made,maf,iaf,nsf,naf,bnaf --dims 2,4,10 --context 0,8,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
+	$(TIMED) end make conditional
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme
 

@@ -67,7 +67,7 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     given = (("dims", args.dims), ("batches", args.batch), ("budget_s", args.budget), ("ops", args.ops))
     given += (("backends", args.backends), ("compile_limit_s", args.compile_limit), ("rounds", args.rounds))
-    given += (("processes", args.processes),)
+    given += (("processes", args.processes), ("contexts", args.context))
     for key, value in given:
         if value is not None:
             fields[key] = value

@@ -30,7 +30,8 @@ from .errors import UserError
 from .intervals import MIN_EFFECT, holm, over_processes
 from .models.solvers import DIRECT
 from .ops import EAGER
-from .table import AB_MD, AB_META, AB_META_SHAPE, AB_TABLE, ERROR, KEY, Col
+from .table import AB_MD, AB_META, AB_META_SHAPE, AB_TABLE, ERROR, Col
+from .table import CONFIG_KEY as KEY  # compare --run times unconditional configurations
 from .worker import Worker
 
 # The quick default a pull request can afford (about 4 minutes on two cores).

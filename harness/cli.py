@@ -69,6 +69,16 @@ def _dims(text: str) -> list[int]:
     return dims
 
 
+def _contexts(text: str) -> list[int]:
+    try:
+        sizes = [int(t) for t in text.split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"context sizes must be comma-separated ints, got {text!r}") from None
+    if not sizes or any(c < 0 for c in sizes):
+        raise argparse.ArgumentTypeError(f"context sizes must be ints >= 0 (0: unconditional), got {text!r}")
+    return sizes
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(t) for t in text.split(",") if t]
@@ -143,6 +153,12 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default="auto", help="auto (every device present), cpu or cuda")
     s.add_argument("--batch", type=_dims, help="points per call, comma list allowed (default 1024)")
+    s.add_argument(
+        "--context",
+        type=_contexts,
+        help="features of the context the flows are conditioned on, comma list; 0 = unconditional (default 0). "
+        "log_prob and train_step take a context per point, sample draws its batch for one context",
+    )
     s.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     s.add_argument("--budget", type=_seconds, help="seconds of measuring per configuration (default 30)")
     s.add_argument(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import peers, registry
 from .errors import UserError
 from .measure.call import CALLS, ROUNDS, Settings
-from .models import NAMES, SWEEP_OPS, Cost, build
+from .models import NAMES, SWEEP_OPS, Cost, build, keywords
 from .models.solvers import ALL as ALL_SOLVERS
 from .models.solvers import DIRECT, NATIVE
 from .ops import BACKENDS, COMPILE, EAGER, NUMBA, QUICK_OPS, default_backend, has_kernel, role
@@ -30,7 +30,7 @@ SOLVER_ALIASES = ("default", "reference", "all")
 DEFAULT_DIMS = (2, 4, 8, 16, 32, 64, 128, 256)
 DEFAULT_BATCHES = (1024,)
 # Above these a model or its input does not fit a machine's memory: refused up front.
-MAX_DIM, MAX_BATCH = 65536, 1 << 24
+MAX_DIM, MAX_BATCH, MAX_CONTEXT = 65536, 1 << 24, 65536
 
 
 @dataclass
@@ -42,6 +42,8 @@ class Config:
     ops: Sequence[str] = SWEEP_OPS
     device: str = "auto"
     batches: Sequence[int] = DEFAULT_BATCHES
+    # features of the context each flow is conditioned on, p(x | c); 0: unconditional
+    contexts: Sequence[int] = (0,)
     threads: int = 1
     budget_s: float = 30.0
     min_run_time: float = 0.3
@@ -84,6 +86,7 @@ class Config:
             ("ops", self.ops),
             ("dims", self.dims),
             ("batches", self.batches),
+            ("contexts", self.contexts),
             ("solvers", self.solvers),
         ):
             if not values:
@@ -106,10 +109,14 @@ class Config:
         bad = [b for b in self.backends if b not in ("default", *BACKENDS)]
         if bad or not self.backends:
             raise UserError(f"unknown backend {(bad or [''])[0]!r}; allowed: default, {', '.join(BACKENDS)}")
-        for name, values, top in ((Col.DIM, self.dims, MAX_DIM), (Col.BATCH, self.batches, MAX_BATCH)):
+        for name, values, low, top in (
+            (Col.DIM, self.dims, 1, MAX_DIM),
+            (Col.BATCH, self.batches, 1, MAX_BATCH),
+            (Col.CONTEXT, self.contexts, 0, MAX_CONTEXT),
+        ):
             for v in values:
-                if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
-                    raise UserError(f"{name} must be an int in 1..{top}, got {v!r}")
+                if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= top:
+                    raise UserError(f"{name} must be an int in {low}..{top}, got {v!r}")
         for m in self.models:  # a reference model's settings, before anything is measured (one line, exit 2)
             if m in NAMES:
                 registry.check_config(m, self.model_config)
@@ -166,17 +173,28 @@ def _default_solver(name: str) -> str:
 
 
 def essential(
-    name: str, solver: str, dim: int, batch: int, op: str = "", backend: str = "", device: str = "cpu"
+    name: str, solver: str, dim: int, batch: int, op: str = "", backend: str = "", device: str = "cpu", context: int = 0
 ) -> bool:
     """A cell of the default grid (our models' parallel passes and default solvers, in
     their default backend, at the default dims and batch): measured whatever the
     budget, cut only by the deadline. Every other configuration is bounded by the budget."""
-    in_grid = dim in DEFAULT_DIMS and batch in DEFAULT_BATCHES
+    in_grid = dim in DEFAULT_DIMS and batch in DEFAULT_BATCHES and not context
     default = not backend or backend == default_backend(name, solver, op, device)
     return in_grid and default and name in NAMES and solver in (DIRECT, _default_solver(name))
 
 
-GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER, Col.BACKEND)  # the fields of a grid entry
+# the fields of a grid entry
+GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER, Col.BACKEND, Col.CONTEXT)
+
+
+def takes_context(name: str) -> str:
+    """Why model ``name`` cannot be conditioned on a context, or '' if it can: a
+    reference family whose builder has a ``context`` keyword."""
+    if name in NAMES:
+        if "context" in keywords(name):
+            return ""
+        return "takes no context: its flow has no conditioner network for one to enter"
+    return "takes no context in this harness yet (reference flows only)"
 
 
 def backends_for(name: str, solver: str, op: str, device: str, requested: Sequence[str]) -> list[str]:
@@ -186,17 +204,18 @@ def backends_for(name: str, solver: str, op: str, device: str, requested: Sequen
     return [b for b in dict.fromkeys(chosen) if b != NUMBA or has_kernel(name, solver, op, device)]
 
 
-def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int, str, int, str, str]]:
-    """(device, model, dim, op, batch, solver, backend) in measuring order: dims ascending, so
-    budgets can be extrapolated from the previous dim; at each dim the reference solver
-    first, so the others' deviation from it is known. A ``broken`` model (one that
+def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int, str, int, str, str, int]]:
+    """(device, model, dim, op, batch, solver, backend, context) in measuring order: dims
+    ascending, so budgets can be extrapolated from the previous dim; at each dim the
+    reference solver first, so the others' deviation from it is known; the contexts of
+    one configuration together (timed in the same rounds). A ``broken`` model (one that
     could not be described) has one ``direct`` entry per op, to record why."""
     ours = [m for m in config.models if m in NAMES]
     bad = [s for s in config.solvers if s not in SOLVER_ALIASES and not any(s in build(m, 1).solvers for m in ours)]
     if bad and ours:
         raise UserError(f"solver {bad[0]!r} belongs to no model of this sweep ({', '.join(config.models)})")
     return [
-        (device, name, dim, op, batch, solver, backend)
+        (device, name, dim, op, batch, solver, backend, context)
         for device in resolve_devices(config.device)
         for name in config.models
         for batch in config.batches
@@ -204,6 +223,7 @@ def grid(config: Config, broken: Sequence[str] = ()) -> list[tuple[str, str, int
         for dim in sorted(config.dims)
         for solver in ([DIRECT] if name in broken else solvers_for(name, op, config.solvers))
         for backend in ([EAGER] if name in broken else backends_for(name, solver, op, device, config.backends))
+        for context in config.contexts
     ]
 
 
@@ -268,6 +288,7 @@ class Task:
     batch: int
     solver: str
     backend: str = "eager"
+    context: int = 0  # features of the context (0: unconditional)
     estimate: float | None = None
     skip: str = ""  # a reason to record without measuring
     essential: bool = False  # a cell of the default grid: measured whatever the budget

@@ -58,10 +58,13 @@ class Measurer:
             return dict(status=OOM if is_oom(e) else ERROR, reason=one_line(e))
 
     def _model(self, task: Task) -> tuple[object, dict]:
-        key = (task.device, task.model, task.dim, task.solver, task.backend)  # a flow per backend: each its own switch
+        # a flow per backend (each its own switch) and context size
+        key = (task.device, task.model, task.dim, task.solver, task.backend, task.context)
         if key not in self.built:
             torch.manual_seed(self.config.seed)  # the same weights whatever the solver
             solver = {} if task.solver in (DIRECT, NATIVE) else {"solver": task.solver}
+            if task.context:
+                solver["context"] = task.context
             flow = registry.build_any(task.model, task.dim, **self.config.model_config, **solver)
             flow = flow.to(task.device).eval()
             self.built[key] = (flow, count_params(flow, flow.masks()))
@@ -78,7 +81,7 @@ class Measurer:
         return None
 
     def _deviation(self, flow, task: Task, out: object, row: dict) -> None:
-        problem = (task.device, task.model, task.dim, task.op, task.batch)
+        problem = (task.device, task.model, task.dim, task.op, task.batch, task.context)
         if out is not None and task.solver == flow.reference_solver:
             self.reference_out[problem] = out
         elif out is not None and problem in self.reference_out:
@@ -87,7 +90,8 @@ class Measurer:
     def _arguments(self, flow, task: Task) -> tuple:
         """What measuring or preparing a task takes, in order (harness.measure.call)."""
         settings = self.config.measuring
-        return flow, task.op, task.device, task.batch, settings, task.estimate, task.essential, task.backend
+        task_settings = (task.estimate, task.essential, task.backend, task.context)
+        return flow, task.op, task.device, task.batch, settings, *task_settings
 
     def alone(self, task: Task) -> dict:
         flow, row = self._model(task)
@@ -162,7 +166,7 @@ READY = "_ready"  # a prepared row's mark, never written
 
 
 def _key(task: Task) -> tuple:
-    return (task.model, task.op, task.solver, task.backend)
+    return (task.model, task.op, task.solver, task.backend, task.context)
 
 
 def probe(name: str) -> registry.Identity | str:

@@ -28,11 +28,13 @@ from .grid import (
     Probe,
     Task,
     Unit,
+    cost_of,
     deadline_s,
     essential,
     estimate_seconds,
     grid,
     predicted_seconds,
+    takes_context,
     units,
 )
 from .intervals import runs_of
@@ -40,6 +42,7 @@ from .measure import allocator
 from .measure.call import round_text
 from .measurer import READY, Measurer
 from .models import NAMES
+from .ops import SAMPLE
 from .table import (
     COUNTS,
     COUNTS_SHAPE,
@@ -83,6 +86,8 @@ def counts_key(row: dict, config: Config) -> str:
     """The cache key of a configuration's FLOPs and memory: the same configuration,
     model config and code (committed or not: :func:`harness.env.code_version`)."""
     parts = [row[k] for k in (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER)]
+    if int(row.get(Col.CONTEXT) or 0):  # (unconditional keys as before: the committed counts hold)
+        parts[0] = f"{row[Col.MODEL]}@context={int(row[Col.CONTEXT])}"
     parts.append(env.code_version(row[Col.MODEL]))
     return "|".join(map(str, parts)) + "|" + json.dumps(config.model_config, sort_keys=True)
 
@@ -98,7 +103,8 @@ class _Series:
 
     @staticmethod
     def of(r: dict) -> tuple:
-        return (r[Col.DEVICE], r[Col.MODEL], r[Col.OP], int(r[Col.BATCH]), r[Col.SOLVER], r[Col.BACKEND])
+        context = int(r.get(Col.CONTEXT) or 0)
+        return (r[Col.DEVICE], r[Col.MODEL], r[Col.OP], int(r[Col.BATCH]), r[Col.SOLVER], r[Col.BACKEND], context)
 
     def record(self, r: dict) -> None:
         series = self.of(r)
@@ -124,11 +130,11 @@ class _Series:
         default grid and the budget for any other."""
         return sum(
             predicted_seconds(
-                self.history.get((dv, m, op, b, s, be), []),
+                self.history.get((dv, m, op, b, s, be, c), []),
                 d,
-                1.0 if essential(m, s, d, b, op, be, dv) else config.budget_s,
+                1.0 if essential(m, s, d, b, op, be, dv, c) else config.budget_s,
             )
-            for dv, m, d, op, b, s, be in remaining
+            for dv, m, d, op, b, s, be, c in remaining
         )
 
 
@@ -181,26 +187,31 @@ def run(config: Config, out: Path, resume: bool = False, progress: bool = True, 
         group = f"{env.git_commit()}-{uuid.uuid4().hex[:8]}"  # this run's rounds: pairs never cross runs
 
         def stub(entry: tuple) -> Row:
-            device, name, dim, op, batch, solver, backend = entry
+            device, name, dim, op, batch, solver, backend, context = entry
             family, library = ("", name.partition(":")[0]) if name in broken else registry.identity(name)
             row: Row = dict(model=name, family=family, library=library, dim=dim, op=op, device=device, batch=batch)
+            row.update(context=context, contexts_per_call=(1 if op == SAMPLE else batch) if context else "")
             row.update(solver=solver, backend=backend, threads=config.threads, dtype="float32", source="sweep")
             row.update(commit=commit, machine=env.machine_name(device))
             missing = peers.unavailable(name) if name in peers.NAMES else None
+            unconditional = takes_context(name) if context and name not in broken else ""
             if missing:  # listed, not measured: it says nothing of larger d
                 row.update(kind=peers.PEERS[name].cost[op], status=SKIPPED, reason=f"unavailable: {missing}")
             elif name in broken:
                 row.update(status=ERROR, reason=broken[name])
+            elif unconditional:
+                row.update(kind=cost_of(name)[op], status=SKIPPED, reason=unconditional)
             return row
 
         def task(row: Row) -> Task:
             this, d, b = series.of(row), int(row[Col.DIM]), int(row[Col.BATCH])
             name, op, solver, backend = row[Col.MODEL], row[Col.OP], row[Col.SOLVER], row[Col.BACKEND]
-            is_essential = essential(name, solver, d, b, op, backend, row[Col.DEVICE])
+            context = int(row[Col.CONTEXT])
+            is_essential = essential(name, solver, d, b, op, backend, row[Col.DEVICE], context)
             estimate = estimate_seconds(series.history.get(this, []), d)
             skip = series.skip(this, d, is_essential)
             cached = counts.get(counts_key(row, config))
-            return Task(row[Col.DEVICE], name, d, op, b, solver, backend, estimate, skip, is_essential, cached)
+            return Task(row[Col.DEVICE], name, d, op, b, solver, backend, context, estimate, skip, is_essential, cached)
 
         def finish(measured: list[Row]) -> None:
             for row in measured:
@@ -327,8 +338,6 @@ def _together_once(unit: Unit, worker, local, config: Config) -> list[dict]:
 def _isolated(worker, unit: Unit, config: Config) -> list[dict]:
     """The worker's rows of a unit, or ``timeout`` or ``error`` rows when it gave none:
     the unit's deadline is the sum of its configurations' (harness.grid.deadline_s)."""
-    from .grid import cost_of
-
     limit = sum(deadline_s(config, t.essential, t.backend) for t in unit.tasks)
     kinds = [cost_of(t.model)[t.op] for t in unit.tasks]
     try:
@@ -346,6 +355,8 @@ def summary(rows: Iterable[dict]) -> str:
     """A plain-text table of measured rows: median ms, runs, solver counters and status."""
     from tabulate import tabulate
 
+    rows = list(rows)
+    conditional = any(int(r.get(Col.CONTEXT) or 0) for r in rows)  # the context column where one was swept
     table = [
         [
             r[Col.MODEL],
@@ -355,6 +366,7 @@ def summary(rows: Iterable[dict]) -> str:
             r.get(Col.BACKEND, ""),
             r[Col.DEVICE],
             r[Col.BATCH],
+            *([r.get(Col.CONTEXT, 0)] if conditional else []),
             f"{float(r[Col.MEDIAN_S]) * 1e3:.3g}"
             if r.get(Col.MEDIAN_S) not in (None, "") and r[Col.STATUS] == OK
             else "",
@@ -364,7 +376,8 @@ def summary(rows: Iterable[dict]) -> str:
         ]
         for r in rows
     ]
-    headers = [Col.MODEL, "d", Col.OP, Col.SOLVER, Col.BACKEND, Col.DEVICE, Col.BATCH, "median (ms)", Col.RUNS]
+    headers = [Col.MODEL, "d", Col.OP, Col.SOLVER, Col.BACKEND, Col.DEVICE, Col.BATCH]
+    headers += [Col.CONTEXT] * conditional + ["median (ms)", Col.RUNS]
     headers += [Col.EVALUATIONS, Col.STATUS]
     return tabulate(table, headers, tablefmt="github")
 

@@ -72,7 +72,9 @@ class Row(TypedDict, total=False):
     dim: int
     op: str
     device: str
-    batch: int
+    batch: int  # points per call: (x, context) pairs, or for a conditional sample the draws for one context
+    context: int  # features of the context the flow is conditioned on; 0: unconditional
+    contexts_per_call: int  # distinct contexts in one call: batch for log_prob and train_step, 1 for sample; blank at 0
     solver: str
     backend: str  # how it ran: eager (torch's ops), numba (the compiled loop), compile (torch.compile)
     kind: str
@@ -162,6 +164,8 @@ class Col:
     OP = "op"
     DEVICE = "device"
     BATCH = "batch"
+    CONTEXT = "context"
+    CONTEXTS_PER_CALL = "contexts_per_call"
     SOLVER = "solver"
     BACKEND = "backend"
     KIND = "kind"
@@ -231,7 +235,9 @@ CURVE_COLUMNS = [Col.MODEL, Col.DATA, Col.SEED, Col.STEP, Col.WALL_S, Col.TRAIN_
 
 # One row per key. ``solver`` is the slow direction's algorithm (harness.models.solvers),
 # ``direct`` for a parallel op.
-KEY = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER, Col.BACKEND)
+# a configuration of one flow: compare --run's rounds are keyed by it
+CONFIG_KEY = (Col.MODEL, Col.DIM, Col.OP, Col.DEVICE, Col.BATCH, Col.SOLVER, Col.BACKEND)
+KEY = (*CONFIG_KEY, Col.CONTEXT)
 TEXT = (
     Col.ROUND_S,
     Col.ROUND_GROUP,
@@ -259,6 +265,9 @@ UNITS = {
     "iqr_s": "seconds per call (interquartile range of the runs)",
     "round_s": "seconds per call of each run (a block of calls), in the order timed",
     "compile_s": "seconds, once per process and configuration, before the first call (never in a timing)",
+    "context": "features of the context vector c of p(x | c); 0 for an unconditional flow",
+    "contexts_per_call": "distinct contexts per call: batch for (x, c) pairs (log_prob, train_step), 1 for sample "
+    "(batch draws from p(x | c) of one observation, the posterior's shape)",
     "one_call_s": "seconds of the one checked call of a row skipped as over budget after it (never a timing)",
     "evaluations": "evaluations of one dimension's output per call, summed over layers",
     "iterations": "solver steps on the critical path per call, summed over layers",
@@ -304,8 +313,9 @@ FIT_SETTINGS = ("steps", "wall_s", "batch_size", "lr", "eval_every", "plateau", 
 FIT_SETTINGS += ("data_dir",)
 RESULTS_TABLE = TableSpec(RESULTS, tuple(COLUMNS), KEY, SWEEP_SETTINGS)
 # compare --run: one row per timed block (or one error row per trial and configuration)
-AB_COLUMNS = [Col.TRIAL, *KEY, Col.ROUND, Col.REVISION, Col.POSITION, Col.CALLS, Col.CALL_S, Col.STATUS, Col.REASON]
-AB_KEY = (Col.TRIAL, *KEY, Col.ROUND, Col.REVISION)
+AB_COLUMNS = [Col.TRIAL, *CONFIG_KEY, Col.ROUND, Col.REVISION, Col.POSITION, Col.CALLS, Col.CALL_S]
+AB_COLUMNS += [Col.STATUS, Col.REASON]
+AB_KEY = (Col.TRIAL, *CONFIG_KEY, Col.ROUND, Col.REVISION)
 AB_SETTINGS = ("sides", "grid", "processes", "rounds", "block_s", "max_s", Col.SEED, "inject", Col.THREADS)
 AB_TABLE = TableSpec(AB_ROUNDS, tuple(AB_COLUMNS), AB_KEY, AB_SETTINGS)
 FIT_TABLE = TableSpec(FIT, tuple(FIT_COLUMNS), FIT_KEY, FIT_SETTINGS)

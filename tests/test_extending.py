@@ -111,9 +111,9 @@ def extended(tmp_path_factory):
     _edit(
         tree,
         "harness/models/base.py",
-        "    if op in OPS:\n        return lambda: run_op(flow, op, x)",
+        "    if op in OPS:\n        return lambda: run_op(flow, op, x, context)",
         '    if op == "forward":\n        return lambda: flow(x)\n'
-        "    if op in OPS:\n        return lambda: run_op(flow, op, x)",
+        "    if op in OPS:\n        return lambda: run_op(flow, op, x, context)",
         touched,
         "op",
     )

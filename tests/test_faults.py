@@ -191,7 +191,7 @@ def test_a_configuration_past_its_deadline_is_killed_as_timeout(tmp_path):
 def test_non_finite_output_is_an_error_not_ok(tmp_path, monkeypatch):
     from harness.measure import call
 
-    def nan(model, op, x):
+    def nan(model, op, x, context=None):
         return lambda: torch.full((len(x),) if op == "log_prob" else x.shape, float("nan"))
 
     monkeypatch.setattr(call, "op_call", nan)

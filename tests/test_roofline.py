@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.grid import Config, backends_for, essential, grid
+from harness.grid import GRID, Config, backends_for, essential, grid
 from harness.measure.counting import count_work, touched_bytes
 from harness.report.load import load_sources
 from harness.report.sections import compilation, work
@@ -38,7 +38,7 @@ def test_the_numba_loop_only_where_a_kernel_exists_and_default_picks_it():
     assert backends_for("naf", "bisection", "sample", "cpu", ["default", "eager"]) == ["numba", "eager"]
     assert backends_for("bnaf", "fixed-point", "sample", "cpu", ["default", "numba"]) == ["eager"]  # no kernel
     entries = grid(Config(models=("maf",), dims=(8,), ops=("sample",), solvers=("default",), device="cpu"))
-    assert [e[-1] for e in entries] == ["numba"]
+    assert [dict(zip(GRID, e))["backend"] for e in entries] == ["numba"]
     assert essential("maf", "incremental", 8, 1024, "sample", "numba")
     assert not essential("maf", "incremental", 8, 1024, "sample", "eager")
     with pytest.raises(ValueError, match="unknown backend 'jit'; allowed: default, eager, numba, compile"):

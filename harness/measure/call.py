@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..models import Measurable, eager_ops, kernels, op_call, op_context, unchecked, use_kernel
-from ..ops import COMPILE, EAGER, NUMBA
+from ..ops import COMPILE, EAGER, NUMBA, SAMPLE
 from ..table import ERROR, OK, SKIPPED, Col
 from .contract import violation
 from .counting import FLOPS_METHOD, count_work
@@ -192,19 +192,25 @@ def prepare(
     estimate: float | None = None,
     essential: bool = False,
     backend: str = EAGER,
+    context: int = 0,
 ) -> tuple[dict | None, Prepared | None]:
     """The checked call of one configuration: (a final row, None) when it is not timed
     (over budget, or its output breaks the contract), else (None, what to time). The
     budget bounds all :data:`CALLS` calls unless the configuration is ``essential`` (a
     cell of the default grid: only the deadline cuts those). A ``backend`` other than
-    eager compiles first, in a call of its own (``compile_s``), outside the budget."""
+    eager compiles first, in a call of its own (``compile_s``), outside the budget.
+    With ``context`` features, log_prob and train_step take a context per point, sample
+    one for all its batch (the posterior's shape), drawn with the input."""
     torch.manual_seed(settings.seed)
     x = torch.randn(batch, model.dim, device=device)
+    given = None
+    if context:
+        given = torch.randn(context, device=device) if op == SAMPLE else torch.randn(batch, context, device=device)
     budget = settings.budget_s
     if not essential and estimate is not None and CALLS * estimate > budget:
         return dict(status=SKIPPED, reason=f"estimated {CALLS} calls x {estimate:.3g} s > budget {budget:g} s"), None
     use_kernel(model, backend == NUMBA)
-    eager = op_call(model, op, x)
+    eager = op_call(model, op, x, given)
     fn = compiled(eager) if backend == COMPILE else eager
     ready = Prepared(model, op, fn, 0.0, backend=backend, eager=eager if backend != EAGER else None, x=x)
     with ready.context():
@@ -279,13 +285,14 @@ def measure(
     estimate: float | None = None,
     essential: bool = False,
     backend: str = EAGER,
+    context: int = 0,
     *,
     counts: dict | None = None,
 ) -> tuple[dict, object]:
     """Times, counts and records one configuration alone; returns the measured columns
     and the output of its checked call (for the deviation of other solvers from the
     reference)."""
-    final, ready = prepare(model, op, device, batch, settings, estimate, essential=essential, backend=backend)
+    final, ready = prepare(model, op, device, batch, settings, estimate, essential, backend, context)
     if final is not None:
         return final, ready.out if ready is not None else None
     budget = settings.budget_s

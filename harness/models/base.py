@@ -147,13 +147,15 @@ class Measurable(Protocol):
     def masks(self) -> dict[str, Tensor]: ...
 
 
-def run_op(flow: Measurable, op: str, x: Tensor) -> Tensor:
+def run_op(flow: Measurable, op: str, x: Tensor, context: Tensor | None = None) -> Tensor:
     """One call of a direction as the harness measures it: ``log_prob`` of x, or
-    ``sample`` as base->data on pre-drawn base points x (so the draw is not timed)."""
+    ``sample`` as base->data on pre-drawn base points x (so the draw is not timed);
+    given ``context`` for a conditional flow (an unconditional call keeps the one-argument form)."""
+    given = () if context is None else (context,)
     if op == ops.LOG_PROB:
-        return flow.log_prob(x)
+        return flow.log_prob(x, *given)
     if op == ops.SAMPLE:
-        return flow.inverse(x)
+        return flow.inverse(x, *given)
     raise UserError(f"unknown direction {op!r}; allowed: {', '.join(OPS)}")
 
 
@@ -165,24 +167,26 @@ def op_context(flow: Measurable, op: str) -> contextlib.AbstractContextManager:
     return torch.inference_mode() if flow.inference_mode else torch.no_grad()
 
 
-def op_call(flow: Measurable, op: str, x: Tensor) -> Callable[[], Tensor]:
-    """What is timed for ``op`` (any of :data:`harness.ops.OPS`) on the input x: a
-    direction's call, or a training step on a copy of the flow (the steps change the
-    weights the other ops time) with its own Adam optimiser."""
+def op_call(flow: Measurable, op: str, x: Tensor, context: Tensor | None = None) -> Callable[[], Tensor]:
+    """What is timed for ``op`` (any of :data:`harness.ops.OPS`) on the input x (and
+    ``context``, for a conditional flow): a direction's call, or a training step on a
+    copy of the flow (the steps change the weights the other ops time) with its own
+    Adam optimiser."""
     if op == ops.TRAIN_STEP:
         trainee = copy.deepcopy(flow)
         optimizer = torch.optim.Adam(trainee.parameters(), lr=1e-3)
-        return lambda: train_step(trainee, optimizer, x)
+        return lambda: train_step(trainee, optimizer, x, context)
     if op in OPS:
-        return lambda: run_op(flow, op, x)
+        return lambda: run_op(flow, op, x, context)
     raise UserError(f"unknown op {op!r}; allowed: {', '.join(ops.OPS)}")
 
 
-def train_step(flow: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor) -> Tensor:
-    """One maximum-likelihood step on the batch x (batch, d): the loss -mean log_prob(x),
-    its gradient and the optimiser's update. Returns the loss, detached, shape ()."""
+def train_step(flow: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, context: Tensor | None = None) -> Tensor:
+    """One maximum-likelihood step on the batch x (batch, d), with its contexts (batch, c)
+    for a conditional flow: the loss -mean log_prob(x | c), its gradient and the
+    optimiser's update. Returns the loss, detached, shape ()."""
     optimizer.zero_grad(set_to_none=True)
-    loss = -flow.log_prob(x).mean()
+    loss = -(flow.log_prob(x) if context is None else flow.log_prob(x, context)).mean()
     loss.backward()
     optimizer.step()
     return loss.detach()

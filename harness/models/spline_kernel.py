@@ -71,6 +71,8 @@ def _spline_solve(v, hw, hw_off, hin, hb, hb_off, ends, hidden, w_out, b_out, bi
     """u = the solve of v (tiles, d, T) through one MADE-spline layer, in solve order.
     w_out (3K - 1, d, h_last), b_out (3K - 1, d): the output rows in solve order;
     floors: the least bin width, height and derivative."""
+    # numba's disk cache keys this function by this file alone: it does not see a change to
+    # advance (kernels.py), which it inlines; edit this file too when advance changes
     d, n = v.shape[1], v.shape[2]
     p_count = w_out.shape[0]
     last = hb_off[ends.shape[0] - 1]

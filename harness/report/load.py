@@ -83,6 +83,7 @@ def read_results(path: Path) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in df:
             df[column] = np.nan
+    df[Col.CONTEXT] = df[Col.CONTEXT].fillna("0")  # tables from before the context axis: unconditional
     # tables from before the family and library columns named peers library.family and
     # ours plainly: blank cells take those names apart (rows written since carry both)
     blank = df[Col.LIBRARY].isna()
@@ -179,11 +180,31 @@ class Sources:
     side: dict[str, pd.DataFrame]
 
     @property
-    def rows(self) -> pd.DataFrame:
-        """Every sweep row of every folder."""
+    def all_rows(self) -> pd.DataFrame:
+        """Every sweep row of every folder, conditional flows' too."""
         if not self.sweeps:
             return pd.DataFrame(columns=COLUMNS)
         return pd.concat([d for d, _ in self.sweeps], ignore_index=True)
+
+    def _swept_contexts(self, rows: pd.DataFrame) -> pd.Series:
+        """Rows of the folders that swept a context (any row with context > 0)."""
+        conditional = set(rows.loc[rows[Col.CONTEXT] > 0, ORIGIN])
+        return rows[ORIGIN].isin(conditional)
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The sweep rows of every folder that swept no context: what every section but
+        the conditional flows' reads (a context sweep's unconditional rows are its
+        baselines, at its own shapes)."""
+        rows = self.all_rows
+        return rows[~self._swept_contexts(rows)].reset_index(drop=True) if not rows.empty else rows
+
+    @property
+    def conditional(self) -> pd.DataFrame:
+        """The rows of the folders that swept a context, their unconditional baselines
+        (context 0) with them."""
+        rows = self.all_rows
+        return rows[self._swept_contexts(rows)].reset_index(drop=True) if not rows.empty else rows
 
     @property
     def folders(self) -> list[Path]:

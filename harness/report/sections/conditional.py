@@ -1,0 +1,167 @@
+"""Conditional flows, p(x | c): what a context costs each op against the same flow
+unconditional, how time grows with the context's size, and posterior sampling (a
+batch of draws for one observation) against d. Reads the rows of a sweep with
+``--context`` (harness.report.load.Sources.conditional)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ...ops import LOG_PROB, SAMPLE, SWEEP_OPS
+from ...table import OK, Col
+from .. import plots, tables
+from ..findings import Finding, Value, note, ratio
+from ..load import Sources
+
+TITLE = "Conditional flows"
+
+
+def _groups(src: Sources):
+    """(device, batch, rows) of every flow's default algorithm, conditional and not."""
+    rows = src.conditional
+    if rows.empty:
+        return
+    main = tables.main_rows(tables.flows(rows))
+    for device, batch in tables.groups(main):
+        yield device, batch, tables.in_group(main, device, batch)
+
+
+def _at(g: pd.DataFrame, model: str, dim: int, op: str, context: int) -> pd.Series | None:
+    hit = g[(g[Col.CONTEXT] == context) & (g[Col.MODEL] == model) & (g[Col.DIM] == dim) & (g[Col.OP] == op)]
+    hit = hit[hit[Col.STATUS] == OK]
+    return None if hit.empty else hit.iloc[0]
+
+
+def overhead(g: pd.DataFrame, model: str, dim: int, op: str, context: int, label: str = "") -> Value | None:
+    """``op`` with a context of ``context`` features over the same flow unconditional:
+    paired by round where both were timed in the same rounds (one sweep times every
+    context of a configuration together)."""
+    a, b = _at(g, model, dim, op, context), _at(g, model, dim, op, 0)
+    return ratio(a, b, label) if a is not None and b is not None else None
+
+
+def table(g: pd.DataFrame) -> pd.DataFrame:
+    """Per flow, d, op and context size: the median [IQR] in ms, the contexts per call
+    and the ratio to the unconditional flow [95% CI]."""
+    rows = []
+    conditional = g[g[Col.CONTEXT] > 0]
+    keys = conditional[[Col.MODEL, Col.DIM, Col.OP]].drop_duplicates()
+    order = {op: i for i, op in enumerate(SWEEP_OPS)}
+    keys = keys.assign(o=keys[Col.OP].map(order)).sort_values([Col.MODEL, Col.DIM, "o"])
+    for model, dim, op in keys[[Col.MODEL, Col.DIM, Col.OP]].itertuples(index=False, name=None):
+        for context in sorted(g[(g[Col.MODEL] == model) & (g[Col.DIM] == dim) & (g[Col.OP] == op)][Col.CONTEXT]):
+            r = g[(g[Col.MODEL] == model) & (g[Col.DIM] == dim) & (g[Col.OP] == op) & (g[Col.CONTEXT] == context)]
+            r = r.iloc[0]
+            shown = tables.timed(g[g[Col.CONTEXT] == context], model, dim, op)
+            v = overhead(g, model, dim, op, int(context)) if context else None
+            rows.append(
+                {
+                    Col.MODEL: model,
+                    "d": int(dim),
+                    Col.OP: op,
+                    Col.CONTEXT: int(context),
+                    "contexts per call": "" if not context else tables.fmt(r[Col.CONTEXTS_PER_CALL]),
+                    "ms [IQR]": shown,
+                    "/ unconditional [95% CI]": v.show() if v is not None else ("1 (itself)" if not context else ""),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def figure(g: pd.DataFrame, device: str, batch: int, out: Path) -> list[str]:
+    """Time against the context's size at the largest d of each flow (one panel per op),
+    and sample's time (batch draws for one context) against d at the largest context."""
+    ok = g[g[Col.STATUS] == OK]
+    ops = [op for op in SWEEP_OPS if op in set(ok[Col.OP])]
+    if not ops or ok[Col.CONTEXT].nunique() < 2:
+        return []
+    style = plots.styles(ok)
+    fig, axes = plots.grid(1, len(ops) + (SAMPLE in ops), 4.2, 3.2)
+    for ax, op in zip(axes[0], ops):
+        for model, m in ok[ok[Col.OP] == op].groupby(Col.MODEL, sort=False):
+            at = m[m[Col.DIM] == m[Col.DIM].max()].sort_values(Col.CONTEXT)
+            half = at[Col.IQR_S].fillna(0) / 2
+            ax.errorbar(
+                at[Col.CONTEXT],
+                at[Col.MEDIAN_S],
+                yerr=half,
+                label=f"{model} (d={int(at[Col.DIM].iloc[0])})",
+                capsize=2,
+                **style.get(model, {}),
+            )
+        ax.set_yscale("log")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("context features (0: unconditional)")
+        ax.set_ylabel("median seconds per call")
+        ax.set_title(f"{op} against the context", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        plots.legend(ax)
+    if SAMPLE in ops:
+        ax = axes[0][len(ops)]
+        top = int(ok[Col.CONTEXT].max())
+        for model, m in ok[(ok[Col.OP] == SAMPLE) & (ok[Col.CONTEXT] == top)].groupby(Col.MODEL, sort=False):
+            plots.curve(ax, m, model, **style.get(model, {}))
+        plots.log_axes(ax, f"{int(batch)} draws for one observation (context {top})", "seconds per observation")
+        plots.legend(ax)
+    fig.suptitle(f"Conditional flows on {device}, batch {int(batch)}", fontsize=11)
+    return plots.save(fig, out, f"conditional_{device}_b{int(batch)}")
+
+
+def render(src: Sources, out: Path) -> list[str]:
+    lines: list[str] = []
+    for device, batch, g in _groups(src):
+        shown = table(g)
+        if shown.empty:
+            continue
+        lines += [
+            f"### {TITLE} on {device}, batch {int(batch)}",
+            "",
+            f"Each flow conditioned on a context of `context` features, p(x | c), beside itself unconditional "
+            f"(context 0), every context of a configuration timed in the same interleaved rounds. log_prob and "
+            f"train_step take {int(batch)} (x, c) pairs per call; sample draws {int(batch)} points for one "
+            "context (the posterior's shape: one observation, many parameters). Medians [IQR] in ms; the ratio "
+            "to the unconditional flow with its 95% interval:",
+            "",
+            tables.markdown(shown),
+            "",
+        ]
+        for name in figure(g, device, batch, out)[:1]:
+            lines += [f"![conditional]({name})", ""]
+    return [f"## {TITLE}", "", *lines] if lines else []
+
+
+def findings(src: Sources) -> list[Finding]:
+    found = []
+    for device, batch, g in _groups(src):
+        ok = g[(g[Col.STATUS] == OK) & (g[Col.CONTEXT] > 0)]
+        if ok.empty:
+            continue
+        top = int(ok[Col.CONTEXT].max())
+        values = []
+        for model in dict.fromkeys(ok[Col.MODEL]):
+            dims = ok[(ok[Col.MODEL] == model) & (ok[Col.CONTEXT] == top)][Col.DIM]
+            for op in (LOG_PROB, SAMPLE):
+                for dim in sorted(set(dims), reverse=True):  # the largest d where both were timed
+                    v = overhead(g, model, dim, op, top, f"{model} {op} (d={int(dim)})")
+                    if v is not None:
+                        values.append(v)
+                        break
+        if not values:
+            continue
+        text = (
+            f"on {device}, batch {int(batch)}, a context of {top} features over the same flow unconditional: "
+            + ", ".join(f"{v.label} {v.show()}" for v in values)
+        )
+        found.append(
+            Finding(
+                "What does a context cost?",
+                text,
+                f"{TITLE} on {device}, batch {int(batch)}",
+                tuple(values),
+                note(values),
+                dict(device=device, batch=int(batch), context=top),
+            )
+        )
+    return found
