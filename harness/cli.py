@@ -59,24 +59,22 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _dims(text: str) -> list[int]:
+def _int_list(text: str, what: str, least: int) -> list[int]:
     try:
-        dims = [int(t) for t in text.split(",") if t]
+        values = [int(t) for t in text.split(",") if t]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"dims must be comma-separated ints, got {text!r}") from None
-    if not dims or any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"dims must be ints >= 1, got {text!r}")
-    return dims
+        raise argparse.ArgumentTypeError(f"{what} must be comma-separated ints, got {text!r}") from None
+    if not values or any(v < least for v in values):
+        raise argparse.ArgumentTypeError(f"{what} must be ints >= {least}, got {text!r}")
+    return values
+
+
+def _dims(text: str) -> list[int]:
+    return _int_list(text, "dims", 1)
 
 
 def _contexts(text: str) -> list[int]:
-    try:
-        sizes = [int(t) for t in text.split(",") if t]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"context sizes must be comma-separated ints, got {text!r}") from None
-    if not sizes or any(c < 0 for c in sizes):
-        raise argparse.ArgumentTypeError(f"context sizes must be ints >= 0 (0: unconditional), got {text!r}")
-    return sizes
+    return _int_list(text, "context sizes (0: unconditional)", 0)
 
 
 def _seeds(text: str) -> list[int]:
