@@ -70,17 +70,22 @@ def _accumulate_two(a, b, wa, wb, count, rows, first):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
-def advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc):
+def advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc, term):
     """Computes the hidden units of degree p (ReLU), from the p solved inputs ``u[:p]``
     and the units of lower degree (MADE.incremental's step; the layout of
     :func:`_affine_solve`); at p = 0 a conditional MADE's units of degree 0, which read
-    only the context (folded into their biases). ``acc`` is scratch of one row."""
+    only the context. ``term`` (first-layer units, points): each point's context term
+    of the first layer (none: 0 rows, a shared context is in the biases). ``acc`` is
+    scratch of one row."""
     n = acc.shape[0]
     for layer in range(ends.shape[0]):
         start, stop = (ends[layer, p - 1] if p >= 1 else 0), ends[layer, p]
         known = p if layer == 0 else ends[layer - 1, p]
         for r in range(start, stop):
             acc[:] = hb[hb_off[layer] + r]
+            if layer == 0 and term.shape[0] > 0:
+                for i in range(n):
+                    acc[i] += term[r, i]
             base = hw_off[layer] + r * hin[layer]
             if layer == 0:
                 _accumulate(acc, hw, base, known, u, 0)
@@ -92,20 +97,23 @@ def advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
-def _affine_solve(v, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u, ladj):
+def _affine_solve(v, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u, ladj, term):
     """u = solve of v (tiles, d, T) through one MADE-affine layer, in solve order; ladj
     (tiles, T) -= s. Each tile is a contiguous (d, T) block of points.
 
     Hidden layer l: weights hw[hw_off[l]:] (units sorted by degree) x (hin[l] inputs in
     the previous layer's order), biases hb[hb_off[l]:], activations hidden[h_off[l]:];
     ends[l, p] counts its units of degree <= p. The output of position p reads the
-    last layer's first ends[-1, p] units (w_m, w_s: (d, h_last) in solve order)."""
+    last layer's first ends[-1, p] units (w_m, w_s: (d, h_last) in solve order); term
+    (tiles, first-layer units or 0, T): the points' context terms (:func:`advance`)."""
     for t in range(v.shape[0]):  # a tile of points at a time: its activations stay in the cache
-        _solve_tile(v[t], hw, hw_off, hin, hb, hb_off, ends, hidden[t], h_off, w_m, w_s, b_m, b_s, bound, u[t], ladj[t])
+        _solve_tile(
+            v[t], hw, hw_off, hin, hb, hb_off, ends, hidden[t], h_off, w_m, w_s, b_m, b_s, bound, u[t], ladj[t], term[t]
+        )
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
-def _solve_tile(v, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u, ladj):
+def _solve_tile(v, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b_m, b_s, bound, u, ladj, term):
     d, n = v.shape
     layers = ends.shape[0]
     acc = np.empty(n, dtype=v.dtype)
@@ -113,7 +121,7 @@ def _solve_tile(v, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, w_m, w_s, b
     s = np.empty(n, dtype=v.dtype)
     last = h_off[layers - 1]
     for p in range(d):
-        advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc)
+        advance(p, u, hw, hw_off, hin, hb, hb_off, ends, hidden, h_off, acc, term)
         units = ends[layers - 1, p]
         m[:] = b_m[p]
         s[:] = b_s[p]
@@ -134,15 +142,17 @@ def affine_solve(
     b_s: np.ndarray,
     bound: float,
     ladj: np.ndarray,
+    term: np.ndarray | None = None,
 ) -> np.ndarray:
     """The solved u (d, n) of v (d, n), feature-major and in solve order; subtracts each
     clamped log-scale from ``ladj`` (n,). ``hidden_layers``: (weight (h, in), bias (h,))
-    per hidden layer, rows sorted by degree and columns in the previous layer's order."""
+    per hidden layer, rows sorted by degree and columns in the previous layer's order;
+    ``term``: each point's context term of the first layer (n, h), same unit order."""
     v3, net, hidden, tiles = tiled(v, hidden_layers)
     d, n = v.shape
     u3 = np.empty_like(v3)
     ladj3 = np.zeros((tiles, TILE), dtype=v.dtype)
-    args = (v3, *net, ends, hidden, net[-1], w_m, w_s, b_m, b_s, bound, u3, ladj3)
+    args = (v3, *net, ends, hidden, net[-1], w_m, w_s, b_m, b_s, bound, u3, ladj3, tiled_term(term, v))
     _ready(str(v.dtype), _affine_solve, *args)
     _affine_solve(*args)
     ladj -= ladj3.reshape(-1)[:n]
@@ -168,6 +178,18 @@ def tiled(v: np.ndarray, hidden_layers: list[tuple[np.ndarray, np.ndarray]]):
     v3 = np.ascontiguousarray(padded.reshape(d, tiles, TILE).transpose(1, 0, 2))
     hidden = np.empty((tiles, sum(sizes), TILE), dtype=dtype)
     return v3, (hw, hw_off, hin, hb, hb_off), hidden, tiles
+
+
+def tiled_term(term: np.ndarray | None, v: np.ndarray) -> np.ndarray:
+    """The points' context terms (n, h), point-major, as (tiles, h, TILE), the layout
+    :func:`tiled` gives v; (tiles, 0, TILE) without any."""
+    tiles = -(-v.shape[1] // TILE)
+    if term is None:
+        return np.zeros((tiles, 0, TILE), dtype=v.dtype)
+    n, h = term.shape
+    padded = np.zeros((tiles * TILE, h), dtype=v.dtype)
+    padded[:n] = term
+    return np.ascontiguousarray(padded.reshape(tiles, TILE, h).transpose(0, 2, 1))
 
 
 def untiled(u3: np.ndarray, n: int) -> np.ndarray:

@@ -88,8 +88,7 @@ class MaskedAffine(Transform):
 
     def _incremental(self, v: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None, SolveStats]:
         in_place = in_place_ok(v, *self.parameters())
-        made = self.made
-        if in_place and self.kernel and v.device.type == "cpu" and made.activation is F.relu and made.shared_context():
+        if in_place and self.kernel and v.device.type == "cpu" and self.made.activation is F.relu:
             return self._kernel(v, with_ladj)
         output = self.made.incremental(v, in_place)
         u = Columns(v.shape[0], self.dim, v, in_place)  # solved dimensions, in solve order
@@ -106,7 +105,7 @@ class MaskedAffine(Transform):
         """The incremental solve as one compiled loop (harness.models.kernels): the same
         arithmetic, without torch's per-op overhead at each of the d steps."""
         made = self.made
-        hidden, ends, w_out, b_out = made.solve_weights(v)  # w_out, b_out: shift and log-scale, in solve order
+        hidden, ends, w_out, b_out, term = made.solve_weights(v)  # w_out, b_out: shift and log-scale, in solve order
         with torch.no_grad():
             ladj = v.new_zeros(v.shape[0])
             solved = v.flip(-1) if made.order[0] else v
@@ -120,6 +119,7 @@ class MaskedAffine(Transform):
                 b_out[1],
                 LOG_SCALE_BOUND,
                 ladj.numpy(),
+                term,
             )
         x = torch.from_numpy(u).T
         x = x.flip(-1) if made.order[0] else x.contiguous()

@@ -258,23 +258,26 @@ class MADE(nn.Module):
     @torch.no_grad()
     def solve_weights(
         self, like: Tensor
-    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """What a compiled incremental solve reads (harness.models.kernels): each hidden
         layer's (weight, bias) regrouped in solve order (:meth:`regrouping`), the units
-        of degree <= p per layer, and the output layer's weights (per_dim, d, h_last) and
-        biases (per_dim, d) in solve order, as numpy arrays; ``like`` gives the dtype."""
+        of degree <= p per layer, the output layer's weights (per_dim, d, h_last) and
+        biases (per_dim, d) in solve order, as numpy arrays (``like`` gives the dtype),
+        and each point's context term of the first layer (n, h) in the same unit order
+        where points have contexts of their own (a shared one is in the biases; else None)."""
         regroup = self.regrouping()
-        if not self.shared_context():
-            raise ValueError("a compiled solve takes one context for all points (MADE.shared_context)")
+        shared, term = self.shared_context(), None
         hidden = []
         for k, (layer, (flat, rows)) in enumerate(zip(self.layers[:-1], regroup.hidden)):
             w, b = layer.effective()
-            b = self._first_bias(b, rows).reshape(-1) if k == 0 else b[rows]
+            if k == 0 and not shared:
+                term = self._term[:, rows].numpy()
+            b = self._first_bias(b, rows).reshape(-1) if k == 0 and shared else b[rows]
             hidden.append((torch.take(w, flat).numpy(), b.numpy()))
         w_out, b_out = self.layers[-1].effective()
         w_out = torch.take(w_out, regroup.output).numpy()
         b_out = like.new_zeros(self.per_dim, self.dim) if b_out is None else b_out[regroup.output_bias]
-        return hidden, regroup.ends, w_out, b_out.numpy()
+        return hidden, regroup.ends, w_out, b_out.numpy(), term
 
     def network(self) -> Callable[..., Tensor]:
         """The MADE as a function ``run(x, i=None)`` with its masked weights computed once.

@@ -91,8 +91,7 @@ class MaskedSpline(Transform):
 
     def _incremental(self, z: Tensor) -> tuple[Tensor, SolveStats]:
         in_place = in_place_ok(z, *self.parameters())
-        made = self.made
-        if in_place and self.kernel and z.device.type == "cpu" and made.activation is F.relu and made.shared_context():
+        if in_place and self.kernel and z.device.type == "cpu" and self.made.activation is F.relu:
             return self._kernel(z), SolveStats("incremental", self.dim, self.dim)
         output = self.made.incremental(z, in_place)
         x = Columns(z.shape[0], self.dim, z, in_place)  # solved dimensions, in solve order
@@ -106,10 +105,10 @@ class MaskedSpline(Transform):
         """The incremental solve as one compiled loop (harness.models.spline_kernel):
         the same arithmetic, without torch's per-op overhead at each of the d steps."""
         made = self.made
-        hidden, ends, w_out, b_out = made.solve_weights(z)  # w_out, b_out: each of the 3K - 1 parameters
+        hidden, ends, w_out, b_out, term = made.solve_weights(z)  # w_out, b_out: each of the 3K - 1 parameters
         solved = z.flip(-1) if made.order[0] else z
         floors = (MIN_WIDTH, MIN_HEIGHT, MIN_DERIVATIVE)
-        x = spline_solve(solved.T.contiguous().numpy(), hidden, ends, w_out, b_out, self.bins, self.bound, floors)
+        x = spline_solve(solved.T.contiguous().numpy(), hidden, ends, w_out, b_out, self.bins, self.bound, floors, term)
         x = torch.from_numpy(x).T
         return x.flip(-1) if made.order[0] else x.contiguous()
 

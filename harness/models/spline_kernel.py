@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-from .kernels import TILE, _accumulate, _ready, advance, tiled, untiled
+from .kernels import TILE, _accumulate, _ready, advance, tiled, tiled_term, untiled
 
 
 @numba.njit(cache=True, inline="always")
@@ -67,7 +67,7 @@ def _invert_one(y, params, i, bins, bound, min_w, min_h, min_d, xs, ys):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
-def _spline_solve(v, hw, hw_off, hin, hb, hb_off, ends, hidden, w_out, b_out, bins, bound, floors, u):
+def _spline_solve(v, hw, hw_off, hin, hb, hb_off, ends, hidden, w_out, b_out, bins, bound, floors, u, term):
     """u = the solve of v (tiles, d, T) through one MADE-spline layer, in solve order.
     w_out (3K - 1, d, h_last), b_out (3K - 1, d): the output rows in solve order;
     floors: the least bin width, height and derivative."""
@@ -82,7 +82,7 @@ def _spline_solve(v, hw, hw_off, hin, hb, hb_off, ends, hidden, w_out, b_out, bi
     for t in range(v.shape[0]):  # a tile of points at a time: its activations stay in the cache
         ut, ht = u[t], hidden[t]
         for p in range(d):
-            advance(p, ut, hw, hw_off, hin, hb, hb_off, ends, ht, hb_off, acc)
+            advance(p, ut, hw, hw_off, hin, hb, hb_off, ends, ht, hb_off, acc, term[t])
             units = ends[ends.shape[0] - 1, p]
             for k in range(p_count):
                 acc[:] = b_out[k, p]
@@ -101,14 +101,17 @@ def spline_solve(
     bins: int,
     bound: float,
     floors: tuple[float, float, float],
+    term: np.ndarray | None = None,
 ) -> np.ndarray:
     """The solved x (d, n) of z (d, n), feature-major and in solve order, through one
     MADE-spline layer (``hidden_layers`` as :func:`harness.models.kernels.affine_solve`
-    takes them; ``w_out`` (3K - 1, d, h_last) and ``b_out`` (3K - 1, d) in solve order)."""
+    takes them; ``w_out`` (3K - 1, d, h_last) and ``b_out`` (3K - 1, d) in solve order;
+    ``term``: each point's context term of the first layer, as affine_solve takes it)."""
     v3, net, hidden, _ = tiled(v, hidden_layers)
     u3 = np.empty_like(v3)
     w_out, b_out = w_out.astype(v.dtype, copy=False), b_out.astype(v.dtype, copy=False)
-    args = (v3, *net, ends, hidden, w_out, b_out, bins, float(bound), np.asarray(floors, dtype=np.float64), u3)
+    floors = np.asarray(floors, dtype=np.float64)
+    args = (v3, *net, ends, hidden, w_out, b_out, bins, float(bound), floors, u3, tiled_term(term, v))
     _ready("spline-" + str(v.dtype), _spline_solve, *args)
     _spline_solve(*args)
     return untiled(u3, v.shape[1])
