@@ -77,12 +77,13 @@ peers: $(STAMP)
 
 # Conditional flows at the shapes of simulation-based inference (sbibm's tasks: 2 to 10
 # parameters, contexts of up to 100 features, 10,000 posterior draws per observation):
-# every flow that takes a context at d = 2, 4, 10 with contexts of 0 (itself,
-# unconditional), 8, 32 and 100 features, 10,000 (x, c) pairs per log_prob and training
-# step and 10,000 draws for one context per sample, into reports/cpu/conditional.
+# every flow that takes a context (ours, zuko's and nflows') at d = 2, 4, 10 with
+# contexts of 0 (itself, unconditional), 8, 32 and 100 features, 10,000 (x, c) pairs per
+# log_prob and training step and 10,000 draws for one context per sample, into
+# reports/cpu/conditional.
 conditional: $(STAMP)
 	$(TIMED) start make conditional
-	$(BIN)/python -m harness sweep --device cpu --models made,maf,iaf,nsf,naf,bnaf --dims 2,4,10 --context 0,8,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
+	$(BIN)/python -m harness sweep --device cpu --models made,maf,iaf,nsf,naf,bnaf,zuko.maf,zuko.nsf,zuko.naf,nflows.maf,nflows.nsf --dims 2,4,10 --context 0,8,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
 	$(TIMED) end make conditional
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme

@@ -5,6 +5,7 @@ estimate from the series so far, the deadline)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -189,12 +190,16 @@ GRID = (Col.DEVICE, Col.MODEL, Col.DIM, Col.OP, Col.BATCH, Col.SOLVER, Col.BACKE
 
 def takes_context(name: str) -> str:
     """Why model ``name`` cannot be conditioned on a context, or '' if it can: a
-    reference family whose builder has a ``context`` keyword."""
+    reference family or a peer whose builder has a ``context`` keyword."""
     if name in NAMES:
         if "context" in keywords(name):
             return ""
         return "takes no context: its flow has no conditioner network for one to enter"
-    return "takes no context in this harness yet (reference flows only)"
+    if name in peers.NAMES:
+        if "context" in inspect.signature(peers.PEERS[name].builder).parameters:
+            return ""
+        return "takes no context: this adapter builds the library's flow without one"
+    return "takes no context in this harness yet (reference flows and peers only)"
 
 
 def backends_for(name: str, solver: str, op: str, device: str, requested: Sequence[str]) -> list[str]:

@@ -336,3 +336,38 @@ def test_the_contests_forest_plot_draws_each_contest_with_its_interval_and_verdi
     svg = (tmp_path / "contests.svg").read_text()
     assert "<!-- maf.sample d=8 vs zuko.maf -->" in svg and "<!-- iaf.sample d=8 vs pyro.iaf -->" in svg
     assert forest(pd.DataFrame(rows[2:]), tmp_path / "none") == []  # no contest of ours: no figure
+
+
+CONDITIONAL_PEERS = [n for n in peers.NAMES if not grid.takes_context(n)]
+
+
+def test_zuko_and_nflows_take_a_context_and_the_others_say_why_not():
+    assert set(CONDITIONAL_PEERS) == {"zuko.maf", "zuko.naf", "zuko.nsf", "nflows.maf", "nflows.nsf"}
+    assert "this adapter builds the library's flow without one" in grid.takes_context("pyro.iaf")
+
+
+@pytest.mark.parametrize("name", CONDITIONAL_PEERS)
+def test_a_conditional_peer_round_trips_and_reads_its_context(name):
+    """Per-point contexts and one for all (broadcast by zuko, expanded for nflows):
+    log_prob is the base's density of forward plus its log-det, the inverse recovers x,
+    and two contexts give two densities."""
+    flow = built(name, 3, context=4).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    per_point, shared = torch.randn(6, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    with torch.no_grad():
+        for c in (per_point, shared):
+            z, ladj = flow(x, c)
+            assert torch.allclose(flow.log_prob(x, c), normal_log_prob(z) + ladj, atol=1e-10)
+            assert torch.allclose(flow.inverse(z, c), x, atol=1e-5 if name == "zuko.naf" else 1e-9)
+        assert float((flow.log_prob(x, per_point) - flow.log_prob(x, shared)).abs().min()) > 1e-9
+    with pytest.raises(ValueError, match="conditional on a context of 4 features"):
+        flow.log_prob(x)
+
+
+def test_conditional_peers_hold_our_parameters_but_nflows_context_biases():
+    """zuko feeds the context into the first layer as ours does (its weights only);
+    nflows' context layer has a bias too: one per first-layer unit and layer."""
+    for ours, peer in (("maf", "zuko.maf"), ("nsf", "zuko.nsf"), ("maf", "nflows.maf"), ("nsf", "nflows.nsf")):
+        theirs, mine = built(peer, 5, context=7), build(ours, 5, context=7)
+        extra = 5 * 64 if peer.startswith("nflows") else 0  # 5 layers x 64 first-layer units
+        assert count_params(theirs, theirs.masks())[0] == count_params(mine)[0] + extra, peer

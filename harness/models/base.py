@@ -233,6 +233,32 @@ def normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (z.square().sum(-1) + z.shape[-1] * math.log(2 * math.pi))
 
 
+def context_rows(flow: nn.Module, context: Tensor | None, batch: int) -> Tensor | None:
+    """``context`` checked against ``flow`` (its ``context`` features) and a batch of
+    ``batch`` points, as rows (batch or 1, c); None for an unconditional call. A context
+    an unconditional flow is given, or one missing, misshapen, of another dtype or not
+    finite, is a UserError naming it."""
+    c = getattr(flow, "context", 0)
+    if context is None:
+        if c:
+            raise UserError(f"this flow is conditional on a context of {c} features: pass context, shape (batch, {c})")
+        return None
+    if not c:
+        raise UserError("this flow takes no context (built with context=0); build it with context=C to condition it")
+    if not isinstance(context, Tensor):
+        raise UserError(f"context must be a torch.Tensor, got {type(context).__name__}")
+    rows = context.reshape(1, -1) if context.ndim == 1 else context
+    if rows.ndim != 2 or rows.shape[1] != c or rows.shape[0] not in (1, batch):
+        raise UserError(f"context must have shape ({batch}, {c}) or ({c},), got {tuple(context.shape)}")
+    dtype = next(iter(flow.parameters()), rows).dtype
+    if rows.dtype != dtype:
+        raise UserError(f"context has dtype {rows.dtype}, the model {dtype}; convert one (context.to({dtype}))")
+    if _CHECKS and not torch.isfinite(rows).all():
+        bad = int((~torch.isfinite(rows)).sum())
+        raise UserError(f"context has {bad} non-finite entries (nan or inf); all must be finite")
+    return rows
+
+
 class Flow(nn.Module):
     """A normalizing flow with a standard normal base over ``dim`` dimensions.
 
@@ -324,24 +350,10 @@ class Flow(nn.Module):
         """Within it, every conditioner reads ``context`` (checked against the flow and a
         batch of ``batch`` points); none is an error for a conditional flow, as a
         context is for an unconditional one."""
-        c = self.context
-        if context is None:
-            if c:
-                raise UserError(
-                    f"this flow is conditional on a context of {c} features: pass context, shape (batch, {c})"
-                )
+        rows = context_rows(self, context, batch)
+        if rows is None:
             yield
             return
-        if not c:
-            raise UserError(
-                "this flow takes no context (built with context=0); build it with context=C to condition it"
-            )
-        if not isinstance(context, Tensor):
-            raise UserError(f"context must be a torch.Tensor, got {type(context).__name__}")
-        rows = context.reshape(1, -1) if context.ndim == 1 else context
-        if rows.ndim != 2 or rows.shape[1] != c or rows.shape[0] not in (1, batch):
-            raise UserError(f"context must have shape ({batch}, {c}) or ({c},), got {tuple(context.shape)}")
-        self._check_values(rows, "context")
         layers = [m for m in self.modules() if m is not self and callable(getattr(m, "condition", None))]
         for m in layers:
             m.condition(rows)

@@ -93,4 +93,5 @@ def build(name: str, dim: int, **config: object) -> PeerFlow:
         kwargs["hidden"] = tuple(kwargs.get("hidden") or default_hidden(dim))
     kwargs = {k: v for k, v in kwargs.items() if k in params}
     module = peer.builder(dim, **kwargs)
-    return peer.wrapper(dim, module, peer.cost, peer.unsupported, family=peer.family, library=peer.library)
+    names = dict(family=peer.family, library=peer.library, context=int(kwargs.get("context") or 0))
+    return peer.wrapper(dim, module, peer.cost, peer.unsupported, **names)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..models.base import Cost, normal_log_prob
+from ..models.base import Cost, context_rows, normal_log_prob
 from ..models.solvers import NATIVE
 
 INSTALL = "pip install 'flowbench-harness[peers]'"
@@ -41,6 +41,8 @@ class PeerFlow(nn.Module):
         module: the library's model (registered, so parameters are counted).
         cost: kinds of ``log_prob`` and ``sample``.
         unsupported: op -> why the library cannot do it.
+        context: features of the context the library's flow is conditioned on (0: none);
+            its ops then take ``context`` as ours do, (batch, c) or (c,).
     """
 
     # zuko's monotonic transforms take autograd derivatives inside log_prob, which
@@ -50,11 +52,22 @@ class PeerFlow(nn.Module):
     reference_solver = None
 
     def __init__(
-        self, dim: int, module: nn.Module, cost: Cost, unsupported: dict[str, str], family: str = "", library: str = ""
+        self,
+        dim: int,
+        module: nn.Module,
+        cost: Cost,
+        unsupported: dict[str, str],
+        family: str = "",
+        library: str = "",
+        context: int = 0,
     ):
         super().__init__()
         self.dim, self.module, self.cost, self.unsupported = dim, module, cost, dict(unsupported)
-        self.family, self.library = family, library
+        self.family, self.library, self.context = family, library, context
+
+    def rows(self, context: Tensor | None, batch: int) -> Tensor | None:
+        """The context checked, as rows (batch or 1, c); None without one."""
+        return context_rows(self, context, batch)
 
     def reset_stats(self) -> None:
         """A library's solver keeps no counters."""
@@ -71,24 +84,25 @@ class PeerFlow(nn.Module):
         if op in self.unsupported:
             raise NotImplementedError(self.unsupported[op])
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data->base: (batch, d) -> z (batch, d), log|det dz/dx| (batch,)."""
         raise NotImplementedError
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Base->data: (batch, d) -> x (batch, d)."""
         raise NotImplementedError
 
-    def log_prob(self, x: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density: (batch, d) -> (batch,)."""
-        z, ladj = self(x)
+        z, ladj = self(x) if context is None else self(x, context)  # an adapter without contexts takes x alone
         return normal_log_prob(z) + ladj
 
-    def sample(self, n: int) -> Tensor:
-        """n samples (n, d)."""
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """n samples (n, d); for a conditional flow, of one ``context`` (c,)."""
         self._needs("sample")
         ref = next(self.parameters())
-        return self.inverse(torch.randn(n, self.dim, device=ref.device, dtype=ref.dtype))
+        z = torch.randn(n, self.dim, device=ref.device, dtype=ref.dtype)
+        return self.inverse(z) if context is None else self.inverse(z, context)
 
 
 def orders(dim: int, flows: int) -> list[Tensor]:
@@ -98,7 +112,9 @@ def orders(dim: int, flows: int) -> list[Tensor]:
     return [natural if k % 2 == 0 else natural.flip(0) for k in range(flows)]
 
 
-def authors_spline(name: str, dim: int, hidden: Sequence[int], bins: int, bound: float) -> dict[str, object]:
+def authors_spline(
+    name: str, dim: int, hidden: Sequence[int], bins: int, bound: float, context: int = 0
+) -> dict[str, object]:
     """The keywords of the NSF authors' ``MaskedPiecewiseRationalQuadraticAutoregressive``
     layer (nflows', and normflows' copy of it) matched to ours: linear tails at
     ``bound``, ``len(hidden) - 1`` plain blocks after the input layer (our hidden
@@ -111,6 +127,7 @@ def authors_spline(name: str, dim: int, hidden: Sequence[int], bins: int, bound:
         tail_bound=bound,
         num_blocks=len(hidden) - 1,
         use_residual_blocks=False,
+        context_features=context or None,
     )
 
 

@@ -11,31 +11,33 @@ from .base import Peer, PeerFlow
 
 
 class ZukoFlow(PeerFlow):
-    """zuko's lazy flow: ``module()`` is the distribution, whose ``transform`` maps data->base."""
+    """zuko's lazy flow: ``module(c)`` is the distribution given the context c (None
+    without one), whose ``transform`` maps data->base; zuko broadcasts one context
+    (1, c) over the batch."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.module().transform.call_and_ladj(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.module(self.rows(context, x.shape[0])).transform.call_and_ladj(x)
 
-    def inverse(self, z: Tensor) -> Tensor:
-        return self.module().transform.inv(z)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.module(self.rows(context, z.shape[0])).transform.inv(z)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        return self.module().log_prob(x)
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.module(self.rows(context, x.shape[0])).log_prob(x)
 
 
-def _zuko_maf(dim: int, flows: int, hidden: Sequence[int]) -> nn.Module:
+def _zuko_maf(dim: int, flows: int, hidden: Sequence[int], context: int = 0) -> nn.Module:
     import zuko
 
-    return zuko.flows.MAF(dim, transforms=flows, hidden_features=tuple(hidden))
+    return zuko.flows.MAF(dim, context, transforms=flows, hidden_features=tuple(hidden))
 
 
-def _zuko_naf(dim: int, flows: int, hidden: Sequence[int], ds_hidden: int) -> nn.Module:
+def _zuko_naf(dim: int, flows: int, hidden: Sequence[int], ds_hidden: int, context: int = 0) -> nn.Module:
     import zuko
 
-    return zuko.flows.NAF(dim, transforms=flows, signal=ds_hidden, hidden_features=tuple(hidden))
+    return zuko.flows.NAF(dim, context, transforms=flows, signal=ds_hidden, hidden_features=tuple(hidden))
 
 
-def _zuko_nsf(dim: int, flows: int, hidden: Sequence[int], bins: int, bound: float) -> nn.Module:
+def _zuko_nsf(dim: int, flows: int, hidden: Sequence[int], bins: int, bound: float, context: int = 0) -> nn.Module:
     """zuko's NSF with its spline's bound set to ours (zuko's default is 5): ``zuko.flows.NSF``
     fixes the bound, so the MAF it subclasses is built with the same univariate
     transform and shapes, and ``bound`` passed through."""
@@ -45,6 +47,7 @@ def _zuko_nsf(dim: int, flows: int, hidden: Sequence[int], bins: int, bound: flo
 
     return zuko.flows.MAF(
         dim,
+        context,
         transforms=flows,
         hidden_features=tuple(hidden),
         univariate=partial(zuko.transforms.MonotonicRQSTransform, bound=bound),

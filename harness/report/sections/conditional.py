@@ -18,14 +18,30 @@ from ..load import Sources
 TITLE = "Conditional flows"
 
 
-def _groups(src: Sources):
-    """(device, batch, rows) of every flow's default algorithm, conditional and not."""
+def _groups(src: Sources, with_peers: bool = False):
+    """(device, batch, rows) of every flow's default algorithm (the peers' too with
+    ``with_peers``), conditional and not."""
     rows = src.conditional
     if rows.empty:
         return
-    main = tables.main_rows(tables.flows(rows))
+    main = tables.main_rows(rows if with_peers else tables.flows(rows))
     for device, batch in tables.groups(main):
         yield device, batch, tables.in_group(main, device, batch)
+
+
+def against_peers(g: pd.DataFrame) -> list[tuple[str, int, str, int, str, Value]]:
+    """(family, d, op, context, fastest peer, ours / that peer) wherever ours and a peer
+    of its family both ran with a context: paired by round (one sweep times them together)."""
+    ok = g[(g[Col.STATUS] == OK) & (g[Col.CONTEXT] > 0)]
+    found = []
+    for (family, dim, op, context), h in ok.groupby([Col.FAMILY, Col.DIM, Col.OP, Col.CONTEXT], sort=True):
+        ours, rivals = h[~tables.is_peer(h) & (h[Col.MODEL] == family)], h[tables.is_peer(h)]
+        if ours.empty or rivals.empty:
+            continue
+        fastest = rivals.sort_values(Col.MEDIAN_S).iloc[0]
+        label = f"{family} {op} (d={int(dim)}, context {int(context)}) / {fastest[Col.MODEL]}"
+        found.append((family, int(dim), op, int(context), fastest[Col.MODEL], ratio(ours.iloc[0], fastest, label)))
+    return found
 
 
 def _at(g: pd.DataFrame, model: str, dim: int, op: str, context: int) -> pd.Series | None:
@@ -133,6 +149,27 @@ def render(src: Sources, out: Path) -> list[str]:
         ]
         for name in figure(g, device, batch, out)[:1]:
             lines += [f"![conditional]({name})", ""]
+    for device, batch, g in _groups(src, with_peers=True):
+        rivals = against_peers(g)
+        if rivals:
+            shown = pd.DataFrame(
+                {
+                    "family": f,
+                    "d": d,
+                    Col.OP: op,
+                    Col.CONTEXT: c,
+                    "fastest peer": peer,
+                    "ours / fastest peer [95% CI]": v.show(),
+                }
+                for f, d, op, c, peer, v in rivals
+            )
+            lines += [
+                f"Ours against the fastest peer of the family on {device}, batch {int(batch)}, each with the same "
+                "context (the peers' conditioners read it as ours do; below 1: ours is faster), paired by round:",
+                "",
+                tables.markdown(shown),
+                "",
+            ]
     return [f"## {TITLE}", "", *lines] if lines else []
 
 
@@ -158,6 +195,23 @@ def findings(src: Sources) -> list[Finding]:
             f"on {device}, batch {int(batch)}, a context of {top} features over the same flow unconditional: "
             + ", ".join(f"{v.label} {v.show()}" for v in values)
         )
+        rivals = [v for f, d, op, c, peer, v in against_peers(_with_peers(src, device, batch)) if c == top]
+        if rivals:
+            widest = {}
+            for v in rivals:  # per family and op, the largest d
+                widest[v.label.split(" (")[0]] = v
+            shown = list(widest.values())
+            found.append(
+                Finding(
+                    "Whose conditional flow is fastest?",
+                    f"on {device}, batch {int(batch)}, context {top}, ours / the fastest peer of its family: "
+                    + ", ".join(f"{v.label} {v.show()}" for v in shown),
+                    f"{TITLE} on {device}, batch {int(batch)}",
+                    tuple(shown),
+                    note(shown),
+                    dict(device=device, batch=int(batch), context=top),
+                )
+            )
         found.append(
             Finding(
                 "What does a context cost?",
@@ -169,3 +223,10 @@ def findings(src: Sources) -> list[Finding]:
             )
         )
     return found
+
+
+def _with_peers(src: Sources, device: str, batch: int) -> pd.DataFrame:
+    for dv, b, g in _groups(src, with_peers=True):
+        if (dv, b) == (device, batch):
+            return g
+    return pd.DataFrame(columns=src.all_rows.columns)
