@@ -352,6 +352,7 @@ NOT_COLUMNS = {
     ("harness/measurer.py", "context"): "the models' keyword argument",
     ("harness/grid.py", "context"): "the models' keyword argument",
     ("harness/models/__init__.py", "context"): "the models' keyword argument",
+    ("harness/peers/__init__.py", "context"): "the models' keyword argument",
     ("harness/models/base.py", "context"): "the name of the flows' argument in a message",
     ("harness/models/masked.py", "context"): "the NAF paper's weight-norm buffer",
     ("harness/models/naf.py", "context"): "the NAF paper's weight-norm buffer",

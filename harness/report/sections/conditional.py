@@ -154,7 +154,7 @@ def render(src: Sources, out: Path) -> list[str]:
         if rivals:
             shown = pd.DataFrame(
                 {
-                    "family": f,
+                    Col.FAMILY: f,
                     "d": d,
                     Col.OP: op,
                     Col.CONTEXT: c,
@@ -173,6 +173,22 @@ def render(src: Sources, out: Path) -> list[str]:
     return [f"## {TITLE}", "", *lines] if lines else []
 
 
+def _listing(entries: list[tuple[str, str, int, Value, str]]) -> tuple[str, int]:
+    """'log_prob maf 1.87 [1.59, 2.21], ...; sample ...' of (op, model, d, value, rival)
+    entries, d named only where it is not the most common one (returned)."""
+    dims = [d for _, _, d, _, _ in entries]
+    common = max(set(dims), key=dims.count)
+    parts = []
+    for op in dict.fromkeys(op for op, *_ in entries):
+        shown = [
+            f"{m} {v.show()}" + (f" at d={d}" if d != common else "") + (f" ({rival})" if rival else "")
+            for o, m, d, v, rival in entries
+            if o == op
+        ]
+        parts.append(f"{op} " + ", ".join(shown))
+    return "; ".join(parts), common
+
+
 def findings(src: Sources) -> list[Finding]:
     found = []
     for device, batch, g in _groups(src):
@@ -180,48 +196,32 @@ def findings(src: Sources) -> list[Finding]:
         if ok.empty:
             continue
         top = int(ok[Col.CONTEXT].max())
-        values = []
-        for model in dict.fromkeys(ok[Col.MODEL]):
-            dims = ok[(ok[Col.MODEL] == model) & (ok[Col.CONTEXT] == top)][Col.DIM]
-            for op in (LOG_PROB, SAMPLE):
+        where = f"{TITLE} on {device}, batch {int(batch)}"
+        about = dict(device=device, batch=int(batch), context=top)
+        rivals = {}  # per family and op, ours / the fastest peer at the largest d
+        for f, d, op, c, peer, v in against_peers(_with_peers(src, device, batch)):
+            if c == top and op in (LOG_PROB, SAMPLE):
+                rivals[(op, f)] = (op, f, d, v, peer)
+        if rivals:
+            entries = sorted(rivals.values(), key=lambda e: e[0])
+            text, dim = _listing(entries)
+            shown = tuple(v for *_, v, _ in entries)
+            lead = f"on {device}, {int(batch)} points per call, d={dim}, context {top}, ours / the fastest peer: "
+            found.append(Finding("Whose conditional flow is fastest?", lead + text, where, shown, note(shown), about))
+        entries = []
+        for op in (LOG_PROB, SAMPLE):
+            for model in dict.fromkeys(ok[Col.MODEL]):
+                dims = ok[(ok[Col.MODEL] == model) & (ok[Col.CONTEXT] == top)][Col.DIM]
                 for dim in sorted(set(dims), reverse=True):  # the largest d where both were timed
                     v = overhead(g, model, dim, op, top, f"{model} {op} (d={int(dim)})")
                     if v is not None:
-                        values.append(v)
+                        entries.append((op, model, int(dim), v, ""))
                         break
-        if not values:
-            continue
-        text = (
-            f"on {device}, batch {int(batch)}, a context of {top} features over the same flow unconditional: "
-            + ", ".join(f"{v.label} {v.show()}" for v in values)
-        )
-        rivals = [v for f, d, op, c, peer, v in against_peers(_with_peers(src, device, batch)) if c == top]
-        if rivals:
-            widest = {}
-            for v in rivals:  # per family and op, the largest d
-                widest[v.label.split(" (")[0]] = v
-            shown = list(widest.values())
-            found.append(
-                Finding(
-                    "Whose conditional flow is fastest?",
-                    f"on {device}, batch {int(batch)}, context {top}, ours / the fastest peer of its family: "
-                    + ", ".join(f"{v.label} {v.show()}" for v in shown),
-                    f"{TITLE} on {device}, batch {int(batch)}",
-                    tuple(shown),
-                    note(shown),
-                    dict(device=device, batch=int(batch), context=top),
-                )
-            )
-        found.append(
-            Finding(
-                "What does a context cost?",
-                text,
-                f"{TITLE} on {device}, batch {int(batch)}",
-                tuple(values),
-                note(values),
-                dict(device=device, batch=int(batch), context=top),
-            )
-        )
+        if entries:
+            text, dim = _listing(entries)
+            shown = tuple(v for *_, v, _ in entries)
+            lead = f"on {device}, {int(batch)} points per call, d={dim}, context {top} over the flow unconditional: "
+            found.append(Finding("What does a context cost?", lead + text, where, shown, note(shown), about))
     return found
 
 
