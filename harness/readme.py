@@ -181,6 +181,7 @@ def commands(reports: Path) -> str:
         "make solvers": "every slow-direction solver against its reference",
         "make checks": "correctness of every model and peer",
         "make fit": "every model on four 2-D toys and digits, three seeds",
+        "make conditional": "conditional flows and peers at sbibm's shapes",
         "make compile": "eager against numba and torch.compile",
     }
     machines = set()
