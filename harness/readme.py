@@ -37,7 +37,7 @@ def headline(reports: Path) -> str:
     src = load_sources([reports / "cpu"])
     meta = src.sweeps[0][1]
     df = flows(src.rows)
-    t = time_table(df)
+    t = time_table(df[df[Col.DIM] == HEADLINE_DIM])  # its ratios' bootstraps at the one d shown
     t = t[t["d"] == HEADLINE_DIM].copy()
     sizes = main_rows(df).drop_duplicates([Col.MODEL, Col.DIM]).set_index([Col.MODEL, Col.DIM])[Col.PARAMS_EFFECTIVE]
     t["params (effective)"] = [fmt(float(sizes[(m, d)])) for m, d in zip(t[Col.MODEL], t["d"])]

@@ -3,6 +3,7 @@ masked autoregressive model here."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ class MADE(nn.Module):
         # (plain ints, as made_degrees numbers them: models also get built on the meta device)
         degrees = [hidden_degrees(h, dim, context > 0) for h in hidden]
         self._by_degree = [sorted(range(len(deg)), key=deg.__getitem__) for deg in degrees]
-        self._ends = [[sum(g <= m for g in deg) for m in range(dim)] for deg in degrees]
+        self._ends = [list(itertools.accumulate(np.bincount(deg, minlength=dim)[:dim].tolist())) for deg in degrees]
         self._regrouping: Regrouping | None = None
 
     def condition(self, context: Tensor | None) -> None:
