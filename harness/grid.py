@@ -199,7 +199,13 @@ def takes_context(name: str) -> str:
         if "context" in inspect.signature(peers.PEERS[name].builder).parameters:
             return ""
         return "takes no context: this adapter builds the library's flow without one"
-    return "takes no context in this harness yet (reference flows and peers only)"
+    try:
+        params = inspect.signature(registry.factory_of(name)).parameters
+    except (UserError, TypeError, ValueError):
+        return "takes no context: its factory could not be inspected"
+    if "context" in params:
+        return ""
+    return "takes no context: its factory has no context keyword"
 
 
 def backends_for(name: str, solver: str, op: str, device: str, requested: Sequence[str]) -> list[str]:

@@ -89,9 +89,11 @@ class UserFlow(peers.PeerFlow):
     returning ``(z, log|det dz/dx|)`` enables the log-det and round-trip checks.
     Its ``cost`` is used if it has one (a :class:`Cost`), else both ops count as
     parallel passes; its ``family`` (a reference model's name) if it has one. Its
-    library is the module of its spec (or the plugin's name)."""
+    library is the module of its spec (or the plugin's name). A factory given
+    ``context=C`` builds a conditional flow: its calls then take the context as a second
+    argument (``log_prob(x, context)``, ``inverse(z, context)``, ``module(x, context)``)."""
 
-    def __init__(self, dim: int, module: nn.Module, name: str, library: str = ""):
+    def __init__(self, dim: int, module: nn.Module, name: str, library: str = "", context: int = 0):
         if not callable(getattr(module, "log_prob", None)):
             raise UserError(f"{name} built a {type(module).__name__} without log_prob(x); a flow needs one")
         unsupported = {}
@@ -99,27 +101,36 @@ class UserFlow(peers.PeerFlow):
             unsupported["sample"] = f"{name} has no inverse(z): sampling is timed on given base points"
         cost = module.cost if isinstance(getattr(module, "cost", None), Cost) else Cost("parallel", "parallel")
         family = module.family if isinstance(getattr(module, Col.FAMILY, None), str) else ""
-        super().__init__(dim, module, cost, unsupported, family=family, library=library or name.partition(":")[0])
+        library = library or name.partition(":")[0]
+        super().__init__(dim, module, cost, unsupported, family=family, library=library, context=context)
         self.name = name
         self.changed: set[str] = set()  # torch settings its calls changed (each set back after the call)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out = contained(f"{self.name}(x)", lambda: self.module(x), self.changed)
+    def _given(self, context: Tensor | None, batch: int) -> tuple:
+        rows = self.rows(context, batch)
+        return () if rows is None else (rows,)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        given = self._given(context, x.shape[0])
+        out = contained(f"{self.name}(x)", lambda: self.module(x, *given), self.changed)
         if not (isinstance(out, tuple) and len(out) == 2):
             raise NotImplementedError(f"{type(self.module).__name__}(x) does not return (z, log|det dz/dx|)")
         return out
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         self._needs("sample")
-        return contained(f"{self.name}.inverse", lambda: self.module.inverse(z), self.changed)
+        given = self._given(context, z.shape[0])
+        return contained(f"{self.name}.inverse", lambda: self.module.inverse(z, *given), self.changed)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        return contained(f"{self.name}.log_prob", lambda: self.module.log_prob(x), self.changed)
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        given = self._given(context, x.shape[0])
+        return contained(f"{self.name}.log_prob", lambda: self.module.log_prob(x, *given), self.changed)
 
-    def sample(self, n: int) -> Tensor:
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
         if callable(getattr(self.module, "sample", None)) and "sample" in self.unsupported:
-            return contained(f"{self.name}.sample", lambda: self.module.sample(n), self.changed)
-        return super().sample(n)
+            given = self._given(context, n)
+            return contained(f"{self.name}.sample", lambda: self.module.sample(n, *given), self.changed)
+        return super().sample(n, context)
 
 
 def _import(spec: str) -> Callable[..., object]:
@@ -176,7 +187,7 @@ def factory(name: str) -> Callable[..., Measurable]:
             return flow
         if not isinstance(flow, nn.Module):
             raise UserError(f"{name} returned a {type(flow).__name__}, not a torch.nn.Module flow")
-        adapted = UserFlow(dim, flow, name)
+        adapted = UserFlow(dim, flow, name, context=int(config.get("context") or 0))
         adapted.changed |= built
         return adapted
 
@@ -201,6 +212,8 @@ def check_config(name: str, config: dict) -> None:
             return
         allowed = [p.name for p in params]
     bad = [k for k in config if k not in allowed]
+    if bad and name in NAMES:
+        build(name, 2, **config)  # names the keyword (a context, why this family takes none)
     if bad:
         raise UserError(f"unknown keyword {bad[0]!r} for model {name!r}; allowed: {', '.join(allowed) or 'none'}")
     if name in NAMES:

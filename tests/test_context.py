@@ -139,3 +139,71 @@ def test_the_context_weights_are_counted_and_an_unconditional_flow_is_unchanged(
     torch.manual_seed(3)
     plain = build("maf", 4, flows=2)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), plain.state_dict().values()))
+
+
+class ShiftByContext(torch.nn.Module):
+    """A user's conditional flow: x = z + W c (c per point or one for all); with
+    ``reads=False`` it ignores its context, which check must catch."""
+
+    def __init__(self, dim: int, context: int, reads: bool = True):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(context, dim))
+        self.reads = reads
+
+    def _shift(self, context: torch.Tensor) -> torch.Tensor:
+        return context @ self.weight if self.reads else torch.zeros_like(context @ self.weight)
+
+    def forward(self, x, context):
+        return x - self._shift(context), x.new_zeros(x.shape[0])
+
+    def inverse(self, z, context):
+        return z + self._shift(context)
+
+    def log_prob(self, x, context):
+        z, ladj = self(x, context)
+        return -0.5 * (z.square().sum(-1) + z.shape[-1] * math.log(2 * math.pi)) + ladj
+
+
+def conditional_flow(dim: int, context: int = 0) -> torch.nn.Module:
+    return ShiftByContext(dim, context)
+
+
+def context_ignoring_flow(dim: int, context: int = 0) -> torch.nn.Module:
+    return ShiftByContext(dim, context, reads=False)
+
+
+@pytest.mark.parametrize("spec", ["maf", "zuko.maf", "tests.test_context:conditional_flow"])
+def test_check_covers_conditional_flows_at_two_contexts_and_whether_they_read_it(spec):
+    from harness import check, peers, registry
+
+    if spec in peers.NAMES and peers.unavailable(spec):
+        pytest.skip(peers.unavailable(spec))
+    results = check.run(
+        lambda dim: (
+            registry.build_any(spec, dim, flows=1, context=C)
+            if spec == "maf"
+            else registry.build_any(spec, dim, context=C)
+        ),
+        dims=(1, 2),
+    )
+    names = {r.check for r in results}
+    assert {"log-det (context 1)", "log-det (context 2)", "normalises (d=2) (context 2)", "reads its context"} <= names
+    failed = [(r.check, r.dim, r.note) for r in results if r.passed is False]
+    assert not failed
+
+
+def test_check_fails_a_conditional_flow_that_ignores_its_context():
+    from harness import check, registry
+
+    results = check.run(
+        lambda dim: registry.build_any("tests.test_context:context_ignoring_flow", dim, context=C), (1,)
+    )
+    (used,) = [r for r in results if r.check == "reads its context"]
+    assert used.passed is False and used.measured == 0.0
+
+
+def test_a_users_factory_takes_a_context_only_with_a_context_keyword():
+    from harness import grid
+
+    assert grid.takes_context("tests.test_context:conditional_flow") == ""
+    assert "no context keyword" in grid.takes_context("examples.linear_flow:make")
