@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -261,25 +261,10 @@ def check_cost(make: Callable[[int], Measurable], points: int = 128) -> list[Res
 
 def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> list[Result]:
     """Every check of the flow ``make(dim)`` builds, in float64 with a fixed seed; a
-    conditional flow's at each of two fixed contexts, and whether it reads its context
-    (harness.check_context)."""
-    from . import check_context as cc
+    conditional flow's at each of two fixed contexts (harness.check_context)."""
+    from .check_context import conditional_run
 
-    try:
-        features = int(getattr(make(1), "context", 0) or 0)
-    except Exception:  # the checks below record why it does not build
-        features = 0
-    if not features:
-        return _run(make, dims)
-    results = []
-    for k, c in enumerate(cc.contexts(features), 1):
-        results += [replace(r, check=f"{r.check} (context {k})") for r in _run(cc.conditioned(make, c), dims)]
-    torch.manual_seed(0)
-    differ = cc.reads_context(make(2).double().eval(), features, 2)
-    results.append(
-        Result("reads its context", 2, differ, cc.USED_TOL, differ > cc.USED_TOL, "max |log p(x | c1) - log p(x | c2)|")
-    )
-    return results
+    return conditional_run(make, dims, _run, Result) or _run(make, dims)
 
 
 def _run(make: Callable[..., Measurable], dims: Sequence[int]) -> list[Result]:

@@ -5,10 +5,13 @@ it reads its context at all (two contexts, two densities)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
+
+from .table import Col
 
 CONTEXTS = 2  # fixed contexts each check runs at
 USED_TOL = 1e-9  # a flow whose log-densities at two contexts differ by no more ignores its context
@@ -62,3 +65,23 @@ def reads_context(flow: nn.Module, features: int, dim: int, points: int = 64) ->
 
 def conditioned(make: Callable[[int], nn.Module], context: Tensor) -> Callable[[int], nn.Module]:
     return lambda dim: Conditioned(make(dim), context)
+
+
+def conditional_run(make: Callable[[int], nn.Module], dims: Sequence[int], run: Callable, result: type) -> list | None:
+    """A conditional flow's checks (None for an unconditional one): ``run``'s at each
+    fixed context, each named with its context, then whether it reads its context."""
+    try:
+        features = int(getattr(make(1), Col.CONTEXT, 0) or 0)
+    except Exception:  # the checks themselves record why it does not build
+        return None
+    if not features:
+        return None
+    results = []
+    for k, c in enumerate(contexts(features), 1):
+        results += [replace(r, check=f"{r.check} (context {k})") for r in run(conditioned(make, c), dims)]
+    torch.manual_seed(0)
+    differ = reads_context(make(2).double().eval(), features, 2)
+    results.append(
+        result("reads its context", 2, differ, USED_TOL, differ > USED_TOL, "max |log p(x | c1) - log p(x | c2)|")
+    )
+    return results

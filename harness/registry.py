@@ -187,7 +187,7 @@ def factory(name: str) -> Callable[..., Measurable]:
             return flow
         if not isinstance(flow, nn.Module):
             raise UserError(f"{name} returned a {type(flow).__name__}, not a torch.nn.Module flow")
-        adapted = UserFlow(dim, flow, name, context=int(config.get("context") or 0))
+        adapted = UserFlow(dim, flow, name, context=int(config.get(Col.CONTEXT) or 0))
         adapted.changed |= built
         return adapted
 
