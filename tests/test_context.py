@@ -82,7 +82,7 @@ def test_the_context_is_used_by_every_dimension(name):
 
 
 @pytest.mark.parametrize("name", CONDITIONAL)
-@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("dim", [1, pytest.param(2, marks=pytest.mark.slow)])  # d=2: a million-point grid
 def test_density_normalises_per_context(name, dim):
     flow = conditional(name, dim)
     n = 4001 if dim == 1 else 1001  # fine enough for narrow spline bins
