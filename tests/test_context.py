@@ -207,3 +207,18 @@ def test_a_users_factory_takes_a_context_only_with_a_context_keyword():
 
     assert grid.takes_context("tests.test_context:conditional_flow") == ""
     assert "no context keyword" in grid.takes_context("examples.linear_flow:make")
+
+
+def raising_conditional_flow(dim: int, context: int = 0) -> torch.nn.Module:
+    flow = ShiftByContext(dim, context)
+    flow.log_prob = lambda x, context: (_ for _ in ()).throw(RuntimeError("broken"))
+    return flow
+
+
+def test_a_conditional_flow_that_raises_fails_its_checks_with_the_reason():
+    from harness import check, registry
+
+    spec = "tests.test_context:raising_conditional_flow"
+    results = check.run(lambda dim: registry.build_any(spec, dim, context=C), (1,))
+    (used,) = [r for r in results if r.check == "reads its context"]
+    assert used.passed is False and "RuntimeError: broken" in used.note
