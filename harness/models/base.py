@@ -250,13 +250,19 @@ def context_rows(flow: nn.Module, context: Tensor | None, batch: int) -> Tensor 
     rows = context.reshape(1, -1) if context.ndim == 1 else context
     if rows.ndim != 2 or rows.shape[1] != c or rows.shape[0] not in (1, batch):
         raise UserError(f"context must have shape ({batch}, {c}) or ({c},), got {tuple(context.shape)}")
-    dtype = next(iter(flow.parameters()), rows).dtype
-    if rows.dtype != dtype:
-        raise UserError(f"context has dtype {rows.dtype}, the model {dtype}; convert one (context.to({dtype}))")
-    if _CHECKS and not torch.isfinite(rows).all():
-        bad = int((~torch.isfinite(rows)).sum())
-        raise UserError(f"context has {bad} non-finite entries (nan or inf); all must be finite")
+    check_values(flow, rows, "context")
     return rows
+
+
+def check_values(flow: nn.Module, x: Tensor, what: str) -> None:
+    """An input of ``flow`` (named ``what`` in the error) in the model's dtype and, unless
+    checks are off (:func:`unchecked`), finite."""
+    dtype = next(iter(flow.parameters()), x).dtype
+    if x.dtype != dtype:
+        raise UserError(f"{what} has dtype {x.dtype}, the model {dtype}; convert one ({what}.to({dtype}))")
+    if _CHECKS and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise UserError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
 
 
 class Flow(nn.Module):
@@ -332,7 +338,7 @@ class Flow(nn.Module):
             raise UserError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[-1] != self.dim:
             raise UserError(f"{what} must have shape (batch, {self.dim}), got {tuple(x.shape)}")
-        self._check_values(x, what)
+        check_values(self, x, what)
 
     @staticmethod
     def _check_out(out: Tensor, what: str, error: type[Exception]) -> Tensor:
@@ -362,14 +368,6 @@ class Flow(nn.Module):
         finally:
             for m in layers:
                 m.condition(None)
-
-    def _check_values(self, x: Tensor, what: str) -> None:
-        dtype = next(iter(self.parameters()), x).dtype
-        if x.dtype != dtype:
-            raise UserError(f"{what} has dtype {x.dtype}, the model {dtype}; convert one ({what}.to({dtype}))")
-        if _CHECKS and not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).sum())
-            raise UserError(f"{what} has {bad} non-finite entries (nan or inf); all must be finite")
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data->base. (batch, d) -> z (batch, d), log|det dz/dx| (batch,), given
