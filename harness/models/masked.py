@@ -228,13 +228,13 @@ class MADE(nn.Module):
         solve then folds it into the first hidden layer's biases."""
         return self._term is None or self._term.shape[0] == 1
 
-    def _first_bias(self, b: Tensor | None, rows: Tensor | None = None) -> Tensor | None:
-        """The first hidden layer's bias with this call's context term added: (h,)
-        without a context, else (batch or 1, h); ``rows`` regroups the units."""
+    def _first_bias(self, b: Tensor | None, rows: Tensor) -> Tensor | None:
+        """The first hidden layer's bias, its units regrouped by ``rows``, with this call's
+        context term added: (h,) without a context, else (batch or 1, h)."""
+        b = None if b is None else b[rows]
         if self._term is None:
-            return b if rows is None or b is None else b[rows]
-        term = self._term if rows is None else self._term[:, rows]
-        return term if b is None else term + (b if rows is None else b[rows])
+            return b
+        return self._term[:, rows] if b is None else self._term[:, rows] + b
 
     def regrouping(self) -> Regrouping:
         """Indices that regroup the masked weights for solving in order (computed once):
