@@ -18,13 +18,13 @@ from ..load import Sources
 TITLE = "Conditional flows"
 
 
-def _groups(src: Sources, with_peers: bool = False):
-    """(device, batch, rows) of every flow's default algorithm (the peers' too with
-    ``with_peers``), conditional and not."""
+def _groups(src: Sources):
+    """(device, batch, rows) of every flow's default algorithm, the peers' included,
+    conditional and not."""
     rows = src.conditional
     if rows.empty:
         return
-    main = tables.main_rows(rows if with_peers else tables.flows(rows))
+    main = tables.main_rows(rows)
     for device, batch in tables.groups(main):
         yield device, batch, tables.in_group(main, device, batch)
 
@@ -45,9 +45,7 @@ def against_peers(g: pd.DataFrame) -> list[tuple[str, int, str, int, str, Value]
 
 
 def _at(g: pd.DataFrame, model: str, dim: int, op: str, context: int) -> pd.Series | None:
-    hit = g[(g[Col.CONTEXT] == context) & (g[Col.MODEL] == model) & (g[Col.DIM] == dim) & (g[Col.OP] == op)]
-    hit = hit[hit[Col.STATUS] == OK]
-    return None if hit.empty else hit.iloc[0]
+    return tables.ok_row(g[g[Col.CONTEXT] == context], model, dim, op)
 
 
 def overhead(g: pd.DataFrame, model: str, dim: int, op: str, context: int, label: str = "") -> Value | None:
@@ -131,7 +129,8 @@ def figure(g: pd.DataFrame, device: str, batch: int, out: Path) -> list[str]:
 
 def render(src: Sources, out: Path) -> list[str]:
     lines: list[str] = []
-    for device, batch, g in _groups(src):
+    for device, batch, everything in _groups(src):
+        g = tables.flows(everything)
         shown = table(g)
         if shown.empty:
             continue
@@ -149,8 +148,7 @@ def render(src: Sources, out: Path) -> list[str]:
         ]
         for name in figure(g, device, batch, out)[:1]:
             lines += [f"![conditional]({name})", ""]
-    for device, batch, g in _groups(src, with_peers=True):
-        rivals = against_peers(g)
+        rivals = against_peers(everything)
         if rivals:
             shown = pd.DataFrame(
                 {
@@ -191,7 +189,8 @@ def _listing(entries: list[tuple[str, str, int, Value, str]]) -> tuple[str, int]
 
 def findings(src: Sources) -> list[Finding]:
     found = []
-    for device, batch, g in _groups(src):
+    for device, batch, everything in _groups(src):
+        g = tables.flows(everything)
         ok = g[(g[Col.STATUS] == OK) & (g[Col.CONTEXT] > 0)]
         if ok.empty:
             continue
@@ -199,7 +198,7 @@ def findings(src: Sources) -> list[Finding]:
         where = f"{TITLE} on {device}, batch {int(batch)}"
         about = dict(device=device, batch=int(batch), context=top)
         rivals = {}  # per family and op, ours / the fastest peer at the largest d
-        for f, d, op, c, peer, v in against_peers(_with_peers(src, device, batch)):
+        for f, d, op, c, peer, v in against_peers(everything):
             if c == top and op in (LOG_PROB, SAMPLE):
                 rivals[(op, f)] = (op, f, d, v, peer)
         if rivals:
@@ -223,10 +222,3 @@ def findings(src: Sources) -> list[Finding]:
             lead = f"on {device}, {int(batch)} points per call, d={dim}, context {top} over the flow unconditional: "
             found.append(Finding("What does a context cost?", lead + text, where, shown, note(shown), about))
     return found
-
-
-def _with_peers(src: Sources, device: str, batch: int) -> pd.DataFrame:
-    for dv, b, g in _groups(src, with_peers=True):
-        if (dv, b) == (device, batch):
-            return g
-    return pd.DataFrame(columns=src.all_rows.columns)
