@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # each job's wall time, commit and load, into reports/timing.json (the README's commands block)
 TIMED = $(BIN)/python -m harness.timing
 
-.PHONY: venv test test-fast test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
+.PHONY: venv kernels test test-fast test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -26,22 +26,29 @@ venv: $(STAMP)
 # workers (pytest-xdist) share the suite, more than the two cores, because much of it
 # waits on subprocesses, sleeps and deadlines; a module's tests go to one worker
 # (loadscope), so a module-scoped fixture (a rendered report, a git repository, a copied
-# harness) is built once. PYTEST_ARGS= runs it in one process.
-PYTEST_ARGS ?= -n 3 --dist loadscope
-test: $(STAMP)
+# harness) is built once. The modules go out longest first (tests/seconds.json, from the
+# last `make test-timed`; tests/conftest.py), not by their count of tests, so no worker
+# ends with a long module alone. PYTEST_ARGS= runs it in one process.
+PYTEST_ARGS ?= -n 3 --dist loadscope --no-loadscope-reorder
+# The numba kernels compiled into their on-disk cache once, before the workers start:
+# on a fresh clone each worker and each process it starts would compile them again.
+kernels: $(STAMP)
+	@$(BIN)/python -m harness.models.warm
+
+test: kernels
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 # The inner loop, about a minute: every test but those marked slow (they start processes,
 # measure or draw for seconds); make test runs them all.
-test-fast: $(STAMP)
+test-fast: kernels
 	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 # make test, its wall time and load recorded in reports/timing.json (the README's commands block)
 test-timed: $(STAMP)
 	$(TIMED) start make test
-	$(MAKE) test
+	$(MAKE) test PYTEST_ARGS="$(PYTEST_ARGS) --record-seconds"
 	$(TIMED) end make test
 	$(BIN)/python -m harness readme
 
@@ -54,7 +61,7 @@ test-timed: $(STAMP)
 # earlier one left aside into reports/cpu/previous/ (--fresh); after an interruption,
 # `make report SWEEP_ARGS=--resume` keeps the rows already measured.
 SWEEP_ARGS ?= --fresh
-SOURCES = reports/cpu reports/cpu/peers reports/cpu/solvers reports/cpu/checks reports/cpu/fit reports/cpu/conditional
+SOURCES = reports/cpu reports/cpu/peers reports/cpu/solvers reports/cpu/checks reports/cpu/fit reports/cpu/conditional reports/cpu/conditional/fit
 report: $(STAMP)
 	$(TIMED) start make report
 	$(BIN)/python -m harness sweep --device cpu --budget 10 --out reports/cpu $(SWEEP_ARGS)
@@ -80,10 +87,15 @@ peers: $(STAMP)
 # every flow that takes a context (ours, zuko's and nflows') at d = 2, 4, 10 with
 # contexts of 0 (itself, unconditional), 8, 32 and 100 features, 10,000 (x, c) pairs per
 # log_prob and training step and 10,000 draws for one context per sample, into
-# reports/cpu/conditional.
+# reports/cpu/conditional; then each conditional flow fitted to sbibm's gaussian_linear
+# (theta 10, x 10; an exact posterior) with seeds 0, 1, 2, at most 20 s each, judged at
+# five fixed observations (reports/cpu/conditional/fit).
+CONDITIONAL = made,maf,iaf,nsf,naf,bnaf,zuko.maf,zuko.nsf,zuko.naf,nflows.maf,nflows.nsf
 conditional: $(STAMP)
 	$(TIMED) start make conditional
-	$(BIN)/python -m harness sweep --device cpu --models made,maf,iaf,nsf,naf,bnaf,zuko.maf,zuko.nsf,zuko.naf,nflows.maf,nflows.nsf --dims 2,4,10 --context 0,8,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
+	$(BIN)/python -m harness sweep --device cpu --models $(CONDITIONAL) --dims 2,4,10 --context 0,8,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
+	mkdir -p reports/cpu/conditional/fit
+	$(BIN)/python -m harness fit --models $(CONDITIONAL) --data gaussian_linear --wall 20 --out reports/cpu/conditional/fit $(SWEEP_ARGS) | tee reports/cpu/conditional/fit/output.txt
 	$(TIMED) end make conditional
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,7 +34,6 @@ from torch import Tensor
 
 from . import store
 from .measure.contract import violation
-from .measure.timing import time_once
 from .models.base import Measurable, normal_log_prob
 from .ops import LOG_PROB, SAMPLE
 from .table import CHECKS, Col, TableSpec
@@ -225,40 +223,6 @@ def check_density(make: Callable[[int], object]) -> list[Result]:
     return out
 
 
-COST_DIMS = (4, 64)  # the declared-cost check's dims: 16x the dimensions
-GROWTH = 4.0  # sampling growing this much faster than log_prob over them is a d-step loop, not a pass
-
-
-def _best_seconds(call: Callable[[], object], calls: int = 3) -> float:
-    return min(time_once(call, "cpu") for _ in range(calls))
-
-
-def check_cost(make: Callable[[int], Measurable], points: int = 128) -> list[Result]:
-    """Reported, not required: sampling's growth in time from d = 4 to 64 over
-    log_prob's (best of three calls each). Above :data:`GROWTH` while the flow says its
-    sampling is one parallel pass, the note says how to declare it."""
-    times = {}
-    for dim in COST_DIMS:
-        flow = make(dim)
-        if can(flow, "inverse"):
-            return [Result("declared cost", dim, None, None, None, can(flow, "inverse"))]
-        torch.manual_seed(2)
-        x = torch.randn(points, dim, dtype=torch.float64)
-        with torch.no_grad():
-            flow.inverse(x), flow.log_prob(x)  # warm-up
-            times[dim] = (_best_seconds(partial(flow.inverse, x)), _best_seconds(partial(flow.log_prob, x)))
-    (s4, l4), (s64, l64) = times[COST_DIMS[0]], times[COST_DIMS[1]]
-    growth = (s64 / s4) / (l64 / l4)
-    kind = flow.cost.sample if getattr(flow, "cost", None) is not None else "parallel"
-    note = f"d = 4 -> 64: sample x{s64 / s4:.3g}, log_prob x{l64 / l4:.3g}; declared sample cost: {kind}"
-    if kind == "parallel" and growth > GROWTH:
-        note += (
-            "; sampling grows like a d-step loop: if it is one, declare it "
-            "(cost = harness.models.Cost(log_prob='parallel', sample='sequential'); docs/user-guide.md)"
-        )
-    return [Result("declared cost", COST_DIMS[1], growth, GROWTH, None, note)]
-
-
 def run(make: Callable[..., Measurable], dims: Sequence[int] = (1, 2, 5)) -> list[Result]:
     """Every check of the flow ``make(dim)`` builds, in float64 with a fixed seed; a
     conditional flow's at each of two fixed contexts (harness.check_context)."""
@@ -289,6 +253,8 @@ def _run(make: Callable[..., Measurable], dims: Sequence[int]) -> list[Result]:
         for dim in dims:
             results += guarded("build", dim, lambda dim=dim: check_dim(build(dim), dim))
         results += guarded("density", 2, lambda: check_density(build))
+        from .check_cost import COST_DIMS, check_cost
+
         return results + guarded("declared cost", COST_DIMS[1], lambda: check_cost(build))
     finally:
         torch.set_default_dtype(default)

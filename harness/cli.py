@@ -217,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
         "--data",
         type=_names,
         help="comma list of eight_gaussians, checkerboard, two_spirals, two_moons, digits, power, gas, hepmass, "
-        "miniboone, bsds300 (default: the four toys and digits)",
+        "miniboone, bsds300, and gaussian_linear (conditional: each model built with its context) "
+        "(default: the four toys and digits)",
     )
     f.add_argument(
         "--data-dir",

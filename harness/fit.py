@@ -26,7 +26,6 @@ from .errors import UserError
 from .models import NAMES
 from .table import (
     CHECKPOINTS,
-    CURVES,
     CURVES_TABLE,
     DENSITIES,
     ERROR,
@@ -35,10 +34,12 @@ from .table import (
     FIT_UNITS,
     NLL,
     OK,
+    POSTERIOR_TABLE,
     SMOKE,
     TIMEOUT,
     Col,
     FitRow,
+    TableSpec,
 )
 from .track import Track
 from .training import Fitter, Job, fit_one, truth_grids
@@ -154,7 +155,7 @@ def run(config: FitConfig, out: Path, resume: bool = False, fresh: bool = False,
         done = {tuple(r[k] for k in FIT_TABLE.key) for r in folder.rows if r[Col.STATUS] == OK}
         if len(folder.rows) != len(done):  # failed rows are fitted again: keep only the finished ones
             folder.keep_only([r for r in folder.rows if r[Col.STATUS] == OK])
-        curves = _curves(out, done)
+        curves, posterior = _side(out, CURVES_TABLE, done), _side(out, POSTERIOR_TABLE, done)
         todo = [(d, m, s) for d, m, s in todo if (m, d, str(s)) not in done]
         commit, rows = env.git_commit(), []
         truth_grids(config.data, out)
@@ -178,10 +179,12 @@ def run(config: FitConfig, out: Path, resume: bool = False, fresh: bool = False,
                 elif answer[0] is None:
                     row.update(status=ERROR, reason=answer[1])
                 else:
-                    measured, curve = answer
+                    measured, curve, observations = answer
                     row.update(measured, status=OK, reason="")
-                    # the curve before the row: a kill between them leaves a curve that resume drops
-                    curves.write_all([{Col.MODEL: model, Col.DATA: data_name, Col.SEED: seed, **c} for c in curve])
+                    # the side rows before the row: a kill between them leaves rows that resume drops
+                    fit_key = {Col.MODEL: model, Col.DATA: data_name, Col.SEED: seed}
+                    curves.write_all([{**fit_key, **c} for c in curve])
+                    posterior.write_all([{**fit_key, **o} for o in observations])
                 folder.write(row)
                 rows.append(row)
         finally:
@@ -189,20 +192,22 @@ def run(config: FitConfig, out: Path, resume: bool = False, fresh: bool = False,
                 worker.close()
             bar.close()
             curves.close()
+            posterior.close()
     return rows
 
 
-def _curves(out: Path, done: set[tuple]) -> store.Appender:
-    """curves.csv open for appending, holding only the curves of the fits ``done``
-    (those of a fit cut short are dropped: it is fitted again)."""
-    path = out / CURVES
+def _side(out: Path, spec: TableSpec, done: set[tuple]) -> store.Appender:
+    """A side table of the fits (curves.csv, posterior.csv) open for appending, holding
+    only the rows of the fits ``done`` (those of a fit cut short are dropped: it is
+    fitted again)."""
+    path = out / spec.name
     if not path.exists() or not done:
-        return store.Appender(path, CURVES_TABLE.columns, new=True)
+        return store.Appender(path, spec.columns, new=True)
     store.repair(path)
     keep = {(m, d, s) for m, d, s in done}
-    kept = [r for r in store.read_table(path, CURVES_TABLE.columns) if (r[Col.MODEL], r[Col.DATA], r[Col.SEED]) in keep]
-    store.write_table(path, kept, CURVES_TABLE.columns)
-    return store.Appender(path, CURVES_TABLE.columns, new=False)
+    kept = [r for r in store.read_table(path, spec.columns) if (r[Col.MODEL], r[Col.DATA], r[Col.SEED]) in keep]
+    store.write_table(path, kept, spec.columns)
+    return store.Appender(path, spec.columns, new=False)
 
 
 def summary(rows: Sequence[dict]) -> str:
@@ -249,7 +254,7 @@ def _validate(config: FitConfig, here: bool) -> None:
 
 TRACK = Track(
     name="fit",
-    tables=(FIT_TABLE, CURVES_TABLE),
+    tables=(FIT_TABLE, CURVES_TABLE, POSTERIOR_TABLE),
     meta=FIT_META,
     folders=(CHECKPOINTS, DENSITIES, NLL),
     jobs=jobs,

@@ -47,6 +47,7 @@ from .table import (
     OK,
     PAPER,
     PLAN,
+    POSTERIOR,
     PREVIOUS,
     RESULTS,
     SOLVERS,
@@ -60,7 +61,21 @@ from .table import (
 
 # What the store owns in a folder: --fresh moves these aside, and nothing else (a
 # report's pages, or another run's subfolder, are not the run's).
-OWNED = (RESULTS, META, COUNTS, FIT, FIT_META, CURVES, CHECKPOINTS, DENSITIES, NLL, CHECKS, VERSUS, VERSUS_MD)
+OWNED = (
+    RESULTS,
+    META,
+    COUNTS,
+    FIT,
+    FIT_META,
+    CURVES,
+    POSTERIOR,
+    CHECKPOINTS,
+    DENSITIES,
+    NLL,
+    CHECKS,
+    VERSUS,
+    VERSUS_MD,
+)
 OWNED += (SOLVERS, SOLVERS_MD, PAPER, MACHINES, PLAN, SUBMITIT, AB_ROUNDS, AB_META, AB_MD)
 DIRECT, DISTRIBUTED = "direct", "distributed"
 __all__ = ["Appender", "Run", "count_rows", "encode", "lock", "move_aside", "read_json", "read_table", "repair"]

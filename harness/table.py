@@ -31,6 +31,7 @@ TIMING = "timing.json"  # make report's and make test's wall time and load (the 
 FIT = "fit.csv"  # one row per model x data set (harness.fit)
 FIT_META = "fit.json"
 CURVES = "curves.csv"  # the validation curve of every fit
+POSTERIOR = "posterior.csv"  # a conditional fit judged at each fixed observation (harness.data.posteriors)
 CHECKPOINTS = "checkpoints"  # folder: trained state dicts, <model>__<data>.pt
 DENSITIES = "densities"  # folder: log-density grids of the 2-D fits, <model>__<data>.npy
 NLL = "nll"  # folder: each test point's NLL of every fit, <model>__<data>__s<seed>.npy
@@ -221,6 +222,8 @@ class Col:
     WALL_S = "wall_s"
     TRAIN_NLL = "train_nll"
     LEARNING_RATE = "learning_rate"
+    OBSERVATION = "observation"  # the index of a conditional task's fixed observation
+    POINTS = "points"
     # compare --run's rounds (harness.ab)
     TRIAL = "trial"
     ROUND = "round"
@@ -232,6 +235,8 @@ class Col:
 
 FIT_KEY = (Col.MODEL, Col.DATA, Col.SEED)
 CURVE_COLUMNS = [Col.MODEL, Col.DATA, Col.SEED, Col.STEP, Col.WALL_S, Col.TRAIN_NLL, Col.VAL_NLL, Col.LEARNING_RATE]
+
+POSTERIOR_COLUMNS = [Col.MODEL, Col.DATA, Col.SEED, Col.OBSERVATION, Col.POINTS, Col.TEST_NLL, Col.GAP, Col.GAP_SE]
 
 # One row per key. ``solver`` is the slow direction's algorithm (harness.models.solvers),
 # ``direct`` for a parallel op.
@@ -320,6 +325,7 @@ AB_SETTINGS = ("sides", "grid", "processes", "rounds", "block_s", "max_s", Col.S
 AB_TABLE = TableSpec(AB_ROUNDS, tuple(AB_COLUMNS), AB_KEY, AB_SETTINGS)
 FIT_TABLE = TableSpec(FIT, tuple(FIT_COLUMNS), FIT_KEY, FIT_SETTINGS)
 CURVES_TABLE = TableSpec(CURVES, tuple(CURVE_COLUMNS), (Col.MODEL, Col.DATA, Col.SEED, Col.STEP))
+POSTERIOR_TABLE = TableSpec(POSTERIOR, tuple(POSTERIOR_COLUMNS), (*FIT_KEY, Col.OBSERVATION))
 
 FIT_UNITS = {
     "test_nll": "nll_units of the row: nats per point (toys, UCI) or nats per image (digits)",
@@ -331,6 +337,7 @@ FIT_UNITS = {
     "gap": "nats per point: mean over the test points of log p(x) - log q(x)",
     "gap_se": "nats per point: standard error of that mean (paired on the same points)",
     "train_nll, val_nll of curves.csv": "the data set's units, as test_nll",
+    "test_nll, gap, gap_se of posterior.csv": "nats per point, over the draws from one observation's posterior",
     "baseline_nll": "the same units as test_nll",
     "train_s": "seconds",
     "step_s": "seconds per optimiser step",

@@ -43,10 +43,14 @@ class NonFinite(ValueError):
     cannot be trusted."""
 
 
-def nll_per_point(flow, x: Tensor) -> Tensor:
-    """-log_prob of each row of x, in chunks, without gradients (float64 out)."""
+def nll_per_point(flow, x: Tensor, context: Tensor | None = None) -> Tensor:
+    """-log_prob of each row of x (given its row of ``context``, for a conditional flow),
+    in chunks, without gradients (float64 out)."""
     with op_context(flow, LOG_PROB):
-        return torch.cat([-flow.log_prob(chunk).double() for chunk in x.split(EVAL_CHUNK)])
+        if context is None:
+            return torch.cat([-flow.log_prob(chunk).double() for chunk in x.split(EVAL_CHUNK)])
+        pairs = zip(x.split(EVAL_CHUNK), context.split(EVAL_CHUNK))
+        return torch.cat([-flow.log_prob(chunk, c).double() for chunk, c in pairs])
 
 
 def baseline_nll(ds: datasets.Dataset) -> float:
@@ -81,10 +85,12 @@ def train(flow, ds: datasets.Dataset, config, seed: int, on_eval=None) -> Traine
     start = time.perf_counter()
     stopped = "step budget"
     flow.train()
+    contexts = [None] * 3 if ds.contexts is None else [c.to(config.device) for c in ds.contexts]
     for step in range(1, config.steps + 1):
-        x = ds.train[torch.randint(len(ds.train), (config.batch_size,), generator=g)].to(config.device)
+        rows = torch.randint(len(ds.train), (config.batch_size,), generator=g)
+        x, c = ds.train[rows].to(config.device), None if contexts[0] is None else contexts[0][rows]
         t0 = time.perf_counter()
-        loss = train_step(flow, optimizer, x)
+        loss = train_step(flow, optimizer, x, c)
         step_times.append(time.perf_counter() - t0)
         if not torch.isfinite(loss):
             raise NonFinite(f"non-finite training loss at step {step} (lr {optimizer.param_groups[0]['lr']:g})")
@@ -93,7 +99,7 @@ def train(flow, ds: datasets.Dataset, config, seed: int, on_eval=None) -> Traine
         last = step == config.steps or elapsed > config.wall_s
         if step % config.eval_every == 0 or last:
             flow.eval()
-            val = float(nll_per_point(flow, ds.val.to(config.device)).mean())
+            val = float(nll_per_point(flow, ds.val.to(config.device), contexts[1]).mean())
             if not math.isfinite(val):  # never kept as a best, never reported
                 raise NonFinite(f"non-finite validation NLL at step {step}")
             flow.train()
@@ -131,19 +137,24 @@ def train(flow, ds: datasets.Dataset, config, seed: int, on_eval=None) -> Traine
 def _judged(flow, x: Tensor, ds: datasets.Dataset, device: str, split: str) -> Tensor:
     if len(x) == 0:
         raise NonFinite(f"the {split} split of {ds.name} is empty: nothing to judge the fit on")
-    per_point = nll_per_point(flow, x.to(device)) + ds.nll_offset
+    context = None if ds.contexts is None else ds.contexts[("validation", "test").index(split) + 1].to(device)
+    per_point = nll_per_point(flow, x.to(device), context) + ds.nll_offset
     if not bool(torch.isfinite(per_point).all()):
         bad = int((~torch.isfinite(per_point)).sum())
         raise NonFinite(f"{split} NLL not finite at {bad} of {len(per_point)} points")
     return per_point
 
 
-def fit_one(name: str, ds: datasets.Dataset, config, seed: int, out: Path, on_eval=None) -> tuple[dict, list[dict]]:
+def fit_one(
+    name: str, ds: datasets.Dataset, config, seed: int, out: Path, on_eval=None
+) -> tuple[dict, list[dict], list[dict]]:
     """Trains ``name`` on ``ds`` with ``seed`` (weights and batches) and judges it; returns
-    its row's measured columns and its curve. Files go under ``out``: the checkpoint, the
-    test points' NLLs, and for a 2-D toy of seed 0 the density grid."""
+    its row's measured columns, its curve and, for a conditional task, its judgement at
+    each fixed observation. Files go under ``out``: the checkpoint, the test points'
+    NLLs, and for a 2-D toy of seed 0 the density grid."""
     torch.manual_seed(seed)
-    flow = registry.build_any(name, ds.dim, **config.model_config).to(config.device)
+    given = {} if ds.contexts is None else {"context": ds.context_features}
+    flow = registry.build_any(name, ds.dim, **config.model_config, **given).to(config.device)
     stored, effective = count_params(flow, flow.masks())
     trained = train(flow, ds, config, seed, on_eval)
     test = _judged(flow, ds.test, ds, config.device, "test")
@@ -179,19 +190,34 @@ def fit_one(name: str, ds: datasets.Dataset, config, seed: int, out: Path, on_ev
         checkpoint=str(file.relative_to(out)),
         nll_file=str(points.relative_to(out)),
     )
+    per_observation = []
     if ds.truth is not None:  # the gap paired on the same points: mean(log p - log q)
-        truth = ds.truth(ds.test.double()).to(test)
+        truth = ds.true_log_density().to(test)
         gap, gap_se = mean_se(test + truth)
         row.update(entropy=ds.entropy, gap=gap, gap_se=gap_se)
+        if ds.observation is not None:
+            per_observation = judged_per_observation(test, truth, ds.observation)
     if ds.dim == 2 and ds.name in toys.TOYS and seed == min(config.seeds):
         grid = toys.density_grid(lambda x: flow.log_prob(x.float().to(config.device)).cpu(), toys.TOYS[ds.name].extent)
         (out / DENSITIES).mkdir(exist_ok=True)
         save_whole(out / DENSITIES / f"{fit_stem(name, ds.name)}.npy", lambda f: np.save(f, grid))
-    row.update(time_trained(flow, config, seed))
-    return row, trained.curve
+    row.update(time_trained(flow, config, seed, ds.context_features))
+    return row, trained.curve, per_observation
 
 
-def time_trained(flow, config, seed: int) -> dict:
+def judged_per_observation(nll: Tensor, truth: Tensor, observation: Tensor) -> list[dict]:
+    """A conditional fit at each fixed observation: the mean NLL of its posterior draws
+    and the gap mean(log p - log q) with its standard error."""
+    out = []
+    for k in observation.unique().tolist():
+        at = observation == k
+        (nll_k, _), (gap, gap_se) = mean_se(nll[at]), mean_se(nll[at] + truth[at])
+        judged = {Col.TEST_NLL: nll_k, Col.GAP: gap, Col.GAP_SE: gap_se}
+        out.append({Col.OBSERVATION: k, Col.POINTS: int(at.sum()), **judged})
+    return out
+
+
+def time_trained(flow, config, seed: int, context: int = 0) -> dict:
     """The trained model's log_prob and sample times (harness.measure.call.measure on a
     batch of ``time_batch``), and the solver's evaluations per dimension."""
     timing = Settings(config.threads, budget_s=60.0, min_run_time=config.time_s, flops=False, memory=False, seed=seed)
@@ -199,7 +225,7 @@ def time_trained(flow, config, seed: int) -> dict:
     for op, column in ((LOG_PROB, Col.TRAINED_LOG_PROB_S), (SAMPLE, Col.TRAINED_SAMPLE_S)):
         if op in flow.unsupported:
             continue
-        measured, _ = measure(flow, op, config.device, config.time_batch, timing, None, essential=True)
+        measured, _ = measure(flow, op, config.device, config.time_batch, timing, None, True, context=context)
         if measured.get(Col.STATUS) == OK:
             out[column] = measured[Col.MEDIAN_S]
             if op == SAMPLE and measured.get(Col.EVALUATIONS_PER_DIM) is not None:
@@ -247,7 +273,7 @@ class Fitter:
     def __init__(self) -> None:
         self.loaded: dict[tuple, datasets.Dataset] = {}
 
-    def __call__(self, job: Job) -> tuple[dict | None, list[dict] | str]:
+    def __call__(self, job: Job) -> tuple[dict, list[dict], list[dict]] | tuple[None, str]:
         key = (job.data, job.seed, job.config.data_dir)
         try:
             if key not in self.loaded:

@@ -89,3 +89,33 @@ def forked():
     runner = Forked()
     yield runner
     runner.close()
+
+
+# Longest modules first: the workers take whole modules (--dist loadscope) in this order
+# (--no-loadscope-reorder), so the last module to start is a short one and no worker
+# idles while another runs a long module alone. The seconds are the last recorded run's
+# (`make test-timed` writes them); a module not yet recorded goes first.
+SECONDS = ROOT / "tests" / "seconds.json"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--record-seconds", action="store_true", help=f"write each module's seconds to {SECONDS.name}")
+
+
+def pytest_collection_modifyitems(config, items):
+    recorded = json.loads(SECONDS.read_text()) if SECONDS.exists() else {}
+    first = max(recorded.values(), default=0.0) + 1.0
+    items.sort(key=lambda item: -recorded.get(item.nodeid.split("::")[0], first))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not config.getoption("--record-seconds") or exitstatus != 0 or hasattr(config, "workerinput"):
+        return
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                module = report.nodeid.split("::")[0]
+                seconds[module] = seconds.get(module, 0.0) + report.duration
+    ordered = dict(sorted(((m, round(s, 1)) for m, s in seconds.items()), key=lambda kv: -kv[1]))
+    SECONDS.write_text(json.dumps(ordered, indent=1) + "\n")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import check, registry
+from harness import check, check_cost, registry
 from harness.__main__ import main
 from harness.models import NAMES, Cost
 from harness.ops import OURS
@@ -75,14 +75,14 @@ def test_a_flow_that_samples_in_d_steps_but_says_parallel_is_told_how_to_declare
 
         return make
 
-    (looped,) = check.check_cost(wrapped(LoopedInverse))
-    assert looped.passed is None and looped.measured > check.GROWTH and "declare it" in looped.note
-    (declared,) = check.check_cost(wrapped(LoopedInverse, Cost(log_prob="parallel", sample="sequential")))
+    (looped,) = check_cost.check_cost(wrapped(LoopedInverse))
+    assert looped.passed is None and looped.measured > check_cost.GROWTH and "declare it" in looped.note
+    (declared,) = check_cost.check_cost(wrapped(LoopedInverse, Cost(log_prob="parallel", sample="sequential")))
     assert "declared sample cost: sequential" in declared.note and "declare it" not in declared.note
     from examples.linear_flow import LinearFlow
 
-    (one_pass,) = check.check_cost(wrapped(LinearFlow))
-    assert one_pass.measured < check.GROWTH and "declare it" not in one_pass.note
+    (one_pass,) = check_cost.check_cost(wrapped(LinearFlow))
+    assert one_pass.measured < check_cost.GROWTH and "declare it" not in one_pass.note
 
 
 class ScaledLogDet(torch.nn.Module):

@@ -217,3 +217,28 @@ def test_a_malformed_release_file_is_one_line_naming_it(tmp_path, capsys, case):
     assert main([*args, "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / file) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_conditional_task_has_bayes_posterior_and_fixed_observations():
+    """gaussian_linear's posterior is prior x likelihood / evidence: log p(theta | x)
+    minus log prior(theta) + log lik(x | theta) is one constant per x; its draws have
+    the stated entropy; the observations are the same whatever the fit's seed."""
+    from harness.data import posteriors
+
+    task = posteriors.TASKS["gaussian_linear"]
+    g = torch.Generator().manual_seed(3)
+    theta, x = task.simulate(64, g)
+    x0 = x[:1].expand(64, -1)
+
+    def log_normal(v, var):
+        return -0.5 * (v.square().sum(-1) / var + task.dim * math.log(2 * math.pi * var))
+
+    evidence = log_normal(theta, 0.1) + log_normal(x0 - theta, 0.1) - task.log_posterior(theta, x0)
+    assert float(evidence.std()) < 1e-12
+    draws = task.posterior_sample(x[0], 200_000, g)
+    lp = task.log_posterior(draws, x[0].expand(len(draws), -1))
+    assert abs(float(-lp.mean()) - task.entropy) < 5 * float(lp.std()) / math.sqrt(len(lp))
+    one, other = data.load("gaussian_linear", 0), data.load("gaussian_linear", 1)
+    assert torch.equal(one.contexts[2], other.contexts[2]) and not torch.equal(one.test, other.test)
+    assert one.context_features == 10 and one.observation.unique().tolist() == list(range(posteriors.OBSERVATIONS))
+    assert torch.allclose(one.true_log_density(), task.log_posterior(one.test.double(), one.contexts[2].double()))

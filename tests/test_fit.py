@@ -175,9 +175,9 @@ def test_the_fit_command_and_the_report_quality_section(tmp_path, capsys):
 
 def test_digits_fit_reports_bits_per_dimension():
     ds = data.load("digits", 0)
-    row, curve = fit_one("made", ds, FitConfig(**{**TINY, "steps": 10}), 0, _tmp_out())
+    row, curve, observations = fit_one("made", ds, FitConfig(**{**TINY, "steps": 10}), 0, _tmp_out())
     assert row[Col.BITS_PER_DIM] == pytest.approx(row[Col.TEST_NLL] / (64 * math.log(2)))
-    assert row[Col.NLL_UNITS] == "nats per image" and Col.GAP not in row and curve
+    assert row[Col.NLL_UNITS] == "nats per image" and Col.GAP not in row and curve and observations == []
     assert all(c[Col.VAL_NLL] > 50 for c in curve), "curves are in nats per image, as fit.csv"
 
 
@@ -230,7 +230,7 @@ def test_a_non_finite_validation_nll_raises(monkeypatch):
     ds = data.load("eight_gaussians", 0)
     torch.manual_seed(0)
     flow = registry.build_any("made", 2)
-    monkeypatch.setattr(training, "nll_per_point", lambda flow, x: torch.full((len(x),), float("inf")))
+    monkeypatch.setattr(training, "nll_per_point", lambda flow, x, c=None: torch.full((len(x),), float("inf")))
     with pytest.raises(NonFinite, match="non-finite validation NLL at step 10"):
         train(flow, ds, FitConfig(**TINY), seed=0)
 
@@ -260,3 +260,29 @@ def test_a_diverged_seed_is_flagged_and_rules_neither_the_summary_nor_the_axis(t
     assert "diverged seed" in svg and svg.count("<!-- iaf -->") == 1  # one legend entry per model, not per seed
     y_top = max(float(v) for v in re.findall(r"<!-- (\d+(?:\.\d+)?) -->", svg))  # the axes' tick labels
     assert y_top < 1000  # the axis is the seeds' that trained, not 5e11
+
+
+@pytest.mark.slow
+def test_a_conditional_fit_is_judged_at_each_fixed_observation_and_reported(tmp_path):
+    """Each model built with the task's context, trained on (theta, x) pairs; its row
+    has the gap to the exact posterior, posterior.csv one row per fixed observation
+    whose gaps average to it; a flow that takes no context is an error row saying so."""
+    from harness.data import posteriors
+    from harness.report import build_report
+    from harness.table import POSTERIOR
+
+    config = FitConfig(models=["maf", "bnaf"], data=["gaussian_linear"], seeds=(0, 1), **TINY)
+    rows = {(r[Col.MODEL], r[Col.SEED]): r for r in run(config, tmp_path, progress=False)}
+    assert rows["bnaf", 0][Col.STATUS] == ERROR and "takes no context" in rows["bnaf", 0][Col.REASON]
+    maf = rows["maf", 0]
+    assert maf[Col.STATUS] == OK and maf[Col.DIM] == 10 and maf[Col.TRAINED_LOG_PROB_S] > 0
+    with (tmp_path / POSTERIOR).open(newline="") as f:
+        judged = [r for r in csv.DictReader(f) if r[Col.MODEL] == "maf" and r[Col.SEED] == "0"]
+    assert [int(r[Col.OBSERVATION]) for r in judged] == list(range(posteriors.OBSERVATIONS))
+    assert all(int(r[Col.POINTS]) == data.PER_OBSERVATION for r in judged)
+    assert np.mean([float(r[Col.GAP]) for r in judged]) == pytest.approx(maf[Col.GAP], rel=1e-9)
+    assert maf[Col.GAP] > 0  # 40 steps are far from the truth, and the gap estimates a KL
+    build_report([tmp_path], tmp_path / "rep")
+    report = (tmp_path / "rep" / "REPORT.md").read_text()
+    assert "### Conditional fits: the posterior at fixed observations" in report
+    assert "**How close is each conditional flow's posterior?** on gaussian_linear" in report

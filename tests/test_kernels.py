@@ -169,3 +169,14 @@ def test_the_compiled_nsf_solve_round_trips_in_float32():
         z, _ = flow(x)
         back = flow.inverse(z)
     assert flow.transforms[0].kernel and torch.allclose(back, x, rtol=0, atol=1e-4)
+
+
+def test_the_warm_up_calls_every_kernel_of_every_family():
+    """``make test`` compiles the kernels once before its workers start
+    (harness.models.warm): every family's kernel solvers, both dtypes."""
+    from harness.models.warm import warm
+    from harness.ops import FAMILIES
+
+    called = {tuple(entry.split("/")[:3]) for entry in warm()}
+    wanted = {(n, s, t) for n, f in FAMILIES.items() for s in f.kernels for t in ("float32", "float64")}
+    assert called == wanted and wanted

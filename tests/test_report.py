@@ -339,9 +339,10 @@ def test_the_table_owner_needs_no_torch_and_owns_the_vocabulary():
     assert [getattr(Col, c.upper()) for c in COLUMNS] == COLUMNS
     assert [getattr(Col, c.upper()) for c in FIT_COLUMNS + CURVE_COLUMNS] == FIT_COLUMNS + CURVE_COLUMNS
     named = {getattr(Col, k) for k in vars(Col) if k.isupper()}
-    from harness.table import AB_COLUMNS
+    from harness.table import AB_COLUMNS, POSTERIOR_COLUMNS
 
-    assert named == set(COLUMNS) | set(FIT_COLUMNS) | set(CURVE_COLUMNS) | set(AB_COLUMNS)
+    assert [getattr(Col, c.upper()) for c in POSTERIOR_COLUMNS] == POSTERIOR_COLUMNS
+    assert named == set(COLUMNS) | set(FIT_COLUMNS) | set(CURVE_COLUMNS) | set(AB_COLUMNS) | set(POSTERIOR_COLUMNS)
 
 
 # literals that spell a column's name but belong to another vocabulary
@@ -351,6 +352,8 @@ NOT_COLUMNS = {
     ("harness/ab_trial.py", "solver"): "the models' keyword argument",
     ("harness/measurer.py", "context"): "the models' keyword argument",
     ("harness/grid.py", "context"): "the models' keyword argument",
+    ("harness/training.py", "context"): "the models' keyword argument",
+    ("harness/models/warm.py", "context"): "the models' keyword argument",
     ("harness/models/__init__.py", "context"): "the models' keyword argument",
     ("harness/peers/__init__.py", "context"): "the models' keyword argument",
     ("harness/models/base.py", "context"): "the name of the flows' argument in a message",

@@ -102,7 +102,7 @@ def test_a_torn_results_line_is_cut_and_measured_again(tmp_path, monkeypatch, ca
 def test_a_torn_fit_line_is_cut_and_fitted_again(tmp_path, monkeypatch):
     def fitted(name, ds, config, seed, out, on_eval=None):
         row = dict(test_nll=1.0 + len(name), test_nll_se=0.01, steps=3, nll_units=ds.units, params_stored=7)
-        return row, [{Col.STEP: 1, Col.WALL_S: 0.1, Col.TRAIN_NLL: 2.0, Col.VAL_NLL: 2.0, Col.LEARNING_RATE: 0.01}]
+        return row, [{Col.STEP: 1, Col.WALL_S: 0.1, Col.TRAIN_NLL: 2.0, Col.VAL_NLL: 2.0, Col.LEARNING_RATE: 0.01}], []
 
     from harness import training
 

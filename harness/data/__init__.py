@@ -4,7 +4,9 @@
   generated from the seed, with their true entropy;
 - ``digits``: scikit-learn's bundled 8 x 8 digits (1,797 images, d = 64), dequantised
   with uniform noise and standardised, with a fixed split;
-- the MAF paper's tabular sets (:mod:`.uci`), from the user's ``--data-dir``.
+- the MAF paper's tabular sets (:mod:`.uci`), from the user's ``--data-dir``;
+- conditional tasks with an exact posterior (:mod:`.posteriors`, ``gaussian_linear``):
+  (theta, x) pairs to fit q(theta | x), judged at fixed observations.
 
 A model is fitted to ``train`` and judged on ``test`` in the data set's model space; the
 negative log-likelihood is reported in the set's own units: the model's NLL plus
@@ -24,20 +26,24 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from . import toys, uci
+from . import posteriors, toys, uci
 
 TOYS = tuple(toys.TOYS)
 DIGITS = "digits"
 UCI = tuple(uci.LOADERS)
-NAMES = (*TOYS, DIGITS, *UCI)
+CONDITIONAL = tuple(posteriors.TASKS)
+NAMES = (*TOYS, DIGITS, *UCI, *CONDITIONAL)
 
 TOY_SIZES = (20000, 5000, 20000)  # train, validation, test points of a toy
+PER_OBSERVATION = 2000  # test draws from each fixed observation's posterior (conditional tasks)
 DIGITS_LEVELS = 17  # pixel values 0..16
 
 
 @dataclass
 class Dataset:
-    """Train, validation and test points (n, d) float32 in the model's space."""
+    """Train, validation and test points (n, d) float32 in the model's space; for a
+    conditional task also each point's context (n, features) and each test point's
+    observation index (n,), and ``truth`` takes (x, context)."""
 
     name: str
     train: Tensor
@@ -47,7 +53,20 @@ class Dataset:
     units: str
     entropy: float | None = None  # the truth's differential entropy in ``units`` (toys)
     about: str = ""
-    truth: Callable[[Tensor], Tensor] | None = None  # the true log-density (m, d) -> (m,), where known
+    truth: Callable[..., Tensor] | None = None  # the true log-density (m, d) [, (m, c)] -> (m,), where known
+    contexts: tuple[Tensor, Tensor, Tensor] | None = None  # train, validation, test contexts
+    observation: Tensor | None = None  # each test point's fixed observation
+
+    @property
+    def context_features(self) -> int:
+        """The context's width; 0 for an unconditional data set."""
+        return 0 if self.contexts is None else self.contexts[0].shape[1]
+
+    def true_log_density(self) -> Tensor:
+        """The truth at each test point (m,), float64 (given its context if conditional)."""
+        assert self.truth is not None
+        x = self.test.double()
+        return self.truth(x) if self.contexts is None else self.truth(x, self.contexts[2].double())
 
     @property
     def dim(self) -> int:
@@ -66,6 +85,20 @@ def toy(name: str, seed: int) -> Dataset:
     t = toys.TOYS[name]
     parts = [t.sample(n, seed + i) for i, n in enumerate(TOY_SIZES)]
     return Dataset(name, *map(_tensor, parts), 0.0, "nats per point", t.entropy, t.about, t.log_density)
+
+
+def conditional(name: str, seed: int) -> Dataset:
+    """A conditional task: train and validation pairs from the joint (seeds seed and
+    seed + 1), test draws from each fixed observation's posterior (seed + 2)."""
+    task = posteriors.TASKS[name]
+    (train, c_train), (val, c_val) = (
+        task.simulate(n, torch.Generator().manual_seed(seed + i)) for i, n in enumerate(TOY_SIZES[:2])
+    )
+    test, c_test, index = posteriors.judged(task, PER_OBSERVATION, seed + 2)
+    contexts = (_tensor(c_train), _tensor(c_val), _tensor(c_test))
+    parts = map(_tensor, (train, val, test))
+    units = "nats per point"
+    return Dataset(name, *parts, 0.0, units, task.entropy, task.about, task.log_posterior, contexts, index)
 
 
 def digits(seed: int) -> Dataset:
@@ -108,6 +141,8 @@ def load(name: str, seed: int = 0, data_dir: str | Path | None = None) -> Datase
         return toy(name, seed)
     if name == DIGITS:
         return digits(seed)
+    if name in posteriors.TASKS:
+        return conditional(name, seed)
     if name in uci.LOADERS:
         if data_dir is None:
             raise UserError(f"{name} is read from your files: pass --data-dir (see harness.data.uci)")

@@ -25,6 +25,8 @@ from ..table import (
     NUMERIC,
     OK,
     PAPER,
+    POSTERIOR,
+    POSTERIOR_COLUMNS,
     RESULTS,
     SOLVERS,
     VERSUS,
@@ -139,6 +141,16 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 FIT_NUMERIC = [c for c in FIT_COLUMNS if c in FIT_UNITS or c in (Col.DIM, Col.STEPS, Col.BEST_STEP, Col.SEED)]
 FIT_NUMERIC += [Col.EVALUATIONS_PER_DIM, Col.THREADS]
+
+
+def load_posterior(folder: Path) -> pd.DataFrame:
+    """posterior.csv of a fit folder (a conditional task judged at each fixed
+    observation) with its numbers parsed; empty where the folder has none."""
+    if not (folder / POSTERIOR).is_file():
+        return pd.DataFrame(columns=POSTERIOR_COLUMNS)
+    df = pd.DataFrame(store.read_table(folder / POSTERIOR, strict=False), columns=POSTERIOR_COLUMNS)
+    numeric = [c for c in POSTERIOR_COLUMNS if c not in (Col.MODEL, Col.DATA)]
+    return df.replace("", np.nan).astype({c: float for c in numeric})
 
 
 def load_fit(folder: Path) -> tuple[pd.DataFrame, dict]:

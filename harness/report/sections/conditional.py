@@ -1,7 +1,8 @@
 """Conditional flows, p(x | c): what a context costs each op against the same flow
 unconditional, how time grows with the context's size, and posterior sampling (a
 batch of draws for one observation) against d. Reads the rows of a sweep with
-``--context`` (harness.report.load.Sources.conditional)."""
+``--context`` (harness.report.load.Sources.conditional), and the fits of conditional
+tasks judged at fixed observations (posterior.csv of a fit folder)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ...ops import LOG_PROB, SAMPLE, SWEEP_OPS
 from ...table import OK, Col
 from .. import plots, tables
 from ..findings import Finding, Value, note, ratio
-from ..load import Sources
+from ..load import Sources, load_posterior
 
 TITLE = "Conditional flows"
 
@@ -127,8 +128,52 @@ def figure(g: pd.DataFrame, device: str, batch: int, out: Path) -> list[str]:
     return plots.save(fig, out, f"conditional_{device}_b{int(batch)}")
 
 
+POSTERIOR_TITLE = "Conditional fits: the posterior at fixed observations"
+
+
+def posterior_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task and model: at each fixed observation the gap mean(log p - log q) over
+    draws from its exact posterior (an estimate of KL, nats), the median over seeds
+    [their min, max]; and the mean over the observations."""
+    rows = []
+    for (data, model), g in df.groupby([Col.DATA, Col.MODEL], sort=True):
+        seeds = g[Col.SEED].nunique()
+        row = {Col.DATA: data, Col.MODEL: model, "seeds": seeds}
+        for k, at in g.groupby(Col.OBSERVATION, sort=True):
+            gap = at[Col.GAP]
+            row[f"x{int(k)}"] = f"{gap.median():.3f}" + (f" [{gap.min():.3f}, {gap.max():.3f}]" if seeds > 1 else "")
+        mean = g.groupby(Col.SEED)[Col.GAP].mean()
+        row["mean over x"] = f"{mean.median():.3f}" + (f" [{mean.min():.3f}, {mean.max():.3f}]" if seeds > 1 else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _posteriors(src: Sources) -> list[tuple[Path, pd.DataFrame]]:
+    found = [(folder, load_posterior(folder)) for folder, _, _ in src.fits]
+    return [(folder, df) for folder, df in found if not df.empty]
+
+
+def render_posteriors(src: Sources) -> list[str]:
+    lines = []
+    for folder, df in _posteriors(src):
+        per_observation = int(df[Col.POINTS].max())
+        lines += [
+            f"### {POSTERIOR_TITLE}",
+            "",
+            f"From `{folder}`: each conditional flow q(theta | x) fitted to (theta, x) pairs of the joint, then "
+            f"judged at the task's fixed observations x0, x1, ... on {per_observation} draws from each exact "
+            "posterior: the gap mean(log p - log q) estimates KL(p(. | x) || q(. | x)) in nats (0: the truth). "
+            "The median over seeds [their min, max]; the fits' NLLs, their standard errors and the paired "
+            "verdict over seeds are in the quality section's table of the same folder:",
+            "",
+            tables.markdown(posterior_table(df)),
+            "",
+        ]
+    return lines
+
+
 def render(src: Sources, out: Path) -> list[str]:
-    lines: list[str] = []
+    lines: list[str] = render_posteriors(src)
     for device, batch, everything in _groups(src):
         g = tables.flows(everything)
         shown = table(g)
@@ -189,6 +234,28 @@ def _listing(entries: list[tuple[str, str, int, Value, str]]) -> tuple[str, int]
 
 def findings(src: Sources) -> list[Finding]:
     found = []
+    for _, df in _posteriors(src):
+        for data, g in df.groupby(Col.DATA, sort=True):
+            per_seed = g.groupby([Col.MODEL, Col.SEED])[Col.GAP].mean().groupby(Col.MODEL)
+            spread = per_seed.agg(["median", "min", "max", "count"]).sort_values("median")
+            listed = ", ".join(
+                f"{m} {r['median']:.3f}" + (f" [{r['min']:.3f}, {r['max']:.3f}]" if r["count"] > 1 else "")
+                for m, r in spread.iterrows()
+            )
+            seeds = int(spread["count"].max())
+            text = (
+                f"on {data}, KL from the exact posterior to the flow's, averaged over {g[Col.OBSERVATION].nunique()} "
+                f"fixed observations (nats; the median over {seeds} seed{'s' if seeds > 1 else ''}"
+                + (" [their min, max]" if seeds > 1 else "")
+                + f"): {listed}"
+            )
+            question = "How close is each conditional flow's posterior?"
+            shown = tuple(
+                Value(f"{m} gap", float(r["median"]), *((r["min"], r["max"]) if r["count"] > 1 else ()), units="nats")
+                for m, r in spread.iterrows()
+            )
+            span = "a conditional fit's gap: [min, max] over seeds, not a confidence interval" if seeds > 1 else ""
+            found.append(Finding(question, text, POSTERIOR_TITLE, shown, span, {"data": data}))
     for device, batch, everything in _groups(src):
         g = tables.flows(everything)
         ok = g[(g[Col.STATUS] == OK) & (g[Col.CONTEXT] > 0)]

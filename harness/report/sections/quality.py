@@ -135,9 +135,10 @@ def _findings(folder: Path, df: pd.DataFrame, meta: dict) -> list[Finding]:
         shown = fits.show_median(
             best["nll_median"], best["nll_min"], best["nll_max"], best["nll_se"], int(best["seeds"]), best["diverged"]
         )
+        seeds = int(best["seeds"])
         text = (
-            f"(d={best[Col.DIM]}, {int(best['seeds'])} seeds): lowest median test NLL [min, max over seeds] "
-            f"{shown} {units} by {best[Col.MODEL]}"
+            f"(d={best[Col.DIM]}, {seeds} seed{'s' if seeds != 1 else ''}): lowest median test NLL "
+            f"[min, max over seeds] {shown} {units} by {best[Col.MODEL]}"
         )
         if pair is not None and not math.isnan(pair.diff):
             values.append(Value(f"{pair.runner_up} - {pair.best}", pair.diff, pair.low, pair.high, units, pair.how))
