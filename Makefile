@@ -12,12 +12,12 @@ STAMP := $(VENV)/.installed
 # each job's wall time, commit and load, into reports/timing.json (the README's commands block)
 TIMED = $(BIN)/python -m harness.timing
 
-.PHONY: venv kernels test test-fast test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
+.PHONY: venv kernels test test-fast test-jax test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,peers]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,peers,jax]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -36,13 +36,19 @@ kernels: $(STAMP)
 	@$(BIN)/python -m harness.models.warm
 
 test: kernels
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not jax"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 # The inner loop, about a minute: every test but those marked slow (they start processes,
 # measure or draw for seconds); make test runs them all.
 test-fast: kernels
-	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"; rc=$$?; \
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow and not jax"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
+
+# The JAX peers' adapters (tests/test_jax.py, marked jax): XLA compiles for seconds per op
+# and shape on every core, past make test's four minutes; CI runs it after make test.
+test-jax: $(STAMP)
+	@$(BIN)/python -m pytest -q -m jax tests/test_jax.py; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 
 # make test, its wall time and load recorded in reports/timing.json (the README's commands block)

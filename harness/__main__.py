@@ -147,6 +147,7 @@ def _versus(args: argparse.Namespace) -> int:
         entrants=args.contest or [],
         deadline_s=args.deadline,
         resume=args.resume,
+        frameworks=args.frameworks,
     )
     verdicts = [r["verdict"] for r in results]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("faster", "no clear difference", "slower"))

@@ -117,6 +117,10 @@ def sample_density_tv(flow, n: int = 20000, bins: int = 10, sub: int = 8) -> flo
 
 
 def _jacobian(flow, x: Tensor) -> Tensor:
+    """dz/dx at one point (d,): by the flow's own autodiff where torch's cannot see its
+    arithmetic (a JAX flow's ``jacobian``), else torch's autograd."""
+    if callable(getattr(flow, "jacobian", None)):
+        return flow.jacobian(x)
     return torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x)
 
 

@@ -272,6 +272,13 @@ def parser() -> argparse.ArgumentParser:
         "without --contests, only the contests joined this way run",
     )
     v.add_argument("--dims", type=_dims, help="comma list (default 8,32,128)")
+    v.add_argument(
+        "--frameworks",
+        type=_names,
+        default=["torch", "jax"],
+        help="the stacks whose peers take part: torch, jax (default both; the JAX peers where the jax extra is "
+        "installed)",
+    )
     v.add_argument("--naf-dims", type=_dims, default=[8], help="dims of the NAF sample/log_prob ratios (default 8)")
     v.add_argument("--no-naf", dest="naf_dims", action="store_const", const=[], help="skip the NAF ratios")
     v.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")

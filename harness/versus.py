@@ -14,7 +14,6 @@ the single-pass work an IAF sample does.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import math
 import statistics
@@ -22,13 +21,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from . import peers, registry, store
+from .contests import BATCH, CONTESTS, FRAMEWORKS, MAF_PEERS, NSF_PEERS, Contest, available
 from .errors import UserError
 from .measure.contract import PASS, violation
 from .measure.stats import ratio_interval, verdict
@@ -37,44 +36,12 @@ from .models import Measurable, build, run_op, unchecked
 from .ops import LOG_PROB, SAMPLE
 from .table import ERROR, OK, VERSUS, VERSUS_MD, Col, TableSpec
 
-
-@dataclass(frozen=True)
-class Contest:
-    """Reference ``model``'s ``op`` against each (peer, peer op), at ``config``."""
-
-    model: str
-    op: str
-    rivals: tuple[tuple[str, str], ...]
-    config: dict = field(default_factory=dict)
-    dims: tuple[int, ...] = (8, 32, 128)
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}.{self.op}"
-
-    def joined(self, entrants: Sequence[str]) -> Contest:
-        """This contest with more rivals: any model names (a user's ``module:factory``,
-        a plugin, a peer), each doing the contest's op on the same inputs."""
-        rivals = self.rivals + tuple((e, self.op) for e in entrants if (e, self.op) not in self.rivals)
-        return dataclasses.replace(self, rivals=rivals)
+__all__ = ["BATCH", "CONTESTS", "MAF_PEERS", "NSF_PEERS", "Contest", "main", "run_contest"]
 
 
-NSF_PEERS = ("zuko.nsf", "nflows.nsf", "normflows.nsf", "pyro.nsf")
-CONTESTS: dict[str, Contest] = {
-    c.name: c
-    for c in (
-        Contest("maf", "log_prob", (("zuko.maf", "log_prob"), ("nflows.maf", "log_prob"))),
-        Contest("maf", "sample", (("zuko.maf", "sample"), ("nflows.maf", "sample"))),
-        Contest("iaf", "sample", (("pyro.iaf", "sample"), ("zuko.maf", "pass"), ("nflows.maf", "pass"))),
-        Contest("bnaf", "log_prob", (("pyro.bnaf", "log_prob"),), {"hidden_factor": 8}),
-        Contest("nsf", "log_prob", tuple((p, "log_prob") for p in NSF_PEERS)),
-        Contest("nsf", "sample", tuple((p, "sample") for p in NSF_PEERS)),
-    )
-}
 # Sampling against density evaluation, ours and zuko's NAF; zuko bisects d times per
 # flow, at ~7.6 s a call at d=8 here, so only d=8 by default.
 NAF_DIMS = (8,)
-BATCH = 1024
 
 
 def call(model: Measurable, op: str) -> Callable[[Tensor], object]:
@@ -368,6 +335,7 @@ def main(
     entrants: Sequence[tuple[str, str]] = (),
     deadline_s: float = 600.0,
     resume: bool = False,
+    frameworks: Sequence[str] = FRAMEWORKS,
 ) -> tuple[list[dict], list[dict]]:
     """Runs the contests (all by default, or those ``entrants`` join) at their dims (or
     ``dims``) and the NAF ratios; prints both tables; writes ``out/versus.csv`` and
@@ -385,9 +353,7 @@ def main(
     chosen = {n: CONTESTS[n].joined([s for s, c in entrants if c == n]) for n in names}
     needed = {p for n in names for p, _ in chosen[n].rivals if p in peers.NAMES}
     needed |= {"zuko.naf"} if naf_dims else set()
-    missing = {p: why for p in sorted(needed) if (why := peers.unavailable(p))}
-    if missing:
-        raise UserError("peers unavailable: " + "; ".join(f"{p}: {why}" for p, why in missing.items()))
+    chosen = available(chosen, needed, frameworks)
     from tqdm.auto import tqdm
 
     from .versus_worker import ContestWorker, contest_in

@@ -224,6 +224,7 @@ def test_a_contender_that_breaks_the_contract_is_never_timed_nor_fastest(tmp_pat
         rounds=3,
         out=tmp_path,
         progress=False,
+        frameworks=("torch",),
         entrants=[("nan_inverse_flow:make", "maf.sample")],
     )
     (r,) = results
@@ -245,6 +246,7 @@ def test_a_user_flow_joins_a_contest(tmp_path):
         rounds=5,
         out=tmp_path,
         progress=False,
+        frameworks=("torch",),
         entrants=[("examples.linear_flow:make", "maf.sample")],
     )
     assert [r["contest"] for r in results] == ["maf.sample"]

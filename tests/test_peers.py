@@ -19,6 +19,11 @@ from harness.report import build_report
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The torch peers; the JAX peers' adapters have tests of their own (tests/test_jax.py:
+# torch's autograd cannot see into JAX, and each JAX build compiles for seconds)
+TORCH_PEERS = [n for n in peers.NAMES if peers.PEERS[n].wrapper.framework == "torch"]
+
+
 def need(name: str) -> None:
     why = peers.unavailable(name)
     if why:
@@ -39,7 +44,7 @@ def float64():
     torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.parametrize("name", peers.NAMES)
+@pytest.mark.parametrize("name", TORCH_PEERS)
 def test_log_prob_is_normal_of_forward_plus_log_det(name):
     flow = built(name, 3)
     x = torch.randn(16, 3)
@@ -50,7 +55,7 @@ def test_log_prob_is_normal_of_forward_plus_log_det(name):
     torch.testing.assert_close(lp, normal_log_prob(z) + ladj, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", peers.NAMES)
+@pytest.mark.parametrize("name", TORCH_PEERS)
 def test_forward_log_det_matches_autograd_in_float64(name, float64):
     """The adapter's direction and sign: log|det dz/dx| of the data->base map."""
     flow = built(name, 3).double()
@@ -63,7 +68,7 @@ def test_forward_log_det_matches_autograd_in_float64(name, float64):
         assert abs(float(got - expected)) < 1e-6, (name, float(got), float(expected))
 
 
-@pytest.mark.parametrize("name", [n for n in peers.NAMES if "sample" not in peers.PEERS[n].unsupported])
+@pytest.mark.parametrize("name", [n for n in TORCH_PEERS if "sample" not in peers.PEERS[n].unsupported])
 def test_inverse_round_trip(name):
     flow = built(name, 4)
     x = torch.randn(32, 4)
@@ -73,7 +78,7 @@ def test_inverse_round_trip(name):
     assert (back - x).abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("name", [n for n in peers.NAMES if "sample" in peers.PEERS[n].unsupported])
+@pytest.mark.parametrize("name", [n for n in TORCH_PEERS if "sample" in peers.PEERS[n].unsupported])
 def test_missing_inverse_raises_with_the_reason(name):
     flow = built(name, 3)
     with pytest.raises(NotImplementedError, match="has no inverse"):
@@ -122,7 +127,10 @@ def test_matched_configs_have_the_same_parameters(ours, peer, config, same_masks
             assert 0 < p_eff < p_stored
 
 
-@pytest.mark.parametrize("name", ["nsf", *versus.NSF_PEERS])
+TORCH_NSF = [p for p in versus.NSF_PEERS if p in TORCH_PEERS]
+
+
+@pytest.mark.parametrize("name", ["nsf", *TORCH_NSF])
 def test_every_spline_flow_is_the_identity_beyond_its_bound(name):
     """The bound reaches each library's spline (zuko's NSF class would fix it at 5): with
     one layer at d = 1, points beyond B map to themselves with log-det 0."""
@@ -224,7 +232,14 @@ def test_versus_times_every_contender_and_reports(tmp_path):
     for name in ("zuko.maf", "nflows.maf", "zuko.naf"):
         need(name)
     results, naf = versus.main(
-        ["maf.log_prob"], dims=[4], naf_dims=[2], batch=32, rounds=3, out=tmp_path, progress=False
+        ["maf.log_prob"],
+        dims=[4],
+        naf_dims=[2],
+        batch=32,
+        rounds=3,
+        out=tmp_path,
+        progress=False,
+        frameworks=("torch",),
     )
     (r,) = results
     assert set(r["medians"]) == {"ours", "zuko.maf", "nflows.maf"} and r["rounds"] >= 3
@@ -245,11 +260,13 @@ def test_versus_times_every_contender_and_reports(tmp_path):
 def test_a_contender_too_slow_for_rounds_is_timed_once_and_given_no_interval(monkeypatch):
     """A peer whose checked call takes over ONE_CALL_S (the d-pass inverses at d=128)
     is timed by that call alone: its ratio is stated without interval or verdict."""
-    for name in versus.NSF_PEERS:
+    for name in TORCH_NSF:
         need(name)
     monkeypatch.setattr(versus, "ONE_CALL_S", 0.0)  # every peer is "too slow"
-    r = versus.run_contest(versus.CONTESTS["nsf.sample"], 4, batch=16, rounds=3, block_s=0.01)
-    assert set(r["once"]) == set(versus.NSF_PEERS) and r["fastest"] in r["once"]
+    contest = versus.CONTESTS["nsf.sample"]
+    contest = type(contest)(contest.model, contest.op, tuple((p, "sample") for p in TORCH_NSF))
+    r = versus.run_contest(contest, 4, batch=16, rounds=3, block_s=0.01)
+    assert set(r["once"]) == set(TORCH_NSF) and r["fastest"] in r["once"]
     assert r["ratio"] == pytest.approx(r["medians"]["ours"] / r["once"][r["fastest"]])
     assert math.isnan(r["ratio_low"]) and r["verdict"] == ""  # no interval, no verdict
     rows = [row for row in versus.rows_of([r], []) if row["contender"] in r["once"]]
@@ -260,11 +277,13 @@ def test_a_contender_too_slow_for_rounds_is_timed_once_and_given_no_interval(mon
 def test_a_peer_too_slow_for_rounds_is_called_once_through_the_worker(monkeypatch, tmp_path):
     """Through the command's worker: the checked call's seconds decide (harness.versus_worker),
     the peers are not called again, and the table and report say "timed once"."""
-    for name in versus.NSF_PEERS:
+    for name in TORCH_NSF:
         need(name)
     monkeypatch.setattr(versus, "ONE_CALL_S", 0.0)  # read by the parent's check of each rival
-    (r,), _ = versus.main(["nsf.sample"], dims=[2], naf_dims=[], batch=16, rounds=3, out=tmp_path, progress=False)
-    assert set(r["once"]) == set(versus.NSF_PEERS) and math.isnan(r["ratio_low"]) and r["verdict"] == ""
+    (r,), _ = versus.main(
+        ["nsf.sample"], dims=[2], naf_dims=[], batch=16, rounds=3, out=tmp_path, progress=False, frameworks=("torch",)
+    )
+    assert set(r["once"]) == set(TORCH_NSF) and math.isnan(r["ratio_low"]) and r["verdict"] == ""
     table = (tmp_path / "versus.md").read_text()
     assert "(1 call)" in table and "(no interval)" in table
     assert {row["rounds"] for row in versus.rows_of([r], []) if row["contender"] in r["once"]} == {1}
@@ -307,6 +326,7 @@ def test_a_hanging_contender_is_an_error_row_and_the_contest_goes_on(tmp_path, m
         rounds=3,
         out=tmp_path,
         progress=False,
+        frameworks=("torch",),
         entrants=[("hangs:make", "maf.log_prob")],
         deadline_s=5,
     )
@@ -338,7 +358,7 @@ def test_the_contests_forest_plot_draws_each_contest_with_its_interval_and_verdi
     assert forest(pd.DataFrame(rows[2:]), tmp_path / "none") == []  # no contest of ours: no figure
 
 
-CONDITIONAL_PEERS = [n for n in peers.NAMES if not grid.takes_context(n)]
+CONDITIONAL_PEERS = [n for n in TORCH_PEERS if not grid.takes_context(n)]
 
 
 def test_zuko_and_nflows_take_a_context_and_the_others_say_why_not():

@@ -238,7 +238,7 @@ def test_a_broken_module_is_one_line_in_every_command(flows, tmp_path, capsys):
         ["sweep", "--models", spec, "--quick", "--out", str(tmp_path / "s")],
         ["fit", "--models", spec, "--quick", "--out", str(tmp_path / "f")],
         ["check", spec],
-        ["versus", "--contest", f"{spec}=maf.sample", "--dims", "4", "--no-naf"],
+        ["versus", "--contest", f"{spec}=maf.sample", "--dims", "4", "--no-naf", "--frameworks", "torch"],
     ):
         assert main(args) == 2, args
         err = capsys.readouterr().err

@@ -36,6 +36,7 @@ COUNT_CALLS = 4
 ROUNDS = 5  # interleaved rounds of a paired problem (each one block of every configuration)
 CALLS = 1 + max(MIN_RUNS, ROUNDS) + COUNT_CALLS
 NO_FLOPS = "not counted: the run was made with --no-flops"
+NOT_TORCH = "not counted: a JAX flow runs XLA's ops, which torch's dispatcher and allocator never see"
 
 
 @dataclass(frozen=True)
@@ -143,19 +144,23 @@ def graphs_compiled() -> int:
 
 
 class Watched:
-    """A compiled call that notes whether any of its calls made a new graph (data that
-    changes a traced branch or loop count): such a timing includes compiling, so it
-    is an error row, never a steady-state time."""
+    """A compiled call that notes whether any of its calls compiled anew (torch.compile:
+    data that changes a traced branch or loop count; a JAX flow: an input of a new shape
+    or dtype): such a timing includes compiling, so it is an error row, never a
+    steady-state time. ``compiles`` counts what the compiler made so far."""
 
     NOT_STEADY = "torch.compile made new graphs while it was timed (a branch or loop count that depends on the data)"
+    JAX_NOT_STEADY = "jax compiled a new executable while it was timed (an input of a new shape or dtype)"
 
-    def __init__(self, fn: Callable[[], object]):
-        self.fn, self.recompiled = fn, False
+    def __init__(
+        self, fn: Callable[[], object], compiles: Callable[[], int] = graphs_compiled, reason: str = NOT_STEADY
+    ):
+        self.fn, self.recompiled, self.compiles, self.reason = fn, False, compiles, reason
 
     def __call__(self) -> object:
-        before = graphs_compiled()
+        before = self.compiles()
         out = self.fn()
-        self.recompiled |= graphs_compiled() != before
+        self.recompiled |= self.compiles() != before
         return out
 
 
@@ -225,11 +230,19 @@ def prepare(
 
         if backend == NUMBA:
             time_once(fn, device)  # compiles, or loads the compiled loop, once per process
+        jax_flow = getattr(model, "framework", "torch") == "jax"
+        if jax_flow:  # jit compiles for this input's shape on the first call: apart from every timing
+            before = model.compile_seconds()
+            time_once(fn, device)
+            compile_s = model.compile_seconds() - before
         # torch.compile guards on the layers' counters too, which the checked call finds
         # reset and every later call set: both states compile before anything is timed
         compiling = [_settle(call, device) for call in (fn, after_reset)] if backend == COMPILE else []
         model.reset_stats()
         ready.one = time_once(checked, device)  # warm-up, and the estimate the budget is checked on
+    if jax_flow:
+        ready.fn = Watched(fn, model.compiles, Watched.JAX_NOT_STEADY)
+        ready.row[Col.COMPILE_S] = compile_s
     if backend == COMPILE:  # the calls that compiled also ran once each
         ready.fn = Watched(fn)
         ready.row[Col.COMPILE_S] = max(sum(s for s, _ in compiling) - sum(n for _, n in compiling) * ready.one, 0.0)
@@ -260,6 +273,8 @@ def count(ready: Prepared, device: str, settings: Settings, counts: dict | None)
     """FLOPs, bytes moved and peak memory of one call (a compiled one's eager ops),
     counted in one pass, or from ``counts``."""
     row: dict = {}
+    if getattr(ready.model, "framework", "torch") != "torch":
+        return {Col.FLOPS_NOTE: NOT_TORCH}
     counted = ((Col.FLOPS, settings.flops), (Col.BYTES_MOVED, settings.flops), (Col.PEAK_MEM_BYTES, settings.memory))
     wanted = {k for k, on in counted if on}
     if counts and wanted <= set(counts):
@@ -301,7 +316,7 @@ def measure(
     with ready.context():
         t = time_call(last, device, threads=settings.threads, min_run_time=run_time, estimate_s=ready.one)
     if ready.not_steady:
-        return dict(ready.row, status=ERROR, reason=Watched.NOT_STEADY), ready.out
+        return dict(ready.row, status=ERROR, reason=ready.fn.reason), ready.out
     if ready.broken_after(last):
         return dict(ready.row, status=ERROR, reason=ready.broken_after(last)), ready.out
     row = dict(ready.row, **_timed(t.times), round_s=round_text(t.times))
@@ -334,7 +349,7 @@ def measure_together(
         contexts={k: partial(Prepared.context, r) for k, r in ready.items()},
     )
     columns = {
-        k: dict(status=ERROR, reason=Watched.NOT_STEADY)
+        k: dict(status=ERROR, reason=ready[k].fn.reason)
         if ready[k].not_steady
         else dict(status=ERROR, reason=ready[k].broken_after(last[k]))
         if ready[k].broken_after(last[k])
@@ -351,7 +366,7 @@ def _settle_together(ready: dict[object, Prepared], device: str, passes: int = 4
     compiled calls of one process share code (harness.models.run_op), so one's graph
     break can make another's first later call compile again. Returns the seconds each
     spent compiling here, to add to its ``compile_s``."""
-    compiled = {k: r for k, r in ready.items() if isinstance(r.fn, Watched)}
+    compiled = {k: r for k, r in ready.items() if r.backend == COMPILE}
     extra = dict.fromkeys(compiled, 0.0)
     for _ in range(passes):
         made = False

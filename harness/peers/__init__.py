@@ -44,12 +44,13 @@ from ..errors import UserError
 from ..models import BUILDERS
 from ..models.masked import default_hidden
 from ..table import Col
-from . import nflows, normflows, pyro, zuko
+from . import flowjax, nflows, normflows, numpyro, pyro, zuko
 from .base import INSTALL, Peer, PeerFlow
 
 __all__ = ["INSTALL", "NAMES", "PEERS", "Peer", "PeerFlow", "build", "unavailable"]
 
 PEERS: dict[str, Peer] = {**zuko.PEERS, **pyro.PEERS, **nflows.PEERS, **normflows.PEERS}
+PEERS.update({**flowjax.PEERS, **numpyro.PEERS})  # JAX (the jax extra)
 NAMES: tuple[str, ...] = tuple(PEERS)
 
 
@@ -61,7 +62,7 @@ def unavailable(name: str) -> str | None:
     """Why peer ``name`` cannot be built here (its library is missing), or None."""
     peer = _peer(name)
     if importlib.util.find_spec(peer.library) is None:
-        return f"{peer.library} is not installed ({INSTALL})"
+        return f"{peer.library} is not installed ({peer.install})"
     return None
 
 

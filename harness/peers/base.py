@@ -29,6 +29,7 @@ class Peer:
     builder: Callable[..., object]
     unsupported: dict[str, str]
     wrapper: type[PeerFlow]
+    install: str = INSTALL  # what installs its library
 
 
 class PeerFlow(nn.Module):
@@ -48,6 +49,7 @@ class PeerFlow(nn.Module):
     # zuko's monotonic transforms take autograd derivatives inside log_prob, which
     # inference mode forbids; the harness times peers under no_grad instead.
     inference_mode = False
+    framework = "torch"  # the stack the library computes in (torch, or jax: harness.peers.jaxflow)
     solver = NATIVE  # the library's own algorithm for its slow direction
     reference_solver = None
 

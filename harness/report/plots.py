@@ -106,6 +106,9 @@ def drawn(on: bool) -> Iterator[None]:
         _DRAWING.reset(token)
 
 
+PNG_DPI = 110
+
+
 def save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
     """The figure as PNG (and SVG) in ``out``, each written whole under a sanitised name
     (harness.records.write_bytes: no link there is followed); nothing, and no name,
@@ -120,13 +123,20 @@ def save(fig, out: Path, stem: str, svg: bool = True) -> list[str]:
 
     stem = file_stem(stem)
     names = []
-    for ext, kwargs in (("png", dict(dpi=110, metadata={"Software": None})), ("svg", dict(metadata={"Date": None}))):
-        if ext == "svg":
-            if not svg:
-                break
-            fig.set_layout_engine("none")  # the PNG's draw placed every axes: the SVG keeps them, laid out once
+    # the tight box found once, by one draw at the PNG's dpi (each savefig with "tight"
+    # draws twice: to find the box, then to write), and the layout kept from that draw
+    fig.set_dpi(PNG_DPI)
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    box = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
+    for ext, kwargs in (
+        ("png", dict(dpi=PNG_DPI, metadata={"Software": None})),
+        ("svg", dict(metadata={"Date": None})),
+    ):
+        if ext == "svg" and not svg:
+            break
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=ext, bbox_inches="tight", **kwargs)
+        fig.savefig(buffer, format=ext, bbox_inches=box, **kwargs)
         write_bytes(out / f"{stem}.{ext}", buffer.getvalue())
         names.append(f"{stem}.{ext}")
     plt.close(fig)
