@@ -72,8 +72,9 @@ class Measurer:
         return flow, dict(kind=flow.cost[task.op], params_stored=stored, params_effective=effective)
 
     def _not_measured(self, flow, task: Task, row: dict) -> dict | None:
-        # a training step is log_prob's gradient: it goes where log_prob goes
-        cannot = flow.unsupported.get("log_prob" if task.op == TRAIN_STEP else task.op)
+        # a training step is log_prob's gradient: it goes where log_prob goes (and a flow
+        # may have no training step of its own: a JAX flow's gradient is not torch's)
+        cannot = flow.unsupported.get(task.op) or (flow.unsupported.get("log_prob") if task.op == TRAIN_STEP else "")
         if cannot:
             return dict(row, status=SKIPPED, reason=cannot)
         if task.skip:

@@ -240,4 +240,6 @@ PEER_LIBRARIES: dict[str, tuple[str, float, str, str]] = {
     "pyro": ("black", 0.35, "X", "-."),
     "nflows": ("white", 0.7, "*", ":"),
     "normflows": ("black", 0.55, "h", (0, (5, 1))),
+    "flowjax": ("white", 0.3, "D", (0, (3, 1, 1, 1))),  # JAX
+    "numpyro": ("black", 0.2, "p", (0, (1, 1))),  # JAX
 }

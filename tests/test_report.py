@@ -181,7 +181,7 @@ def test_report_from_asv_results(tmp_path, monkeypatch):
 
     # the regressions are judged at the A/A drift bound: none, no flag; a 10% bound flags the 1.2x change
     monkeypatch.setattr(calibration, "load", lambda path=None: {})
-    text = build_report([FIXTURES / "asv_results"], tmp_path / "none", paper=False).read_text()
+    text = build_report([FIXTURES / "asv_results"], tmp_path / "none", paper=False, figures=False).read_text()
     assert "## asv history" in text and "slower/bigger" not in text and "no drift calibration" in text
     monkeypatch.setattr(calibration, "load", lambda path=None: {"drift": 0.1, "configurations": 9})
     path = build_report([FIXTURES / "asv_results"], tmp_path / "out", paper=False)

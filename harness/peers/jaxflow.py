@@ -22,7 +22,9 @@ unless the user set it), as torch does under the harness.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from collections.abc import Callable
 
@@ -31,16 +33,23 @@ import torch
 from torch import Tensor, nn
 
 from ..models.base import Cost
+from ..ops import TRAIN_STEP
 from .base import PeerFlow
 
 INSTALL_JAX = "pip install 'flowbench-harness[jax]'"
+NO_TRAIN = (
+    "a JAX flow's training step (jax.grad and an optax update) is not built: torch's autograd cannot see into JAX"
+)
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def jax():
-    """JAX, imported on first use with XLA on one CPU thread."""
+    """JAX, imported on first use with XLA on one CPU thread (and its callback errors,
+    which the adapter words in one line, not logged as tracebacks)."""
     os.environ.setdefault("XLA_FLAGS", ONE_THREAD)
     import jax as imported
+
+    logging.getLogger("jax._src.callback").setLevel(logging.CRITICAL)
 
     return imported
 
@@ -107,6 +116,7 @@ class JaxFlow(PeerFlow):
         context: int = 0,
     ):
         super().__init__(dim, module, cost, unsupported, family, library, context)
+        self.unsupported.setdefault(TRAIN_STEP, NO_TRAIN)
         self.ops = {name: Jitted(fn) for name, fn in module.ops.items()}
 
     def double(self) -> JaxFlow:
@@ -126,9 +136,15 @@ class JaxFlow(PeerFlow):
 
     def _run(self, op: str, *args: Tensor):
         wide = any(a.dtype == torch.float64 for a in args)
-        with jax().enable_x64(wide):
-            out = self.ops[op](self.module.params, *(to_jax(a) for a in args))
-            jax().block_until_ready(out)
+        try:
+            with jax().enable_x64(wide):
+                out = self.ops[op](self.module.params, *(to_jax(a) for a in args))
+                jax().block_until_ready(out)
+        except Exception as e:  # an error raised inside the compiled call: its message, not XLA's trace
+            raised = re.search(r"EquinoxRuntimeError: ([^\n]+)", str(e))
+            if raised is None:
+                raise
+            raise RuntimeError(f"{self.library} raised in {op}: {raised.group(1)}") from None
         return out
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
