@@ -134,11 +134,10 @@ def train(flow, ds: datasets.Dataset, config, seed: int, on_eval=None) -> Traine
     return Trained(step, best_step, stopped, time.perf_counter() - start, float(np.median(step_times)), curve)
 
 
-def _judged(flow, x: Tensor, ds: datasets.Dataset, device: str, split: str) -> Tensor:
+def _judged(flow, x: Tensor, context: Tensor | None, ds: datasets.Dataset, device: str, split: str) -> Tensor:
     if len(x) == 0:
         raise NonFinite(f"the {split} split of {ds.name} is empty: nothing to judge the fit on")
-    context = None if ds.contexts is None else ds.contexts[("validation", "test").index(split) + 1].to(device)
-    per_point = nll_per_point(flow, x.to(device), context) + ds.nll_offset
+    per_point = nll_per_point(flow, x.to(device), None if context is None else context.to(device)) + ds.nll_offset
     if not bool(torch.isfinite(per_point).all()):
         bad = int((~torch.isfinite(per_point)).sum())
         raise NonFinite(f"{split} NLL not finite at {bad} of {len(per_point)} points")
@@ -157,8 +156,9 @@ def fit_one(
     flow = registry.build_any(name, ds.dim, **config.model_config, **given).to(config.device)
     stored, effective = count_params(flow, flow.masks())
     trained = train(flow, ds, config, seed, on_eval)
-    test = _judged(flow, ds.test, ds, config.device, "test")
-    val = _judged(flow, ds.val, ds, config.device, "validation")
+    _, val_context, test_context = ds.contexts or (None, None, None)
+    test = _judged(flow, ds.test, test_context, ds, config.device, "test")
+    val = _judged(flow, ds.val, val_context, ds, config.device, "validation")
     (nll, se), (val_nll, val_se) = mean_se(test), mean_se(val)
     stem = f"{fit_stem(name, ds.name)}__s{seed}"
     file = out / CHECKPOINTS / f"{stem}.pt"

@@ -22,6 +22,7 @@ unless the user set it), as torch does under the harness.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -43,9 +44,11 @@ NO_TRAIN = (
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+@functools.cache
 def jax():
     """JAX, imported on first use with XLA on one CPU thread (and its callback errors,
-    which the adapter words in one line, not logged as tracebacks)."""
+    which the adapter words in one line, not logged as tracebacks); once per process:
+    every timed call reaches it."""
     os.environ.setdefault("XLA_FLAGS", ONE_THREAD)
     import jax as imported
 

@@ -131,6 +131,13 @@ def figure(g: pd.DataFrame, device: str, batch: int, out: Path) -> list[str]:
 POSTERIOR_TITLE = "Conditional fits: the posterior at fixed observations"
 
 
+def over_seeds(values: pd.Series) -> str:
+    """'0.121 [0.094, 0.182]': the median of one value per seed [their min, max]; the
+    value alone from one seed."""
+    shown = f"{values.median():.3f}"
+    return shown + (f" [{values.min():.3f}, {values.max():.3f}]" if len(values) > 1 else "")
+
+
 def posterior_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per task and model: at each fixed observation the gap mean(log p - log q) over
     draws from its exact posterior (an estimate of KL, nats), the median over seeds
@@ -140,10 +147,8 @@ def posterior_table(df: pd.DataFrame) -> pd.DataFrame:
         seeds = g[Col.SEED].nunique()
         row = {Col.DATA: data, Col.MODEL: model, "seeds": seeds}
         for k, at in g.groupby(Col.OBSERVATION, sort=True):
-            gap = at[Col.GAP]
-            row[f"x{int(k)}"] = f"{gap.median():.3f}" + (f" [{gap.min():.3f}, {gap.max():.3f}]" if seeds > 1 else "")
-        mean = g.groupby(Col.SEED)[Col.GAP].mean()
-        row["mean over x"] = f"{mean.median():.3f}" + (f" [{mean.min():.3f}, {mean.max():.3f}]" if seeds > 1 else "")
+            row[f"x{int(k)}"] = over_seeds(at[Col.GAP])
+        row["mean over x"] = over_seeds(g.groupby(Col.SEED)[Col.GAP].mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -238,10 +243,7 @@ def findings(src: Sources) -> list[Finding]:
         for data, g in df.groupby(Col.DATA, sort=True):
             per_seed = g.groupby([Col.MODEL, Col.SEED])[Col.GAP].mean().groupby(Col.MODEL)
             spread = per_seed.agg(["median", "min", "max", "count"]).sort_values("median")
-            listed = ", ".join(
-                f"{m} {r['median']:.3f}" + (f" [{r['min']:.3f}, {r['max']:.3f}]" if r["count"] > 1 else "")
-                for m, r in spread.iterrows()
-            )
+            listed = ", ".join(f"{m} {over_seeds(per_seed.get_group(m))}" for m in spread.index)
             seeds = int(spread["count"].max())
             text = (
                 f"on {data}, KL from the exact posterior to the flow's, averaged over {g[Col.OBSERVATION].nunique()} "
