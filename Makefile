@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # each job's wall time, commit and load, into reports/timing.json (the README's commands block)
 TIMED = $(BIN)/python -m harness.timing
 
-.PHONY: venv kernels test test-fast test-jax test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
+.PHONY: venv kernels startup test test-fast test-jax test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ PYTEST_ARGS ?= -n 3 --dist loadscope --no-loadscope-reorder
 # on a fresh clone each worker and each process it starts would compile them again.
 kernels: $(STAMP)
 	@$(BIN)/python -m harness.models.warm
+
+# --help, models and readme --check timed as whole commands (five runs each), into reports/timing.json
+startup: $(STAMP)
+	$(BIN)/python -m harness.timing startup
 
 test: kernels
 	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not jax"; rc=$$?; \

@@ -177,7 +177,7 @@ def commands(reports: Path) -> str:
     made = {
         "make report": "the default CPU sweep and reports/cpu/REPORT.md",
         "make test": "the test suite (pytest, three workers)",
-        "make peers": "zuko, pyro, nflows and normflows, and the contests",
+        "make peers": "the PyTorch and JAX peers, and the contests",
         "make solvers": "every slow-direction solver against its reference",
         "make checks": "correctness of every model and peer",
         "make fit": "every model on four 2-D toys and digits, three seeds",

@@ -44,9 +44,42 @@ def end(name: str) -> dict:
     return entry
 
 
+# issue 32's start-up goals, whole commands: seconds from exec to exit
+STARTUP = {"--help": 1.0, "models": 3.0, "readme --check": 3.0}
+
+
+def startup(runs: int = 5) -> dict:
+    """Times each of :data:`STARTUP`'s commands as a whole process ``runs`` times (after
+    one untimed run that fills the bytecode caches) and records the median and the
+    slowest, the goal and the load in reports/timing.json under ``start-up``."""
+    import statistics
+    import subprocess
+
+    entry: dict = {Col.COMMIT: env.git_commit()[:7], "cpu": env.machine_name("cpu"), "runs": runs}
+    entry["load_start"] = (env.load_average() or ["?"])[0]
+    for command, goal in STARTUP.items():
+        argv = [sys.executable, "-m", "harness", *command.split()]
+        subprocess.run(argv, capture_output=True, check=False)
+        seconds = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=False)
+            seconds.append(time.perf_counter() - began)
+        median = statistics.median(seconds)
+        entry[command] = {"median_s": round(median, 2), "max_s": round(max(seconds), 2), "goal_s": goal}
+        print(f"{command}: median {median:.2f} s, slowest {max(seconds):.2f} s (goal {goal:g} s)")
+    entry["load_end"] = (env.load_average() or ["?"])[0]
+    entry["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+    path = REPORTS / TIMING
+    store.write_json(path, {**store.read_json(path, missing={}), "start-up": entry})
+    return entry
+
+
 if __name__ == "__main__":
     what, name = sys.argv[1], " ".join(sys.argv[2:])
     if what == "start":
         start(name)
+    elif what == "startup":
+        startup()
     else:
         print(f"{name}: {end(name)['seconds']:.0f} s")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from . import invert, kernels
+from . import invert
 from .base import Cost, Flow, Transform, stack
 from .invert import InversionError, implicit_grad, invert_autoregressive, invert_coupled
 from .masked import floored, in_place_ok
@@ -247,6 +247,8 @@ class BlockAutoregressive(Transform):
         :data:`kernels.GROUP` points in lock-step in one compiled loop; after it, one GEMM per layer adds the block's
         activations to the block rows of every later dimension. The arithmetic of the
         eager solve, without its per-op overhead at each step of each dimension."""
+        from . import kernels  # numba (~0.4 s to import): loaded where a compiled solve first runs
+
         n, d = y.shape
         weights = [linear.weights() for linear in self.linears]
         # whole groups of points: the last point repeated (a target in the map's range), dropped after

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import kernels
 from .base import Cost, Flow, Transform
 from .invert import TOLERANCE, InversionError
 from .masked import LOG_SCALE_BOUND, MADE, Columns, clamp_log_scale, default_hidden, in_place_ok, set_column
@@ -104,6 +103,8 @@ class MaskedAffine(Transform):
     def _kernel(self, v: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None, SolveStats]:
         """The incremental solve as one compiled loop (harness.models.kernels): the same
         arithmetic, without torch's per-op overhead at each of the d steps."""
+        from . import kernels  # numba (~0.4 s to import): loaded where a compiled solve first runs
+
         made = self.made
         hidden, ends, w_out, b_out, term = made.solve_weights(v)  # w_out, b_out: shift and log-scale, in solve order
         with torch.no_grad():

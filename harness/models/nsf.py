@@ -23,7 +23,6 @@ from .spline import (
     rq_forward,
     rq_inverse,
 )
-from .spline_kernel import spline_solve
 
 
 class MaskedSpline(Transform):
@@ -104,6 +103,8 @@ class MaskedSpline(Transform):
     def _kernel(self, z: Tensor) -> Tensor:
         """The incremental solve as one compiled loop (harness.models.spline_kernel):
         the same arithmetic, without torch's per-op overhead at each of the d steps."""
+        from .spline_kernel import spline_solve  # numba: loaded where a compiled solve first runs
+
         made = self.made
         hidden, ends, w_out, b_out, term = made.solve_weights(z)  # w_out, b_out: each of the 3K - 1 parameters
         solved = z.flip(-1) if made.order[0] else z
