@@ -30,6 +30,9 @@ venv: $(STAMP)
 # last `make test-timed`; tests/conftest.py), not by their count of tests, so no worker
 # ends with a long module alone. PYTEST_ARGS= runs it in one process.
 PYTEST_ARGS ?= -n 3 --dist loadscope --no-loadscope-reorder
+# pytest with its arguments; its exit 5 (no test collected) made a failure
+PYTEST = rc=0; $(BIN)/python -m pytest $(1) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
 # The numba kernels compiled into their on-disk cache once, before the workers start:
 # on a fresh clone each worker and each process it starts would compile them again.
 kernels: $(STAMP)
@@ -40,20 +43,17 @@ startup: $(STAMP)
 	$(BIN)/python -m harness.timing startup
 
 test: kernels
-	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not jax"; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
+	@$(call PYTEST,$(PYTEST_ARGS) -m "not jax")
 
 # The inner loop, about a minute: every test but those marked slow (they start processes,
 # measure or draw for seconds); make test runs them all.
 test-fast: kernels
-	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow and not jax"; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
+	@$(call PYTEST,$(PYTEST_ARGS) -m "not slow and not jax")
 
 # The JAX peers' adapters (tests/test_jax.py, marked jax): XLA compiles for seconds per op
 # and shape on every core, past make test's four minutes; CI runs it after make test.
 test-jax: $(STAMP)
-	@$(BIN)/python -m pytest -q -m jax tests/test_jax.py; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest ran no test" >&2; exit 1; fi; exit $$rc
+	@$(call PYTEST,-q -m jax tests/test_jax.py)
 
 # make test, its wall time and load recorded in reports/timing.json (the README's commands block)
 test-timed: $(STAMP)

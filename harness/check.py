@@ -139,6 +139,20 @@ def can(flow: Measurable, op: str) -> str:
     return ""
 
 
+def attempt(what: str | tuple[str, ...], dim: int, fn: Callable[[], list[Result]]) -> list[Result]:
+    """``fn``'s results, or each check of ``what`` failed with what ``fn`` raised: a flow
+    whose inverse raises still has its density checked (a user's or a peer's flow may
+    raise anything)."""
+    try:
+        return fn()
+    except Exception as e:
+        message = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
+        return [
+            Result(w, dim, None, None, False, f"could not run: {message}")
+            for w in ((what,) if isinstance(what, str) else what)
+        ]
+
+
 def contract(flow: Measurable, dim: int, points: int = 4) -> list[Result]:
     """What ``log_prob`` and ``inverse`` return against the contract (harness.measure.contract)."""
     torch.manual_seed(1)
@@ -148,8 +162,12 @@ def contract(flow: Measurable, dim: int, points: int = 4) -> list[Result]:
         broken = violation(LOG_PROB, flow.log_prob(x), x)
         out.append(Result("contract log_prob", dim, None, None, not broken, broken or "(batch,) float64, finite"))
         if not can(flow, "inverse"):
-            broken = violation(SAMPLE, flow.inverse(x), x)
-            out.append(Result("contract inverse", dim, None, None, not broken, broken or "(batch, d) float64, finite"))
+
+            def inverse() -> list[Result]:
+                broken = violation(SAMPLE, flow.inverse(x), x)
+                return [Result("contract inverse", dim, None, None, not broken, broken or "(batch, d) float64, finite")]
+
+            out += attempt("contract inverse", dim, inverse)
     return out
 
 
@@ -181,14 +199,19 @@ def check_dim(flow: Measurable, dim: int, points: int = 4) -> list[Result]:
     if no_inverse:
         out += [Result(c, dim, None, None, None, no_inverse) for c in ("round trip x", "round trip z")]
         return out
-    with torch.no_grad():
-        err_x = _rel(flow.inverse(z), x)
-        zz = torch.randn(points, dim, dtype=torch.float64)
-        err_z = _rel(flow(flow.inverse(zz))[0], zz)
-    out.append(Result("round trip x", dim, err_x, ROUND_TRIP_TOL, err_x <= ROUND_TRIP_TOL, "inverse(forward(x))"))
-    note = "forward(inverse(z))" + (image_note(flow) if dim == 1 and err_z > ROUND_TRIP_TOL else "")
-    out.append(Result("round trip z", dim, err_z, ROUND_TRIP_TOL, err_z <= ROUND_TRIP_TOL, note))
-    return out
+
+    def round_trips() -> list[Result]:
+        with torch.no_grad():
+            err_x = _rel(flow.inverse(z), x)
+            zz = torch.randn(points, dim, dtype=torch.float64)
+            err_z = _rel(flow(flow.inverse(zz))[0], zz)
+        note = "forward(inverse(z))" + (image_note(flow) if dim == 1 and err_z > ROUND_TRIP_TOL else "")
+        return [
+            Result("round trip x", dim, err_x, ROUND_TRIP_TOL, err_x <= ROUND_TRIP_TOL, "inverse(forward(x))"),
+            Result("round trip z", dim, err_z, ROUND_TRIP_TOL, err_z <= ROUND_TRIP_TOL, note),
+        ]
+
+    return out + attempt(("round trip x", "round trip z"), dim, round_trips)
 
 
 def image_note(flow: Measurable, reach: float = 1e5) -> str:
@@ -199,7 +222,10 @@ def image_note(flow: Measurable, reach: float = 1e5) -> str:
     low, high = min(ends), max(ends)
     if -6 < low and high < 6:  # N(0, 1) has 2e-9 of its mass beyond 6
         mass_in = 0.5 * (math.erf(high / math.sqrt(2)) - math.erf(low / math.sqrt(2)))
-        return f"; z = f(x) only covers [{low:.3g}, {high:.3g}] (N(0, 1) mass {mass_in:.3g}): f is not onto R"
+        return (
+            f"; f(+-{reach:.0e}) spans only [{low:.3g}, {high:.3g}] (N(0, 1) mass {mass_in:.3g}): the rest of the "
+            f"base's mass lies beyond |x| = {reach:.0e}, or nowhere (f not onto R)"
+        )
     return ""
 
 
@@ -222,8 +248,12 @@ def check_density(make: Callable[[int], object]) -> list[Result]:
     if why:
         out.append(Result("samples match density", 2, None, None, None, why))
     else:
-        tv = sample_density_tv(flow)
-        out.append(Result("samples match density", 2, tv, TV_BOUND, tv <= TV_BOUND, "total variation, 20000 samples"))
+
+        def matched() -> list[Result]:
+            tv = sample_density_tv(flow)
+            return [Result("samples match density", 2, tv, TV_BOUND, tv <= TV_BOUND, "total variation, 20000 samples")]
+
+        out += attempt("samples match density", 2, matched)
     return out
 
 
@@ -241,13 +271,6 @@ def _run(make: Callable[..., Measurable], dims: Sequence[int]) -> list[Result]:
         torch.manual_seed(0)
         return make(dim).double().eval()
 
-    def guarded(what: str, dim: int, fn: Callable[[], list[Result]]) -> list[Result]:
-        try:
-            return fn()
-        except Exception as e:  # a user's flow may raise anything: the check could not run, so it fails
-            message = f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
-            return [Result(what, dim, None, None, False, f"could not run: {message}")]
-
     results: list[Result] = []
     # float64 as the default too: tensors a library creates inside a call without a
     # dtype (pyro's IAF inverse starts from torch.zeros) must match the flow's
@@ -255,11 +278,11 @@ def _run(make: Callable[..., Measurable], dims: Sequence[int]) -> list[Result]:
     torch.set_default_dtype(torch.float64)
     try:
         for dim in dims:
-            results += guarded("build", dim, lambda dim=dim: check_dim(build(dim), dim))
-        results += guarded("density", 2, lambda: check_density(build))
+            results += attempt("build", dim, lambda dim=dim: check_dim(build(dim), dim))
+        results += attempt("density", 2, lambda: check_density(build))
         from .check_cost import COST_DIMS, check_cost
 
-        return results + guarded("declared cost", COST_DIMS[1], lambda: check_cost(build))
+        return results + attempt("declared cost", COST_DIMS[1], lambda: check_cost(build))
     finally:
         torch.set_default_dtype(default)
 

@@ -243,3 +243,12 @@ PEER_LIBRARIES: dict[str, tuple[str, float, str, str]] = {
     "flowjax": ("white", 0.3, "D", (0, (3, 1, 1, 1))),  # JAX
     "numpyro": ("black", 0.2, "p", (0, (1, 1))),  # JAX
 }
+# the stack each library computes in (a peer adapter's ``framework``; tested to agree),
+# and the names the report gives them; a library not listed is PyTorch
+FRAMEWORK_NAMES = {"torch": "PyTorch", "jax": "JAX"}
+JAX_LIBRARIES = ("flowjax", "numpyro")
+
+
+def framework(library: str) -> str:
+    """``library``'s framework: ``jax`` or ``torch`` (ours, the torch peers, users' flows)."""
+    return "jax" if library in JAX_LIBRARIES else "torch"

@@ -68,7 +68,14 @@ def headline(reports: Path) -> str:
 
 # findings the README leaves to the report and documents (the quality table is in the user
 # guide; the front door keeps the headline questions within its 12 KB)
-LONG = ("Quality on ", "Scaling", "B-NAF against NAF parameters", "A training step against", "How close is each")
+LONG = (
+    "Quality on ",
+    "Scaling",
+    "B-NAF against NAF parameters",
+    "A training step against",
+    "How close is each",
+    "JAX against PyTorch",
+)
 
 
 def _findings(reports: Path, folders: tuple[str, ...], skip: tuple[str, ...] = ()) -> str:

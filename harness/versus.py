@@ -83,18 +83,28 @@ def timed_once(seconds: float) -> bool:
     return seconds > ONE_CALL_S
 
 
-def _checked(name: str, fn: Callable[[], object], op: str, x: Tensor) -> tuple[str, float]:
-    """('', seconds) if one call of ``fn`` keeps the contract, with the call's seconds;
-    else what is wrong (a contender that breaks it is never timed, and never named
-    fastest)."""
+def compile_seconds(model: object) -> float:
+    """Seconds ``model`` spent compiling so far (a JAX flow jits each op on its first call
+    of a shape: :meth:`harness.peers.jaxflow.JaxFlow.compile_seconds`); 0 for the rest."""
+    seconds = getattr(model, "compile_seconds", None)
+    return float(seconds()) if callable(seconds) else 0.0
+
+
+def _checked(name: str, fn: Callable[[], object], op: str, x: Tensor, model: object = None) -> tuple[str, float, float]:
+    """('', seconds, compile seconds) if one call of ``fn`` keeps the contract: the
+    call's seconds without what ``model`` spent compiling in it (a JAX flow's first
+    call of a shape compiles: that is its ``compile_s``, never its time); else what is
+    wrong (a contender that breaks it is never timed, and never named fastest)."""
+    before = compile_seconds(model)
     try:
         with unchecked(), torch.no_grad():
             start = time.perf_counter()
             out = fn()
             seconds = time.perf_counter() - start
     except Exception as e:  # a user's flow may raise anything: it is reported, not timed
-        return f"{type(e).__name__}: {e}".replace("\n", " ")[:300], math.nan
-    return violation(op, out, x), seconds
+        return f"{type(e).__name__}: {e}".replace("\n", " ")[:300], math.nan, math.nan
+    compiled = compile_seconds(model) - before
+    return violation(op, out, x), seconds - compiled, compiled
 
 
 def run_contest(
@@ -107,6 +117,7 @@ def run_contest(
     threads: int = 1,
     broken_before: dict[str, str] | None = None,
     once_before: dict[str, float] | None = None,
+    compiled_before: dict[str, float] | None = None,
 ) -> dict:
     """Times one contest at one d: medians (s per call) per contender, ours over the
     fastest peer of each round, and ours over each contender, with bootstrap intervals.
@@ -115,7 +126,8 @@ def run_contest(
     beside them and compared with ours, but is the fastest peer only if it declares the
     contest's family. A contender whose call breaks the contract is reported, not timed;
     one whose call took over :data:`ONE_CALL_S` is timed by that call alone
-    (``once_before``: calls made before, in a worker's check).
+    (``once_before``: calls made before, in a worker's check). ``compile_s``: each
+    contender's seconds of compiling (JAX's jit; ``compiled_before``: in a worker's check).
     """
     torch.manual_seed(0)
     x = torch.randn(batch, dim)
@@ -137,8 +149,9 @@ def run_contest(
             broken[rival] = f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
     fns = {k: functools.partial(call(m, ops[k]), x) for k, m in models.items()}
     once = dict(once_before or {})  # contenders too slow for rounds: their checked call's seconds
+    compiled = dict(compiled_before or {})
     for k in list(fns):
-        why, seconds = _checked(k, fns[k], ops[k], x)
+        why, seconds, compiled[k] = _checked(k, fns[k], ops[k], x, models[k])
         if why:
             broken[k] = why
             del fns[k]
@@ -178,6 +191,7 @@ def run_contest(
         roles=roles,
         broken=broken,
         once=once,
+        compile_s={k: c for k, c in compiled.items() if c > 0},
         each=each,
         fastest=fastest,
         ratio=ratio,
@@ -236,6 +250,7 @@ FIELDS = [
     Col.LIBRARY,
     Col.OP,
     Col.MEDIAN_S,
+    Col.COMPILE_S,  # a JAX contender's jit, apart from its time (its checked call's)
     Col.STATUS,
     Col.REASON,
     "fastest",
@@ -280,6 +295,8 @@ def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
                 row.update(verdict=verdict(low, high))
                 if who in r.get("once", {}):  # one call, not the contest's rounds
                     row.update(rounds=1, reason=ONCE.format(r["once"][who], ONE_CALL_S), verdict="")
+            if who in r.get("compile_s", {}):
+                row[Col.COMPILE_S] = r["compile_s"][who]
             rows.append(row)
     for r in naf:
         for op in (LOG_PROB, SAMPLE):

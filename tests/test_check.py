@@ -125,6 +125,21 @@ class WrongSampler(torch.nn.Module):
         return self.flow.log_prob(x)
 
 
+class RaisingInverse(WrongSampler):
+    """The example flow whose inverse raises (as flowjax's bisection does at its step limit)."""
+
+    def inverse(self, z):
+        raise RuntimeError("maximum steps reached")
+
+
+def test_a_flow_whose_inverse_raises_still_has_its_density_checked():
+    results = check.run(registry.factory("tests.test_check:RaisingInverse"), dims=(2,))
+    by = {r.check: r for r in results}
+    assert by["log-det"].passed and by["log_prob"].passed and by["normalises (d=2)"].passed
+    for what in ("contract inverse", "round trip x", "round trip z", "samples match density"):
+        assert by[what].passed is False and "could not run: RuntimeError: maximum steps reached" in by[what].note
+
+
 def test_the_example_passes_and_broken_flows_fail():
     assert check.passed(check.run(registry.factory("examples.linear_flow:make")))
     scaled = check.run(registry.factory("tests.test_check:ScaledLogDet"))

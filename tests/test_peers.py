@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import grid, peers, store, sweep, versus
+from harness import grid, ops, peers, store, sweep, versus
 from harness.__main__ import main
 from harness.measure.counting import count_params
 from harness.models import build
@@ -150,6 +150,14 @@ def test_unknown_peer_and_keyword_are_named():
         peers.build("nflows.maf", 3, layers=2)
     with pytest.raises(ValueError, match="equal hidden widths"):
         peers.build("nflows.maf", 3, hidden=(8, 16))
+
+
+def test_each_peer_computes_in_the_framework_the_report_names():
+    """The report reads a contender's framework from its library (ops.framework): it
+    must be the adapter's own."""
+    for name, peer in peers.PEERS.items():
+        assert ops.framework(peer.library) == peer.wrapper.framework, name
+    assert ops.framework(ops.OURS) == "torch"
 
 
 def test_without_the_extra_peers_are_listed_unavailable(monkeypatch, tmp_path, capsys):

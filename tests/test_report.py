@@ -558,3 +558,50 @@ def test_one_seed_gives_no_verdict_on_models_and_says_what_its_interval_covers()
     assert "no verdict with one seed" in text and "test points of one seed" in text and "best" not in text
     three = Paired("naf", "maf", 0.2, 0.1, 0.3, 3, "paired")
     assert three.clear and verdict_text(three, "nats").startswith("best: naf") and "over 3 seeds" in three.covers
+
+
+def _contest(contender: str, library: str, median_s: float, ratio: tuple, verdict: str, **more) -> dict:
+    row = dict(contest="nsf.log_prob", dim=128, batch=1024, threads=1, rounds=5, contender=contender)
+    row |= dict(role="ours" if contender == "ours" else "peer", family="nsf", library=library, op="log_prob")
+    row |= dict(median_s=median_s, status="ok", reason="", fastest="flowjax.nsf", verdict=verdict)
+    return row | dict(ratio=ratio[0], ratio_low=ratio[1], ratio_high=ratio[2]) | more
+
+
+def test_jax_against_pytorch_names_frameworks_and_the_calls_a_compile_takes_to_repay():
+    """A JAX peer faster per call by an interval that excludes 1 repays its compile
+    after floor(compile / (ours - it)) + 1 calls; one slower never does; the contests'
+    table groups peers by framework."""
+    from harness.report.load import Sources, frame
+    from harness.report.sections import frameworks, peers
+    from harness.table import VERSUS
+
+    vs = frame(
+        [
+            _contest("ours", "flowbench", 0.200, (1.3, 1.2, 1.4), "slower"),
+            _contest("zuko.nsf", "zuko", 0.400, (0.5, 0.45, 0.55), "faster"),
+            _contest("flowjax.nsf", "flowjax", 0.150, (1.3, 1.2, 1.4), "slower", compile_s=1.01),
+        ]
+    )
+    src = Sources([], [], [], {VERSUS: vs})
+    found = frameworks.table(src)
+    assert list(found["JAX"]) == ["flowjax.nsf"]
+    assert found["JAX ahead of ours after"].iloc[0] == "21 calls"  # 1.01 / (0.2 - 0.15) = 20.2: ahead from the 21st
+    assert found["faster"].iloc[0] == "flowjax.nsf (JAX)"
+    assert frameworks.break_even(0.1, 0.2, 1.0, "faster") == frameworks.NEVER
+    assert frameworks.break_even(0.2, 0.15, 1.0, "no clear difference") == frameworks.UNDECIDED
+    assert frameworks.break_even(0.2, 0.15, 1.0, "") == frameworks.ONE_CALL
+    (finding,) = frameworks.findings(src)
+    assert "flowjax.nsf faster; its 1.01 s compile repaid after 21 calls" in finding.text
+    assert finding.values[0].low == 1.2
+    cell = peers.versus_table(vs)["peers (ms)"].iloc[0]
+    assert cell == "PyTorch: zuko.nsf log_prob 400; JAX: flowjax.nsf log_prob 150"
+
+
+def test_without_a_jax_contender_there_is_no_jax_section():
+    from harness.report.load import Sources, frame
+    from harness.report.sections import frameworks
+    from harness.table import VERSUS
+
+    vs = frame([_contest("ours", "flowbench", 0.2, (0.9, 0.8, 1.0), "faster")])
+    src = Sources([], [], [], {VERSUS: vs})
+    assert frameworks.render(src, Path(".")) == [] and frameworks.findings(src) == []

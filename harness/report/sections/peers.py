@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...ops import FRAMEWORK_NAMES, framework
 from ...table import OK, VERSUS, Col
 from .. import plots, tables
 from ..findings import Finding, Value
@@ -85,9 +86,19 @@ def _once(rounds: object) -> bool:
     return _bound(rounds) == 1
 
 
+def by_framework(peers: pd.DataFrame) -> str:
+    """The timed peers' ops and times, grouped by the framework each computes in."""
+    stacks: dict[str, list[str]] = {}
+    for r in peers.itertuples():
+        said = f"{r.contender} {r.op} {tables.fmt(r.median_s * 1e3)}" + (" (1 call)" if _once(r.rounds) else "")
+        stacks.setdefault(FRAMEWORK_NAMES[framework(str(r.library))], []).append(said)
+    return "; ".join(f"{name}: {', '.join(said)}" for name, said in stacks.items())
+
+
 def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
-    """The contests: ours, the peers and the fastest peer, ours over it; flows that
-    joined a contest with ours over each; contenders not timed, with the reason."""
+    """The contests: ours, the peers (by framework) and the fastest peer, ours over it;
+    flows that joined a contest with ours over each; contenders not timed, with the
+    reason."""
     rows = []
     for (contest, dim), g in vs[vs["contest"] != NAF_CONTEST].groupby(["contest", Col.DIM], sort=False):
         ours = g[g["role"] == "ours"].iloc[0]
@@ -98,11 +109,8 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
             {
                 "ours": contest,
                 "d": int(dim),
-                "ours (ms)": tables.fmt(ours[Col.MEDIAN_S] * 1e3),
-                "peers (ms)": ", ".join(
-                    f"{r.contender} {r.op} {tables.fmt(r.median_s * 1e3)}" + (" (1 call)" if _once(r.rounds) else "")
-                    for r in peers.itertuples()
-                ),
+                "ours, PyTorch (ms)": tables.fmt(ours[Col.MEDIAN_S] * 1e3),
+                "peers (ms)": by_framework(peers),
                 "fastest peer": ours["fastest"],
                 "ours / fastest peer [95% CI]": interval(ours),
                 "rounds": tables.fmt(ours["rounds"]),
