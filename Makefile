@@ -100,10 +100,10 @@ peers: $(STAMP)
 # reports/cpu/conditional; then each conditional flow fitted to sbibm's gaussian_linear
 # (theta 10, x 10; an exact posterior) with seeds 0, 1, 2, at most 20 s each, judged at
 # five fixed observations (reports/cpu/conditional/fit).
-CONDITIONAL = made,maf,iaf,nsf,naf,bnaf,zuko.maf,zuko.nsf,zuko.naf,nflows.maf,nflows.nsf
+CONDITIONAL = made,maf,iaf,nsf,naf,bnaf,zuko.maf,zuko.nsf,zuko.naf,nflows.maf,nflows.nsf,sbi.maf
 conditional: $(STAMP)
 	$(TIMED) start make conditional
-	$(BIN)/python -m harness sweep --device cpu --models $(CONDITIONAL) --dims 2,4,10 --context 0,8,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
+	$(BIN)/python -m harness sweep --device cpu --models $(CONDITIONAL) --dims 2,4,10 --context 0,10,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
 	mkdir -p reports/cpu/conditional/fit
 	$(BIN)/python -m harness fit --models $(CONDITIONAL) --data gaussian_linear --wall 20 --out reports/cpu/conditional/fit $(SWEEP_ARGS) | tee reports/cpu/conditional/fit/output.txt
 	$(TIMED) end make conditional

@@ -21,8 +21,8 @@ from .ops import BACKENDS, COMPILE, EAGER, NUMBA, QUICK_OPS, default_backend, ha
 from .table import Col
 
 ALL_NAMES = NAMES + peers.NAMES
-# --models shorthands
-GROUPS = {"ours": NAMES, "peers": peers.NAMES, "all": ALL_NAMES}
+# --models shorthands (a conditional-only peer, sbi.maf, is named on its own)
+GROUPS = {"ours": NAMES, "peers": peers.UNCONDITIONAL, "all": NAMES + peers.UNCONDITIONAL}
 
 DEVICES = ("auto", "cpu", "cuda")
 # --solvers shorthands, resolved per family

@@ -240,6 +240,7 @@ PEER_LIBRARIES: dict[str, tuple[str, float, str, str]] = {
     "pyro": ("black", 0.35, "X", "-."),
     "nflows": ("white", 0.7, "*", ":"),
     "normflows": ("black", 0.55, "h", (0, (5, 1))),
+    "sbi": ("white", 0.55, "s", (0, (5, 2, 1, 2))),
     "flowjax": ("white", 0.3, "D", (0, (3, 1, 1, 1))),  # JAX
     "numpyro": ("black", 0.2, "p", (0, (1, 1))),  # JAX
 }

@@ -11,6 +11,7 @@ import torch
 
 from harness import grid, ops, peers, store, sweep, versus
 from harness.__main__ import main
+from harness.errors import UserError
 from harness.measure.counting import count_params
 from harness.models import build
 from harness.models.base import normal_log_prob
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The torch peers; the JAX peers' adapters have tests of their own (tests/test_jax.py:
 # torch's autograd cannot see into JAX, and each JAX build compiles for seconds)
-TORCH_PEERS = [n for n in peers.NAMES if peers.PEERS[n].wrapper.framework == "torch"]
+TORCH_PEERS = [n for n in peers.UNCONDITIONAL if peers.PEERS[n].wrapper.framework == "torch"]
 
 
 def need(name: str) -> None:
@@ -366,11 +367,11 @@ def test_the_contests_forest_plot_draws_each_contest_with_its_interval_and_verdi
     assert forest(pd.DataFrame(rows[2:]), tmp_path / "none") == []  # no contest of ours: no figure
 
 
-CONDITIONAL_PEERS = [n for n in TORCH_PEERS if not grid.takes_context(n)]
+CONDITIONAL_PEERS = [n for n in peers.NAMES if peers.PEERS[n].wrapper.framework == "torch" and not grid.takes_context(n)]
 
 
 def test_zuko_and_nflows_take_a_context_and_the_others_say_why_not():
-    assert set(CONDITIONAL_PEERS) == {"zuko.maf", "zuko.naf", "zuko.nsf", "nflows.maf", "nflows.nsf"}
+    assert set(CONDITIONAL_PEERS) == {"zuko.maf", "zuko.naf", "zuko.nsf", "nflows.maf", "nflows.nsf", "sbi.maf"}
     assert "this adapter builds the library's flow without one" in grid.takes_context("pyro.iaf")
 
 
@@ -395,7 +396,28 @@ def test_a_conditional_peer_round_trips_and_reads_its_context(name):
 def test_conditional_peers_hold_our_parameters_but_nflows_context_biases():
     """zuko feeds the context into the first layer as ours does (its weights only);
     nflows' context layer has a bias too: one per first-layer unit and layer."""
-    for ours, peer in (("maf", "zuko.maf"), ("nsf", "zuko.nsf"), ("maf", "nflows.maf"), ("nsf", "nflows.nsf")):
+    pairs = ("maf", "zuko.maf"), ("nsf", "zuko.nsf"), ("maf", "nflows.maf"), ("nsf", "nflows.nsf"), ("maf", "sbi.maf")
+    for ours, peer in pairs:
         theirs, mine = built(peer, 5, context=7), build(ours, 5, context=7)
-        extra = 5 * 64 if peer.startswith("nflows") else 0  # 5 layers x 64 first-layer units
+        extra = 5 * 64 if peer.startswith(("nflows", "sbi")) else 0  # 5 layers x 64 first-layer units
         assert count_params(theirs, theirs.masks())[0] == count_params(mine)[0] + extra, peer
+
+
+def test_sbi_maf_is_sbis_own_estimator_and_needs_a_context():
+    """The adapter's density is sbi's NFlowsFlow's on the same network (the one sbi's
+    posterior_nn builds: theta's z-scoring first, a tanh MADE and a permutation per
+    layer, x's z-scoring as the embedding); without a context it is not built, and
+    `--models peers` leaves it out."""
+    need("sbi.maf")
+    from sbi.neural_nets.estimators import NFlowsFlow
+
+    flow = built("sbi.maf", 3, context=4)
+    estimator = NFlowsFlow(flow.module, input_shape=torch.Size([3]), condition_shape=torch.Size([4]))
+    x, c = torch.randn(6, 3), torch.randn(6, 4)
+    with torch.no_grad():
+        assert torch.allclose(flow.log_prob(x, c), estimator.log_prob(x[None], c)[0], atol=1e-6)
+    kinds = [type(t).__name__ for t in flow.module._transform._transforms]
+    assert kinds[:3] == ["PointwiseAffineTransform", "MaskedAffineAutoregressiveTransform", "RandomPermutation"]
+    with pytest.raises(UserError, match="conditional only: give it a context"):
+        peers.build("sbi.maf", 3)
+    assert "sbi.maf" in peers.NAMES and "sbi.maf" not in grid.GROUPS["peers"]

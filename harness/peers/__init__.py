@@ -1,4 +1,5 @@
-"""Public implementations behind the harness's flow contract: zuko, pyro, nflows and normflows.
+"""Public implementations behind the harness's flow contract: zuko, pyro, nflows,
+normflows and sbi; flowjax and numpyro (JAX).
 
 Each peer is built from the same keywords as the reference model of its family, and
 translated to the library's own arguments, so ``--models maf,zuko.maf,nflows.maf``
@@ -21,6 +22,8 @@ measures identical shapes:
   tails, the conditioner's hidden layers ``hidden``; each library's convention is
   stated where it is built (zuko: soft-clipped widths and exp derivatives; nflows and
   normflows: the authors' layer; pyro: ``order="quadratic"``, its network built here).
+- ``sbi.maf``: sbi's default posterior estimator, from sbi's own factory
+  (``posterior_nn(model="maf")``), conditional only (harness.peers.sbi).
 
 One module per library (``harness/peers/<library>.py``) holds its adapters and its
 ``PEERS`` entries; this module gathers them.
@@ -44,14 +47,17 @@ from ..errors import UserError
 from ..models import BUILDERS
 from ..models.masked import default_hidden
 from ..table import Col
-from . import flowjax, nflows, normflows, numpyro, pyro, zuko
+from . import flowjax, nflows, normflows, numpyro, pyro, sbi, zuko
 from .base import INSTALL, Peer, PeerFlow
 
-__all__ = ["INSTALL", "NAMES", "PEERS", "Peer", "PeerFlow", "build", "unavailable"]
+__all__ = ["INSTALL", "NAMES", "PEERS", "UNCONDITIONAL", "Peer", "PeerFlow", "build", "unavailable"]
 
-PEERS: dict[str, Peer] = {**zuko.PEERS, **pyro.PEERS, **nflows.PEERS, **normflows.PEERS}
+PEERS: dict[str, Peer] = {**zuko.PEERS, **pyro.PEERS, **nflows.PEERS, **normflows.PEERS, **sbi.PEERS}
 PEERS.update({**flowjax.PEERS, **numpyro.PEERS})  # JAX (the jax extra)
 NAMES: tuple[str, ...] = tuple(PEERS)
+# what `--models peers` and `all` stand for: the peers that are built without a context
+# (a conditional-only estimator is named on its own, with --context)
+UNCONDITIONAL: tuple[str, ...] = tuple(n for n in NAMES if not PEERS[n].needs_context)
 
 
 def _defaults(fn: Callable) -> dict[str, object]:

@@ -30,6 +30,7 @@ class Peer:
     unsupported: dict[str, str]
     wrapper: type[PeerFlow]
     install: str = INSTALL  # what installs its library
+    needs_context: bool = False  # a conditional estimator only (sbi's): built only with a context
 
 
 class PeerFlow(nn.Module):
