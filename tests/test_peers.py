@@ -367,7 +367,9 @@ def test_the_contests_forest_plot_draws_each_contest_with_its_interval_and_verdi
     assert forest(pd.DataFrame(rows[2:]), tmp_path / "none") == []  # no contest of ours: no figure
 
 
-CONDITIONAL_PEERS = [n for n in peers.NAMES if peers.PEERS[n].wrapper.framework == "torch" and not grid.takes_context(n)]
+CONDITIONAL_PEERS = [
+    n for n in peers.NAMES if peers.PEERS[n].wrapper.framework == "torch" and not grid.takes_context(n)
+]
 
 
 def test_zuko_and_nflows_take_a_context_and_the_others_say_why_not():
