@@ -55,7 +55,7 @@ def startup(runs: int = 5) -> dict:
     import statistics
     import subprocess
 
-    entry: dict = {Col.COMMIT: env.git_commit()[:7], "cpu": env.machine_name("cpu"), "runs": runs}
+    entry: dict = {Col.COMMIT: env.git_commit()[:7], "cpu": env.machine_name("cpu"), "repeats": runs}
     entry["load_start"] = (env.load_average() or ["?"])[0]
     for command, goal in STARTUP.items():
         argv = [sys.executable, "-m", "harness", *command.split()]
@@ -66,7 +66,7 @@ def startup(runs: int = 5) -> dict:
             subprocess.run(argv, capture_output=True, check=False)
             seconds.append(time.perf_counter() - began)
         median = statistics.median(seconds)
-        entry[command] = {"median_s": round(median, 2), "max_s": round(max(seconds), 2), "goal_s": goal}
+        entry[command] = {"median": round(median, 2), "slowest": round(max(seconds), 2), "goal": goal}  # seconds
         print(f"{command}: median {median:.2f} s, slowest {max(seconds):.2f} s (goal {goal:g} s)")
     entry["load_end"] = (env.load_average() or ["?"])[0]
     entry["date"] = time.strftime("%Y-%m-%d", time.gmtime())

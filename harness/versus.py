@@ -191,7 +191,7 @@ def run_contest(
         roles=roles,
         broken=broken,
         once=once,
-        compile_s={k: c for k, c in compiled.items() if c > 0},
+        **{Col.COMPILE_S: {k: c for k, c in compiled.items() if c > 0}},
         each=each,
         fastest=fastest,
         ratio=ratio,
@@ -295,8 +295,8 @@ def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
                 row.update(verdict=verdict(low, high))
                 if who in r.get("once", {}):  # one call, not the contest's rounds
                     row.update(rounds=1, reason=ONCE.format(r["once"][who], ONE_CALL_S), verdict="")
-            if who in r.get("compile_s", {}):
-                row[Col.COMPILE_S] = r["compile_s"][who]
+            if who in r.get(Col.COMPILE_S, {}):
+                row[Col.COMPILE_S] = r[Col.COMPILE_S][who]
             rows.append(row)
     for r in naf:
         for op in (LOG_PROB, SAMPLE):

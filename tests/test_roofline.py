@@ -107,9 +107,18 @@ def test_compiling_pays_only_past_its_interval_and_counts_calls_to_pay(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_compiled_measurement_records_its_compile_seconds_apart():
+def test_a_compiled_measurement_records_its_compile_seconds_apart(monkeypatch):
+    """The bookkeeping of a compiled measurement: its compile seconds apart, the graphs
+    counted until they settle, the eager ops of the same call counted. Dynamo captures
+    the graphs with its eager backend here: inductor's C++ builds (~20 s of a fresh
+    machine's first compile) are measured by make compile, not in the suite."""
+    import torch
+
     from harness.measure.call import Settings, measure
     from harness.models import build
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **keywords: real(fn, backend="eager", **keywords))
 
     flow = build("made", 2).eval()
     row, _ = measure(flow, "log_prob", "cpu", 64, Settings(budget_s=5, min_run_time=0.05), backend="compile")

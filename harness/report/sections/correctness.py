@@ -60,13 +60,21 @@ def render(src: Sources, out: Path) -> list[str]:
     return lines
 
 
+def _named(checks: pd.Series, most: int = 3) -> str:
+    """A flow's failed checks, each once: the first ``most`` by name, then how many more
+    (the section's table lists them all)."""
+    names = list(dict.fromkeys(checks))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
 def findings(src: Sources) -> list[Finding]:
     checks = _checks(src)
     if checks.empty:
         return []
     ran = checks[checks["result"].isin(["pass", "FAIL"])]
     failed = ran[ran["result"] == "FAIL"]
-    by_model = failed.groupby(Col.MODEL)["check"].apply(lambda s: ", ".join(dict.fromkeys(s)))
+    by_model = failed.groupby(Col.MODEL)["check"].apply(_named)
     text = f"{len(ran) - len(failed)} of {len(ran)} checks pass over {checks[Col.MODEL].nunique()} flows" + (
         "; failing: " + "; ".join(f"{m} ({c})" for m, c in by_model.items()) if len(by_model) else ""
     )

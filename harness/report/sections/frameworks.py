@@ -76,7 +76,7 @@ def table(src: Sources) -> pd.DataFrame:
         ours = g[g["role"] == "ours"].iloc[0]
         if r[Col.STATUS] != OK:
             rows.append(
-                {"contest": r["contest"], "d": int(r[Col.DIM]), "JAX": r["contender"], "not timed": r["reason"]}
+                {"contest": r["contest"], "d": int(r[Col.DIM]), "JAX": r["contender"], "not timed": r[Col.REASON]}
             )
             continue
         compile_s = compile_of(r, src.rows)
