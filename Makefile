@@ -14,12 +14,10 @@ TIMED = $(BIN)/python -m harness.timing
 
 .PHONY: venv kernels startup test test-fast test-jax test-timed report peers solvers checks fit conditional compile report-gpu asv-quick example lint format clean
 
-# --no-compile: no .pyc for every file of torch, jax and the rest at install; Python
-# writes them for the modules a run imports
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-compile -c constraints.txt -e '.[dev,peers,jax]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,peers,jax]'
 	touch $(STAMP)
 
 venv: $(STAMP)
