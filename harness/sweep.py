@@ -345,8 +345,8 @@ def _isolated(worker, unit: Unit, config: Config) -> list[dict]:
     except WorkerDied as e:
         return [dict(kind=k, status=ERROR, reason=str(e)) for k in kinds]
     if answer is None:
-        what = "the paired measurement of its d and batch was" if unit.together else ""
-        reason = f"{what or ''}killed after {limit:g} s (budget {config.budget_s:g} s)".strip()
+        what = "the paired measurement of its d and batch was " if unit.together else ""
+        reason = f"{what}killed after {limit:g} s (budget {config.budget_s:g} s)"
         return [dict(kind=k, status=TIMEOUT, reason=reason) for k in kinds]
     return answer
 
