@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 from . import peers
 from .errors import UserError
+from .ops import FRAMEWORK_NAMES
 
 BATCH = 1024
-FRAMEWORKS = ("torch", "jax")  # the stacks a peer computes in (PeerFlow.framework)
+FRAMEWORKS = tuple(FRAMEWORK_NAMES)  # the stacks a peer computes in (PeerFlow.framework): torch, jax
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,8 @@ def compile_of(r: pd.Series, rows: pd.DataFrame) -> float:
         return own
     if rows.empty:
         return math.nan
-    hit = rows[
-        (rows[Col.MODEL] == r["contender"])
-        & (rows[Col.DIM] == r[Col.DIM])
-        & (rows[Col.OP] == r[Col.OP])
-        & (rows[Col.BATCH] == r[Col.BATCH])
-        & (rows[Col.STATUS] == OK)
-    ]
-    return float(hit[Col.COMPILE_S].iloc[0]) if not hit.empty else math.nan
+    same_batch = rows[rows[Col.BATCH] == r[Col.BATCH]]
+    return tables.cell(same_batch, r["contender"], r[Col.DIM], r[Col.OP], Col.COMPILE_S)
 
 
 def break_even(ours_s: float, jax_s: float, compile_s: float, verdict: str) -> str:
@@ -70,8 +64,7 @@ def break_even(ours_s: float, jax_s: float, compile_s: float, verdict: str) -> s
 def table(src: Sources) -> pd.DataFrame:
     vs = src.side[VERSUS]
     rows = []
-    for r in jax_rows(vs).itertuples():
-        r = pd.Series(r._asdict())
+    for _, r in jax_rows(vs).iterrows():
         g = vs[(vs["contest"] == r["contest"]) & (vs[Col.DIM] == r[Col.DIM])]
         ours = g[g["role"] == "ours"].iloc[0]
         if r[Col.STATUS] != OK:
