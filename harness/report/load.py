@@ -85,7 +85,7 @@ def read_results(path: Path) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in df:
             df[column] = np.nan
-    df[Col.CONTEXT] = df[Col.CONTEXT].fillna("0")  # tables from before the context axis: unconditional
+    df[Col.CONTEXT] = df[Col.CONTEXT].astype(object).fillna("0")  # tables from before the context axis: unconditional
     # tables from before the family and library columns named peers library.family and
     # ours plainly: blank cells take those names apart (rows written since carry both)
     blank = df[Col.LIBRARY].isna()
