@@ -276,7 +276,7 @@ def test_an_uncommitted_change_to_a_model_recounts_its_flops(tmp_path):
     maf = tree / "harness" / "models" / "maf.py"
     text = maf.read_text()
     changed = text.replace(
-        "        m, s = self._shift_scale(self.made(u))\n", "        m, s = self._shift_scale(self.made(u) * 1.0)\n"
+        "        out = self.made.columns(uT)\n", "        out = self.made.columns(uT) * 1.0\n"
     )
     assert changed != text
     maf.write_text(changed)

@@ -10,6 +10,7 @@ memory is bytes.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -301,7 +302,7 @@ def count_work(
         with counter:
             peak = peak_memory(fn, device)
     else:
-        with counter:
+        with counter, fresh_scratch():
             fn()
         peak = counter.peak if memory else None
     return Work(counter.total if flops else None, peak, counter.moved if flops else None)
@@ -337,9 +338,18 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int:
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        fn()
+        with fresh_scratch():
+            fn()
         torch.cuda.synchronize(device)
         return int(torch.cuda.max_memory_allocated(device) - base)
-    with WorkCounter(memory=True, flops=False) as tracker:
+    with WorkCounter(memory=True, flops=False) as tracker, fresh_scratch():
         fn()
     return int(tracker.peak)
+
+
+def fresh_scratch() -> contextlib.AbstractContextManager:
+    """Scratch buffers allocated anew for the call counted (harness.models.workspace): the
+    buffers a flow keeps from call to call count in its peak, as a peer's allocations do."""
+    from ..models import workspace
+
+    return workspace.fresh()

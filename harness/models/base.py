@@ -378,7 +378,8 @@ class Flow(nn.Module):
             for t in self.transforms:
                 x, l = t(x)
                 ladj = ladj + l
-        return self._check_out(x, "z", ValueError), self._check_out(ladj, "log|det|", ValueError)
+        # a layer may hand on its result transposed (harness.models.maf: points as columns)
+        return self._check_out(x.contiguous(), "z", ValueError), self._check_out(ladj, "log|det|", ValueError)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Base->data. (batch, d) -> x (batch, d), given ``context`` for a conditional
@@ -389,7 +390,7 @@ class Flow(nn.Module):
         with self.given(context, z.shape[0]):
             for t in reversed(self.transforms):
                 z = t.inverse(z)
-        return self._check_out(z, "x = inverse(z)", InversionError)
+        return self._check_out(z.contiguous(), "x = inverse(z)", InversionError)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of x under the flow: (batch, d) -> (batch,); log p(x | c)

@@ -62,11 +62,22 @@ class MaskedAffine(Transform):
         return m, clamp_log_scale(raw)
 
     def _fast(self, u: Tensor, with_ladj: bool = True) -> tuple[Tensor, Tensor | None]:
+        if in_place_ok(u, *self.parameters()):
+            return self._fast_columns(u, with_ladj)
         m, s = self._shift_scale(self.made(u))
         ladj = s.sum(-1) if with_ladj else None
-        if in_place_ok(m, s, u):  # into the MADE's output buffer
-            return m.addcmul_(u, s.exp_()), ladj
         return torch.addcmul(m, u, s.exp()), ladj
+
+    def _fast_columns(self, u: Tensor, with_ladj: bool) -> tuple[Tensor, Tensor | None]:
+        """The fast direction where no graph needs the result, on the points as columns
+        (:meth:`MADE.columns`): shift and log-scale are contiguous (d, batch) blocks and
+        every step works in place in the MADE's output. The result is the transpose of
+        that block, which the next layer reads as its columns without a copy."""
+        uT = u.T if u.T.is_contiguous() else u.T.contiguous()
+        out = self.made.columns(uT)
+        m, s = out[: self.dim], clamp_log_scale(out[self.dim :])
+        ladj = s.sum(0) if with_ladj else None
+        return m.addcmul_(uT, s.exp_()).T, ladj
 
     def _slow(self, v: Tensor, with_ladj: bool = True) -> tuple[Tensor, Tensor | None]:
         solve = {"sequential": self._sequential, "incremental": self._incremental, "fixed-point": self._fixed_point}
