@@ -275,9 +275,7 @@ def test_an_uncommitted_change_to_a_model_recounts_its_flops(tmp_path):
     )
     maf = tree / "harness" / "models" / "maf.py"
     text = maf.read_text()
-    changed = text.replace(
-        "        out = self.made.columns(uT)\n", "        out = self.made.columns(uT) * 1.0\n"
-    )
+    changed = text.replace("        out = self.made.columns(uT)\n", "        out = self.made.columns(uT) * 1.0\n")
     assert changed != text
     maf.write_text(changed)
     _sweeps_in(tree, f"assert sweep({c!r}) == 0\n")  # a new process: the changed code
