@@ -129,11 +129,21 @@ class Worker:
             daemon=True,
             name="flowbench-worker",
         )
-        self.proc.start()
+        try:
+            self.proc.start()
+        except Exception as e:  # spawn's own checks (a script without a __main__ guard)
+            self.proc = self.conn = None
+            raise WorkerDied(f"the measuring worker could not start: {e}".splitlines()[0]) from e
         child.close()
-        if not self.conn.poll(300) or self.conn.recv() != "ready":
+        try:
+            ready = self.conn.poll(300) and self.conn.recv() == "ready"
+        except (EOFError, OSError):  # it died while starting
+            ready = False
+        if not ready:
+            self.proc.join(1)  # one that died has its exit code once reaped
+            code = self.proc.exitcode
             self.kill()
-            raise WorkerDied("the measuring worker did not start within 300 s")
+            raise WorkerDied(f"the measuring worker did not start within 300 s (exit code {code})")
 
     def run(self, task: Any, timeout: float) -> Any | None:
         if self.proc is None or not self.proc.is_alive():
@@ -150,7 +160,7 @@ class Worker:
             raise WorkerDied(f"the measuring worker died (exit code {code})") from None
 
     def kill(self) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.proc.pid is not None:  # None: it never started
             self.proc.kill()
             self.proc.join()
         self.proc = self.conn = None

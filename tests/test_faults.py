@@ -1,6 +1,7 @@
 """Never silently wrong, never a lost row: faults, interruptions and bad input."""
 
 import csv
+import functools
 import json
 import os
 import random
@@ -116,6 +117,16 @@ def test_ctrl_c_keeps_the_rows_and_says_how_to_go_on(tmp_path, forked):
 
 
 # ---- the results folder is owned --------------------------------------------------
+
+
+def test_a_worker_that_dies_while_starting_is_named_with_its_exit_code():
+    from harness.worker import Worker, WorkerDied
+
+    worker = Worker(functools.partial(os._exit, 7), fresh=True)  # its make() ends the process
+    with pytest.raises(WorkerDied, match="exit code 7"):
+        worker.run("a task", 10)
+    worker.close()  # nothing left to close
+    Worker(functools.partial(os._exit, 7)).kill()  # one never started: nothing to kill
 
 
 def test_a_second_writer_is_refused_and_loses_nothing(tmp_path):
