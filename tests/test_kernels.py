@@ -1,8 +1,10 @@
 """The fast paths agree with their references in float64: NAF's feature-major log_prob
 with the per-dimension DDSF, B-NAF's feature-major map with the row-major one (gated
-and ungated), the compiled incremental solve with the eager one, and B-NAF's compiled
-Newton solve with the eager one and with bisection, to 1e-9 or better."""
+and ungated), the compiled incremental solve with the eager one, B-NAF's and NAF's
+compiled Newton solves with the eager ones and with bisection, to 1e-9 or better, and
+NAF's compiled DDSF evaluation with the eager one."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,6 +103,75 @@ def test_the_compiled_bnaf_solve_in_float32_round_trips():
         assert torch.allclose(flow(x)[0], z, rtol=1e-4, atol=1e-4)
         use_kernel(flow, False)
         assert torch.allclose(flow.inverse(z), x, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dim", [1, 9])
+def test_the_compiled_naf_newton_agrees_with_the_eager_one_and_bisection(dim):
+    flow = _float64("naf", dim, flows=2, hidden=[18, 18])
+    torch.manual_seed(1)
+    x = torch.randn(70, dim, dtype=torch.float64)  # more points than a tile (ddsf_kernel.POINTS), and a remainder
+    with torch.no_grad():
+        z = flow(x)[0]
+        compiled = flow.inverse(z)
+        use_kernel(flow, False)
+        eager = flow.inverse(z)
+        for t in flow.transforms:
+            if getattr(t, "solver", None):
+                t.solver = "bisection"
+        reference = flow.inverse(z)
+    assert torch.allclose(compiled, eager, rtol=0, atol=1e-10)
+    assert torch.allclose(compiled, reference, rtol=0, atol=1e-9) and torch.allclose(compiled, x, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-5)])
+def test_the_compiled_ddsf_evaluation_agrees_with_the_eager_one(dtype, tol):
+    """Near points and far ones (whose mixtures underflow and go the log way), three
+    DDSF layers (an inner layer's mixing too), and a NaN parameter column: NaN in both."""
+    torch.manual_seed(3)
+    ds = build("naf", 2, ds_layers=3, ds_hidden=5).transforms[0].ds.to(dtype)
+    params = 2 * torch.randn(ds.n_params, 300, dtype=dtype)
+    params[:, 7] = float("nan")
+    x = torch.cat([torch.randn(150, dtype=dtype), 3000 * torch.randn(150, dtype=dtype)])
+    with torch.no_grad():
+        (y, dy), (y_ref, dy_ref) = ds.at(params, compiled=True)(x), ds.at(params)(x)
+    assert torch.isnan(y[7]) and torch.isnan(y_ref[7])
+    keep = torch.arange(300) != 7
+    assert float(((y - y_ref).abs() / (1 + y_ref.abs()))[keep].max()) < tol
+    assert float(((dy - dy_ref).abs() / dy_ref.abs().clamp_min(torch.finfo(dtype).tiny))[keep].max()) < 10 * tol
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_ddsf_kernels_exp_and_log_are_within_an_ulp_or_two(dtype):
+    """exp and log written out for the vectorised loops (harness.models.ddsf_kernel),
+    computed in the argument's type: against float64 numpy, in units of that type's eps;
+    exp down through the subnormals to 0, log NaN outside the normal positive numbers."""
+    import numba
+
+    from harness.models.ddsf_kernel import exp_small, log_normal
+
+    @numba.njit
+    def both(x, v, ex, lg):
+        for i in range(x.shape[0]):
+            ex[i] = exp_small(x[i])
+        for i in range(v.shape[0]):
+            lg[i] = log_normal(v[i])
+
+    eps, info = np.finfo(dtype).eps, np.finfo(dtype)
+    low = -745.2 if dtype == np.float64 else -103.3
+    x = np.concatenate([np.linspace(low, 5, 100001), [-0.0, np.nan, low - 30]]).astype(dtype)
+    v = np.concatenate([np.geomspace(info.tiny, info.max / 2, 100001), [0.0, -1.0, np.inf, info.tiny / 2]]).astype(
+        dtype
+    )
+    ex, lg = np.empty_like(x), np.empty_like(v)
+    both(x, v, ex, lg)
+    ref = np.exp(x.astype(np.float64))
+    normal = ref >= info.tiny
+    assert np.max(np.abs(ex[normal] - ref[normal]) / ref[normal]) <= 2 * eps
+    assert np.max(np.abs(ex[~normal & np.isfinite(x)] - ref[~normal & np.isfinite(x)])) <= info.tiny * eps
+    assert np.isnan(ex[-2]) and ex[-1] == 0
+    ref = np.log(v[:-4].astype(np.float64))
+    assert np.max(np.abs(lg[:-4] - ref) / np.maximum(np.abs(ref), 1)) <= 2 * eps
+    assert np.isnan(lg[-4:]).all()
 
 
 def test_the_kernels_tanh_is_within_4e_16_of_tanh():
