@@ -102,6 +102,24 @@ def test_matmul_flops_are_torch_flop_counter_s(name):
     assert total > matmuls
 
 
+def test_a_contexts_products_are_counted():
+    """log_prob(x | c) multiplies each point's context into every layer's first hidden
+    layer, in place where no graph needs the result: 2 c h more FLOPs a point and layer
+    than the unconditional flow's, by both counters."""
+    d, h, c, batch, flows = 3, 16, 7, 10, 2
+    plain, cond = (build("maf", d, flows=flows, hidden=(h, h), context=k) for k in (0, c))
+    x, given = torch.randn(batch, d), torch.randn(batch, c)
+    products = ("mm", "addmm", "addmm_", "bmm", "baddbmm", "baddbmm_")
+    base = sum(count_flops(plain, lambda m, x: m.log_prob(x), x)[1].get(op, 0) for op in products)
+    by = count_flops(cond, lambda m, x: m.log_prob(x, given), x)[1]
+    assert by.get("addmm_", 0) > 0  # the in-place product this counts
+    assert sum(by.get(op, 0) for op in products) - base == 2 * batch * flows * c * h
+    assert (
+        matmul_flops(cond, lambda m, x: m.log_prob(x, given), x) - matmul_flops(plain, lambda m, x: m.log_prob(x), x)
+        == 2 * batch * flows * c * h
+    )
+
+
 def test_elementwise_ops_are_counted():
     total, by = count_flops(build("bnaf", 4), lambda m, x: m.log_prob(x), torch.randn(8, 4))
     for op in ("exp", "tanh_", "amax", "log1p_", "log"):  # in place where no gradient needs them

@@ -165,12 +165,32 @@ def _packets(names: list[str]) -> list[Any]:
     return out
 
 
+# In-place matrix products (``out.addmm_(a, b)``: a term multiplied into a buffer): torch's
+# registry has only the out-of-place ops, so these would count 0; their formulas are the same.
+IN_PLACE_PRODUCTS = {"addmm_": "addmm", "baddbmm_": "baddbmm"}
+
+
 def flop_formulas() -> dict[Any, Callable[..., int]]:
     """Formulas added to torch's ``FlopCounterMode`` registry, by aten op."""
+    from torch.utils.flop_counter import flop_registry
+
     formulas: dict[Any, Callable[..., int]] = {op: _per_output for op in _packets(ELEMENTWISE)}
     formulas.update({op: _per_input for op in _packets(REDUCTIONS)})
     formulas.update({op: _softmax for op in _packets(SOFTMAX)})
+    for in_place, product in IN_PLACE_PRODUCTS.items():
+        formulas[getattr(torch.ops.aten, in_place)] = _tensors_in(flop_registry[getattr(torch.ops.aten, product)])
     return formulas
+
+
+def _tensors_in(formula: Callable[..., int]) -> Callable[..., int]:
+    """A registry formula (already taking tensors) marked so, for FlopCounterMode's custom
+    mapping, which would otherwise wrap it once more."""
+
+    def counted(*args: Any, **kwargs: Any) -> int:
+        return formula(*args, **kwargs)
+
+    counted._get_raw = True  # type: ignore[attr-defined]
+    return counted
 
 
 def touched_bytes(t: Tensor) -> int:
@@ -310,12 +330,14 @@ def count_work(
 
 def matmul_flops(model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor], x: Tensor) -> int:
     """FLOPs of the matrix products of one call alone, from torch's ``FlopCounterMode``
-    with its own registry (2 per multiply-add): a cross-check for :func:`count_flops`."""
+    with its own registry (2 per multiply-add; the in-place products' formulas added):
+    a cross-check for :func:`count_flops`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..models import eager_ops
 
-    with eager_ops(model), FlopCounterMode(display=False) as counter, torch.no_grad():
+    in_place = {op: f for op, f in flop_formulas().items() if str(op)[5:] in IN_PLACE_PRODUCTS}
+    with eager_ops(model), FlopCounterMode(display=False, custom_mapping=in_place) as counter, torch.no_grad():
         fn(model, x)
     return counter.get_total_flops()
 
