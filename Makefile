@@ -119,7 +119,7 @@ conditional: $(STAMP)
 # reports/cpu/solvers, then the report.
 solvers: $(STAMP)
 	$(TIMED) start make solvers
-	$(BIN)/python -m harness solvers --models maf,iaf,bnaf --dims 32,256 --rounds 5 --max-call-s 4 --out reports/cpu/solvers
+	$(BIN)/python -m harness solvers --models maf,iaf,naf,bnaf --dims 32,256 --rounds 5 --max-call-s 4 --out reports/cpu/solvers
 	$(BIN)/python -m harness solvers --models nsf --dims 32,128 --rounds 5 --max-call-s 4 --out reports/cpu/solvers --resume
 	$(TIMED) end make solvers
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu

@@ -123,6 +123,28 @@ def test_the_compiled_naf_newton_agrees_with_the_eager_one_and_bisection(dim):
     assert torch.allclose(compiled, reference, rtol=0, atol=1e-9) and torch.allclose(compiled, x, rtol=0, atol=1e-8)
 
 
+def test_the_compiled_naf_solve_follows_its_weights_under_inference_mode_too():
+    """The compiled evaluations keep exp of the DDSF's own weights between calls: a flow
+    made under inference mode (weights without a version counter) samples there, and a
+    weight changed in place is seen by the next call."""
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        flow = build("naf", 3, flows=1).eval()
+        z = torch.randn(50, 3)
+        x = flow.inverse(z)
+        assert torch.allclose(flow(x)[0], z, rtol=1e-4, atol=1e-4)
+    torch.manual_seed(0)
+    flow = build("naf", 3, flows=1).eval()
+    with torch.no_grad():
+        first = flow.inverse(z)
+        flow.transforms[0].ds.w[1].mul_(1.5)
+        changed = flow.inverse(z)
+        use_kernel(flow, False)
+        eager = flow.inverse(z)
+    assert not torch.allclose(first, changed, rtol=1e-3, atol=1e-3)
+    assert torch.allclose(changed, eager, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-5)])
 def test_the_compiled_ddsf_evaluation_agrees_with_the_eager_one(dtype, tol):
     """Near points and far ones (whose mixtures underflow and go the log way), three

@@ -230,10 +230,13 @@ class DeepSigmoid(nn.Module):
     def _exp_weights(self, like: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """exp of the learned mixing weights u and w, each layer's in an (H, H) block of an
         (L, H, H) array in ``like``'s dtype (past a layer's own sizes, 0): made again only
-        when a weight, or the dtype, has changed since the last call."""
-        key = (like.dtype, *((p.data_ptr(), p._version) for p in (*self.u, *self.w)))
+        when a weight, or the dtype, has changed since the last call (always, for weights
+        made under inference mode: they keep no version counter)."""
+        weights = (*self.u, *self.w)
+        inference = any(p.is_inference() for p in weights)
+        key = None if inference else (like.dtype, *((p.data_ptr(), p._version) for p in weights))
         kept = getattr(self, "_exp_kept", None)
-        if kept is None or kept[0] != key:
+        if key is None or kept is None or kept[0] != key:
             L, H = len(self.sizes), self.hidden
             e_w, e_u = like.new_zeros(L, H, H), like.new_zeros(L, H, H)
             with torch.no_grad():
