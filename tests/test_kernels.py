@@ -145,6 +145,19 @@ def test_the_compiled_naf_solve_follows_its_weights_under_inference_mode_too():
     assert torch.allclose(changed, eager, rtol=1e-4, atol=1e-4)
 
 
+def test_two_compiled_ddsf_evaluators_used_in_turn_each_keep_their_own_map():
+    """The compiled evaluations keep a dimension's terms in this thread's scratch; an
+    evaluator made before another one still evaluates its own parameters."""
+    torch.manual_seed(4)
+    ds = build("naf", 2).transforms[0].ds.double()
+    p1, p2 = (torch.randn(ds.n_params, 40, dtype=torch.float64) for _ in range(2))
+    x = torch.randn(40, dtype=torch.float64)
+    with torch.no_grad():
+        first, second = ds.at(p1, compiled=True), ds.at(p2, compiled=True)
+        for evaluate, params in ((first, p1), (second, p2), (first, p1)):
+            assert torch.allclose(evaluate(x)[0], ds.at(params)(x)[0], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-5)])
 def test_the_compiled_ddsf_evaluation_agrees_with_the_eager_one(dtype, tol):
     """Near points and far ones (whose mixtures underflow and go the log way), three

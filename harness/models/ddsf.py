@@ -15,6 +15,9 @@ from torch import Tensor, nn
 from .masked import LOG_SCALE_BOUND, floored, in_place_ok
 from .workspace import scratch
 
+# scratch address -> the token of the evaluator whose terms it holds now (DeepSigmoid._compiled)
+_PACKED: dict[int, object] = {}
+
 
 def soft_clamp(raw: Tensor, bound: float) -> Tensor:
     """``raw / (1 + |raw| / bound)``: smooth, odd, increasing, within (-bound, bound).
@@ -141,7 +144,7 @@ class DeepSigmoid(nn.Module):
         (|pre| past the exp's range), and such columns are evaluated again in the log
         domain (:meth:`_at_log`), so the value is :meth:`columns`' wherever it is finite.
         ``compiled``: each evaluation as one compiled pass (:mod:`.ddsf_kernel`) where
-        ``params`` are float32 or float64 on the CPU, the same map in float64 arithmetic."""
+        ``params`` are float32 or float64 on the CPU, the same map in their type."""
         if params.shape[1] == 0:  # no point: nothing to evaluate
             return lambda x: (x.clone(), torch.ones_like(x))
         # below this, S or 1 - S has lost digits to underflow: that column goes the log way
@@ -163,8 +166,9 @@ class DeepSigmoid(nn.Module):
 
     def _eager(self, params: Tensor, floor: float) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]:
         """:meth:`at`'s evaluation in torch's ops: x -> y, dy/dx and which columns' least
-        S or 1 - S over the layers is below ``floor`` (None: none). Each layer's x-free terms once: a, b, the mixing
-        weights' column factors c and normalisers z (w_kj = e_w[k, j] c_w[j] / z_w[k])."""
+        S or 1 - S over the layers is below ``floor`` (None: none). Each layer's x-free
+        terms once: a, b, the mixing weights' column factors c and normalisers z
+        (w_kj = e_w[k, j] c_w[j] / z_w[k])."""
         H, start, eager, C = self.hidden, 0, [], params.shape[1]
         for (n_in, _), u_own, w_own in zip(self.sizes, self.u, self.w):
             p = params[start : start + 3 * H + n_in]
@@ -206,7 +210,9 @@ class DeepSigmoid(nn.Module):
     def _compiled(self, params: Tensor, floor: float) -> Callable[[Tensor], tuple[Tensor, Tensor, Tensor | None]]:
         """:meth:`_eager`'s evaluation as compiled passes (:mod:`.ddsf_kernel`): the
         x-free terms in one (``pack``) into scratch kept from dimension to dimension,
-        each evaluation in one."""
+        each evaluation in one. The scratch is this thread's: an evaluation finds its
+        terms overwritten by a later ``at`` (two evaluators used in turn) and packs them
+        again, so it is never read stale."""
         from . import ddsf_kernel  # numba: imported where first used
 
         L, H, C = len(self.sizes), self.hidden, params.shape[1]
@@ -215,10 +221,22 @@ class DeepSigmoid(nn.Module):
         e_w, e_u = self._exp_weights(params)
         unit = scratch("ddsf-unit", (L, 3, H, C), params).numpy()
         z_w, c_u, z_u = (scratch(f"ddsf-{name}", (L, H, C), params).numpy() for name in ("z_w", "c_u", "z_u"))
-        ddsf_kernel.pack(params.numpy(), starts, n_in, n_out, e_w, e_u, LOG_SCALE_BOUND, unit, z_w, c_u, z_u)
         arrays = (unit, z_w, e_w, c_u, z_u, e_u)
+        packed = params.numpy()
+
+        def pack() -> object:
+            ddsf_kernel.pack(packed, starts, n_in, n_out, e_w, e_u, LOG_SCALE_BOUND, unit, z_w, c_u, z_u)
+            if len(_PACKED) > 64:  # addresses of scratch since dropped: forgetting one costs a pack
+                _PACKED.clear()
+            token = _PACKED[unit.ctypes.data] = object()
+            return token
+
+        mine = pack()
 
         def evaluate(x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+            nonlocal mine
+            if _PACKED.get(unit.ctypes.data) is not mine:
+                mine = pack()
             points = x.contiguous().numpy()
             y, dy, lowest = np.empty_like(points), np.empty_like(points), np.empty_like(points)
             below = ddsf_kernel.evaluate(points, *arrays, n_in, n_out, floor, y, dy, lowest)
