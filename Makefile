@@ -103,13 +103,16 @@ peers: $(STAMP)
 # log_prob and training step and 10,000 draws for one context per sample, into
 # reports/cpu/conditional; then each conditional flow fitted to sbibm's gaussian_linear
 # (theta 10, x 10; an exact posterior) with seeds 0, 1, 2, at most 20 s each, judged at
-# five fixed observations (reports/cpu/conditional/fit).
+# five fixed observations (reports/cpu/conditional/fit); then the A/B contests at sbibm's
+# shapes (theta 2 and 10, contexts 10 and 100), every contender conditioned alike, 15
+# interleaved rounds each (reports/cpu/conditional/versus.csv).
 CONDITIONAL = made,maf,iaf,nsf,naf,bnaf,zuko.maf,zuko.nsf,zuko.naf,nflows.maf,nflows.nsf,sbi.maf
 conditional: $(STAMP)
 	$(TIMED) start make conditional
 	$(BIN)/python -m harness sweep --device cpu --models $(CONDITIONAL) --dims 2,4,10 --context 0,10,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
 	mkdir -p reports/cpu/conditional/fit
 	$(BIN)/python -m harness fit --models $(CONDITIONAL) --data gaussian_linear --wall 20 --out reports/cpu/conditional/fit $(SWEEP_ARGS) | tee reports/cpu/conditional/fit/output.txt
+	$(BIN)/python -m harness versus --contests maf.log_prob,maf.sample,nsf.log_prob,nsf.sample --dims 2,10 --context 10,100 --batch 10000 --rounds 15 --min-rounds 15 --no-naf --frameworks torch --out reports/cpu/conditional
 	$(TIMED) end make conditional
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme

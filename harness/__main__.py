@@ -143,6 +143,8 @@ def _versus(args: argparse.Namespace) -> int:
         args.naf_dims,
         batch=args.batch,
         rounds=args.rounds,
+        min_rounds=args.min_rounds,
+        contexts=args.context,
         out=Path(args.out) if args.out else None,
         entrants=args.contest or [],
         deadline_s=args.deadline,

@@ -262,7 +262,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="folder for paper.csv (the report's paper section)")
 
     v = sub.add_parser("versus", help="A/B timing of the reference models against the peers (needs the peers extra)")
-    v.add_argument("--contests", type=_names, help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob")
+    v.add_argument(
+        "--contests",
+        type=_names,
+        help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob,nsf.log_prob,nsf.sample (default all)",
+    )
     v.add_argument(
         "--contest",
         type=_entrant,
@@ -283,11 +287,21 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--no-naf", dest="naf_dims", action="store_const", const=[], help="skip the NAF ratios")
     v.add_argument("--batch", type=_positive, default=1024, help="points per call (default 1024)")
     v.add_argument(
+        "--context",
+        type=_contexts,
+        default=[0],
+        help="features of the context every contender is conditioned on, comma list; 0 = unconditional (default "
+        "0). log_prob takes a context per point, sample draws its batch for one context; rivals that take no "
+        "context are named and left out",
+    )
+    v.add_argument(
         "--rounds",
         type=_positive,
         default=15,
-        help="alternating rounds at most (default 15); a contest stops after 5 once its interval is clearly off 1",
+        help="alternating rounds at most (default 15); a contest stops after --min-rounds once its interval is "
+        "clearly off 1",
     )
+    v.add_argument("--min-rounds", type=_positive, default=5, help="rounds before a contest may stop early (default 5)")
     v.add_argument("--out", help="folder for versus.csv and versus.md")
     v.add_argument(
         "--deadline",

@@ -8,9 +8,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
+from torch import Tensor
+
 from . import peers
 from .errors import UserError
-from .ops import FRAMEWORK_NAMES
+from .grid import takes_context
+from .measure.contract import PASS
+from .ops import FRAMEWORK_NAMES, LOG_PROB, SAMPLE
+from .table import Col
 
 BATCH = 1024
 FRAMEWORKS = tuple(FRAMEWORK_NAMES)  # the stacks a peer computes in (PeerFlow.framework): torch, jax
@@ -30,6 +36,11 @@ class Contest:
     def name(self) -> str:
         return f"{self.model}.{self.op}"
 
+    @property
+    def context(self) -> int:
+        """Features of the context every contender is conditioned on (0: none)."""
+        return int(self.config.get(Col.CONTEXT, 0))
+
     def joined(self, entrants: Sequence[str]) -> Contest:
         """This contest with more rivals: any model names (a user's ``module:factory``,
         a plugin, a peer), each doing the contest's op on the same inputs."""
@@ -38,7 +49,7 @@ class Contest:
 
 
 NSF_PEERS = ("zuko.nsf", "nflows.nsf", "normflows.nsf", "pyro.nsf", "flowjax.nsf")
-MAF_PEERS = ("zuko.maf", "nflows.maf", "flowjax.maf")
+MAF_PEERS = ("zuko.maf", "nflows.maf", "flowjax.maf", "sbi.maf")  # sbi's estimator: conditional contests only
 CONTESTS: dict[str, Contest] = {
     c.name: c
     for c in (
@@ -59,6 +70,48 @@ CONTESTS: dict[str, Contest] = {
         Contest("nsf", "sample", tuple((p, "sample") for p in NSF_PEERS)),
     )
 }
+
+
+def inputs(contest: Contest, dim: int, batch: int) -> tuple[Tensor, dict[str, Tensor | None]]:
+    """The contest's inputs, the same for every contender: x (batch, d), and per op its
+    context in a conditional contest: one per point (batch, c) for log_prob and a pass,
+    one for all (c,) for sample (the posterior's shape: ``batch`` draws for one
+    observation). Without a context, None for every op."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, dim)
+    if not contest.context:
+        return x, dict.fromkeys((LOG_PROB, SAMPLE, PASS))
+    rows = torch.randn(batch, contest.context)
+    return x, {LOG_PROB: rows, PASS: rows, SAMPLE: rows[0]}
+
+
+def rival_config(contest: Contest, rival: str) -> dict:
+    """What a rival is built with: a peer from the contest's config, as its family's
+    reference; another flow (a user's) from its own factory's defaults, with the
+    contest's context if it has one."""
+    if rival in peers.NAMES:
+        return contest.config
+    return {Col.CONTEXT: contest.context} if contest.context else {}
+
+
+def conditioned(contest: Contest, context: int) -> tuple[Contest, list[str]]:
+    """``contest`` with every contender conditioned on a context of ``context`` features
+    (0: none), and the rivals that cannot be, each with why: a conditional contest keeps
+    those that take a context (harness.grid.takes_context), an unconditional one those
+    that need none (sbi's estimator is conditional only). A rival named as a user's
+    entrant is kept either way: its own checked call says whether it copes."""
+    left_out, kept = [], []
+    for rival, op in contest.rivals:
+        if rival in peers.NAMES and context and (why := takes_context(rival)):
+            left_out.append(f"{rival} {why}")
+        elif rival in peers.NAMES and not context and peers.PEERS[rival].needs_context:
+            continue  # only ever conditional: not a rival here, and not news
+        else:
+            kept.append((rival, op))
+    if context and (why := takes_context(contest.model)):
+        raise UserError(f"{contest.name} cannot run with --context {context}: our {contest.model} {why}")
+    config = {k: v for k, v in contest.config.items() if k != Col.CONTEXT} | ({Col.CONTEXT: context} if context else {})
+    return dataclasses.replace(contest, rivals=tuple(kept), config=config), left_out
 
 
 def available(

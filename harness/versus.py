@@ -27,7 +27,18 @@ import torch
 from torch import Tensor
 
 from . import peers, registry, store
-from .contests import BATCH, CONTESTS, FRAMEWORKS, MAF_PEERS, NSF_PEERS, Contest, available
+from .contests import (
+    BATCH,
+    CONTESTS,
+    FRAMEWORKS,
+    MAF_PEERS,
+    NSF_PEERS,
+    Contest,
+    available,
+    conditioned,
+    inputs,
+    rival_config,
+)
 from .errors import UserError
 from .measure.contract import PASS, violation
 from .measure.stats import ratio_interval, verdict
@@ -44,11 +55,13 @@ __all__ = ["BATCH", "CONTESTS", "MAF_PEERS", "NSF_PEERS", "Contest", "main", "ru
 NAF_DIMS = (8,)
 
 
-def call(model: Measurable, op: str) -> Callable[[Tensor], object]:
-    """What is timed: ``run_op``'s ``log_prob`` or ``sample``, or ``pass`` = ``model(x)``."""
+def call(model: Measurable, op: str, context: Tensor | None = None) -> Callable[[Tensor], object]:
+    """What is timed: ``run_op``'s ``log_prob`` or ``sample``, or ``pass`` = ``model(x)``;
+    given ``context`` for a conditional contest."""
+    given = () if context is None else (context,)
     if op == PASS:
-        return model
-    return lambda x: run_op(model, op, x)
+        return lambda x: model(x, *given)
+    return lambda x: run_op(model, op, x, context)
 
 
 # Rounds stop early once the interval of ours / fastest lies this far from 1 (in either
@@ -64,11 +77,20 @@ def per_round(times: dict[str, list[float]], ours: str, rivals: Sequence[str]) -
     return times[ours][:n], [min(times[p][r] for p in rivals) for r in range(n)]
 
 
-def _timed(fns: dict[str, Callable[[], object]], rounds: int, block_s: float, threads: int, enough=None):
+def _timed(
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    block_s: float,
+    threads: int,
+    enough=None,
+    min_rounds: int = MIN_ROUNDS,
+):
     # no_grad for every contender alike: zuko's monotonic transforms take autograd
     # derivatives inside log_prob, which inference mode would forbid
     with unchecked(), torch.no_grad():
-        return time_rounds(fns, rounds=rounds, min_rounds=MIN_ROUNDS, block_s=block_s, threads=threads, enough=enough)
+        return time_rounds(
+            fns, rounds=rounds, min_rounds=min(min_rounds, rounds), block_s=block_s, threads=threads, enough=enough
+        )
 
 
 # A contender whose checked call takes longer than this is not timed in rounds: that one
@@ -113,6 +135,7 @@ def run_contest(
     *,
     batch: int = BATCH,
     rounds: int = 11,
+    min_rounds: int = MIN_ROUNDS,
     block_s: float = 0.2,
     threads: int = 1,
     broken_before: dict[str, str] | None = None,
@@ -121,6 +144,8 @@ def run_contest(
 ) -> dict:
     """Times one contest at one d: medians (s per call) per contender, ours over the
     fastest peer of each round, and ours over each contender, with bootstrap intervals.
+    Rounds go on to ``rounds``, or stop after ``min_rounds`` once the interval is clearly
+    off 1 (:data:`CLEAR`).
 
     The contest's own rivals are its peers; a flow that joined it (an entrant) is timed
     beside them and compared with ours, but is the fastest peer only if it declares the
@@ -129,15 +154,12 @@ def run_contest(
     (``once_before``: calls made before, in a worker's check). ``compile_s``: each
     contender's seconds of compiling (JAX's jit; ``compiled_before``: in a worker's check).
     """
-    torch.manual_seed(0)
-    x = torch.randn(batch, dim)
+    x, contexts = inputs(contest, dim, batch)
     models = {OURS_ROLE: build(contest.model, dim, **contest.config).eval()}
     ops, roles, broken = {OURS_ROLE: contest.op}, {OURS_ROLE: OURS_ROLE}, dict(broken_before or {})
     for rival, op in contest.rivals:
         torch.manual_seed(0)
-        # a peer is built from the contest's config, as its family's reference; another
-        # flow (a user's) from its own factory's defaults
-        config = contest.config if rival in peers.NAMES else {}
+        config = rival_config(contest, rival)
         ops[rival] = op
         is_peer = rival in dict(CONTESTS[contest.name].rivals) or registry.identity_or_module(rival)[0] == contest.model
         roles[rival] = PEER if is_peer else ENTRANT
@@ -147,7 +169,7 @@ def run_contest(
             models[rival] = registry.build_any(rival, dim, **config).eval()
         except Exception as e:  # a user's factory may raise anything
             broken[rival] = f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
-    fns = {k: functools.partial(call(m, ops[k]), x) for k, m in models.items()}
+    fns = {k: functools.partial(call(m, ops[k], contexts[ops[k]]), x) for k, m in models.items()}
     once = dict(once_before or {})  # contenders too slow for rounds: their checked call's seconds
     compiled = dict(compiled_before or {})
     for k in list(fns):
@@ -171,7 +193,7 @@ def run_contest(
         _, low, high = ratio_interval(*per_round(times, OURS_ROLE, rivals), resamples=500)
         return high < 1 - CLEAR or low > 1 + CLEAR
 
-    times = _timed(fns, rounds, block_s, threads, enough)
+    times = _timed(fns, rounds, block_s, threads, enough, min_rounds)
     medians = {k: statistics.median(v) for k, v in times.items()} | once
     fastest = min(rivals + slow_rivals, key=medians.__getitem__)
     if fastest in once:  # the fastest peer was called once: ours over that call, no interval
@@ -184,6 +206,7 @@ def run_contest(
         contest=contest.name,
         dim=dim,
         batch=batch,
+        context=contest.context,
         threads=threads,
         rounds=len(times[OURS_ROLE]),
         medians=medians,
@@ -201,47 +224,11 @@ def run_contest(
     )
 
 
-def naf_ratios(
-    dims: Sequence[int] = NAF_DIMS, *, batch: int = BATCH, rounds: int = 5, block_s: float = 0.2, threads: int = 1
-) -> list[dict]:
-    """sample / log_prob of our NAF and of zuko's, the four calls timed in alternating
-    rounds at each d: each ratio is the median over rounds with a bootstrap interval."""
-    out = []
-    for dim in dims:
-        x = torch.randn(batch, dim)
-        fns = {}
-        for name in ("naf", "zuko.naf"):
-            torch.manual_seed(0)
-            m = (build(name, dim) if name == "naf" else peers.build(name, dim)).eval()
-            for op in (LOG_PROB, SAMPLE):
-                fns[f"{name} {op}"] = functools.partial(call(m, op), x)
-        times = _timed(fns, rounds, block_s, threads)
-        for name in ("naf", "zuko.naf"):
-            lp, s = times[f"{name} {LOG_PROB}"], times[f"{name} {SAMPLE}"]
-            ratio, low, high = ratio_interval(s, lp)
-            family, library = registry.identity(name)
-            out.append(
-                dict(
-                    model=name,
-                    family=family,
-                    library=library,
-                    dim=dim,
-                    batch=batch,
-                    rounds=len(lp),
-                    log_prob_s=statistics.median(lp),
-                    sample_s=statistics.median(s),
-                    ratio=ratio,
-                    ratio_low=low,
-                    ratio_high=high,
-                )
-            )
-    return out
-
-
 FIELDS = [
     "contest",
     Col.DIM,
     Col.BATCH,
+    Col.CONTEXT,  # features of the context every contender was conditioned on (0: none)
     Col.THREADS,
     "rounds",
     "contender",
@@ -260,7 +247,7 @@ FIELDS = [
     "verdict",
 ]
 NAF_CONTEST = "naf.sample/log_prob"
-VERSUS_TABLE = TableSpec(VERSUS, tuple(FIELDS), ("contest", Col.DIM, "contender", Col.OP))
+VERSUS_TABLE = TableSpec(VERSUS, tuple(FIELDS), ("contest", Col.DIM, Col.CONTEXT, "contender", Col.OP))
 
 
 def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
@@ -275,6 +262,7 @@ def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
                 contest=r["contest"],
                 dim=r[Col.DIM],
                 batch=r[Col.BATCH],
+                context=r.get(Col.CONTEXT, 0),
                 threads=r[Col.THREADS],
                 rounds=r["rounds"],
                 contender=who,
@@ -305,6 +293,7 @@ def rows_of(results: list[dict], naf: list[dict]) -> list[dict]:
                     contest=NAF_CONTEST,
                     dim=r[Col.DIM],
                     batch=r[Col.BATCH],
+                    context=0,
                     threads=1,
                     rounds=r["rounds"],
                     contender=r[Col.MODEL],
@@ -347,6 +336,8 @@ def main(
     *,
     batch: int = BATCH,
     rounds: int = 11,
+    min_rounds: int = MIN_ROUNDS,
+    contexts: Sequence[int] = (0,),
     out: Path | None = None,
     progress: bool = True,
     entrants: Sequence[tuple[str, str]] = (),
@@ -358,7 +349,10 @@ def main(
     ``dims``) and the NAF ratios; prints both tables; writes ``out/versus.csv`` and
     ``out/versus.md`` if ``out`` (with ``resume``, the contests and d its versus.csv
     holds are kept, not measured again). ``entrants``: (model name, contest) pairs, each adding
-    a flow (a user's ``module:factory`` or any registered name) to a contest's rivals."""
+    a flow (a user's ``module:factory`` or any registered name) to a contest's rivals.
+    ``contexts``: each contest runs once per context size, every contender conditioned
+    on it (0: unconditional); rivals that take no context are named and left out
+    (:func:`harness.contests.conditioned`)."""
     for spec, contest in entrants:
         if contest not in CONTESTS:
             raise UserError(f"unknown contest {contest!r} for {spec!r}; allowed: {', '.join(CONTESTS)}")
@@ -367,8 +361,27 @@ def main(
     bad = [n for n in names if n not in CONTESTS]
     if bad:
         raise UserError(f"unknown contest {bad[0]!r}; allowed: {', '.join(CONTESTS)}")
-    chosen = {n: CONTESTS[n].joined([s for s, c in entrants if c == n]) for n in names}
-    needed = {p for n in names for p, _ in chosen[n].rivals if p in peers.NAMES}
+    joined = {n: CONTESTS[n].joined([s for s, c in entrants if c == n]) for n in names}
+    chosen: dict[tuple[str, int], Contest] = {}  # per contest and context
+    for context in contexts:
+        dropped: set[str] = set()  # rivals that take no context, each once
+        for n in names:
+            try:
+                chosen[n, context], left_out = conditioned(joined[n], context)
+            except UserError as e:  # our flow takes no context: an error where the contest was named
+                if contests:
+                    raise
+                print(f"{e}; not run", file=sys.stderr)
+                continue
+            dropped |= set(left_out)
+            if not chosen[n, context].rivals:
+                print(f"{n} with a context of {context}: no rival left; not run", file=sys.stderr)
+                del chosen[n, context]
+        if dropped:
+            print(
+                f"left out of the contests with a context of {context}: {'; '.join(sorted(dropped))}", file=sys.stderr
+            )
+    needed = {p for c in chosen.values() for p, _ in c.rivals if p in peers.NAMES}
     needed |= {"zuko.naf"} if naf_dims else set()
     chosen = available(chosen, needed, frameworks)
     from tqdm.auto import tqdm
@@ -379,13 +392,13 @@ def main(
     results: list[dict] = []
     naf: list[dict] = []
     kept: list[dict] = []
-    todo = [(name, dim) for name in names for dim in dims or chosen[name].dims]
-    worker = Worker(functools.partial(ContestWorker, batch, rounds))
+    todo = [(name, context, dim) for (name, context), c in chosen.items() for dim in dims or c.dims]
+    worker = Worker(functools.partial(ContestWorker, batch, rounds, min_rounds))
     with store.lock(out, "versus") if out is not None else contextlib.nullcontext():
         if out is not None and resume:
-            kept = store.kept_rows(out / VERSUS, FIELDS, {Col.BATCH: batch}, ("contest", Col.DIM))
-            measured = {(r["contest"], r[Col.DIM]) for r in kept}
-            todo = [t for t in todo if (t[0], str(t[1])) not in measured]
+            kept = store.kept_rows(out / VERSUS, FIELDS, {Col.BATCH: batch}, ("contest", Col.CONTEXT, Col.DIM))
+            measured = {(r["contest"], r[Col.CONTEXT], r[Col.DIM]) for r in kept}
+            todo = [t for t in todo if tuple(map(str, t)) not in measured]
             naf_dims = [] if any(r["contest"] == NAF_CONTEST for r in kept) else naf_dims
         elif out is not None:  # the folder is ours before anything is measured; an old table goes aside
             aside = store.move_aside(out, (VERSUS, VERSUS_MD))
@@ -393,12 +406,13 @@ def main(
                 print(f"moved the earlier contests of {out} aside into {aside}", file=sys.stderr)
         bar = tqdm(todo, desc="versus", unit="contest", disable=not progress, dynamic_ncols=True)
         try:
-            for name, dim in bar:
-                bar.set_postfix_str(f"{name} d={dim}")
-                r = contest_in(worker, chosen[name], dim, deadline_s)
+            for name, context, dim in bar:
+                at = f"d={dim}" + (f" context {context}" if context else "")
+                bar.set_postfix_str(f"{name} {at}")
+                r = contest_in(worker, chosen[name, context], dim, deadline_s)
                 results.append(r)
                 bar.write(
-                    f"{name} d={dim}: ours / {r['fastest']} = {r['ratio']:.3f} "
+                    f"{name} {at}: ours / {r['fastest']} = {r['ratio']:.3f} "
                     f"[{r['ratio_low']:.3f}, {r['ratio_high']:.3f}], {r['verdict']} ({r['rounds']} rounds)"
                     + "".join(f"; {k} not timed: {why}" for k, why in r["broken"].items())
                 )

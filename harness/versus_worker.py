@@ -5,14 +5,20 @@ ratios, so a contender that hangs costs its own row and the contest goes on."""
 from __future__ import annotations
 
 import functools
+import statistics
+from collections.abc import Sequence
 
 import torch
 
 from . import peers, registry
+from .contests import BATCH, inputs, rival_config
 from .errors import UserError
 from .measure import allocator
+from .measure.stats import ratio_interval
+from .models import build
+from .ops import LOG_PROB, SAMPLE
 from .table import ERROR, Col
-from .versus import Contest, _checked, call, naf_ratios, run_contest, timed_once
+from .versus import NAF_DIMS, Contest, _checked, _timed, call, run_contest, timed_once
 
 
 class ContestWorker:
@@ -21,8 +27,8 @@ class ContestWorker:
     ``("run", contest, dim, broken)`` times the contest; ``("naf", dims, batch)`` the
     NAF ratios. An exception is answered as ``(ERROR, line)``."""
 
-    def __init__(self, batch: int, rounds: int):
-        self.batch, self.rounds = batch, rounds
+    def __init__(self, batch: int, rounds: int, min_rounds: int):
+        self.batch, self.rounds, self.min_rounds = batch, rounds, min_rounds
         allocator.tune()
 
     def __call__(self, task: tuple):
@@ -37,6 +43,7 @@ class ContestWorker:
                     task[2],
                     batch=self.batch,
                     rounds=self.rounds,
+                    min_rounds=self.min_rounds,
                     broken_before=task[3],
                     once_before=task[4],
                     compiled_before=task[5],
@@ -48,15 +55,52 @@ class ContestWorker:
     def check(self, contest: Contest, dim: int, rival: str) -> str | dict[str, float]:
         """What is wrong with the rival's checked call, or the call's ``seconds`` and the
         seconds it spent compiling apart from them (``compile_s``)."""
+        x, contexts = inputs(contest, dim, self.batch)
         torch.manual_seed(0)
-        x = torch.randn(self.batch, dim)
         try:
-            model = registry.build_any(rival, dim, **(contest.config if rival in peers.NAMES else {})).eval()
+            model = registry.build_any(rival, dim, **rival_config(contest, rival)).eval()
         except Exception as e:
             return f"cannot build it: {type(e).__name__}: {e}".replace("\n", " ")[:300]
         op = dict(contest.rivals)[rival]
-        why, seconds, compiled = _checked(rival, functools.partial(call(model, op), x), op, x, model)
+        why, seconds, compiled = _checked(rival, functools.partial(call(model, op, contexts[op]), x), op, x, model)
         return why or {"seconds": seconds, Col.COMPILE_S: compiled}
+
+
+def naf_ratios(
+    dims: Sequence[int] = NAF_DIMS, *, batch: int = BATCH, rounds: int = 5, block_s: float = 0.2, threads: int = 1
+) -> list[dict]:
+    """sample / log_prob of our NAF and of zuko's, the four calls timed in alternating
+    rounds at each d: each ratio is the median over rounds with a bootstrap interval."""
+    out = []
+    for dim in dims:
+        x = torch.randn(batch, dim)
+        fns = {}
+        for name in ("naf", "zuko.naf"):
+            torch.manual_seed(0)
+            m = (build(name, dim) if name == "naf" else peers.build(name, dim)).eval()
+            for op in (LOG_PROB, SAMPLE):
+                fns[f"{name} {op}"] = functools.partial(call(m, op), x)
+        times = _timed(fns, rounds, block_s, threads)
+        for name in ("naf", "zuko.naf"):
+            lp, s = times[f"{name} {LOG_PROB}"], times[f"{name} {SAMPLE}"]
+            ratio, low, high = ratio_interval(s, lp)
+            family, library = registry.identity(name)
+            out.append(
+                dict(
+                    model=name,
+                    family=family,
+                    library=library,
+                    dim=dim,
+                    batch=batch,
+                    rounds=len(lp),
+                    log_prob_s=statistics.median(lp),
+                    sample_s=statistics.median(s),
+                    ratio=ratio,
+                    ratio_low=low,
+                    ratio_high=high,
+                )
+            )
+    return out
 
 
 def contest_in(worker, contest: Contest, dim: int, deadline_s: float) -> dict:

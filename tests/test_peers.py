@@ -298,6 +298,74 @@ def test_a_peer_too_slow_for_rounds_is_called_once_through_the_worker(monkeypatc
     assert {row["rounds"] for row in versus.rows_of([r], []) if row["contender"] in r["once"]} == {1}
 
 
+def test_a_contest_with_a_context_keeps_the_rivals_that_take_one_and_says_which_it_left_out():
+    from harness.contests import conditioned
+
+    contest, left_out = conditioned(versus.CONTESTS["maf.log_prob"], 3)
+    assert contest.context == 3 and contest.config["context"] == 3
+    assert [p for p, _ in contest.rivals] == ["zuko.maf", "nflows.maf", "sbi.maf"]  # sbi's estimator: conditional
+    assert left_out == ["flowjax.maf takes no context: this adapter builds the library's flow without one"]
+    plain, left_out = conditioned(versus.CONTESTS["maf.log_prob"], 0)
+    assert "sbi.maf" not in dict(plain.rivals) and "flowjax.maf" in dict(plain.rivals) and not left_out
+    assert plain.context == 0 and "context" not in plain.config
+    joined = versus.CONTESTS["maf.log_prob"].joined(["mine:make"])
+    assert "mine:make" in dict(conditioned(joined, 3)[0].rivals)  # an entrant's own checked call decides
+    with pytest.raises(UserError, match="bnaf.log_prob cannot run with --context 3: our bnaf takes no context"):
+        conditioned(versus.CONTESTS["bnaf.log_prob"], 3)
+    with pytest.raises(UserError, match="bnaf.log_prob cannot run with --context 3"):
+        versus.main(["bnaf.log_prob"], contexts=[3], progress=False)  # named: an error before any timing
+
+
+def test_every_contender_of_a_conditional_contest_gets_the_same_contexts():
+    """log_prob and a pass: one context per point; sample: one context for the batch of
+    draws (the posterior's shape), the same for every contender."""
+    from harness.contests import conditioned, inputs, rival_config
+
+    contest, _ = conditioned(versus.CONTESTS["maf.sample"], 3)
+    x, contexts = inputs(contest, 2, 16)
+    x2, again = inputs(contest, 2, 16)
+    assert torch.equal(x, x2) and all(torch.equal(again[op], c) for op, c in contexts.items())
+    assert contexts["log_prob"].shape == (16, 3) and contexts["sample"].shape == (3,)
+    assert torch.equal(contexts["sample"], contexts["log_prob"][0])
+    assert rival_config(contest, "zuko.maf")["context"] == 3 and rival_config(contest, "mine:make") == {"context": 3}
+    _, none = inputs(versus.CONTESTS["maf.sample"], 2, 16)
+    assert set(none.values()) == {None}
+
+
+@pytest.mark.slow
+def test_a_conditional_contest_times_conditioned_contenders_and_reports_apart(tmp_path):
+    for name in ("zuko.maf", "nflows.maf"):
+        need(name)
+    results, _ = versus.main(
+        ["maf.log_prob"],
+        dims=[2],
+        naf_dims=[],
+        contexts=[0, 3],
+        batch=32,
+        rounds=3,
+        min_rounds=3,
+        out=tmp_path,
+        progress=False,
+        frameworks=("torch",),
+    )
+    plain, conditioned = results
+    assert plain["context"] == 0 and conditioned["context"] == 3
+    assert {"zuko.maf", "nflows.maf"} <= set(conditioned["medians"]) and conditioned["rounds"] == 3
+    assert "sbi.maf" not in plain["medians"]
+    assert conditioned["ratio_low"] <= conditioned["ratio"] <= conditioned["ratio_high"]
+    rows = store.read_table(tmp_path / "versus.csv")
+    assert {r["context"] for r in rows} == {"0", "3"}
+    report = build_report([tmp_path], tmp_path / "r", paper=False, figures=False).read_text()
+    conditional_part = report.split("\n## Conditional flows\n")[1].split("\n## ")[0]
+    peers_part = report.split("\n## Ours against peers\n")[1].split("\n## ")[0]
+    assert "### A/B: conditioned, ours against the fastest peer" in conditional_part
+    assert "Whose conditional flow is fastest?** in A/B contests" in report
+    conditioned_shown = f"{conditioned['ratio']:.3f} [{conditioned['ratio_low']:.3f}, {conditioned['ratio_high']:.3f}]"
+    plain_shown = f"{plain['ratio']:.3f} [{plain['ratio_low']:.3f}, {plain['ratio_high']:.3f}]"
+    assert conditioned_shown in conditional_part and conditioned_shown not in peers_part
+    assert plain_shown in peers_part and plain_shown not in conditional_part
+
+
 def test_versus_names_a_bad_contest():
     with pytest.raises(ValueError, match="unknown contest 'made.sample'; allowed: maf.log_prob"):
         versus.main(["made.sample"])

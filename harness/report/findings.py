@@ -96,7 +96,11 @@ RERUN_NOTE = (
     "95% intervals for a rerun's estimate: the paired bootstrap over rounds, widened by the between-run spread that "
     "two make report runs showed (reports/cpu/ab/drift.json; coverage in docs/methodology.md)"
 )
-NOTES = {PAIRED: PAIRED_NOTE, UNPAIRED: UNPAIRED_NOTE, RERUN: RERUN_NOTE, "": MEDIANS_NOTE}
+CONTEST = "contest"  # a versus contest's ratio to the fastest peer of each round
+CONTEST_NOTE = (
+    "contest ratios carry bootstrap 95% intervals over interleaved rounds (rounds in one process, not a rerun)"
+)
+NOTES = {PAIRED: PAIRED_NOTE, UNPAIRED: UNPAIRED_NOTE, RERUN: RERUN_NOTE, CONTEST: CONTEST_NOTE, "": MEDIANS_NOTE}
 
 
 def ratio(a: pd.Series, b: pd.Series, label: str = "", units: str = "", rerun: bool = True) -> Value:

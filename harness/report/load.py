@@ -180,6 +180,13 @@ def side_table(path: Path) -> pd.DataFrame:
     return frame(rows)
 
 
+def context_of(table: pd.DataFrame) -> pd.Series:
+    """The context column of a table as ints: 0 where it is empty or absent (a table
+    written before contexts: unconditional)."""
+    context = table[Col.CONTEXT] if Col.CONTEXT in table else pd.Series(0, index=table.index)
+    return pd.to_numeric(context, errors="coerce").fillna(0).astype(int)
+
+
 @dataclass
 class Sources:
     """Everything a report reads: each sweep folder's rows and settings, the fits, asv's
@@ -217,6 +224,15 @@ class Sources:
         (context 0) with them."""
         rows = self.all_rows
         return rows[self._swept_contexts(rows)].reset_index(drop=True) if not rows.empty else rows
+
+    def contests(self, conditional: bool = False) -> pd.DataFrame:
+        """The rows of ``versus`` contests: those without a context (what the peers'
+        sections read; a table from before contexts holds only those), or with
+        ``conditional`` those whose contenders had one."""
+        vs = self.side[VERSUS]
+        if vs.empty:
+            return vs
+        return vs[(context_of(vs) > 0) == conditional].reset_index(drop=True)
 
     @property
     def folders(self) -> list[Path]:

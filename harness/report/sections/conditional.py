@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...intervals import verdict
 from ...ops import LOG_PROB, SAMPLE, SWEEP_OPS
 from ...table import OK, Col
 from .. import plots, tables
-from ..findings import Finding, Value, note, ratio
+from ..findings import CONTEST, Finding, Value, note, ratio
 from ..load import Sources, load_posterior
+from . import peers
 
 TITLE = "Conditional flows"
 
@@ -43,6 +45,53 @@ def against_peers(g: pd.DataFrame) -> list[tuple[str, int, str, int, str, Value]
         label = f"{family} {op} (d={int(dim)}, context {int(context)}) / {fastest[Col.MODEL]}"
         found.append((family, int(dim), op, int(context), fastest[Col.MODEL], ratio(ours.iloc[0], fastest, label)))
     return found
+
+
+CONTESTS_TITLE = "A/B: conditioned, ours against the fastest peer"
+
+
+def contest_entries(vs: pd.DataFrame) -> list[tuple[str, int, str, int, str, Value]]:
+    """(family, d, op, context, fastest peer, ours / that peer) of each conditional
+    contest (``harness versus --context``): the median over interleaved rounds with its
+    bootstrap interval over those rounds, or no interval where the peer was timed once."""
+    found = []
+    if vs.empty:
+        return found
+    for r in vs[(vs["role"] == "ours") & vs["ratio"].notna()].itertuples(index=False):
+        family, op = str(r.contest).split(".", 1)
+        low, high = peers.bound(r.ratio_low), peers.bound(r.ratio_high)
+        label = f"{family} {op} (d={int(r.dim)}, context {int(r.context)}) / {r.fastest}"
+        value = Value(label, float(r.ratio), low, high, how=CONTEST if low is not None else "")
+        found.append((family, int(r.dim), op, int(r.context), str(r.fastest), value))
+    return found
+
+
+def render_contests(vs: pd.DataFrame, out: Path) -> list[str]:
+    """The conditional contests' table and their forest plot."""
+    if vs.empty:
+        return []
+    lines = [
+        f"### {CONTESTS_TITLE}",
+        "",
+        "`python -m harness versus --context ...`: each contest of the peers' section with every contender "
+        "conditioned on the same context (log_prob: a context per point; sample: one context for the batch of "
+        "draws), the rivals that take one; float32, one thread, contenders alternating in one process. The "
+        "ratio is the median over rounds of ours / the fastest peer of the round, with a bootstrap 95% interval "
+        "over rounds (it covers those rounds, not a rerun); `ours is` faster or slower only where it excludes 1:",
+        "",
+        tables.markdown(peers.versus_table(vs)),
+        "",
+    ]
+    rows = [
+        (f"{f} {op} d={d} c={c} vs {peer}", v.value, v.low, v.high, peers.color(verdict(v.low, v.high)))
+        for f, d, op, c, peer, v in contest_entries(vs)
+        if v.low is not None and v.high is not None
+    ]
+    title = "Conditioned: ours against the fastest peer, per contest"
+    xlabel = "ours / fastest peer (95% interval over rounds)"
+    for name in plots.forest(rows, out, "conditional_contests", title, xlabel, peers.VERDICT_COLORS)[:1]:
+        lines += [f"![conditional contests]({name})", ""]
+    return lines
 
 
 def _at(g: pd.DataFrame, model: str, dim: int, op: str, context: int) -> pd.Series | None:
@@ -218,6 +267,7 @@ def render(src: Sources, out: Path) -> list[str]:
                 tables.markdown(shown),
                 "",
             ]
+    lines += render_contests(src.contests(conditional=True), out)
     return [f"## {TITLE}", "", *lines] if lines else []
 
 
@@ -235,6 +285,36 @@ def _listing(entries: list[tuple[str, str, int, Value, str]]) -> tuple[str, int]
         ]
         parts.append(f"{op} " + ", ".join(shown))
     return "; ".join(parts), common
+
+
+def _fastest(entries: list[tuple[str, int, str, int, str, Value]], lead: str, where: str, about: dict) -> Finding:
+    """ "Whose conditional flow is fastest?": per op and family, the shape least
+    favourable to ours (the largest ours / fastest peer) with its interval, and the
+    range of the medians over every shape measured."""
+    per: dict[tuple[str, str], list[tuple[int, int, str, Value]]] = {}
+    for family, dim, op, context, peer, v in entries:
+        if op in (LOG_PROB, SAMPLE):
+            per.setdefault((op, family), []).append((dim, context, peer, v))
+    parts, shown = [], []
+    for (op, family), found in sorted(per.items()):
+        dim, context, peer, worst = max(found, key=lambda e: e[3].value)
+        medians = [v.value for *_, v in found]
+        spread = f"; {tables.fmt(min(medians))} to {tables.fmt(max(medians))} over {len(found)} shapes"
+        parts.append(
+            f"{op} {family} {worst.show()} at d={dim}, context {context} ({peer}"
+            + (spread if len(found) > 1 else "")
+            + ")"
+        )
+        shown.append(worst)
+    shapes = sorted({(d, c) for _, d, _, c, _, _ in entries})
+    dims = ", ".join(str(d) for d in sorted({d for d, _ in shapes}))
+    contexts = ", ".join(str(c) for c in sorted({c for _, c in shapes}))
+    text = (
+        lead
+        + f" (d {dims}; context {contexts}), ours / the fastest peer at the shape least favourable to ours: "
+        + "; ".join(parts)
+    )
+    return Finding("Whose conditional flow is fastest?", text, where, tuple(shown), note(shown), about)
 
 
 def findings(src: Sources) -> list[Finding]:
@@ -258,6 +338,11 @@ def findings(src: Sources) -> list[Finding]:
             )
             span = "a conditional fit's gap: [min, max] over seeds, not a confidence interval" if seeds > 1 else ""
             found.append(Finding(question, text, POSTERIOR_TITLE, shown, span, {"data": data}))
+    vs = src.contests(conditional=True)
+    contests = contest_entries(vs)
+    if contests:
+        batches = ", ".join(tables.fmt(b) for b in sorted(set(vs[Col.BATCH].astype(int))))
+        found.append(_fastest(contests, f"in A/B contests, {batches} points per call", CONTESTS_TITLE, {}))
     for device, batch, everything in _groups(src):
         g = tables.flows(everything)
         ok = g[(g[Col.STATUS] == OK) & (g[Col.CONTEXT] > 0)]
@@ -266,16 +351,10 @@ def findings(src: Sources) -> list[Finding]:
         top = int(ok[Col.CONTEXT].max())
         where = f"{TITLE} on {device}, batch {int(batch)}"
         about = dict(device=device, batch=int(batch), context=top)
-        rivals = {}  # per family and op, ours / the fastest peer at the largest d
-        for f, d, op, c, peer, v in against_peers(everything):
-            if c == top and op in (LOG_PROB, SAMPLE):
-                rivals[(op, f)] = (op, f, d, v, peer)
-        if rivals:
-            entries = sorted(rivals.values(), key=lambda e: e[0])
-            text, dim = _listing(entries)
-            shown = tuple(v for *_, v, _ in entries)
-            lead = f"on {device}, {int(batch)} points per call, d={dim}, context {top}, ours / the fastest peer: "
-            found.append(Finding("Whose conditional flow is fastest?", lead + text, where, shown, note(shown), about))
+        if not contests:  # the sweep's rounds answer only where no contest does
+            found.append(
+                _fastest(against_peers(everything), f"on {device}, {int(batch)} points per call", where, about)
+            )
         entries = []
         for op in (LOG_PROB, SAMPLE):
             for model in dict.fromkeys(ok[Col.MODEL]):

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from ...ops import FRAMEWORK_NAMES, framework
-from ...table import OK, VERSUS, Col
+from ...table import OK, Col
 from .. import tables
 from ..findings import Finding, Value
 from ..load import Sources
-from .peers import BOOTSTRAP, NAF_CONTEST, _bound, interval
+from .peers import BOOTSTRAP, NAF_CONTEST, bound, interval
 
 TITLE = "JAX against PyTorch"
 QUESTION = "JAX against PyTorch"
@@ -35,7 +35,7 @@ def jax_rows(vs: pd.DataFrame) -> pd.DataFrame:
 def compile_of(r: pd.Series, rows: pd.DataFrame) -> float:
     """A JAX contender's compile seconds for the contest's op and shape: the contest's
     own (its compile_s column), else the sweep's row of the same model, d, op and batch."""
-    own = _bound(r.get(Col.COMPILE_S))
+    own = bound(r.get(Col.COMPILE_S))
     if own is not None:
         return own
     if rows.empty:
@@ -62,7 +62,7 @@ def break_even(ours_s: float, jax_s: float, compile_s: float, verdict: str) -> s
 
 
 def table(src: Sources) -> pd.DataFrame:
-    vs = src.side[VERSUS]
+    vs = src.contests()
     rows = []
     for _, r in jax_rows(vs).iterrows():
         g = vs[(vs["contest"] == r["contest"]) & (vs[Col.DIM] == r[Col.DIM])]
@@ -79,7 +79,7 @@ def table(src: Sources) -> pd.DataFrame:
                 "contest": r["contest"],
                 "d": int(r[Col.DIM]),
                 "JAX": r["contender"],
-                "JAX (ms)": tables.fmt(r[Col.MEDIAN_S] * 1e3) + (" (1 call)" if _bound(r["rounds"]) == 1 else ""),
+                "JAX (ms)": tables.fmt(r[Col.MEDIAN_S] * 1e3) + (" (1 call)" if bound(r["rounds"]) == 1 else ""),
                 "its compile (s)": tables.fmt(compile_s),
                 "ours, PyTorch (ms)": tables.fmt(ours[Col.MEDIAN_S] * 1e3),
                 "ours / JAX [95% CI]": interval(r),
@@ -116,7 +116,7 @@ def findings(src: Sources) -> list[Finding]:
     found = table(src)
     if found.empty or "ours / JAX [95% CI]" not in found:
         return []
-    vs = jax_rows(src.side[VERSUS])
+    vs = jax_rows(src.contests())
     parts, values = [], []
     decided = found[found["faster"] != ""]
     counts = decided["faster"].str.endswith("(JAX)").sum(), (decided["faster"] == "ours (PyTorch)").sum()
@@ -125,7 +125,7 @@ def findings(src: Sources) -> list[Finding]:
         for _, r in top.iterrows():
             who, d = r["JAX"], r["d"]
             row = vs[(vs["contest"] == contest) & (vs[Col.DIM] == d) & (vs["contender"] == who)].iloc[0]
-            low, high = _bound(row["ratio_low"]), _bound(row["ratio_high"])
+            low, high = bound(row["ratio_low"]), bound(row["ratio_high"])
             value = Value(f"ours / {who}, {contest} at d={d}", float(row["ratio"]), low, high)
             values.append(value)
             said, compile_s = f"{contest} at d={d}: ours / {who} {value.show()}", r["its compile (s)"]

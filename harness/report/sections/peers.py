@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 
 from ...ops import FRAMEWORK_NAMES, framework
-from ...table import OK, VERSUS, Col
+from ...table import OK, Col
 from .. import plots, tables
-from ..findings import Finding, Value
-from ..load import Sources
+from ..findings import CONTEST_NOTE, Finding, Value
+from ..load import Sources, context_of
 
 TITLE = "Ours against peers"
 CONTESTS = "A/B: ours against the fastest peer"
 NAF_CONTEST = "naf.sample/log_prob"
-BOOTSTRAP = "contest ratios carry bootstrap 95% intervals over interleaved rounds (rounds in one process, not a rerun)"
+BOOTSTRAP = CONTEST_NOTE
 
 
 def family_peers(df: pd.DataFrame, family: str) -> list[str]:
@@ -66,7 +66,7 @@ def interval(r: pd.Series) -> str:
     """A contest row's ratio with its 95% interval, as text."""
     if pd.isna(r.get("ratio", np.nan)):
         return ""
-    if _bound(r.get("ratio_low")) is None:  # no interval (a contender timed by one call)
+    if bound(r.get("ratio_low")) is None:  # no interval (a contender timed by one call)
         return f"{float(r['ratio']):.3f} (no interval)"
     return f"{float(r['ratio']):.3f} [{float(r['ratio_low']):.3f}, {float(r['ratio_high']):.3f}]"
 
@@ -83,7 +83,7 @@ SPLINE_CONVENTIONS = (
 
 def _once(rounds: object) -> bool:
     """Whether a timed contender's row was timed by one call (harness.versus.timed_once)."""
-    return _bound(rounds) == 1
+    return bound(rounds) == 1
 
 
 def by_framework(peers: pd.DataFrame) -> str:
@@ -100,7 +100,10 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
     flows that joined a contest with ours over each; contenders not timed, with the
     reason."""
     rows = []
-    for (contest, dim), g in vs[vs["contest"] != NAF_CONTEST].groupby(["contest", Col.DIM], sort=False):
+    vs = vs.assign(**{Col.CONTEXT: context_of(vs)})
+    for (contest, dim, context), g in vs[vs["contest"] != NAF_CONTEST].groupby(
+        ["contest", Col.DIM, Col.CONTEXT], sort=False
+    ):
         ours = g[g["role"] == "ours"].iloc[0]
         timed = g[(g["role"] != "ours") & (g[Col.STATUS] == OK)]
         peers, entrants = timed[timed["role"] == "peer"], timed[timed["role"] == "entrant"]
@@ -109,6 +112,7 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
             {
                 "ours": contest,
                 "d": int(dim),
+                Col.CONTEXT: int(context),
                 "ours, PyTorch (ms)": tables.fmt(ours[Col.MEDIAN_S] * 1e3),
                 "peers (ms)": by_framework(peers),
                 "fastest peer": ours["fastest"],
@@ -123,10 +127,16 @@ def versus_table(vs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     out = pd.DataFrame(rows)
-    return out.drop(columns=[c for c in ("joined (ours / it [95% CI])", "not timed") if c in out and not out[c].any()])
+    empty = [c for c in (Col.CONTEXT, "joined (ours / it [95% CI])", "not timed") if c in out and not out[c].any()]
+    return out.drop(columns=empty)
 
 
 VERDICT_COLORS = {"ours faster": "C2", "ours slower": "C3", "no clear difference": "0.5"}
+
+
+def color(verdict: str) -> str:
+    """The forest plots' colour of a contest's verdict (faster, slower, or neither)."""
+    return VERDICT_COLORS.get(f"ours {verdict}", VERDICT_COLORS["no clear difference"])
 
 
 def forest(vs: pd.DataFrame, out: Path) -> list[str]:
@@ -140,7 +150,7 @@ def forest(vs: pd.DataFrame, out: Path) -> list[str]:
             float(r.ratio),
             float(r.ratio_low),
             float(r.ratio_high),
-            VERDICT_COLORS.get(f"ours {r.verdict}", VERDICT_COLORS["no clear difference"]),
+            color(str(r.verdict)),
         )
         for r in ours.itertuples()
     ]
@@ -167,7 +177,7 @@ def naf_table(vs: pd.DataFrame) -> pd.DataFrame:
 
 
 def render(src: Sources, out: Path) -> list[str]:
-    rows, vs = src.rows, src.side[VERSUS]
+    rows, vs = src.rows, src.contests()
     peer_rows = rows[tables.is_peer(rows)] if not rows.empty else rows
     if peer_rows.empty and vs.empty:
         return []
@@ -216,7 +226,7 @@ def render(src: Sources, out: Path) -> list[str]:
     return lines
 
 
-def _bound(value: object) -> float | None:
+def bound(value: object) -> float | None:
     """An interval's bound as read from the table, None where there is none."""
     try:
         number = float(value)
@@ -226,14 +236,14 @@ def _bound(value: object) -> float | None:
 
 
 def findings(src: Sources) -> list[Finding]:
-    vs = src.side[VERSUS]
+    vs = src.contests()
     if vs.empty:
         return []
     parts, values = [], []
     contests = vs[(vs["contest"] != NAF_CONTEST) & (vs["role"] == "ours")]
     for contest, g in contests.groupby("contest", sort=False):
         ours = g[g[Col.DIM] == g[Col.DIM].max()].iloc[0]
-        low, high = _bound(ours["ratio_low"]), _bound(ours["ratio_high"])
+        low, high = bound(ours["ratio_low"]), bound(ours["ratio_high"])
         value = Value(f"{contest} at d={int(ours[Col.DIM])}", float(ours["ratio"]), low, high)
         values.append(value)
         if low is None:  # the fastest peer was timed by one call (harness.versus.ONCE): no verdict
