@@ -91,6 +91,18 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
+def test_trials_import_the_two_sides_in_alternating_order_from_a_random_start():
+    from harness.ab_trial import SIDES, import_order
+
+    starts = set()
+    for seed in range(20):
+        orders = [import_order(seed, t) for t in range(6)]
+        assert all(set(o) == set(SIDES) for o in orders)
+        assert all(a != b for a, b in zip(orders, orders[1:]))  # three trials never share one order
+        starts.add(orders[0])
+    assert starts == {SIDES, SIDES[::-1]}  # which side goes first in trial 0 is drawn
+
+
 def test_rename_moves_every_absolute_reference():
     src = "import harness\nfrom harness import ops\nx = 'harness.models.maf:build_maf'\n"
     src += "import harness.ops\nharness_version = 1\n"
