@@ -112,7 +112,7 @@ conditional: $(STAMP)
 	$(BIN)/python -m harness sweep --device cpu --models $(CONDITIONAL) --dims 2,4,10 --context 0,10,32,100 --batch 10000 --solvers default --budget 10 --out reports/cpu/conditional $(SWEEP_ARGS)
 	mkdir -p reports/cpu/conditional/fit
 	$(BIN)/python -m harness fit --models $(CONDITIONAL) --data gaussian_linear --wall 20 --out reports/cpu/conditional/fit $(SWEEP_ARGS) | tee reports/cpu/conditional/fit/output.txt
-	$(BIN)/python -m harness versus --contests maf.log_prob,maf.sample,nsf.log_prob,nsf.sample --dims 2,10 --context 10,100 --batch 10000 --rounds 15 --min-rounds 15 --no-naf --frameworks torch --out reports/cpu/conditional
+	$(BIN)/python -m harness versus --contests maf.log_prob,maf.sample,naf.log_prob,nsf.log_prob,nsf.sample --dims 2,10 --context 10,100 --batch 10000 --rounds 15 --min-rounds 15 --no-naf --frameworks torch --out reports/cpu/conditional
 	$(TIMED) end make conditional
 	$(BIN)/python -m harness report $(SOURCES) --out reports/cpu
 	$(BIN)/python -m harness readme

@@ -265,7 +265,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--contests",
         type=_names,
-        help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob,nsf.log_prob,nsf.sample (default all)",
+        help="comma list of maf.log_prob,maf.sample,iaf.sample,bnaf.log_prob,naf.log_prob,nsf.log_prob,nsf.sample "
+        "(default all)",
     )
     v.add_argument(
         "--contest",

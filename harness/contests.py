@@ -66,6 +66,7 @@ CONTESTS: dict[str, Contest] = {
             (("pyro.bnaf", "log_prob"), ("numpyro.bnaf", "log_prob"), ("flowjax.bnaf", "log_prob")),
             {"hidden_factor": 8},
         ),
+        Contest("naf", "log_prob", (("zuko.naf", "log_prob"), ("pyro.naf", "log_prob"))),
         Contest("nsf", "log_prob", tuple((p, "log_prob") for p in NSF_PEERS)),
         Contest("nsf", "sample", tuple((p, "sample") for p in NSF_PEERS)),
     )

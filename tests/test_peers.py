@@ -358,7 +358,7 @@ def test_a_conditional_contest_times_conditioned_contenders_and_reports_apart(tm
     report = build_report([tmp_path], tmp_path / "r", paper=False, figures=False).read_text()
     conditional_part = report.split("\n## Conditional flows\n")[1].split("\n## ")[0]
     peers_part = report.split("\n## Ours against peers\n")[1].split("\n## ")[0]
-    assert "### A/B: conditioned, ours against the fastest peer" in conditional_part
+    assert "### Conditioned contests" in conditional_part
     assert "Whose conditional flow is fastest?** in A/B contests" in report
     conditioned_shown = f"{conditioned['ratio']:.3f} [{conditioned['ratio_low']:.3f}, {conditioned['ratio_high']:.3f}]"
     plain_shown = f"{plain['ratio']:.3f} [{plain['ratio_low']:.3f}, {plain['ratio_high']:.3f}]"

@@ -47,7 +47,7 @@ def against_peers(g: pd.DataFrame) -> list[tuple[str, int, str, int, str, Value]
     return found
 
 
-CONTESTS_TITLE = "A/B: conditioned, ours against the fastest peer"
+CONTESTS_TITLE = "Conditioned contests"
 
 
 def contest_entries(vs: pd.DataFrame) -> list[tuple[str, int, str, int, str, Value]]:
@@ -87,7 +87,7 @@ def render_contests(vs: pd.DataFrame, out: Path) -> list[str]:
         for f, d, op, c, peer, v in contest_entries(vs)
         if v.low is not None and v.high is not None
     ]
-    title = "Conditioned: ours against the fastest peer, per contest"
+    title = "Conditioned contests: ours against the fastest peer"
     xlabel = "ours / fastest peer (95% interval over rounds)"
     for name in plots.forest(rows, out, "conditional_contests", title, xlabel, peers.VERDICT_COLORS)[:1]:
         lines += [f"![conditional contests]({name})", ""]
@@ -295,24 +295,20 @@ def _fastest(entries: list[tuple[str, int, str, int, str, Value]], lead: str, wh
     for family, dim, op, context, peer, v in entries:
         if op in (LOG_PROB, SAMPLE):
             per.setdefault((op, family), []).append((dim, context, peer, v))
-    parts, shown = [], []
+    parts: dict[str, list[str]] = {}
+    shown = []
     for (op, family), found in sorted(per.items()):
         dim, context, peer, worst = max(found, key=lambda e: e[3].value)
         medians = [v.value for *_, v in found]
-        spread = f"; {tables.fmt(min(medians))} to {tables.fmt(max(medians))} over {len(found)} shapes"
-        parts.append(
-            f"{op} {family} {worst.show()} at d={dim}, context {context} ({peer}"
-            + (spread if len(found) > 1 else "")
-            + ")"
-        )
+        spread = f" ({tables.fmt(min(medians))}-{tables.fmt(max(medians))})" if len(found) > 1 else ""
+        parts.setdefault(op, []).append(f"{family} {worst.show()} at d={dim}, c={context} vs {peer}{spread}")
         shown.append(worst)
     shapes = sorted({(d, c) for _, d, _, c, _, _ in entries})
     dims = ", ".join(str(d) for d in sorted({d for d, _ in shapes}))
     contexts = ", ".join(str(c) for c in sorted({c for _, c in shapes}))
     text = (
-        lead
-        + f" (d {dims}; context {contexts}), ours / the fastest peer at the shape least favourable to ours: "
-        + "; ".join(parts)
+        f"{lead}, ours / the fastest peer at the least favourable of d {dims} and context (c) {contexts} (the "
+        f"{len(shapes)} medians' range): " + "; ".join(f"{op} " + ", ".join(said) for op, said in parts.items())
     )
     return Finding("Whose conditional flow is fastest?", text, where, tuple(shown), note(shown), about)
 
