@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...intervals import verdict
 from ...ops import LOG_PROB, SAMPLE, SWEEP_OPS
 from ...table import OK, Col
 from .. import plots, tables
@@ -82,14 +81,8 @@ def render_contests(vs: pd.DataFrame, out: Path) -> list[str]:
         tables.markdown(peers.versus_table(vs)),
         "",
     ]
-    rows = [
-        (f"{f} {op} d={d} c={c} vs {peer}", v.value, v.low, v.high, peers.color(verdict(v.low, v.high)))
-        for f, d, op, c, peer, v in contest_entries(vs)
-        if v.low is not None and v.high is not None
-    ]
     title = "Conditioned contests: ours against the fastest peer"
-    xlabel = "ours / fastest peer (95% interval over rounds)"
-    for name in plots.forest(rows, out, "conditional_contests", title, xlabel, peers.VERDICT_COLORS)[:1]:
+    for name in peers.forest(vs, out, "conditional_contests", title)[:1]:
         lines += [f"![conditional contests]({name})", ""]
     return lines
 

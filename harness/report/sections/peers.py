@@ -139,23 +139,25 @@ def color(verdict: str) -> str:
     return VERDICT_COLORS.get(f"ours {verdict}", VERDICT_COLORS["no clear difference"])
 
 
-def forest(vs: pd.DataFrame, out: Path) -> list[str]:
-    """Ours over the fastest peer in every contest (a row per contest and d), with its 95%
-    interval and the line of parity: green where ours is faster, red where slower, grey
-    where the interval holds 1."""
+def forest(
+    vs: pd.DataFrame, out: Path, stem: str = "contests", title: str = "Ours against the fastest peer, per contest"
+) -> list[str]:
+    """Ours over the fastest peer in every contest (a row per contest, d and context), with
+    its 95% interval and the line of parity: green where ours is faster, red where slower,
+    grey where the interval holds 1."""
     ours = vs[(vs["contest"] != NAF_CONTEST) & (vs["role"] == "ours") & vs["ratio"].notna()] if not vs.empty else vs
+    contexts = context_of(ours)
     rows = [
         (
-            f"{r.contest} d={int(r.dim)} vs {r.fastest}",
+            f"{r.contest} d={int(r.dim)}" + (f" c={c}" if c else "") + f" vs {r.fastest}",
             float(r.ratio),
             float(r.ratio_low),
             float(r.ratio_high),
             color(str(r.verdict)),
         )
-        for r in ours.itertuples()
+        for r, c in zip(ours.itertuples(), contexts)
     ]
-    title, xlabel = "Ours against the fastest peer, per contest", "ours / fastest peer (95% interval over rounds)"
-    return plots.forest(rows, out, "contests", title, xlabel, VERDICT_COLORS)
+    return plots.forest(rows, out, stem, title, "ours / fastest peer (95% interval over rounds)", VERDICT_COLORS)
 
 
 def naf_table(vs: pd.DataFrame) -> pd.DataFrame:
